@@ -1,0 +1,36 @@
+//! `verdict`: the operator's command line.
+//!
+//! Each subcommand lives in its own module and calls into the service crates' libraries or their
+//! gRPC APIs; the CLI holds no logic of its own beyond argument parsing and printing.
+
+mod keygen;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "verdict", version, about = "Verdict: audit-first policy gateway for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an Ed25519 signing key pair for a gateway.
+    Keygen(keygen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Appending to a chain: the one place events get their `seq`, `prev_hash` and signature.
+
+use crate::envelope::SignedEvent;
+use crate::hash::{event_hash, Hash, ZERO_HASH};
+use crate::keys::SecretKey;
+
+/// Signs events of one chain in order. Not `Sync` by design: a chain has exactly one writer,
+/// and whoever owns it serialises appends.
+#[derive(Debug)]
+pub struct ChainWriter {
+    chain_id: String,
+    key: SecretKey,
+    last_seq: u64,
+    last_hash: Hash,
+}
+
+impl ChainWriter {
+    /// A new chain, whose first event will have seq 1 and a zero `prev_hash`.
+    pub fn new(chain_id: impl Into<String>, key: SecretKey) -> Self {
+        Self::resume(chain_id, key, 0, ZERO_HASH)
+    }
+
+    /// Continues a chain whose last event had `last_seq` and `last_hash` (e.g. read back from
+    /// the journal after a restart).
+    pub fn resume(chain_id: impl Into<String>, key: SecretKey, last_seq: u64, last_hash: Hash) -> Self {
+        Self {
+            chain_id: chain_id.into(),
+            key,
+            last_seq,
+            last_hash,
+        }
+    }
+
+    /// Hashes and signs `body` as the next event of the chain.
+    pub fn append(&mut self, body: Vec<u8>) -> SignedEvent {
+        let seq = self.last_seq + 1;
+        let hash = event_hash(&self.chain_id, seq, &self.last_hash, &body);
+        let event = SignedEvent {
+            chain_id: self.chain_id.clone(),
+            seq,
+            prev_hash: self.last_hash,
+            body,
+            hash,
+            key_id: self.key.public().key_id().to_owned(),
+            signature: self.key.sign(&hash),
+        };
+        self.last_seq = seq;
+        self.last_hash = hash;
+        event
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Seq and hash of the last appended event (0 and zeros for an empty chain).
+    pub fn head(&self) -> (u64, Hash) {
+        (self.last_seq, self.last_hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_each_event_to_the_previous_one() {
+        let mut writer = ChainWriter::new("gw", SecretKey::from_seed(&[3; 32]));
+        let first = writer.append(b"a".to_vec());
+        let second = writer.append(b"b".to_vec());
+        assert_eq!((first.seq, first.prev_hash), (1, ZERO_HASH));
+        assert_eq!((second.seq, second.prev_hash), (2, first.hash));
+        assert_eq!(second.computed_hash(), second.hash);
+        assert_eq!(writer.head(), (2, second.hash));
+    }
+
+    #[test]
+    fn resumes_where_a_chain_stopped() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let mut original = ChainWriter::new("gw", key.clone());
+        original.append(b"a".to_vec());
+        let expected = original.append(b"b".to_vec());
+        let mut resumed = ChainWriter::new("gw", key);
+        let (seq, hash) = (1, resumed.append(b"a".to_vec()).hash);
+        let mut resumed = ChainWriter::resume("gw", SecretKey::from_seed(&[3; 32]), seq, hash);
+        assert_eq!(resumed.append(b"b".to_vec()), expected);
+    }
+}

@@ -1,0 +1,353 @@
+//! Verifying chains: signatures, `seq` continuity and `prev_hash` linkage.
+//!
+//! One verifier serves the auditor (events from Kafka), the query service (re-verification from
+//! stored rows) and the offline `verdict verify` (a journal or an export). It keeps per-chain
+//! state in memory: the head, a window of recent hashes (to tell a replay from a fork), the
+//! seqs skipped by a gap (to recognise a late arrival) and the seqs of untrusted events (so one
+//! tampered event yields one finding, not a second "gap" finding after it).
+//!
+//! Every event gets a [`Verdict`]: a status to store it with and at most one [`Finding`].
+//! Verification always continues after a break, from the newest trusted event.
+
+use crate::envelope::SignedEvent;
+use crate::hash::{Hash, ZERO_HASH};
+use crate::keys::PublicKey;
+use ed25519_dalek::{Signature, VerifyingKey};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Signatures verified together; one bad signature costs re-verifying only its chunk.
+const BATCH_CHUNK: usize = 64;
+/// Recent (seq → hash) entries kept per chain to classify repeated seqs.
+pub const DEFAULT_WINDOW: usize = 16_384;
+
+/// What kind of break a finding reports. The names (see [`BreakKind::as_str`]) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BreakKind {
+    /// The signature does not verify over the recomputed hash (body, seq, prev_hash or
+    /// signature altered).
+    BadSignature,
+    /// Signed with a key id that is not trusted.
+    UnknownKey,
+    /// Signed with a trusted key that is not allowed to sign this chain.
+    KeyNotAllowedForChain,
+    /// Not a decodable envelope, or internally inconsistent (claimed hash ≠ recomputed hash).
+    Malformed,
+    /// Seqs are missing before this event.
+    Gap,
+    /// Another event with the same seq, or a `prev_hash` that does not link to the event seen.
+    Fork,
+    /// An event seen before (same seq, same hash) arrived again.
+    Replay,
+    /// An event skipped by an earlier gap arrived late; it links correctly.
+    Reorder,
+    /// A seq at or below the head that is older than the verifier's window; the caller resolves
+    /// it against stored rows (replay if the stored hash matches, fork otherwise).
+    Stale,
+    /// No checkpoint within the interval the chain promised.
+    SilentChain,
+}
+
+impl BreakKind {
+    pub const ALL: [BreakKind; 10] = [
+        Self::BadSignature,
+        Self::UnknownKey,
+        Self::KeyNotAllowedForChain,
+        Self::Malformed,
+        Self::Gap,
+        Self::Fork,
+        Self::Replay,
+        Self::Reorder,
+        Self::Stale,
+        Self::SilentChain,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::UnknownKey => "unknown_key",
+            Self::KeyNotAllowedForChain => "key_not_allowed_for_chain",
+            Self::Malformed => "malformed",
+            Self::Gap => "gap",
+            Self::Fork => "fork",
+            Self::Replay => "replay",
+            Self::Reorder => "reorder",
+            Self::Stale => "stale",
+            Self::SilentChain => "silent_chain",
+        }
+    }
+}
+
+/// One break, with the position it concerns. For a gap, `seq..=last_seq` is the missing range;
+/// otherwise `last_seq == seq` is the offending event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: BreakKind,
+    pub chain_id: String,
+    pub seq: u64,
+    pub last_seq: u64,
+    pub detail: String,
+}
+
+/// How an event is stored after verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventStatus {
+    /// Trusted signature, linked to the verified chain.
+    Verified,
+    /// Trusted signature and now the chain head, but its link to the previous event could not be
+    /// verified (it follows a gap, a fork or an untrusted event).
+    AfterBreak,
+    /// Trusted signature, but not the next event (reorder, replay, fork of an old seq, stale).
+    OutOfOrder,
+    /// Not trusted: bad signature, unknown or disallowed key, malformed.
+    Untrusted,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::AfterBreak => "after_break",
+            Self::OutOfOrder => "out_of_order",
+            Self::Untrusted => "untrusted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: EventStatus,
+    pub finding: Option<Finding>,
+}
+
+/// The newest trusted event of a chain: what the auditor persists to resume exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+/// Trusted public keys, each optionally restricted to the chains it may sign.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: HashMap<String, (PublicKey, Option<HashSet<String>>)>,
+}
+
+impl TrustedKeys {
+    /// `chains = None` lets the key sign any chain. Keys were checked for weakness when built.
+    pub fn add(&mut self, key: PublicKey, chains: Option<Vec<String>>) {
+        let chains = chains.map(|c| c.into_iter().collect());
+        self.keys.insert(key.key_id().to_owned(), (key, chains));
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn key_for(&self, event: &SignedEvent) -> Result<&PublicKey, BreakKind> {
+        let (key, chains) = self.keys.get(&event.key_id).ok_or(BreakKind::UnknownKey)?;
+        match chains {
+            Some(allowed) if !allowed.contains(&event.chain_id) => Err(BreakKind::KeyNotAllowedForChain),
+            _ => Ok(key),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ChainState {
+    head: Option<ChainHead>,
+    /// seq → (hash, prev_hash) of recent trusted events.
+    window: BTreeMap<u64, (Hash, Hash)>,
+    /// Seqs skipped by a gap and not seen since.
+    missing: BTreeSet<u64>,
+    /// Seqs at which an untrusted event stood in for the real one.
+    untrusted: BTreeSet<u64>,
+}
+
+/// Verifies events of any number of chains, in arrival order.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    keys: TrustedKeys,
+    chains: HashMap<String, ChainState>,
+    window: usize,
+}
+
+impl ChainVerifier {
+    pub fn new(keys: TrustedKeys) -> Self {
+        Self {
+            keys,
+            chains: HashMap::new(),
+            window: DEFAULT_WINDOW,
+        }
+    }
+
+    /// Continues a chain from a persisted head instead of expecting seq 1.
+    pub fn restore(&mut self, chain_id: &str, head: ChainHead) {
+        let state = self.chains.entry(chain_id.to_owned()).or_default();
+        state.head = Some(head);
+    }
+
+    pub fn head(&self, chain_id: &str) -> Option<ChainHead> {
+        self.chains.get(chain_id).and_then(|s| s.head)
+    }
+
+    /// Chain ids this verifier has seen or restored.
+    pub fn chain_ids(&self) -> impl Iterator<Item = &str> {
+        self.chains.keys().map(String::as_str)
+    }
+
+    pub fn verify(&mut self, event: &SignedEvent) -> Verdict {
+        self.verify_batch(std::slice::from_ref(event)).remove(0)
+    }
+
+    /// Verifies `events` in order; signatures are batch-verified first.
+    pub fn verify_batch(&mut self, events: &[SignedEvent]) -> Vec<Verdict> {
+        let trust = self.check_trust(events);
+        events.iter().zip(trust).map(|(event, trust)| self.place(event, trust)).collect()
+    }
+
+    /// Signature, key and hash-consistency checks, independent of chain position.
+    fn check_trust(&self, events: &[SignedEvent]) -> Vec<Result<(), (BreakKind, String)>> {
+        let hashes: Vec<Hash> = events.iter().map(SignedEvent::computed_hash).collect();
+        let mut trust: Vec<Result<(), (BreakKind, String)>> = Vec::with_capacity(events.len());
+        let mut keyed = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            match self.keys.key_for(event) {
+                Ok(key) => {
+                    trust.push(Ok(()));
+                    keyed.push((i, key.verifying_key()));
+                }
+                Err(kind) => trust.push(Err((kind, format!("key_id {}", event.key_id)))),
+            }
+        }
+        for chunk in keyed.chunks(BATCH_CHUNK) {
+            if batch_ok(chunk, events, &hashes) {
+                continue;
+            }
+            for &(i, key) in chunk {
+                let sig = Signature::from_bytes(&events[i].signature);
+                if key.verify_strict(&hashes[i], &sig).is_err() {
+                    trust[i] = Err((BreakKind::BadSignature, "signature does not verify over the recomputed hash".into()));
+                }
+            }
+        }
+        for (i, event) in events.iter().enumerate() {
+            if trust[i].is_ok() && hashes[i] != event.hash {
+                trust[i] = Err((BreakKind::Malformed, "claimed hash differs from the recomputed hash".into()));
+            }
+        }
+        trust
+    }
+
+    fn place(&mut self, event: &SignedEvent, trust: Result<(), (BreakKind, String)>) -> Verdict {
+        let window = self.window;
+        let state = self.chains.entry(event.chain_id.clone()).or_default();
+        let finding = |kind, last_seq, detail: String| Finding {
+            kind,
+            chain_id: event.chain_id.clone(),
+            seq: event.seq,
+            last_seq,
+            detail,
+        };
+        if let Err((kind, detail)) = trust {
+            state.untrusted.insert(event.seq);
+            return verdict(EventStatus::Untrusted, Some(finding(kind, event.seq, detail)));
+        }
+        let head_seq = state.head.map_or(0, |h| h.seq);
+        let head_hash = state.head.map_or(ZERO_HASH, |h| h.hash);
+        if event.seq == head_seq + 1 {
+            let linked = event.prev_hash == head_hash;
+            let replaced_untrusted = state.untrusted.remove(&head_seq);
+            state.advance(event, window);
+            return match (linked, replaced_untrusted) {
+                (true, _) => verdict(EventStatus::Verified, None),
+                (false, true) => verdict(EventStatus::AfterBreak, None),
+                (false, false) => verdict(
+                    EventStatus::AfterBreak,
+                    Some(finding(BreakKind::Fork, event.seq, "prev_hash does not link to the previous event".into())),
+                ),
+            };
+        }
+        if event.seq > head_seq + 1 {
+            let skipped = head_seq + 1..event.seq;
+            state.missing.extend(skipped.clone());
+            let unexplained: Vec<u64> = skipped.filter(|s| !state.untrusted.remove(s)).collect();
+            state.advance(event, window);
+            let gap = match (unexplained.first(), unexplained.last()) {
+                (Some(&first), Some(&last)) => Some(Finding {
+                    seq: first,
+                    ..finding(BreakKind::Gap, last, format!("{} event(s) missing before seq {}", unexplained.len(), event.seq))
+                }),
+                _ => None,
+            };
+            return verdict(EventStatus::AfterBreak, gap);
+        }
+        // At or below the head: a late arrival, a replay, a fork of an old seq, or too old to tell.
+        let kind = if state.missing.remove(&event.seq) {
+            if state.links_with_neighbours(event) {
+                BreakKind::Reorder
+            } else {
+                BreakKind::Fork
+            }
+        } else {
+            match state.window.get(&event.seq) {
+                Some((hash, _)) if *hash == event.hash => BreakKind::Replay,
+                Some(_) => BreakKind::Fork,
+                None => BreakKind::Stale,
+            }
+        };
+        if kind == BreakKind::Reorder {
+            state.remember(event, window);
+        }
+        let detail = format!("seq {} arrived after head seq {head_seq}", event.seq);
+        verdict(EventStatus::OutOfOrder, Some(finding(kind, event.seq, detail)))
+    }
+}
+
+impl ChainState {
+    fn advance(&mut self, event: &SignedEvent, window: usize) {
+        self.head = Some(ChainHead {
+            seq: event.seq,
+            hash: event.hash,
+        });
+        self.remember(event, window);
+    }
+
+    fn remember(&mut self, event: &SignedEvent, window: usize) {
+        self.window.insert(event.seq, (event.hash, event.prev_hash));
+        while self.window.len() > window {
+            self.window.pop_first();
+        }
+        while self.missing.len() > window {
+            self.missing.pop_first();
+        }
+        while self.untrusted.len() > window {
+            self.untrusted.pop_first();
+        }
+    }
+
+    /// A late event links if the known previous event's hash is its `prev_hash` and the known
+    /// next event's `prev_hash` is its hash.
+    fn links_with_neighbours(&self, event: &SignedEvent) -> bool {
+        let prev_ok = match event.seq {
+            1 => event.prev_hash == ZERO_HASH,
+            s => self.window.get(&(s - 1)).is_none_or(|(hash, _)| *hash == event.prev_hash),
+        };
+        let next_ok = self.window.get(&(event.seq + 1)).is_none_or(|(_, prev)| *prev == event.hash);
+        prev_ok && next_ok
+    }
+}
+
+fn verdict(status: EventStatus, finding: Option<Finding>) -> Verdict {
+    Verdict { status, finding }
+}
+
+fn batch_ok(chunk: &[(usize, &VerifyingKey)], events: &[SignedEvent], hashes: &[Hash]) -> bool {
+    let messages: Vec<&[u8]> = chunk.iter().map(|&(i, _)| hashes[i].as_slice()).collect();
+    let signatures: Vec<Signature> = chunk.iter().map(|&(i, _)| Signature::from_bytes(&events[i].signature)).collect();
+    let keys: Vec<VerifyingKey> = chunk.iter().map(|&(_, key)| *key).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}

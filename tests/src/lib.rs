@@ -1,0 +1,32 @@
+//! The test harness: real servers on free loopback ports, in temporary directories, stopped when
+//! dropped.
+//!
+//! Every integration test that needs ClickHouse or a Kafka-protocol broker starts its own through
+//! this crate, so tests share no global state and can run in parallel. Nothing here is a mock:
+//! [`ClickHouse`] runs `clickhouse-server` with the project's config from `deploy/clickhouse/`,
+//! [`Broker`] runs `tansu` with SQLite storage (the engine whose offsets are exact; see
+//! README "Local broker").
+
+pub mod broker;
+pub mod clickhouse;
+pub mod process;
+
+pub use broker::Broker;
+pub use clickhouse::ClickHouse;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{program} is not installed ({hint})")]
+    Missing { program: String, hint: &'static str },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what} did not become ready within {secs} s; last log lines:\n{log}")]
+    NotReady { what: String, secs: u64, log: String },
+    #[error("{0}")]
+    Kafka(String),
+}
+
+pub type Result<T> = std::result::Result<T, HarnessError>;

@@ -1,0 +1,111 @@
+//! Child processes owned by a test: a free port to give them, a log file to read when they fail,
+//! and a kill on drop so no server outlives its test.
+
+use crate::{HarnessError, Result};
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago. The OS hands out ephemeral ports round-robin, so
+/// the brief window before the server binds it is not reused by a parallel test in practice.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+/// Finds `program` on `PATH` or in `~/.cargo/bin` (where `cargo install` puts tansu).
+pub fn find_program(program: &str, hint: &'static str) -> Result<PathBuf> {
+    let cargo_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(cargo_bin)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or_else(|| HarnessError::Missing {
+            program: program.into(),
+            hint,
+        })
+}
+
+/// A running server process whose output goes to `log`.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Self> {
+        let io = |source| HarnessError::Io {
+            what: format!("starting {name}"),
+            source,
+        };
+        let out = File::create(&log).map_err(io)?;
+        let err = out.try_clone().map_err(io)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io)?;
+        Ok(Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// Waits until `ready` returns true, or fails with the tail of the log.
+    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if ready() {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(self.not_ready(timeout, format!("exited with {status}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(self.not_ready(timeout, "timed out".into()))
+    }
+
+    fn not_ready(&self, timeout: Duration, why: String) -> HarnessError {
+        HarnessError::NotReady {
+            what: format!("{} ({why})", self.name),
+            secs: timeout.as_secs(),
+            log: self.log_tail(30),
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// True when something accepts TCP connections on the loopback port.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
