@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "verdict", version, about = "Verdict: audit-first policy gateway for AI agents")]
+#[command(
+    name = "verdict",
+    version,
+    about = "Verdict: audit-first policy gateway for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -12,9 +12,13 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("sign", |b| b.iter(|| key.sign(&[7; 32])));
     let sig = key.sign(&[7; 32]);
-    group.bench_function("verify_strict", |b| b.iter(|| key.public().verify_strict(&[7; 32], &sig)));
+    group.bench_function("verify_strict", |b| {
+        b.iter(|| key.public().verify_strict(&[7; 32], &sig))
+    });
     let mut writer = ChainWriter::new("bench", key.clone());
-    group.bench_function("chain_append_300B", |b| b.iter(|| writer.append(BODY.to_vec())));
+    group.bench_function("chain_append_300B", |b| {
+        b.iter(|| writer.append(BODY.to_vec()))
+    });
     group.finish();
 
     let mut writer = ChainWriter::new("bench", key.clone());
@@ -24,7 +28,11 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify_chain");
     group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function("batch_1024", |b| {
-        b.iter_batched(|| ChainVerifier::new(keys.clone()), |mut v| v.verify_batch(&events), BatchSize::SmallInput)
+        b.iter_batched(
+            || ChainVerifier::new(keys.clone()),
+            |mut v| v.verify_batch(&events),
+            BatchSize::SmallInput,
+        )
     });
     group.bench_function("one_by_one_1024", |b| {
         b.iter_batched(

@@ -22,7 +22,12 @@ impl ChainWriter {
 
     /// Continues a chain whose last event had `last_seq` and `last_hash` (e.g. read back from
     /// the journal after a restart).
-    pub fn resume(chain_id: impl Into<String>, key: SecretKey, last_seq: u64, last_hash: Hash) -> Self {
+    pub fn resume(
+        chain_id: impl Into<String>,
+        key: SecretKey,
+        last_seq: u64,
+        last_hash: Hash,
+    ) -> Self {
         Self {
             chain_id: chain_id.into(),
             key,

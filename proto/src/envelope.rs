@@ -72,7 +72,8 @@ impl SignedEvent {
 
     /// Decodes the body. The body bytes stay authoritative; this is only for reading fields.
     pub fn decode_body(&self) -> Result<pb::EventBody, EnvelopeError> {
-        pb::EventBody::decode(self.body.as_slice()).map_err(|e| EnvelopeError::Decode(e.to_string()))
+        pb::EventBody::decode(self.body.as_slice())
+            .map_err(|e| EnvelopeError::Decode(e.to_string()))
     }
 }
 
@@ -152,33 +153,89 @@ mod tests {
     fn rejects_bad_fields_with_typed_errors() {
         let good = pb::Envelope::from(sample());
         let cases: Vec<(pb::Envelope, EnvelopeError)> = vec![
-            (pb::Envelope { version: 2, ..good.clone() }, EnvelopeError::Version(2)),
-            (pb::Envelope { chain_id: String::new(), ..good.clone() }, EnvelopeError::ChainId(0)),
-            (pb::Envelope { chain_id: "x".repeat(129), ..good.clone() }, EnvelopeError::ChainId(129)),
-            (pb::Envelope { seq: 0, ..good.clone() }, EnvelopeError::ZeroSeq),
             (
-                pb::Envelope { signature: vec![0; 63], ..good.clone() },
-                EnvelopeError::FieldLength { field: "signature", expected: 64, actual: 63 },
+                pb::Envelope {
+                    version: 2,
+                    ..good.clone()
+                },
+                EnvelopeError::Version(2),
             ),
             (
-                pb::Envelope { prev_hash: vec![], ..good.clone() },
-                EnvelopeError::FieldLength { field: "prev_hash", expected: 32, actual: 0 },
+                pb::Envelope {
+                    chain_id: String::new(),
+                    ..good.clone()
+                },
+                EnvelopeError::ChainId(0),
             ),
-            (pb::Envelope { key_id: "ABC".into(), ..good.clone() }, EnvelopeError::KeyId("ABC".into())),
+            (
+                pb::Envelope {
+                    chain_id: "x".repeat(129),
+                    ..good.clone()
+                },
+                EnvelopeError::ChainId(129),
+            ),
+            (
+                pb::Envelope {
+                    seq: 0,
+                    ..good.clone()
+                },
+                EnvelopeError::ZeroSeq,
+            ),
+            (
+                pb::Envelope {
+                    signature: vec![0; 63],
+                    ..good.clone()
+                },
+                EnvelopeError::FieldLength {
+                    field: "signature",
+                    expected: 64,
+                    actual: 63,
+                },
+            ),
+            (
+                pb::Envelope {
+                    prev_hash: vec![],
+                    ..good.clone()
+                },
+                EnvelopeError::FieldLength {
+                    field: "prev_hash",
+                    expected: 32,
+                    actual: 0,
+                },
+            ),
+            (
+                pb::Envelope {
+                    key_id: "ABC".into(),
+                    ..good.clone()
+                },
+                EnvelopeError::KeyId("ABC".into()),
+            ),
         ];
         for (raw, expected) in cases {
-            assert_eq!(SignedEvent::decode(&raw.encode_to_vec()).unwrap_err(), expected);
+            assert_eq!(
+                SignedEvent::decode(&raw.encode_to_vec()).unwrap_err(),
+                expected
+            );
         }
     }
 
     #[test]
     fn rejects_oversized_truncated_and_non_utf8_input() {
         let big = vec![0u8; MAX_ENVELOPE_BYTES + 1];
-        assert_eq!(SignedEvent::decode(&big).unwrap_err(), EnvelopeError::TooLarge(big.len()));
+        assert_eq!(
+            SignedEvent::decode(&big).unwrap_err(),
+            EnvelopeError::TooLarge(big.len())
+        );
         let bytes = sample().encode();
-        assert!(matches!(SignedEvent::decode(&bytes[..bytes.len() - 3]), Err(EnvelopeError::Decode(_))));
+        assert!(matches!(
+            SignedEvent::decode(&bytes[..bytes.len() - 3]),
+            Err(EnvelopeError::Decode(_))
+        ));
         // Field 2 (chain_id, wire type 2) holding the invalid UTF-8 byte 0xff.
-        assert!(matches!(SignedEvent::decode(&[0x12, 0x01, 0xff]), Err(EnvelopeError::Decode(_))));
+        assert!(matches!(
+            SignedEvent::decode(&[0x12, 0x01, 0xff]),
+            Err(EnvelopeError::Decode(_))
+        ));
     }
 
     proptest! {

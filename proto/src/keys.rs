@@ -174,7 +174,11 @@ pub fn key_id_of(public: &[u8; 32]) -> String {
 
 /// Writes `verdict.key` (PKCS#8 PEM, mode 0600) and `verdict.pub` (SPKI PEM, mode 0644) into
 /// `dir`, creating it if needed. Refuses to replace existing files unless `force` is set.
-pub fn write_keypair(dir: &Path, key: &SecretKey, force: bool) -> Result<(PathBuf, PathBuf), KeyError> {
+pub fn write_keypair(
+    dir: &Path,
+    key: &SecretKey,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), KeyError> {
     std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
         path: dir.to_owned(),
         source,
@@ -257,11 +261,17 @@ mod tests {
 
     #[test]
     fn rejects_wrong_lengths_and_weak_keys() {
-        assert!(matches!(PublicKey::from_bytes(&[0; 31]), Err(KeyError::BadLength(31))));
+        assert!(matches!(
+            PublicKey::from_bytes(&[0; 31]),
+            Err(KeyError::BadLength(31))
+        ));
         // The identity point (y = 1) is a small-order point.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(matches!(PublicKey::from_bytes(&identity), Err(KeyError::Weak { .. })));
+        assert!(matches!(
+            PublicKey::from_bytes(&identity),
+            Err(KeyError::Weak { .. })
+        ));
     }
 
     #[test]

@@ -150,7 +150,9 @@ impl TrustedKeys {
     fn key_for(&self, event: &SignedEvent) -> Result<&PublicKey, BreakKind> {
         let (key, chains) = self.keys.get(&event.key_id).ok_or(BreakKind::UnknownKey)?;
         match chains {
-            Some(allowed) if !allowed.contains(&event.chain_id) => Err(BreakKind::KeyNotAllowedForChain),
+            Some(allowed) if !allowed.contains(&event.chain_id) => {
+                Err(BreakKind::KeyNotAllowedForChain)
+            }
             _ => Ok(key),
         }
     }
@@ -206,7 +208,11 @@ impl ChainVerifier {
     /// Verifies `events` in order; signatures are batch-verified first.
     pub fn verify_batch(&mut self, events: &[SignedEvent]) -> Vec<Verdict> {
         let trust = self.check_trust(events);
-        events.iter().zip(trust).map(|(event, trust)| self.place(event, trust)).collect()
+        events
+            .iter()
+            .zip(trust)
+            .map(|(event, trust)| self.place(event, trust))
+            .collect()
     }
 
     /// Signature, key and hash-consistency checks, independent of chain position.
@@ -230,13 +236,19 @@ impl ChainVerifier {
             for &(i, key) in chunk {
                 let sig = Signature::from_bytes(&events[i].signature);
                 if key.verify_strict(&hashes[i], &sig).is_err() {
-                    trust[i] = Err((BreakKind::BadSignature, "signature does not verify over the recomputed hash".into()));
+                    trust[i] = Err((
+                        BreakKind::BadSignature,
+                        "signature does not verify over the recomputed hash".into(),
+                    ));
                 }
             }
         }
         for (i, event) in events.iter().enumerate() {
             if trust[i].is_ok() && hashes[i] != event.hash {
-                trust[i] = Err((BreakKind::Malformed, "claimed hash differs from the recomputed hash".into()));
+                trust[i] = Err((
+                    BreakKind::Malformed,
+                    "claimed hash differs from the recomputed hash".into(),
+                ));
             }
         }
         trust
@@ -254,7 +266,10 @@ impl ChainVerifier {
         };
         if let Err((kind, detail)) = trust {
             state.untrusted.insert(event.seq);
-            return verdict(EventStatus::Untrusted, Some(finding(kind, event.seq, detail)));
+            return verdict(
+                EventStatus::Untrusted,
+                Some(finding(kind, event.seq, detail)),
+            );
         }
         let head_seq = state.head.map_or(0, |h| h.seq);
         let head_hash = state.head.map_or(ZERO_HASH, |h| h.hash);
@@ -267,7 +282,11 @@ impl ChainVerifier {
                 (false, true) => verdict(EventStatus::AfterBreak, None),
                 (false, false) => verdict(
                     EventStatus::AfterBreak,
-                    Some(finding(BreakKind::Fork, event.seq, "prev_hash does not link to the previous event".into())),
+                    Some(finding(
+                        BreakKind::Fork,
+                        event.seq,
+                        "prev_hash does not link to the previous event".into(),
+                    )),
                 ),
             };
         }
@@ -279,7 +298,15 @@ impl ChainVerifier {
             let gap = match (unexplained.first(), unexplained.last()) {
                 (Some(&first), Some(&last)) => Some(Finding {
                     seq: first,
-                    ..finding(BreakKind::Gap, last, format!("{} event(s) missing before seq {}", unexplained.len(), event.seq))
+                    ..finding(
+                        BreakKind::Gap,
+                        last,
+                        format!(
+                            "{} event(s) missing before seq {}",
+                            unexplained.len(),
+                            event.seq
+                        ),
+                    )
                 }),
                 _ => None,
             };
@@ -303,7 +330,10 @@ impl ChainVerifier {
             state.remember(event, window);
         }
         let detail = format!("seq {} arrived after head seq {head_seq}", event.seq);
-        verdict(EventStatus::OutOfOrder, Some(finding(kind, event.seq, detail)))
+        verdict(
+            EventStatus::OutOfOrder,
+            Some(finding(kind, event.seq, detail)),
+        )
     }
 }
 
@@ -334,9 +364,15 @@ impl ChainState {
     fn links_with_neighbours(&self, event: &SignedEvent) -> bool {
         let prev_ok = match event.seq {
             1 => event.prev_hash == ZERO_HASH,
-            s => self.window.get(&(s - 1)).is_none_or(|(hash, _)| *hash == event.prev_hash),
+            s => self
+                .window
+                .get(&(s - 1))
+                .is_none_or(|(hash, _)| *hash == event.prev_hash),
         };
-        let next_ok = self.window.get(&(event.seq + 1)).is_none_or(|(_, prev)| *prev == event.hash);
+        let next_ok = self
+            .window
+            .get(&(event.seq + 1))
+            .is_none_or(|(_, prev)| *prev == event.hash);
         prev_ok && next_ok
     }
 }
@@ -347,7 +383,10 @@ fn verdict(status: EventStatus, finding: Option<Finding>) -> Verdict {
 
 fn batch_ok(chunk: &[(usize, &VerifyingKey)], events: &[SignedEvent], hashes: &[Hash]) -> bool {
     let messages: Vec<&[u8]> = chunk.iter().map(|&(i, _)| hashes[i].as_slice()).collect();
-    let signatures: Vec<Signature> = chunk.iter().map(|&(i, _)| Signature::from_bytes(&events[i].signature)).collect();
+    let signatures: Vec<Signature> = chunk
+        .iter()
+        .map(|&(i, _)| Signature::from_bytes(&events[i].signature))
+        .collect();
     let keys: Vec<VerifyingKey> = chunk.iter().map(|&(_, key)| *key).collect();
     ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }

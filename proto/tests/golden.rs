@@ -73,18 +73,73 @@ fn decision(tool: &str, args: &str, kind: pb::DecisionKind, rule: &str, reason: 
 fn bodies() -> Vec<(&'static str, Vec<u8>)> {
     let args = r#"{"action":"delete","session_id":"s-1"}"#;
     let kinds = vec![
-        ("startup checkpoint", Kind::Checkpoint(pb::Checkpoint { head_seq: 0, head_hash: vec![0; 32], reason: "startup".into(), interval_secs: 30 })),
-        ("deny with a Korean reason", decision("session_manager", args, pb::DecisionKind::Deny, "no-delete", "세션 삭제는 사람만 할 수 있습니다")),
-        ("approval requested, Japanese reason", decision("session_manager", args, pb::DecisionKind::ApprovalRequested, "approve-delete", "削除には承認が必要です")),
-        ("approved", decision("session_manager", args, pb::DecisionKind::Approved, "approve-delete", "approved by alice@example.com")),
-        ("outcome of seq 4", Kind::Outcome(pb::Outcome { decision_seq: 4, kind: pb::OutcomeKind::Ok as i32, jsonrpc_error_code: 0, message: String::new(), latency_micros: 1234 })),
-        ("shutdown checkpoint", Kind::Checkpoint(pb::Checkpoint { head_seq: 5, head_hash: vec![], reason: "shutdown".into(), interval_secs: 30 })),
+        (
+            "startup checkpoint",
+            Kind::Checkpoint(pb::Checkpoint {
+                head_seq: 0,
+                head_hash: vec![0; 32],
+                reason: "startup".into(),
+                interval_secs: 30,
+            }),
+        ),
+        (
+            "deny with a Korean reason",
+            decision(
+                "session_manager",
+                args,
+                pb::DecisionKind::Deny,
+                "no-delete",
+                "세션 삭제는 사람만 할 수 있습니다",
+            ),
+        ),
+        (
+            "approval requested, Japanese reason",
+            decision(
+                "session_manager",
+                args,
+                pb::DecisionKind::ApprovalRequested,
+                "approve-delete",
+                "削除には承認が必要です",
+            ),
+        ),
+        (
+            "approved",
+            decision(
+                "session_manager",
+                args,
+                pb::DecisionKind::Approved,
+                "approve-delete",
+                "approved by alice@example.com",
+            ),
+        ),
+        (
+            "outcome of seq 4",
+            Kind::Outcome(pb::Outcome {
+                decision_seq: 4,
+                kind: pb::OutcomeKind::Ok as i32,
+                jsonrpc_error_code: 0,
+                message: String::new(),
+                latency_micros: 1234,
+            }),
+        ),
+        (
+            "shutdown checkpoint",
+            Kind::Checkpoint(pb::Checkpoint {
+                head_seq: 5,
+                head_hash: vec![],
+                reason: "shutdown".into(),
+                interval_secs: 30,
+            }),
+        ),
     ];
     kinds
         .into_iter()
         .enumerate()
         .map(|(i, (note, kind))| {
-            let body = pb::EventBody { time_unix_nanos: 1_767_225_600_000_000_000 + i as i64 * 1_000_000, kind: Some(kind) };
+            let body = pb::EventBody {
+                time_unix_nanos: 1_767_225_600_000_000_000 + i as i64 * 1_000_000,
+                kind: Some(kind),
+            };
             (note, body.encode_to_vec())
         })
         .collect()
@@ -140,9 +195,17 @@ fn load() -> Golden {
 fn regenerated_vectors_match_the_checked_in_file() {
     let generated = generate();
     if std::env::var_os("VERDICT_WRITE_GOLDEN").is_some() {
-        std::fs::write(PATH, serde_json::to_string_pretty(&generated).unwrap() + "\n").unwrap();
+        std::fs::write(
+            PATH,
+            serde_json::to_string_pretty(&generated).unwrap() + "\n",
+        )
+        .unwrap();
     }
-    assert_eq!(generated, load(), "golden vectors changed: the signed contract is not stable");
+    assert_eq!(
+        generated,
+        load(),
+        "golden vectors changed: the signed contract is not stable"
+    );
 }
 
 #[test]
@@ -155,11 +218,24 @@ fn checked_in_envelopes_verify_with_the_public_key_alone() {
     let mut verifier = ChainVerifier::new(keys);
     for event in &golden.events {
         let envelope = SignedEvent::decode(&hex::decode(&event.envelope_hex).unwrap()).unwrap();
-        assert_eq!(hex::encode(verdict_proto::hash::sha256(&hex::decode(&event.hash_preimage_hex).unwrap())), event.hash_hex);
+        assert_eq!(
+            hex::encode(verdict_proto::hash::sha256(
+                &hex::decode(&event.hash_preimage_hex).unwrap()
+            )),
+            event.hash_hex
+        );
         let verdict = verifier.verify(&envelope);
-        assert_eq!(verdict.status, EventStatus::Verified, "{}: {verdict:?}", event.note);
+        assert_eq!(
+            verdict.status,
+            EventStatus::Verified,
+            "{}: {verdict:?}",
+            event.note
+        );
     }
-    let korean = pb::EventBody::decode(hex::decode(&golden.events[1].body_hex).unwrap().as_slice()).unwrap();
-    let Some(Kind::Decision(d)) = korean.kind else { panic!("event 2 is a decision") };
+    let korean =
+        pb::EventBody::decode(hex::decode(&golden.events[1].body_hex).unwrap().as_slice()).unwrap();
+    let Some(Kind::Decision(d)) = korean.kind else {
+        panic!("event 2 is a decision")
+    };
     assert_eq!(d.reason, "세션 삭제는 사람만 할 수 있습니다");
 }

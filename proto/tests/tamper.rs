@@ -2,12 +2,16 @@
 //! the tampered event is reported: the untouched events around it still verify.
 
 use verdict_proto::verify::EventStatus;
-use verdict_proto::{BreakKind, ChainVerifier, ChainWriter, SecretKey, SignedEvent, TrustedKeys, Verdict};
+use verdict_proto::{
+    BreakKind, ChainVerifier, ChainWriter, SecretKey, SignedEvent, TrustedKeys, Verdict,
+};
 
 fn chain(n: u64) -> (Vec<SignedEvent>, TrustedKeys) {
     let key = SecretKey::from_seed(&[42; 32]);
     let mut writer = ChainWriter::new("gw-1", key.clone());
-    let events = (1..=n).map(|i| writer.append(format!("body {i} 세션 삭제").into_bytes())).collect();
+    let events = (1..=n)
+        .map(|i| writer.append(format!("body {i} 세션 삭제").into_bytes()))
+        .collect();
     let mut keys = TrustedKeys::default();
     keys.add(key.public().clone(), None);
     (events, keys)
@@ -19,10 +23,18 @@ fn run(events: &[SignedEvent], keys: &TrustedKeys) -> Vec<Verdict> {
 
 /// Findings as (kind, seq, last_seq).
 fn findings(verdicts: &[Verdict]) -> Vec<(BreakKind, u64, u64)> {
-    verdicts.iter().filter_map(|v| v.finding.as_ref()).map(|f| (f.kind, f.seq, f.last_seq)).collect()
+    verdicts
+        .iter()
+        .filter_map(|v| v.finding.as_ref())
+        .map(|f| (f.kind, f.seq, f.last_seq))
+        .collect()
 }
 
-fn assert_only(events: &[SignedEvent], keys: &TrustedKeys, expected: &[(BreakKind, u64, u64)]) -> Vec<Verdict> {
+fn assert_only(
+    events: &[SignedEvent],
+    keys: &TrustedKeys,
+    expected: &[(BreakKind, u64, u64)],
+) -> Vec<Verdict> {
     let verdicts = run(events, keys);
     assert_eq!(findings(&verdicts), expected);
     verdicts
@@ -83,16 +95,26 @@ fn dropped_event_is_a_gap_naming_the_missing_range() {
     events.drain(3..5); // seqs 4 and 5
     let verdicts = assert_only(&events, &keys, &[(BreakKind::Gap, 4, 5)]);
     assert_eq!(verdicts[3].status, EventStatus::AfterBreak);
-    assert!(verdicts[4..].iter().all(|v| v.status == EventStatus::Verified));
+    assert!(verdicts[4..]
+        .iter()
+        .all(|v| v.status == EventStatus::Verified));
 }
 
 #[test]
 fn swapped_pair_is_a_gap_then_a_reorder() {
     let (mut events, keys) = chain(6);
     events.swap(2, 3); // 1 2 4 3 5 6
-    let verdicts = assert_only(&events, &keys, &[(BreakKind::Gap, 3, 3), (BreakKind::Reorder, 3, 3)]);
+    let verdicts = assert_only(
+        &events,
+        &keys,
+        &[(BreakKind::Gap, 3, 3), (BreakKind::Reorder, 3, 3)],
+    );
     assert_eq!(verdicts[3].status, EventStatus::OutOfOrder);
-    assert_eq!(verdicts[4].status, EventStatus::Verified, "seq 5 links to seq 4");
+    assert_eq!(
+        verdicts[4].status,
+        EventStatus::Verified,
+        "seq 5 links to seq 4"
+    );
 }
 
 #[test]
@@ -134,9 +156,15 @@ fn unknown_key_and_disallowed_key() {
     assert_eq!(verdicts[3].status, EventStatus::AfterBreak);
 
     let mut restricted = TrustedKeys::default();
-    restricted.add(SecretKey::from_seed(&[42; 32]).public().clone(), Some(vec!["gw-2".into()]));
+    restricted.add(
+        SecretKey::from_seed(&[42; 32]).public().clone(),
+        Some(vec!["gw-2".into()]),
+    );
     let verdicts = run(&events[..1], &restricted);
-    assert_eq!(verdicts[0].finding.as_ref().unwrap().kind, BreakKind::KeyNotAllowedForChain);
+    assert_eq!(
+        verdicts[0].finding.as_ref().unwrap().kind,
+        BreakKind::KeyNotAllowedForChain
+    );
 }
 
 #[test]
@@ -148,7 +176,9 @@ fn restored_head_continues_without_findings() {
     let mut second = ChainVerifier::new(keys);
     second.restore("gw-1", head);
     let verdicts = second.verify_batch(&events[5..]);
-    assert!(verdicts.iter().all(|v| v.status == EventStatus::Verified && v.finding.is_none()));
+    assert!(verdicts
+        .iter()
+        .all(|v| v.status == EventStatus::Verified && v.finding.is_none()));
 }
 
 #[test]

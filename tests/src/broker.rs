@@ -27,19 +27,35 @@ impl Broker {
         let dir = tempfile::Builder::new()
             .prefix("verdict-tansu-")
             .tempdir()
-            .map_err(|source| HarnessError::Io { what: "creating a temp dir".into(), source })?;
-        let mut broker = Self { dir, port: free_port(), process: None };
+            .map_err(|source| HarnessError::Io {
+                what: "creating a temp dir".into(),
+                source,
+            })?;
+        let mut broker = Self {
+            dir,
+            port: free_port(),
+            process: None,
+        };
         broker.resume()?;
         Ok(broker)
     }
 
     /// Starts (or restarts) the broker on the same port and storage.
     pub fn resume(&mut self) -> Result<()> {
-        let program = find_program("tansu", "cargo install tansu --locked --features dynostore,libsql")?;
+        let program = find_program(
+            "tansu",
+            "cargo install tansu --locked --features dynostore,libsql",
+        )?;
         let listener = format!("tcp://127.0.0.1:{}", self.port);
         let mut command = Command::new(program);
         command
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
             // tansu joins the sqlite path onto its working directory: keep it relative.
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path());
@@ -71,11 +87,16 @@ impl Broker {
             .map_err(|e| HarnessError::Kafka(e.to_string()))?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let results = admin
-            .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
             .await
             .map_err(|e| HarnessError::Kafka(e.to_string()))?;
         for result in results {
-            result.map_err(|(topic, code)| HarnessError::Kafka(format!("creating topic {topic}: {code}")))?;
+            result.map_err(|(topic, code)| {
+                HarnessError::Kafka(format!("creating topic {topic}: {code}"))
+            })?;
         }
         Ok(())
     }

@@ -28,7 +28,10 @@ impl ClickHouse {
         let dir = tempfile::Builder::new()
             .prefix("verdict-clickhouse-")
             .tempdir()
-            .map_err(|source| HarnessError::Io { what: "creating a temp dir".into(), source })?;
+            .map_err(|source| HarnessError::Io {
+                what: "creating a temp dir".into(),
+                source,
+            })?;
         let (http_port, tcp_port) = (free_port(), free_port());
         let data = dir.path().display().to_string();
         let config = SERVER_XML
@@ -36,12 +39,18 @@ impl ClickHouse {
             .replace("HTTP_PORT", &http_port.to_string())
             .replace("TCP_PORT", &tcp_port.to_string());
         let write = |name: &str, text: &str| {
-            std::fs::write(dir.path().join(name), text)
-                .map_err(|source| HarnessError::Io { what: format!("writing {name}"), source })
+            std::fs::write(dir.path().join(name), text).map_err(|source| HarnessError::Io {
+                what: format!("writing {name}"),
+                source,
+            })
         };
         write("config.xml", &config)?;
         write("users.xml", USERS_XML)?;
-        let mut server = Self { dir, http_port, process: None };
+        let mut server = Self {
+            dir,
+            http_port,
+            process: None,
+        };
         server.resume()?;
         Ok(server)
     }
@@ -51,12 +60,17 @@ impl ClickHouse {
         let program = find_program("clickhouse-server", "apt-get install clickhouse-server")?;
         let mut command = Command::new(program);
         command
-            .arg(format!("--config-file={}", self.dir.path().join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                self.dir.path().join("config.xml").display()
+            ))
             .current_dir(self.dir.path());
         let log = self.dir.path().join("server.log");
         let mut process = ServerProcess::spawn("clickhouse-server", command, log)?;
         let port = self.http_port;
-        process.wait_ready(START_TIMEOUT, || http_get(port, "/").is_some_and(|body| body.starts_with("Ok.")))?;
+        process.wait_ready(START_TIMEOUT, || {
+            http_get(port, "/").is_some_and(|body| body.starts_with("Ok."))
+        })?;
         self.process = Some(process);
         Ok(())
     }
@@ -80,13 +94,17 @@ impl ClickHouse {
     /// A `clickhouse` crate client for the default database (validation off: 18.16 does not
     /// speak the newer RowBinary-with-types format).
     pub fn client(&self) -> clickhouse::Client {
-        clickhouse::Client::default().with_url(self.url()).with_validation(false)
+        clickhouse::Client::default()
+            .with_url(self.url())
+            .with_validation(false)
     }
 }
 
 /// A minimal HTTP/1.0 GET for readiness checks; `None` on any failure.
 fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();

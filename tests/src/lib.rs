@@ -7,8 +7,10 @@
 //! [`Broker`] runs `tansu` with SQLite storage (the engine whose offsets are exact; see
 //! README "Local broker").
 
+pub mod bins;
 pub mod broker;
 pub mod clickhouse;
+pub mod mcp;
 pub mod process;
 
 pub use broker::Broker;
@@ -24,7 +26,11 @@ pub enum HarnessError {
         source: std::io::Error,
     },
     #[error("{what} did not become ready within {secs} s; last log lines:\n{log}")]
-    NotReady { what: String, secs: u64, log: String },
+    NotReady {
+        what: String,
+        secs: u64,
+        log: String,
+    },
     #[error("{0}")]
     Kafka(String),
 }

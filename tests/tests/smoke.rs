@@ -28,10 +28,20 @@ async fn clickhouse_round_trips_rows_with_bound_parameters() {
         .unwrap();
     let mut insert = client.insert::<Sample>("samples").await.unwrap();
     for id in 0..1000u64 {
-        insert.write(&Sample { id, text: format!("세션 {id} ' OR 1=1 --") }).await.unwrap();
+        insert
+            .write(&Sample {
+                id,
+                text: format!("세션 {id} ' OR 1=1 --"),
+            })
+            .await
+            .unwrap();
     }
     insert.end().await.unwrap();
-    let count: u64 = client.query("SELECT count() FROM samples").fetch_one().await.unwrap();
+    let count: u64 = client
+        .query("SELECT count() FROM samples")
+        .fetch_one()
+        .await
+        .unwrap();
     assert_eq!(count, 1000);
     let row: Sample = client
         .query("SELECT id, text FROM samples WHERE text = ?")
@@ -39,7 +49,13 @@ async fn clickhouse_round_trips_rows_with_bound_parameters() {
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(row, Sample { id: 7, text: "세션 7 ' OR 1=1 --".into() });
+    assert_eq!(
+        row,
+        Sample {
+            id: 7,
+            text: "세션 7 ' OR 1=1 --".into()
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +77,10 @@ async fn broker_carries_10000_keyed_messages_through_a_consumer_group() {
                 let key = format!("chain-{}", i % 7);
                 let payload = i.to_string();
                 producer
-                    .send(FutureRecord::to("smoke").key(&key).payload(&payload), Duration::from_secs(30))
+                    .send(
+                        FutureRecord::to("smoke").key(&key).payload(&payload),
+                        Duration::from_secs(30),
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| e)
@@ -86,12 +105,28 @@ async fn broker_carries_10000_keyed_messages_through_a_consumer_group() {
             .await
             .expect("no message within 60 s")
             .unwrap();
-        let payload: usize = std::str::from_utf8(message.payload().unwrap()).unwrap().parse().unwrap();
-        assert_eq!(message.key().unwrap(), format!("chain-{}", payload % 7).as_bytes());
+        let payload: usize = std::str::from_utf8(message.payload().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            message.key().unwrap(),
+            format!("chain-{}", payload % 7).as_bytes()
+        );
         assert!(seen.insert(payload), "message {payload} delivered twice");
-        consumer.commit_message(&message, CommitMode::Sync).unwrap();
+        if seen.len() % 1000 == 0 {
+            consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+        }
     }
     assert_eq!(seen.len(), N);
+    // The group's committed offsets account for every message exactly.
+    let committed = consumer.committed(Duration::from_secs(10)).unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(0))
+        .sum();
+    assert_eq!(total, N as i64);
 }
 
 /// Awaits all futures concurrently on the current task.

@@ -1,0 +1,135 @@
+//! The merged tool catalog: every upstream's tools under one list.
+//!
+//! Tool names are kept as the upstream gives them, except where two upstreams offer the same
+//! name: then each of those tools is exposed as `<upstream>__<tool>` (both sides prefixed, so
+//! neither silently wins). Downstream `tools/list` is paged with an opaque offset cursor.
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub const COLLISION_SEPARATOR: &str = "__";
+
+#[derive(Debug, Clone)]
+pub struct CatalogTool {
+    /// The name agents see and call.
+    pub exposed: String,
+    /// Index of the owning upstream.
+    pub upstream: usize,
+    /// The name at the upstream.
+    pub name: String,
+    /// The tool definition as the upstream sent it, with `name` set to `exposed`.
+    pub definition: Value,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    tools: Vec<CatalogTool>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Builds the catalog from each upstream's `(name, tools)`, in upstream order.
+    pub fn build(upstreams: &[(String, Vec<Value>)]) -> Self {
+        let mut owners: HashMap<&str, usize> = HashMap::new();
+        for (_, tools) in upstreams {
+            for tool in tools {
+                if let Some(name) = tool.get("name").and_then(Value::as_str) {
+                    *owners.entry(name).or_default() += 1;
+                }
+            }
+        }
+        let mut catalog = Catalog::default();
+        for (index, (upstream, tools)) in upstreams.iter().enumerate() {
+            for tool in tools {
+                let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let exposed = match owners[name] {
+                    1 => name.to_owned(),
+                    _ => format!("{upstream}{COLLISION_SEPARATOR}{name}"),
+                };
+                let mut definition = tool.clone();
+                definition["name"] = json!(exposed);
+                catalog.by_name.insert(exposed.clone(), catalog.tools.len());
+                catalog.tools.push(CatalogTool {
+                    exposed,
+                    upstream: index,
+                    name: name.to_owned(),
+                    definition,
+                });
+            }
+        }
+        catalog
+    }
+
+    pub fn route(&self, exposed: &str) -> Option<&CatalogTool> {
+        self.by_name.get(exposed).map(|&i| &self.tools[i])
+    }
+
+    pub fn tools(&self) -> &[CatalogTool] {
+        &self.tools
+    }
+
+    /// One page of visible tools as a `tools/list` result; `None` for an invalid cursor.
+    pub fn page(
+        &self,
+        cursor: Option<&str>,
+        size: usize,
+        visible: impl Fn(&CatalogTool) -> bool,
+    ) -> Option<Value> {
+        let start: usize = match cursor {
+            None => 0,
+            Some(c) => c.parse().ok()?,
+        };
+        let shown: Vec<&CatalogTool> = self.tools.iter().filter(|t| visible(t)).collect();
+        if start > shown.len() {
+            return None;
+        }
+        let end = (start + size.max(1)).min(shown.len());
+        let mut result =
+            json!({"tools": shown[start..end].iter().map(|t| &t.definition).collect::<Vec<_>>()});
+        if end < shown.len() {
+            result["nextCursor"] = json!(end.to_string());
+        }
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str) -> Value {
+        json!({"name": name, "inputSchema": {"type": "object"}, "annotations": {"x-future": 1}})
+    }
+
+    #[test]
+    fn prefixes_only_colliding_names_and_keeps_unknown_fields() {
+        let catalog = Catalog::build(&[
+            ("mem".into(), vec![tool("read"), tool("session_manager")]),
+            ("files".into(), vec![tool("read"), tool("write")]),
+        ]);
+        let names: Vec<&str> = catalog.tools().iter().map(|t| t.exposed.as_str()).collect();
+        assert_eq!(
+            names,
+            ["mem__read", "session_manager", "files__read", "write"]
+        );
+        let routed = catalog.route("files__read").unwrap();
+        assert_eq!((routed.upstream, routed.name.as_str()), (1, "read"));
+        assert_eq!(routed.definition["annotations"]["x-future"], 1);
+    }
+
+    #[test]
+    fn pages_with_cursors_and_rejects_bad_ones() {
+        let catalog =
+            Catalog::build(&[("a".into(), (0..5).map(|i| tool(&format!("t{i}"))).collect())]);
+        let first = catalog.page(None, 2, |_| true).unwrap();
+        assert_eq!(first["tools"].as_array().unwrap().len(), 2);
+        let last = catalog.page(Some("4"), 2, |_| true).unwrap();
+        assert_eq!(last["tools"][0]["name"], "t4");
+        assert!(last.get("nextCursor").is_none());
+        assert!(catalog.page(Some("x"), 2, |_| true).is_none());
+        let hidden = catalog.page(None, 10, |t| t.name != "t1").unwrap();
+        assert_eq!(hidden["tools"].as_array().unwrap().len(), 4);
+    }
+}

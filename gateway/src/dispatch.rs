@@ -1,0 +1,208 @@
+//! The gateway core: one handler per MCP method, shared by the HTTP and stdio front ends.
+//!
+//! A request arrives with its [`Session`]; the handler may stream notifications (progress) into
+//! `out` and returns the final response, or `None` when the request was cancelled (the MCP spec
+//! forbids answering a cancelled request). Every `tools/call` passes the [`Decider`] before
+//! anything is forwarded.
+
+use crate::auth::ApiKeys;
+use crate::catalog::Catalog;
+use crate::config::GatewayConfig;
+use crate::decision::{AllowAll, CallInfo, Decider, Outcome};
+use crate::jsonrpc::{self, INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE};
+use crate::mcp::{self, ClientInfo};
+use crate::session::{Session, Sessions};
+use crate::upstream::{ProgressSink, Upstream, UpstreamError};
+use serde_json::{json, Value};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub struct Gateway {
+    pub keys: ApiKeys,
+    pub sessions: Sessions,
+    pub max_body_bytes: usize,
+    upstreams: Vec<Upstream>,
+    catalog: RwLock<Arc<Catalog>>,
+    decider: Box<dyn Decider>,
+    page_size: usize,
+}
+
+impl Gateway {
+    pub fn new(config: &GatewayConfig) -> Result<Self, crate::auth::AuthConfigError> {
+        Ok(Self {
+            keys: ApiKeys::from_config(&config.agents)?,
+            sessions: Sessions::new(Duration::from_secs(config.session_idle_secs)),
+            max_body_bytes: config.max_body_bytes,
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(|(name, cfg)| Upstream::new(name, cfg))
+                .collect(),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            decider: Box::new(AllowAll),
+            page_size: config.tools_page_size,
+        })
+    }
+
+    pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
+        self.decider = decider;
+        self
+    }
+
+    /// Connects every upstream and loads the catalog; an upstream that is down is logged and
+    /// retried on the next `tools/list`.
+    pub async fn warm_up(&self) {
+        self.refresh_catalog().await;
+    }
+
+    /// Handles one request. Notifications for the agent go to `out`.
+    pub async fn handle_request(
+        &self,
+        session: &Arc<Session>,
+        id: Value,
+        method: &str,
+        params: Value,
+        out: &mpsc::Sender<Value>,
+        cancel: &CancellationToken,
+    ) -> Option<Value> {
+        let reply = match method {
+            "initialize" => Ok(self.initialize(session, &params)),
+            "server/discover" => Ok(mcp::discover_result()),
+            "ping" => Ok(json!({})),
+            "tools/list" => self.tools_list(&params).await,
+            "tools/call" => return self.tools_call(session, id, params, out, cancel).await,
+            _ => Err((METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+        };
+        let stateless = mcp::is_stateless(&session.client().protocol_version);
+        Some(match reply {
+            Ok(result) => jsonrpc::result(id, mcp::stamp_result(result, method, stateless)),
+            Err((code, message)) => jsonrpc::error(id, code, &message),
+        })
+    }
+
+    /// Handles one notification from the agent.
+    pub fn handle_notification(&self, session: &Session, method: &str, params: &Value) {
+        if method == "notifications/cancelled" {
+            if let Some(request_id) = params.get("requestId") {
+                session.cancel(request_id);
+            }
+        }
+    }
+
+    fn initialize(&self, session: &Session, params: &Value) -> Value {
+        let version = mcp::negotiate(params["protocolVersion"].as_str());
+        session.set_client(ClientInfo::from_initialize(params, version));
+        mcp::initialize_result(version)
+    }
+
+    async fn refresh_catalog(&self) -> Arc<Catalog> {
+        let lists = futures_util::future::join_all(self.upstreams.iter().map(|u| async move {
+            let tools = u.list_tools().await.unwrap_or_else(|e| {
+                tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");
+                Vec::new()
+            });
+            (u.name.clone(), tools)
+        }))
+        .await;
+        let catalog = Arc::new(Catalog::build(&lists));
+        *self.catalog.write().expect("catalog lock") = Arc::clone(&catalog);
+        catalog
+    }
+
+    async fn tools_list(&self, params: &Value) -> Result<Value, (i64, String)> {
+        let catalog = self.refresh_catalog().await;
+        catalog
+            .page(params["cursor"].as_str(), self.page_size, |_| true)
+            .ok_or((INVALID_PARAMS, "Invalid cursor".into()))
+    }
+
+    async fn tools_call(
+        &self,
+        session: &Arc<Session>,
+        id: Value,
+        params: Value,
+        out: &mpsc::Sender<Value>,
+        cancel: &CancellationToken,
+    ) -> Option<Value> {
+        let Some(name) = params["name"].as_str() else {
+            return Some(jsonrpc::error(
+                id,
+                INVALID_PARAMS,
+                "tools/call requires params.name",
+            ));
+        };
+        let catalog = Arc::clone(&self.catalog.read().expect("catalog lock"));
+        let route = match catalog.route(name) {
+            Some(route) => route.clone(),
+            None => match self.refresh_catalog().await.route(name) {
+                Some(route) => route.clone(),
+                None => return Some(unknown_tool(id, name)),
+            },
+        };
+        let upstream = &self.upstreams[route.upstream];
+        let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        let client = session.client();
+        let call = CallInfo {
+            agent: &session.agent,
+            session: &session.id,
+            client: &client,
+            upstream: &upstream.name,
+            tool: &route.name,
+            arguments: &arguments,
+        };
+        let decision = self.decider.decide(&call);
+        let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id);
+        span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
+        if decision.outcome == Outcome::Deny {
+            let text = format!(
+                "[policy denied] rule {}: {}",
+                decision.rule_id, decision.reason
+            );
+            let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+            return Some(jsonrpc::result(
+                id,
+                mcp::stamp_result(
+                    result,
+                    "tools/call",
+                    mcp::is_stateless(&client.protocol_version),
+                ),
+            ));
+        }
+        let mut forwarded = params.clone();
+        forwarded["name"] = json!(route.name);
+        let progress = params["_meta"]
+            .get("progressToken")
+            .map(|token| ProgressSink {
+                token: token.clone(),
+                tx: out.clone(),
+            });
+        match upstream
+            .request("tools/call", forwarded, progress, cancel)
+            .instrument(span)
+            .await
+        {
+            Ok(mut reply) => {
+                reply["id"] = id;
+                if let Some(result) = reply.get_mut("result") {
+                    let stateless = mcp::is_stateless(&client.protocol_version);
+                    *result = mcp::stamp_result(result.take(), "tools/call", stateless);
+                }
+                Some(reply)
+            }
+            Err(UpstreamError::Cancelled) => None,
+            Err(error) => Some(jsonrpc::error(
+                id,
+                UPSTREAM_UNAVAILABLE,
+                &format!("upstream {}: {error}", upstream.name),
+            )),
+        }
+    }
+}
+
+/// The error for a tool that does not exist (and, by design, for one the policy hides).
+pub fn unknown_tool(id: Value, name: &str) -> Value {
+    jsonrpc::error(id, INVALID_PARAMS, &format!("Unknown tool: {name}"))
+}

@@ -1,0 +1,345 @@
+//! Streamable HTTP front end: `POST|GET|DELETE /mcp` and `/healthz`.
+//!
+//! Order of checks on a POST, each with its own clear refusal: Origin (403), bearer API key
+//! (401), body size (413), JSON (400, -32700), JSON-RPC shape (400, -32600), then the protocol
+//! era: `initialize` opens a session; a request whose `_meta` names 2026-07-28 is stateless and
+//! its `MCP-Protocol-Version` / `Mcp-Method` / `Mcp-Name` headers must match the body (400,
+//! -32020); anything else needs a known `Mcp-Session-Id` (400 without, 404 unknown).
+//! Requests are answered as SSE when the client accepts it (so progress can stream), else JSON.
+//! Closing an SSE response cancels its request.
+
+// Refusals travel as `Err(Response)`: large, but only on the cold path, and it keeps each check
+// a plain function that returns exactly what the client gets.
+#![allow(clippy::result_large_err)]
+
+use crate::downstream::answer_batch;
+use crate::jsonrpc::{
+    self, Body as RpcBody, Message, HEADER_MISMATCH, INVALID_REQUEST, UNAUTHORIZED,
+};
+use crate::mcp::{self, ClientInfo};
+use crate::session::Session;
+use crate::Gateway;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+/// Notifications buffered per streamed request before progress updates are dropped.
+const STREAM_BUFFER: usize = 64;
+
+type Shared = Arc<Gateway>;
+
+pub fn router(gateway: Shared) -> Router {
+    Router::new()
+        .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(gateway)
+}
+
+fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
+    (status, Json(jsonrpc::error(Value::Null, code, message))).into_response()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Origin check against DNS rebinding: a browser origin must be a loopback one.
+fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = header(headers, "origin") else {
+        return true;
+    };
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split([':', '/']).next().unwrap_or(""),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// The agent behind the request, or the refusal to send.
+fn authenticate<'g>(gateway: &'g Gateway, headers: &HeaderMap) -> Result<&'g str, Response> {
+    if !origin_allowed(headers) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            INVALID_REQUEST,
+            "Forbidden: origin not allowed",
+        ));
+    }
+    gateway
+        .keys
+        .authenticate(header(headers, "authorization"))
+        .ok_or_else(|| {
+            let mut response = refuse(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHORIZED,
+                "Unauthorized: missing or invalid API key",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"verdict\"".parse().expect("static header"),
+            );
+            response
+        })
+}
+
+async fn post_mcp(
+    State(gateway): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let agent = match authenticate(&gateway, &headers) {
+        Ok(agent) => agent.to_owned(),
+        Err(refusal) => return refusal,
+    };
+    let bytes = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let message = format!(
+                "Request body exceeds the {}-byte limit",
+                gateway.max_body_bytes
+            );
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST, &message);
+        }
+    };
+    let message = match jsonrpc::parse_body(&bytes) {
+        Ok(RpcBody::Single(message)) => message,
+        Ok(RpcBody::Batch(items)) => {
+            let session = match existing_session(&gateway, &headers, &agent) {
+                Ok(session) => session,
+                Err(refusal) => return refusal,
+            };
+            return match answer_batch(&gateway, &session, items).await {
+                Err(refusal) => (StatusCode::BAD_REQUEST, Json(refusal)).into_response(),
+                Ok(replies) if replies.is_empty() => StatusCode::ACCEPTED.into_response(),
+                Ok(replies) => Json(replies).into_response(),
+            };
+        }
+        Err(error) => return (StatusCode::BAD_REQUEST, Json(error)).into_response(),
+    };
+    let session = match session_for(&gateway, &headers, &agent, &message, peer) {
+        Ok(session) => session,
+        Err(refusal) => return refusal,
+    };
+    match message {
+        Message::Response(_) => StatusCode::ACCEPTED.into_response(),
+        Message::Notification { method, params } => {
+            gateway.handle_notification(&session, &method, &params);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Message::Request { id, method, params } => {
+            let new_session = (method == "initialize").then(|| session.id.clone());
+            let wants_sse =
+                header(&headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
+            let mut response = answer(gateway, session, id, method, params, wants_sse).await;
+            if let Some(id) = new_session {
+                response
+                    .headers_mut()
+                    .insert(SESSION_HEADER, id.parse().expect("uuid is a valid header"));
+            }
+            response
+        }
+    }
+}
+
+/// Finds or creates the session a single message belongs to.
+fn session_for(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    agent: &str,
+    message: &Message,
+    peer: SocketAddr,
+) -> Result<Arc<Session>, Response> {
+    let params = message.params().cloned().unwrap_or(Value::Null);
+    if message.method() == Some("initialize") {
+        let session = Session::new(
+            uuid::Uuid::new_v4().to_string(),
+            agent.to_owned(),
+            "http",
+            peer.to_string(),
+            ClientInfo::default(),
+        );
+        return Ok(gateway.sessions.insert(session));
+    }
+    match mcp::meta_version(&params) {
+        Some(version) if mcp::is_stateless(version) => {
+            check_stateless_headers(headers, message, version)?;
+            let client = ClientInfo::from_meta(&params);
+            let key = header(headers, "x-verdict-session")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{agent}/{}", client.name));
+            Ok(Arc::new(Session::new(
+                key,
+                agent.to_owned(),
+                "http",
+                peer.to_string(),
+                client,
+            )))
+        }
+        _ => existing_session(gateway, headers, agent),
+    }
+}
+
+fn existing_session(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    agent: &str,
+) -> Result<Arc<Session>, Response> {
+    let Some(id) = header(headers, SESSION_HEADER) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required (initialize first)",
+        ));
+    };
+    gateway.sessions.get(id, agent).ok_or_else(|| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "Session not found: initialize a new session",
+        )
+    })
+}
+
+/// 2026-07-28: the routing headers must agree with the body the gateway decides on.
+fn check_stateless_headers(
+    headers: &HeaderMap,
+    message: &Message,
+    version: &str,
+) -> Result<(), Response> {
+    let mismatch = |what: &str| {
+        Err(refuse(
+            StatusCode::BAD_REQUEST,
+            HEADER_MISMATCH,
+            &format!("Header mismatch: {what}"),
+        ))
+    };
+    if header(headers, "mcp-protocol-version") != Some(version) {
+        return mismatch("MCP-Protocol-Version differs from _meta protocolVersion");
+    }
+    let method = message.method().unwrap_or_default();
+    if message.method().is_some()
+        && matches!(message, Message::Request { .. })
+        && header(headers, "mcp-method") != Some(method)
+    {
+        return mismatch("Mcp-Method differs from the body's method");
+    }
+    if matches!(method, "tools/call" | "resources/read" | "prompts/get") {
+        let body_name = message
+            .params()
+            .and_then(|p| p.get("name").or(p.get("uri")))
+            .and_then(Value::as_str);
+        let header_name = header(headers, "mcp-name").and_then(mcp::decode_header_value);
+        if body_name.is_none() || header_name.as_deref() != body_name {
+            return mismatch("Mcp-Name differs from the body's name");
+        }
+    }
+    Ok(())
+}
+
+async fn answer(
+    gateway: Shared,
+    session: Arc<Session>,
+    id: Value,
+    method: String,
+    params: Value,
+    wants_sse: bool,
+) -> Response {
+    let (out, notes) = mpsc::channel(STREAM_BUFFER);
+    let inflight = session.track(&id);
+    let cancel = inflight.token.clone();
+    let task = tokio::spawn(async move {
+        let _inflight = inflight;
+        if let Some(reply) = gateway
+            .handle_request(&session, id, &method, params, &out, &_inflight.token)
+            .await
+        {
+            let _ = out.send(reply).await;
+        }
+    });
+    if wants_sse {
+        let guard = cancel.drop_guard();
+        let events = stream::unfold((notes, guard), |(mut notes, guard)| async move {
+            let message = notes.recv().await?;
+            Some((
+                Ok::<_, Infallible>(Event::default().data(message.to_string())),
+                (notes, guard),
+            ))
+        });
+        return Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response();
+    }
+    let mut last = None;
+    let mut notes = notes;
+    while let Some(message) = notes.recv().await {
+        last = Some(message);
+    }
+    let _ = task.await;
+    match last.filter(|m| m.get("id").is_some()) {
+        Some(reply) => Json(reply).into_response(),
+        None => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+async fn get_mcp(State(gateway): State<Shared>, headers: HeaderMap) -> Response {
+    let agent = match authenticate(&gateway, &headers) {
+        Ok(agent) => agent.to_owned(),
+        Err(refusal) => return refusal,
+    };
+    if header(&headers, SESSION_HEADER).is_none() {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    }
+    match existing_session(&gateway, &headers, &agent) {
+        Ok(session) => Sse::new(notices(session))
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The session's server→client notifications, for as long as the client keeps the GET open.
+fn notices(session: Arc<Session>) -> impl Stream<Item = Result<Event, Infallible>> {
+    let receiver = session.subscribe();
+    stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(message) => {
+                    return Some((Ok(Event::default().data(message.to_string())), receiver))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
+async fn delete_mcp(State(gateway): State<Shared>, headers: HeaderMap) -> Response {
+    let agent = match authenticate(&gateway, &headers) {
+        Ok(agent) => agent.to_owned(),
+        Err(refusal) => return refusal,
+    };
+    match header(&headers, SESSION_HEADER) {
+        Some(id) if gateway.sessions.remove(id, &agent) => StatusCode::OK.into_response(),
+        Some(_) => refuse(StatusCode::NOT_FOUND, INVALID_REQUEST, "Session not found"),
+        None => refuse(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        ),
+    }
+}

@@ -1,0 +1,26 @@
+//! The Verdict gateway: where every agent call is identified, decided, and forwarded or refused.
+//!
+//! Data flow, one module per stage:
+//! - [`downstream`]: agents reach the gateway over Streamable HTTP ([`downstream::http`]) or
+//!   stdio ([`downstream::stdio`]), in the handshake-era revisions or the stateless 2026-07-28 one;
+//!   [`auth`] maps bearer API keys to agent ids; [`session`] tracks agent sessions.
+//! - [`dispatch`]: one function per MCP method; every `tools/call` passes [`decision`] first.
+//! - [`upstream`]: the MCP servers behind the gateway (HTTP or a child process), each spoken to in
+//!   the newest revision it supports; [`catalog`] merges their tools.
+//!
+//! The gateway owns the agent-facing protocol and the decision. It must not verify chains or
+//! touch ClickHouse (the auditor's job), and it must never forward a call it has not decided.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod decision;
+pub mod dispatch;
+pub mod downstream;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod session;
+pub mod upstream;
+
+pub use config::GatewayConfig;
+pub use dispatch::Gateway;

@@ -1,0 +1,84 @@
+//! `verdict-gateway`: the MCP proxy agents talk to.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use verdict_gateway::downstream;
+use verdict_gateway::{Gateway, GatewayConfig};
+
+/// Verdict gateway: an MCP proxy that decides and audits every agent tool call.
+///
+/// Serves Streamable HTTP at http://LISTEN/mcp (agents authenticate with `Authorization: Bearer
+/// <api key>`), or stdio with --stdio for clients that launch a command. Every setting in the
+/// TOML config can be overridden by an environment variable VERDICT_GATEWAY_<KEY> (nested keys
+/// joined with `__`).
+#[derive(Parser)]
+#[command(name = "verdict-gateway", version)]
+struct Args {
+    /// TOML config file (see README "Gateway configuration").
+    #[arg(long, env = "VERDICT_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Serve one agent over stdin/stdout instead of HTTP.
+    #[arg(long, requires = "agent")]
+    stdio: bool,
+    /// The agent id for --stdio (the launching user is trusted as this agent).
+    #[arg(long)]
+    agent: Option<String>,
+    /// Once listening, write the bound address (e.g. 127.0.0.1:8780) to this file; with
+    /// `listen = "127.0.0.1:0"` this is how scripts and tests learn the port.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = GatewayConfig::load(args.config.as_deref())?;
+    let gateway = Arc::new(Gateway::new(&config)?);
+    gateway.warm_up().await;
+    if args.stdio {
+        let agent = args.agent.context("--stdio needs --agent")?;
+        downstream::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await;
+        return Ok(());
+    }
+    let reaper = Arc::clone(&gateway);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            reaper.sessions.reap_idle();
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "gateway listening on /mcp");
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, address.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let app = downstream::http::router(gateway)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,330 @@
+//! The MCP servers behind the gateway.
+//!
+//! Each [`Upstream`] is a transport ([`http`] or [`stdio`]) plus the protocol mode negotiated with
+//! it: the gateway first asks `server/discover` and speaks the stateless 2026-07-28 revision when
+//! the server supports it, else falls back to the `initialize` handshake (newest handshake
+//! revision). The handshake is redone whenever the transport reconnects (a restarted child
+//! process, an expired HTTP session).
+//!
+//! Requests get gateway-chosen JSON-RPC ids and progress tokens; [`ProgressRouter`] maps an
+//! upstream's progress notifications back to the agent's own token.
+
+pub mod http;
+pub mod stdio;
+
+use crate::config::UpstreamConfig;
+use crate::jsonrpc;
+use crate::mcp::{self, STATELESS};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    #[error("upstream session expired")]
+    SessionExpired,
+    #[error("request cancelled")]
+    Cancelled,
+}
+
+/// How the gateway speaks to one upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// 2026-07-28: `_meta` on every request, no session.
+    Stateless,
+    /// Handshake era, with the negotiated version.
+    Handshake(String),
+}
+
+impl Mode {
+    pub fn version(&self) -> &str {
+        match self {
+            Mode::Stateless => STATELESS,
+            Mode::Handshake(v) => v,
+        }
+    }
+}
+
+/// Where an agent wants progress for one request: its own token and its outgoing stream.
+#[derive(Debug, Clone)]
+pub struct ProgressSink {
+    pub token: Value,
+    pub tx: mpsc::Sender<Value>,
+}
+
+/// Maps gateway-issued progress tokens back to agents.
+#[derive(Debug, Default)]
+pub struct ProgressRouter {
+    next: AtomicU64,
+    sinks: Mutex<HashMap<String, ProgressSink>>,
+}
+
+impl ProgressRouter {
+    fn register(&self, sink: ProgressSink) -> String {
+        let token = format!("verdict-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        self.sinks
+            .lock()
+            .expect("progress lock")
+            .insert(token.clone(), sink);
+        token
+    }
+
+    fn unregister(&self, token: &str) {
+        self.sinks.lock().expect("progress lock").remove(token);
+    }
+
+    /// Relays a `notifications/progress` from upstream to the agent that owns its token.
+    pub fn forward(&self, mut notification: Value) {
+        let Some(token) = notification["params"]["progressToken"].as_str() else {
+            return;
+        };
+        let Some(sink) = self
+            .sinks
+            .lock()
+            .expect("progress lock")
+            .get(token)
+            .cloned()
+        else {
+            return;
+        };
+        notification["params"]["progressToken"] = sink.token;
+        // A slow agent misses progress updates rather than stalling the upstream reader.
+        let _ = sink.tx.try_send(notification);
+    }
+}
+
+enum Transport {
+    Http(http::HttpTransport),
+    Stdio(stdio::StdioTransport),
+}
+
+impl Transport {
+    async fn call(
+        &self,
+        message: Value,
+        mode: Option<&Mode>,
+        cancel: &CancellationToken,
+    ) -> Result<Value, UpstreamError> {
+        match self {
+            Transport::Http(t) => t.call(message, mode, cancel).await,
+            Transport::Stdio(t) => t.call(message, cancel).await,
+        }
+    }
+
+    async fn notify(&self, message: Value, mode: Option<&Mode>) -> Result<(), UpstreamError> {
+        match self {
+            Transport::Http(t) => t.notify(message, mode).await,
+            Transport::Stdio(t) => t.notify(message).await,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            Transport::Http(t) => t.generation(),
+            Transport::Stdio(t) => t.generation(),
+        }
+    }
+}
+
+pub struct Upstream {
+    pub name: String,
+    transport: Transport,
+    progress: Arc<ProgressRouter>,
+    next_id: AtomicU64,
+    /// Negotiated mode and the transport generation it was negotiated on.
+    mode: tokio::sync::Mutex<Option<(Mode, u64)>>,
+}
+
+impl Upstream {
+    pub fn new(name: &str, config: &UpstreamConfig) -> Self {
+        let progress = Arc::new(ProgressRouter::default());
+        let transport = match config {
+            UpstreamConfig::Http { url, headers } => Transport::Http(http::HttpTransport::new(
+                url,
+                headers,
+                Arc::clone(&progress),
+            )),
+            UpstreamConfig::Stdio { command, args, env } => Transport::Stdio(
+                stdio::StdioTransport::new(name, command, args, env, Arc::clone(&progress)),
+            ),
+        };
+        Self {
+            name: name.to_owned(),
+            transport,
+            progress,
+            next_id: AtomicU64::new(1),
+            mode: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn next_id(&self) -> Value {
+        json!(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The negotiated mode, negotiating first if the transport (re)connected since.
+    pub async fn mode(&self) -> Result<Mode, UpstreamError> {
+        let mut guard = self.mode.lock().await;
+        if let Some((mode, generation)) = guard.as_ref() {
+            if *generation == self.transport.generation() {
+                return Ok(mode.clone());
+            }
+        }
+        let mode = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
+            .await
+            .map_err(|_| UpstreamError::Unreachable("handshake timed out".into()))??;
+        tracing::info!(upstream = %self.name, version = mode.version(), "upstream connected");
+        *guard = Some((mode.clone(), self.transport.generation()));
+        Ok(mode)
+    }
+
+    async fn handshake(&self) -> Result<Mode, UpstreamError> {
+        let never = CancellationToken::new();
+        let discover = jsonrpc::request(
+            self.next_id(),
+            "server/discover",
+            json!({"_meta": mcp::client_meta()}),
+        );
+        if let Ok(reply) = self
+            .transport
+            .call(discover, Some(&Mode::Stateless), &never)
+            .await
+        {
+            let versions = &reply["result"]["supportedVersions"];
+            if versions
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v == STATELESS))
+            {
+                return Ok(Mode::Stateless);
+            }
+        }
+        let init = jsonrpc::request(
+            self.next_id(),
+            "initialize",
+            json!({
+                "protocolVersion": mcp::LATEST_HANDSHAKE,
+                "capabilities": {},
+                "clientInfo": {"name": mcp::GATEWAY_NAME, "version": mcp::GATEWAY_VERSION},
+            }),
+        );
+        let reply = self.transport.call(init, None, &never).await?;
+        let version = reply["result"]["protocolVersion"]
+            .as_str()
+            .ok_or_else(|| {
+                UpstreamError::Protocol(format!(
+                    "initialize failed: {}",
+                    reply.get("error").unwrap_or(&reply)
+                ))
+            })?
+            .to_owned();
+        let mode = Mode::Handshake(version);
+        self.transport
+            .notify(
+                jsonrpc::notification("notifications/initialized", json!({})),
+                Some(&mode),
+            )
+            .await?;
+        Ok(mode)
+    }
+
+    /// Sends one request and returns the upstream's response object (`result` or `error`).
+    /// Progress notifications go to `progress`; `cancel` abandons the request upstream too.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        progress: Option<ProgressSink>,
+        cancel: &CancellationToken,
+    ) -> Result<Value, UpstreamError> {
+        match self
+            .request_once(method, params.clone(), progress.clone(), cancel)
+            .await
+        {
+            Err(UpstreamError::SessionExpired) => {
+                self.request_once(method, params, progress, cancel).await
+            }
+            other => other,
+        }
+    }
+
+    async fn request_once(
+        &self,
+        method: &str,
+        mut params: Value,
+        progress: Option<ProgressSink>,
+        cancel: &CancellationToken,
+    ) -> Result<Value, UpstreamError> {
+        let mode = self.mode().await?;
+        if !params.is_object() {
+            params = json!({});
+        }
+        let meta = params
+            .as_object_mut()
+            .expect("object")
+            .entry("_meta")
+            .or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        if mode == Mode::Stateless {
+            for (key, value) in mcp::client_meta().as_object().expect("object") {
+                meta[key] = value.clone();
+            }
+        }
+        let token = progress.map(|sink| self.progress.register(sink));
+        match &token {
+            Some(t) => meta["progressToken"] = json!(t),
+            None => {
+                meta.as_object_mut()
+                    .expect("object")
+                    .remove("progressToken");
+            }
+        }
+        let result = self
+            .transport
+            .call(
+                jsonrpc::request(self.next_id(), method, params),
+                Some(&mode),
+                cancel,
+            )
+            .await;
+        if let Some(token) = token {
+            self.progress.unregister(&token);
+        }
+        result
+    }
+
+    /// Every tool of this upstream, following `nextCursor` (bounded, against a looping server).
+    pub async fn list_tools(&self) -> Result<Vec<Value>, UpstreamError> {
+        let never = CancellationToken::new();
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let reply = self.request("tools/list", params, None, &never).await?;
+            let result = reply
+                .get("result")
+                .ok_or_else(|| UpstreamError::Protocol(format!("tools/list failed: {reply}")))?;
+            tools.extend(result["tools"].as_array().cloned().unwrap_or_default());
+            match result.get("nextCursor").and_then(Value::as_str) {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(tools),
+            }
+        }
+        Err(UpstreamError::Protocol(
+            "tools/list paging did not end after 1000 pages".into(),
+        ))
+    }
+}

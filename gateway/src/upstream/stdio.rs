@@ -1,0 +1,215 @@
+//! Stdio upstreams: a child process speaking newline-delimited JSON-RPC.
+//!
+//! The child is launched on first use and relaunched on the next request after it dies (each
+//! launch is a new generation, so the upstream handshakes again). Replies are matched to
+//! requests by id; progress notifications go to the [`ProgressRouter`]; requests the server makes
+//! of the gateway are answered (`ping`) or refused (`-32601`), never left hanging.
+
+use super::{ProgressRouter, UpstreamError};
+use crate::jsonrpc;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Lines queued for the child's stdin.
+const WRITE_QUEUE: usize = 256;
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
+
+struct Connection {
+    writer: mpsc::Sender<String>,
+    dead: CancellationToken,
+    _child: Child,
+}
+
+pub struct StdioTransport {
+    name: String,
+    command: PathBuf,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    progress: Arc<ProgressRouter>,
+    pending: Pending,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+    generation: AtomicU64,
+}
+
+impl StdioTransport {
+    pub fn new(
+        name: &str,
+        command: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        progress: Arc<ProgressRouter>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            command: command.to_owned(),
+            args: args.to_vec(),
+            env: env.clone(),
+            progress,
+            pending: Pending::default(),
+            connection: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The live connection's writer and death signal, launching the child if needed.
+    async fn connection(&self) -> Result<(mpsc::Sender<String>, CancellationToken), UpstreamError> {
+        let mut guard = self.connection.lock().await;
+        if let Some(conn) = guard.as_ref().filter(|c| !c.dead.is_cancelled()) {
+            return Ok((conn.writer.clone(), conn.dead.clone()));
+        }
+        let conn = self.spawn()?;
+        let handles = (conn.writer.clone(), conn.dead.clone());
+        *guard = Some(conn);
+        Ok(handles)
+    }
+
+    fn spawn(&self) -> Result<Connection, UpstreamError> {
+        let mut child = Command::new(&self.command)
+            .args(&self.args)
+            .envs(&self.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                UpstreamError::Unreachable(format!("launching {}: {e}", self.command.display()))
+            })?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(upstream = %self.name, pid = child.id(), "launched stdio upstream");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let dead = CancellationToken::new();
+        let (writer, mut lines) = mpsc::channel::<String>(WRITE_QUEUE);
+        let write_dead = dead.clone();
+        tokio::spawn(async move {
+            while let Some(line) = lines.recv().await {
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+            write_dead.cancel();
+        });
+        let reader = Reader {
+            name: self.name.clone(),
+            pending: Arc::clone(&self.pending),
+            progress: Arc::clone(&self.progress),
+            writer: writer.clone(),
+        };
+        tokio::spawn(reader.run(stdout, dead.clone()));
+        Ok(Connection {
+            writer,
+            dead,
+            _child: child,
+        })
+    }
+
+    pub async fn notify(&self, message: Value) -> Result<(), UpstreamError> {
+        let (writer, _) = self.connection().await?;
+        writer
+            .send(line(&message))
+            .await
+            .map_err(|_| UpstreamError::Unreachable("stdio upstream exited".into()))
+    }
+
+    pub async fn call(
+        &self,
+        message: Value,
+        cancel: &CancellationToken,
+    ) -> Result<Value, UpstreamError> {
+        let (writer, dead) = self.connection().await?;
+        let key = message["id"].to_string();
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(key.clone(), tx);
+        let gone = || UpstreamError::Unreachable("stdio upstream exited".into());
+        if writer.send(line(&message)).await.is_err() {
+            self.pending.lock().expect("pending lock").remove(&key);
+            return Err(gone());
+        }
+        tokio::select! {
+            reply = rx => reply.map_err(|_| gone()),
+            _ = dead.cancelled() => Err(gone()),
+            _ = cancel.cancelled() => {
+                self.pending.lock().expect("pending lock").remove(&key);
+                let note = jsonrpc::notification("notifications/cancelled", json!({"requestId": message["id"], "reason": "cancelled by client"}));
+                let _ = writer.send(line(&note)).await;
+                Err(UpstreamError::Cancelled)
+            }
+        }
+    }
+}
+
+fn line(message: &Value) -> String {
+    let mut text = message.to_string();
+    text.push('\n');
+    text
+}
+
+struct Reader {
+    name: String,
+    pending: Pending,
+    progress: Arc<ProgressRouter>,
+    writer: mpsc::Sender<String>,
+}
+
+impl Reader {
+    async fn run(self, stdout: ChildStdout, dead: CancellationToken) {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(text)) = lines.next_line().await {
+            match serde_json::from_str::<Value>(&text) {
+                Ok(message) => self.handle(message).await,
+                Err(_) => {
+                    tracing::warn!(upstream = %self.name, "ignoring a non-JSON line from a stdio upstream")
+                }
+            }
+        }
+        tracing::warn!(upstream = %self.name, "stdio upstream exited; it is relaunched on the next request");
+        dead.cancel();
+        self.pending.lock().expect("pending lock").clear();
+    }
+
+    async fn handle(&self, message: Value) {
+        let is_response = message.get("result").is_some() || message.get("error").is_some();
+        match (message.get("id"), message["method"].as_str()) {
+            (Some(id), None) if is_response => {
+                if let Some(tx) = self
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&id.to_string())
+                {
+                    let _ = tx.send(message);
+                }
+            }
+            (None, Some("notifications/progress")) => self.progress.forward(message),
+            (Some(id), Some(method)) => {
+                let reply = match method {
+                    "ping" => jsonrpc::result(id.clone(), json!({})),
+                    _ => jsonrpc::error(
+                        id.clone(),
+                        jsonrpc::METHOD_NOT_FOUND,
+                        "the Verdict gateway does not relay server requests",
+                    ),
+                };
+                let _ = self.writer.send(line(&reply)).await;
+            }
+            _ => {}
+        }
+    }
+}

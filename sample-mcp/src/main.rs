@@ -1,0 +1,76 @@
+//! `work-memory`: a sample upstream MCP server for Verdict's demo and tests.
+//!
+//! It is modelled on a "work memory" server: a `session_manager` tool whose Korean description
+//! says it deletes sessions (the dangerous tool Verdict exists for), memory read/write/search
+//! tools, and a `long_task` that reports progress and honours cancellation. Tool annotations
+//! (`readOnlyHint`, `destructiveHint`) are set where true; `--no-annotations` drops them so tests
+//! can check risk classification from descriptions alone. Serves stdio or Streamable HTTP, in
+//! every protocol revision rmcp knows (both the handshake era and 2026-07-28).
+
+mod tools;
+
+use clap::Parser;
+use rmcp::transport::streamable_http_server::{
+    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
+use rmcp::ServiceExt;
+use std::net::SocketAddr;
+use tools::WorkMemory;
+
+#[derive(Parser)]
+#[command(
+    name = "work-memory",
+    about = "Sample \"work memory\" MCP server (stdio or Streamable HTTP)"
+)]
+struct Args {
+    /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Tools per `tools/list` page (0: all in one page).
+    #[arg(long, default_value_t = 0)]
+    page_size: usize,
+    /// Omit MCP tool annotations (readOnlyHint, destructiveHint).
+    #[arg(long)]
+    no_annotations: bool,
+    /// Once listening (--http), write the bound address to this file (for port 0).
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+    /// Serve only these tools (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server = WorkMemory::new(args.page_size, !args.no_annotations, &args.only);
+    let ready_file = args.ready_file.clone();
+    match args.http {
+        None => server
+            .serve(rmcp::transport::stdio())
+            .await?
+            .waiting()
+            .await
+            .map(drop)?,
+        Some(addr) => {
+            let service = StreamableHttpService::new(
+                move || Ok(server.clone()),
+                LocalSessionManager::default().into(),
+                StreamableHttpServerConfig::default(),
+            );
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let address = listener.local_addr()?;
+            eprintln!("work-memory listening on http://{address}/mcp");
+            if let Some(path) = &ready_file {
+                std::fs::write(path, address.to_string())?;
+            }
+            let app = axum::Router::new().nest_service("/mcp", service);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+# Installs what Verdict's tests and demo need and a fresh Debian machine lacks. Sourced by
+# scripts/test and scripts/demo; every step is skipped when its tool is already there.
+#   - clickhouse-server (Debian package; tests start private instances, never the system service)
+#   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
+
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install $1" >&2; exit 1; }
+    echo sudo
+  fi
+}
+
+if ! command -v clickhouse-server >/dev/null 2>&1; then
+  say "installing clickhouse-server (apt)"
+  SUDO=$(need_root clickhouse-server)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+fi
+
+if ! command -v tansu >/dev/null 2>&1; then
+  say "building the tansu broker (cargo install, about 15 minutes on 2 cores; once per machine)"
+  tansu_target=$(mktemp -d)
+  CARGO_TARGET_DIR="$tansu_target" cargo install tansu --locked --features dynostore,libsql --quiet
+  rm -rf "$tansu_target"
+fi

@@ -1,0 +1,353 @@
+//! Bad input at the gateway's HTTP front end, as raw HTTP: each gets a clear HTTP status and
+//! JSON-RPC error, and the gateway keeps serving. Also the session lifecycle a raw client sees:
+//! reuse a session id from a new connection, end it with DELETE, and find it gone.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use verdict_gateway::auth::key_digest;
+use verdict_tests::mcp::{work_memory_bin, HttpProcess};
+
+const KEY: &str = "key-agent-a";
+const OTHER_KEY: &str = "key-agent-b";
+
+struct Raw {
+    http: reqwest::Client,
+    url: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    session: Option<String>,
+    body: Value,
+}
+
+impl Raw {
+    async fn post(
+        &self,
+        key: Option<&str>,
+        session: Option<&str>,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            session,
+            body,
+        }
+    }
+
+    async fn rpc(&self, session: Option<&str>, body: Value) -> Reply {
+        self.post(Some(KEY), session, body.to_string(), &[]).await
+    }
+
+    async fn initialize(&self, version: &str) -> String {
+        let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":version,"capabilities":{},"clientInfo":{"name":"raw","version":"1"}}});
+        let reply = self.rpc(None, init).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.body["result"]["protocolVersion"], version);
+        reply.session.expect("initialize issues Mcp-Session-Id")
+    }
+}
+
+fn code(reply: &Reply) -> i64 {
+    reply.body["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a JSON-RPC error: {:?}", reply.body))
+}
+
+fn start(extra: &str) -> (HttpProcess, Raw) {
+    let config = format!(
+        "max_body_bytes = 65536\n{extra}\n[[agents]]\nid = \"agent-a\"\napi_key_sha256 = \"{}\"\n[[agents]]\nid = \"agent-b\"\napi_key_sha256 = \"{}\"\n[upstreams.memory]\ncommand = \"{}\"\n",
+        key_digest(KEY),
+        key_digest(OTHER_KEY),
+        work_memory_bin().display()
+    );
+    let gateway = HttpProcess::gateway(&config).unwrap();
+    let raw = Raw {
+        http: reqwest::Client::new(),
+        url: gateway.url(),
+    };
+    (gateway, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_clear_and_the_gateway_keeps_serving() {
+    let (_gateway, raw) = start("");
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
+
+    let no_key = raw.post(None, None, list.to_string(), &[]).await;
+    assert_eq!(
+        (no_key.status, code(&no_key)),
+        (StatusCode::UNAUTHORIZED, -32001)
+    );
+    let bad_key = raw.post(Some("wrong"), None, list.to_string(), &[]).await;
+    assert_eq!(bad_key.status, StatusCode::UNAUTHORIZED);
+    let evil_origin = raw
+        .post(
+            Some(KEY),
+            None,
+            list.to_string(),
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(evil_origin.status, StatusCode::FORBIDDEN);
+
+    let malformed = raw.post(Some(KEY), None, "{\"jsonrpc\":", &[]).await;
+    assert_eq!(
+        (malformed.status, code(&malformed)),
+        (StatusCode::BAD_REQUEST, -32700)
+    );
+    let not_rpc = raw
+        .post(Some(KEY), None, "{\"hello\":\"world\"}", &[])
+        .await;
+    assert_eq!(
+        (not_rpc.status, code(&not_rpc)),
+        (StatusCode::BAD_REQUEST, -32600)
+    );
+    let huge = raw.post(Some(KEY), None, vec![b' '; 70_000], &[]).await;
+    assert_eq!(
+        (huge.status, code(&huge)),
+        (StatusCode::PAYLOAD_TOO_LARGE, -32600)
+    );
+
+    let no_session = raw.rpc(None, list.clone()).await;
+    assert_eq!(no_session.status, StatusCode::BAD_REQUEST);
+    let unknown_session = raw.rpc(Some("no-such-session"), list.clone()).await;
+    assert_eq!(unknown_session.status, StatusCode::NOT_FOUND);
+
+    let session = raw.initialize("2025-11-25").await;
+    let unknown_method = raw
+        .rpc(
+            Some(&session),
+            json!({"jsonrpc":"2.0","id":3,"method":"no/such"}),
+        )
+        .await;
+    assert_eq!(code(&unknown_method), -32601);
+    let unknown_tool = raw.rpc(Some(&session), json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"nope","arguments":{}}})).await;
+    assert_eq!(
+        (
+            code(&unknown_tool),
+            unknown_tool.body["error"]["message"].as_str()
+        ),
+        (-32602, Some("Unknown tool: nope"))
+    );
+    let batch = raw
+        .rpc(Some(&session), json!([list.clone(), list.clone()]))
+        .await;
+    assert_eq!(
+        (batch.status, code(&batch)),
+        (StatusCode::BAD_REQUEST, -32600),
+        "batches are not part of 2025-11-25"
+    );
+
+    let other_agent = raw
+        .post(Some(OTHER_KEY), Some(&session), list.to_string(), &[])
+        .await;
+    assert_eq!(
+        other_agent.status,
+        StatusCode::NOT_FOUND,
+        "a session belongs to the agent that opened it"
+    );
+
+    let listed = raw.rpc(Some(&session), list).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(
+        listed.body["result"]["tools"].as_array().unwrap().len(),
+        5,
+        "still serving after all of the above"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_answered_in_2025_03_26_sessions() {
+    let (_gateway, raw) = start("");
+    let session = raw.initialize("2025-03-26").await;
+    let batch = json!([
+        {"jsonrpc":"2.0","id":"a","method":"ping"},
+        {"jsonrpc":"2.0","method":"notifications/initialized"},
+        {"jsonrpc":"2.0","id":"b","method":"tools/list"},
+        7
+    ]);
+    let reply = raw.rpc(Some(&session), batch).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let replies = reply.body.as_array().expect("array reply");
+    assert_eq!(
+        replies.len(),
+        3,
+        "one reply per request plus one error for the invalid element: {replies:?}"
+    );
+    assert_eq!(replies[0]["id"], "a");
+    assert_eq!(replies[1]["id"], "b");
+    assert_eq!(replies[2]["error"]["code"], -32600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_reconnects_and_ends_with_delete() {
+    let (gateway, raw) = start("");
+    let session = raw.initialize("2025-06-18").await;
+    // A brand-new HTTP client (new connection) reuses the session id.
+    let other_connection = Raw {
+        http: reqwest::Client::new(),
+        url: gateway.url(),
+    };
+    let reply = other_connection
+        .rpc(
+            Some(&session),
+            json!({"jsonrpc":"2.0","id":5,"method":"ping"}),
+        )
+        .await;
+    assert_eq!(reply.body["result"], json!({}));
+    let deleted = raw
+        .http
+        .delete(gateway.url())
+        .bearer_auth(KEY)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let gone = raw
+        .rpc(
+            Some(&session),
+            json!({"jsonrpc":"2.0","id":6,"method":"ping"}),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_headers_must_match_the_body() {
+    let (_gateway, raw) = start("");
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"}});
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"memory_read","arguments":{"key":"k"},"_meta":meta}});
+    let headers = |method: &'static str, name: &'static str| {
+        vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", method),
+            ("mcp-name", name),
+        ]
+    };
+    let ok = raw
+        .post(
+            Some(KEY),
+            None,
+            call.to_string(),
+            &headers("tools/call", "memory_read"),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+    assert_eq!(ok.body["result"]["resultType"], "complete");
+    let wrong_name = raw
+        .post(
+            Some(KEY),
+            None,
+            call.to_string(),
+            &headers("tools/call", "memory_write"),
+        )
+        .await;
+    assert_eq!(
+        (wrong_name.status, code(&wrong_name)),
+        (StatusCode::BAD_REQUEST, -32020)
+    );
+    let wrong_method = raw
+        .post(
+            Some(KEY),
+            None,
+            call.to_string(),
+            &headers("tools/list", "memory_read"),
+        )
+        .await;
+    assert_eq!(
+        (wrong_method.status, code(&wrong_method)),
+        (StatusCode::BAD_REQUEST, -32020)
+    );
+    let no_headers = raw.post(Some(KEY), None, call.to_string(), &[]).await;
+    assert_eq!(code(&no_headers), -32020);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
+    // An HTTP "upstream" that answers every request with garbage, and one that is not there.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_url = format!("http://{}/mcp", garbage.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = garbage.accept().await.unwrap();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\nnot json!").await;
+            });
+        }
+    });
+    let dead_port = verdict_tests::process::free_port();
+    // And one that works until it is killed.
+    let mut dying = HttpProcess::work_memory(&["--only", "memory_search"]).unwrap();
+    let extra = format!(
+        "[upstreams.garbage]\nurl = \"{garbage_url}\"\n[upstreams.dead]\nurl = \"http://127.0.0.1:{dead_port}/mcp\"\n[upstreams.dying]\nurl = \"{}\"\n",
+        dying.url()
+    );
+    let (_gateway, raw) = start(&extra);
+    let session = raw.initialize("2025-11-25").await;
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    let listed = raw.rpc(Some(&session), list.clone()).await;
+    let names: Vec<&str> = listed.body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.len(),
+        5,
+        "the healthy upstreams' tools are listed, the broken ones' absent: {names:?}"
+    );
+    assert!(
+        names.contains(&"memory__memory_search") && names.contains(&"dying__memory_search"),
+        "{names:?}"
+    );
+
+    dying.kill();
+    let search = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"dying__memory_search","arguments":{"query":"x"}}});
+    let failed = raw.rpc(Some(&session), search).await;
+    assert_eq!(code(&failed), -32000);
+    assert!(
+        failed.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream dying"),
+        "{:?}",
+        failed.body
+    );
+
+    let read = raw.rpc(Some(&session), json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"memory_read","arguments":{"key":"x"}}})).await;
+    assert!(
+        read.body["result"].is_object(),
+        "other upstreams keep serving: {:?}",
+        read.body
+    );
+}
