@@ -323,7 +323,7 @@ async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
         .collect();
     assert_eq!(
         names.len(),
-        5,
+        6,
         "the healthy upstreams' tools are listed, the broken ones' absent: {names:?}"
     );
     assert!(
