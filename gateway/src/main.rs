@@ -1,6 +1,7 @@
 //! `verdict-gateway`: the MCP proxy agents talk to.
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let app = downstream::http::router(gateway)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Replies are small writes (SSE events): without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

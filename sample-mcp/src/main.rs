@@ -9,6 +9,7 @@
 
 mod tools;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use rmcp::transport::streamable_http_server::{
     session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
@@ -65,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(path, address.to_string())?;
             }
             let app = axum::Router::new().nest_service("/mcp", service);
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;

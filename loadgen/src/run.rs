@@ -1,0 +1,183 @@
+//! Open-loop phases and their statistics.
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+pub struct Target {
+    pub name: String,
+    url: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "verdict-loadgen", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+impl Target {
+    pub fn new(name: &str, url: &str, key: Option<&str>) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .expect("HTTP client");
+        Self {
+            name: name.into(),
+            url: url.into(),
+            key: key.map(str::to_owned),
+            http,
+        }
+    }
+
+    async fn call(&self, tool: &str, arguments: Value) -> Result<(), String> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta()}});
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .body(body.to_string());
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() || !text.contains("\"result\"") {
+            return Err(format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores the value the measured calls read.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        self.call(
+            "memory_write",
+            json!({"key": "bench", "value": "세션 메모"}),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", self.name))
+    }
+}
+
+pub struct Stats {
+    pub latency_us: Histogram<u64>,
+    pub calls: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub first_error: Option<String>,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self {
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            calls: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            first_error: None,
+        }
+    }
+
+    pub fn merge(&mut self, other: Stats) {
+        self.latency_us.add(&other.latency_us).expect("same bounds");
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Sends `rate` calls per second for `length`, each measured from its scheduled time.
+pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: usize) -> Stats {
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let total = (rate as f64 * length.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let target = Arc::new(Target {
+        name: target.name.clone(),
+        url: target.url.clone(),
+        key: target.key.clone(),
+        http: target.http.clone(),
+    });
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let permit = Arc::clone(&permits)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let (target, stats) = (Arc::clone(&target), Arc::clone(&stats));
+        tasks.push(tokio::spawn(async move {
+            let result = target.call("memory_read", json!({"key": "bench"})).await;
+            let micros = scheduled.elapsed().as_micros() as u64;
+            drop(permit);
+            let mut stats = stats.lock().expect("stats lock");
+            stats.calls += 1;
+            match result {
+                Ok(()) => stats.latency_us.saturating_record(micros.max(1)),
+                Err(e) => {
+                    stats.errors += 1;
+                    stats.first_error.get_or_insert(e);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut stats = Arc::try_unwrap(stats)
+        .ok()
+        .expect("all tasks done")
+        .into_inner()
+        .expect("stats lock");
+    stats.elapsed = start.elapsed();
+    stats
+}
+
+pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
+    let q = |s: &Stats, p: f64| s.latency_us.value_at_quantile(p);
+    let mut out = String::from("| path | calls | errors | calls/s | p50 µs | p90 µs | p99 µs | max µs |\n|---|---|---|---|---|---|---|---|\n");
+    for (name, s) in [("direct", direct), (label, gateway)] {
+        out += &format!(
+            "| {name} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+            s.calls,
+            s.errors,
+            s.rate(),
+            q(s, 0.5),
+            q(s, 0.9),
+            q(s, 0.99),
+            s.latency_us.max()
+        );
+    }
+    let added = |p: f64| q(gateway, p) as i64 - q(direct, p) as i64;
+    out += &format!(
+        "\nadded by the {label}: p50 {} µs, p99 {} µs\n",
+        added(0.5),
+        added(0.99)
+    );
+    for s in [direct, gateway] {
+        if let Some(e) = &s.first_error {
+            out += &format!("first error: {e}\n");
+        }
+    }
+    out
+}
