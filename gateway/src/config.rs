@@ -25,6 +25,10 @@ pub struct GatewayConfig {
     /// Seconds an idle handshake-era session lives.
     #[serde(default = "default_session_idle")]
     pub session_idle_secs: u64,
+    /// The policy file (`policy.json`); reloaded on change and on SIGHUP. Without one, every
+    /// call is allowed and recorded with rule `no-policy`.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// Agents and their API keys.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,

@@ -1,11 +1,14 @@
 //! The decision hook: the one function every tool call passes before it is forwarded.
 //!
-//! The policy engine implements [`Decider`]; until a policy is configured the gateway uses
-//! [`AllowAll`]. A decision names its rule and reason so the agent and the audit trail can say
-//! why.
+//! [`crate::policy::PolicyDecider`] implements [`Decider`] over `policy.json`; without a policy the
+//! gateway uses [`AllowAll`]. A decision names its rule, reason, the tool's risk class and the
+//! policy's hash, so the agent and the audit trail can say why.
 
 use crate::mcp::ClientInfo;
+use crate::policy::file::RiskName;
+use crate::policy::risk;
 use serde_json::Value;
+use std::time::Duration;
 
 /// What the gateway knows about a call when it decides.
 #[derive(Debug)]
@@ -14,8 +17,12 @@ pub struct CallInfo<'a> {
     pub session: &'a str,
     pub client: &'a ClientInfo,
     pub upstream: &'a str,
-    /// The tool's name at its upstream (not the possibly prefixed name the agent sees).
+    /// The tool's name at its upstream.
     pub tool: &'a str,
+    /// The name the agent sees (prefixed where names collide).
+    pub exposed: &'a str,
+    /// The tool definition from the upstream's `tools/list` (annotations, description).
+    pub definition: &'a Value,
     pub arguments: &'a Value,
 }
 
@@ -23,6 +30,14 @@ pub struct CallInfo<'a> {
 pub enum Outcome {
     Allow,
     Deny,
+    /// The tool is hidden: refused exactly like a tool that does not exist.
+    Hide,
+    RateLimited {
+        retry_after: Duration,
+    },
+    RequireApproval {
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,22 +45,42 @@ pub struct Decision {
     pub outcome: Outcome,
     pub rule_id: String,
     pub reason: String,
+    pub risk: RiskName,
+    pub policy_sha256: [u8; 32],
 }
 
 pub trait Decider: Send + Sync {
     fn decide(&self, call: &CallInfo<'_>) -> Decision;
+
+    /// Whether `tools/list` omits this tool.
+    fn hides(&self, _tool: &str, _exposed: &str) -> bool {
+        false
+    }
 }
 
-/// Allows every call; the decision still names itself so that it is visible where it applies.
+/// Allows every call (no policy configured); the decision names itself so it is visible.
 #[derive(Debug, Default)]
 pub struct AllowAll;
 
 impl Decider for AllowAll {
-    fn decide(&self, _call: &CallInfo<'_>) -> Decision {
+    fn decide(&self, call: &CallInfo<'_>) -> Decision {
         Decision {
             outcome: Outcome::Allow,
             rule_id: "no-policy".into(),
             reason: "no policy configured".into(),
+            risk: risk::classify(call.definition),
+            policy_sha256: [0; 32],
         }
+    }
+}
+
+/// A shared decider (the gateway and the reload task both hold the policy decider).
+impl<D: Decider + ?Sized> Decider for std::sync::Arc<D> {
+    fn decide(&self, call: &CallInfo<'_>) -> Decision {
+        (**self).decide(call)
+    }
+
+    fn hides(&self, tool: &str, exposed: &str) -> bool {
+        (**self).hides(tool, exposed)
     }
 }

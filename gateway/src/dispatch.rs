@@ -115,7 +115,9 @@ impl Gateway {
     async fn tools_list(&self, params: &Value) -> Result<Value, (i64, String)> {
         let catalog = self.refresh_catalog().await;
         catalog
-            .page(params["cursor"].as_str(), self.page_size, |_| true)
+            .page(params["cursor"].as_str(), self.page_size, |t| {
+                !self.decider.hides(&t.name, &t.exposed)
+            })
             .ok_or((INVALID_PARAMS, "Invalid cursor".into()))
     }
 
@@ -151,16 +153,24 @@ impl Gateway {
             client: &client,
             upstream: &upstream.name,
             tool: &route.name,
+            exposed: &route.exposed,
+            definition: &route.definition,
             arguments: &arguments,
         };
         let decision = self.decider.decide(&call);
         let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id);
         span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
-        if decision.outcome == Outcome::Deny {
-            let text = format!(
-                "[policy denied] rule {}: {}",
-                decision.rule_id, decision.reason
-            );
+        let refusal = match &decision.outcome {
+            Outcome::Allow => None,
+            Outcome::Hide => return Some(unknown_tool(id, name)),
+            Outcome::Deny => Some(format!("[policy denied] rule {}: {}", decision.rule_id, decision.reason)),
+            Outcome::RateLimited { .. } => Some(format!("[rate limited] rule {}: {}", decision.rule_id, decision.reason)),
+            Outcome::RequireApproval { .. } => Some(format!(
+                "[approval required] rule {}: this call needs a human approval, and approvals are not available in this gateway yet; it was not forwarded",
+                decision.rule_id
+            )),
+        };
+        if let Some(text) = refusal {
             let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
             return Some(jsonrpc::result(
                 id,

@@ -4,7 +4,8 @@
 //! - [`downstream`]: agents reach the gateway over Streamable HTTP ([`downstream::http`]) or
 //!   stdio ([`downstream::stdio`]), in the handshake-era revisions or the stateless 2026-07-28 one;
 //!   [`auth`] maps bearer API keys to agent ids; [`session`] tracks agent sessions.
-//! - [`dispatch`]: one function per MCP method; every `tools/call` passes [`decision`] first.
+//! - [`dispatch`]: one function per MCP method; every `tools/call` passes [`decision`] first,
+//!   which the [`policy`] engine implements.
 //! - [`upstream`]: the MCP servers behind the gateway (HTTP or a child process), each spoken to in
 //!   the newest revision it supports; [`catalog`] merges their tools.
 //!
@@ -19,6 +20,7 @@ pub mod dispatch;
 pub mod downstream;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod policy;
 pub mod session;
 pub mod upstream;
 

@@ -43,7 +43,23 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = GatewayConfig::load(args.config.as_deref())?;
-    let gateway = Arc::new(Gateway::new(&config)?);
+    let mut gateway = Gateway::new(&config)?;
+    let mut policy = None;
+    if let Some(path) = &config.policy {
+        let decider = Arc::new(verdict_gateway::policy::PolicyDecider::load(path)?);
+        tracing::info!(path = %path.display(), policy_sha256 = %hex::encode(decider.policy().sha256), "policy loaded");
+        gateway = gateway.with_decider(Box::new(Arc::clone(&decider)));
+        policy = Some(decider);
+    }
+    let gateway = Arc::new(gateway);
+    if let Some(decider) = policy {
+        let notify = Arc::clone(&gateway);
+        let changed = verdict_gateway::jsonrpc::notification(
+            "notifications/tools/list_changed",
+            serde_json::json!({}),
+        );
+        decider.watch(move || notify.sessions.broadcast(&changed));
+    }
     gateway.warm_up().await;
     if args.stdio {
         let agent = args.agent.context("--stdio needs --agent")?;

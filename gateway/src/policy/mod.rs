@@ -1,0 +1,356 @@
+//! The policy engine: what an agent may call.
+//!
+//! [`file`] parses `policy.json`; [`Policy`] is its compiled form; [`PolicyDecider`] is the
+//! gateway's [`Decider`] over the current policy, with rate limits ([`rate`]) and reload on file
+//! change or SIGHUP (an invalid new file is logged and the old policy stays). Rules are ordered
+//! and the first match wins; `default` applies otherwise; `hide` is checked before any rule.
+//!
+//! Evaluation cost stays flat as rules grow: the rules whose tool and server patterns can match a
+//! given (server, tool) are computed once per pair and cached, so a decision only looks at those.
+
+pub mod file;
+pub mod rate;
+pub mod risk;
+
+use crate::decision::{CallInfo, Decider, Decision, Outcome};
+use file::{ActionName, ArgumentMatch, DefaultAction, Pattern, PolicyError, PolicyFile, RiskName};
+use rate::RateLimiter;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the policy file's modification time is checked.
+const RELOAD_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{source}")]
+    Invalid { path: PathBuf, source: PolicyError },
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Allow { rate_limit: Option<(u32, Duration)> },
+    Deny { reason: String },
+    RequireApproval { timeout: Duration },
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    tools: Option<Vec<Pattern>>,
+    servers: Option<Vec<Pattern>>,
+    risks: Option<Vec<RiskName>>,
+    agents: Option<Vec<Pattern>>,
+    arguments: Vec<(String, ArgumentMatch)>,
+    action: Action,
+}
+
+/// A validated, compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// SHA-256 of the policy file's bytes; events carry it.
+    pub sha256: [u8; 32],
+    default: DefaultAction,
+    hide: Vec<Pattern>,
+    risk_overrides: HashMap<String, RiskName>,
+    rules: Vec<Rule>,
+    candidates: RwLock<HashMap<(String, String), Arc<[usize]>>>,
+}
+
+/// What the policy says about one call, before rate limits are counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule_id: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub rate_limit: Option<(u32, Duration)>,
+}
+
+impl Policy {
+    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        let parsed: PolicyFile = file::parse(text)?;
+        let rules = parsed.rules.0.into_iter().map(compile_rule).collect();
+        Ok(Self {
+            sha256: Sha256::digest(text.as_bytes()).into(),
+            default: parsed.default,
+            hide: parsed.hide,
+            risk_overrides: parsed.risk.into_iter().collect(),
+            rules,
+            candidates: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, PolicyLoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_text(&text).map_err(|source| PolicyLoadError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// True when `tool` (its upstream name or the name agents see) is hidden.
+    pub fn hides(&self, names: &[&str]) -> bool {
+        self.hide
+            .iter()
+            .any(|p| names.iter().any(|n| p.matcher.is_match(n)))
+    }
+
+    /// The tool's risk class: the policy's override, else its annotations and description.
+    pub fn risk_of(&self, tool: &str, definition: &Value) -> RiskName {
+        self.risk_overrides
+            .get(tool)
+            .copied()
+            .unwrap_or_else(|| risk::classify(definition))
+    }
+
+    /// The first matching rule's verdict, or the default.
+    pub fn evaluate(&self, call: &CallInfo<'_>, risk: RiskName) -> Verdict {
+        for &index in self.candidates_for(call.upstream, call.tool).iter() {
+            let rule = &self.rules[index];
+            if rule.matches(call, risk) {
+                return rule.verdict();
+            }
+        }
+        match self.default {
+            DefaultAction::Allow => Verdict {
+                rule_id: "default".into(),
+                outcome: Outcome::Allow,
+                reason: "allowed by default".into(),
+                rate_limit: None,
+            },
+            DefaultAction::Deny => Verdict {
+                rule_id: "default".into(),
+                outcome: Outcome::Deny,
+                reason: "no rule allows this call (default deny)".into(),
+                rate_limit: None,
+            },
+        }
+    }
+
+    /// Rules whose tool and server patterns match this pair, in order; cached per pair.
+    fn candidates_for(&self, server: &str, tool: &str) -> Arc<[usize]> {
+        let key = (server.to_owned(), tool.to_owned());
+        if let Some(found) = self.candidates.read().expect("candidates lock").get(&key) {
+            return Arc::clone(found);
+        }
+        let matching: Arc<[usize]> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| any_match(&r.tools, tool) && any_match(&r.servers, server))
+            .map(|(i, _)| i)
+            .collect();
+        self.candidates
+            .write()
+            .expect("candidates lock")
+            .insert(key, Arc::clone(&matching));
+        matching
+    }
+}
+
+fn any_match(patterns: &Option<Vec<Pattern>>, value: &str) -> bool {
+    patterns
+        .as_ref()
+        .is_none_or(|ps| ps.iter().any(|p| p.matcher.is_match(value)))
+}
+
+fn compile_rule(rule: file::RuleFile) -> Rule {
+    let action = match rule.action {
+        ActionName::Allow => Action::Allow {
+            rate_limit: rule
+                .rate_limit
+                .map(|r| (r.max.get(), Duration::from_secs(r.window.get()))),
+        },
+        ActionName::Deny => Action::Deny {
+            reason: rule.reason.unwrap_or_else(|| "denied by policy".into()),
+        },
+        ActionName::RequireApproval => Action::RequireApproval {
+            timeout: Duration::from_secs(rule.timeout.map_or(300, |t| t.get())),
+        },
+    };
+    let m = rule.matcher;
+    Rule {
+        id: rule.id,
+        tools: m.tool.map(file::OneOrMany::into_vec),
+        servers: m.server.map(file::OneOrMany::into_vec),
+        risks: m.risk.map(file::OneOrMany::into_vec),
+        agents: m.agent.map(file::OneOrMany::into_vec),
+        arguments: m.arguments.into_iter().collect(),
+        action,
+    }
+}
+
+impl Rule {
+    fn matches(&self, call: &CallInfo<'_>, risk: RiskName) -> bool {
+        self.risks.as_ref().is_none_or(|rs| rs.contains(&risk))
+            && any_match(&self.agents, call.agent)
+            && self
+                .arguments
+                .iter()
+                .all(|(key, m)| argument_matches(call.arguments.get(key), m))
+    }
+
+    fn verdict(&self) -> Verdict {
+        let (outcome, reason, rate_limit) = match &self.action {
+            Action::Allow { rate_limit } => {
+                (Outcome::Allow, "allowed by rule".to_owned(), *rate_limit)
+            }
+            Action::Deny { reason } => (Outcome::Deny, reason.clone(), None),
+            Action::RequireApproval { timeout } => (
+                Outcome::RequireApproval { timeout: *timeout },
+                "approval required".to_owned(),
+                None,
+            ),
+        };
+        Verdict {
+            rule_id: self.id.clone(),
+            outcome,
+            reason,
+            rate_limit,
+        }
+    }
+}
+
+fn argument_matches(value: Option<&Value>, m: &ArgumentMatch) -> bool {
+    match (m, value) {
+        (ArgumentMatch::Present(want), v) => v.is_some_and(|v| !v.is_null()) == *want,
+        (_, None) => false,
+        (ArgumentMatch::Equals(expected), Some(v)) => v == expected,
+        (ArgumentMatch::OneOf(options), Some(v)) => options.contains(v),
+        (ArgumentMatch::Glob(p), Some(v)) => v.as_str().is_some_and(|s| p.matcher.is_match(s)),
+    }
+}
+
+/// The gateway's decider over a policy file that may change while the gateway runs.
+#[derive(Debug)]
+pub struct PolicyDecider {
+    path: PathBuf,
+    current: RwLock<(Arc<Policy>, Option<SystemTime>)>,
+    rates: RateLimiter,
+}
+
+impl PolicyDecider {
+    pub fn load(path: &Path) -> Result<Self, PolicyLoadError> {
+        let policy = Policy::load(path)?;
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            path: path.to_owned(),
+            current: RwLock::new((Arc::new(policy), modified)),
+            rates: RateLimiter::default(),
+        })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.current.read().expect("policy lock").0)
+    }
+
+    /// Re-reads the file; on error the old policy stays and the error is returned.
+    pub fn reload(&self) -> Result<bool, PolicyLoadError> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let policy = Policy::load(&self.path)?;
+        let mut current = self.current.write().expect("policy lock");
+        let changed = current.0.sha256 != policy.sha256;
+        *current = (Arc::new(policy), modified);
+        Ok(changed)
+    }
+
+    fn modified_since_load(&self) -> bool {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        modified != self.current.read().expect("policy lock").1
+    }
+
+    /// Reloads on SIGHUP and whenever the file's modification time changes.
+    pub fn watch(self: Arc<Self>, on_change: impl Fn() + Send + 'static) {
+        tokio::spawn(async move {
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .expect("SIGHUP handler");
+            loop {
+                let signalled = tokio::select! {
+                    _ = hangup.recv() => true,
+                    _ = tokio::time::sleep(RELOAD_POLL) => false,
+                };
+                if !signalled && !self.modified_since_load() {
+                    continue;
+                }
+                match self.reload() {
+                    Ok(true) => {
+                        tracing::info!(path = %self.path.display(), policy_sha256 = %hex::encode(self.policy().sha256), "policy reloaded");
+                        on_change();
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        // Remember the bad file's mtime so it is reported once, not every poll.
+                        self.current.write().expect("policy lock").1 =
+                            std::fs::metadata(&self.path)
+                                .and_then(|m| m.modified())
+                                .ok();
+                        tracing::error!(%error, "invalid policy; keeping the previous one");
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Decider for PolicyDecider {
+    fn decide(&self, call: &CallInfo<'_>) -> Decision {
+        let policy = self.policy();
+        let risk = policy.risk_of(call.tool, call.definition);
+        let decided = |outcome, rule_id: &str, reason: String| Decision {
+            outcome,
+            rule_id: rule_id.to_owned(),
+            reason,
+            risk,
+            policy_sha256: policy.sha256,
+        };
+        if policy.hides(&[call.tool, call.exposed]) {
+            return decided(Outcome::Hide, "hide", "hidden by policy".into());
+        }
+        let verdict = policy.evaluate(call, risk);
+        if let (Outcome::Allow, Some((max, window))) = (&verdict.outcome, verdict.rate_limit) {
+            if let Err(retry_after) = self.rates.check(
+                call.agent,
+                call.session,
+                &verdict.rule_id,
+                max,
+                window,
+                Instant::now(),
+            ) {
+                let reason = format!(
+                    "at most {max} calls per {} s per session; retry in {:.1} s",
+                    window.as_secs(),
+                    retry_after.as_secs_f64()
+                );
+                return decided(
+                    Outcome::RateLimited { retry_after },
+                    &verdict.rule_id,
+                    reason,
+                );
+            }
+        }
+        decided(verdict.outcome, &verdict.rule_id, verdict.reason)
+    }
+
+    fn hides(&self, tool: &str, exposed: &str) -> bool {
+        self.policy().hides(&[tool, exposed])
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! Table-driven tests of the policy file's validation and the matching semantics.
+
+use super::file::{parse, RiskName};
+use super::*;
+use crate::mcp::ClientInfo;
+use serde_json::json;
+
+#[test]
+fn accepts_the_common_gateway_form() {
+    let policy =
+        Policy::from_text(r#"{"version":"1","default":"deny","hide":["session_manager"]}"#)
+            .unwrap();
+    assert!(policy.hides(&["session_manager"]));
+    assert!(!policy.hides(&["memory_read"]));
+}
+
+#[test]
+fn errors_name_line_column_and_problem() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("{\"version\":\"1\",\n \"default\":\"deny\",\n \"colour\":1}", 3, "unknown field `colour`"),
+        ("{\"version\":\"1\",\"default\":\"maybe\"}", 1, "unknown variant `maybe`"),
+        ("{\"version\":\"2\",\"default\":\"deny\"}", 1, "unsupported policy version"),
+        ("{\"version\":\"1\",\"default\":\"deny\",\n\"rules\":[{\"action\":\"explode\"}]}", 2, "unknown variant `explode`"),
+        ("{\"version\":\"1\",\"default\":\"deny\",\"rules\":[\n{\"id\":\"a\",\"action\":\"allow\"},\n{\"id\":\"a\",\"action\":\"deny\"}]}", 3, "duplicate rule id \"a\""),
+        ("{\"version\":\"1\",\"default\":\"deny\",\"rules\":[\n{\"match\":{\"tool\":\"a[\"},\"action\":\"allow\"}]}", 2, "bad glob"),
+        ("{\"version\":\"1\",\"default\":\"deny\",\"rules\":[\n{\"action\":\"allow\",\"rate_limit\":{\"max\":0,\"window\":5}}]}", 2, "nonzero"),
+        ("{\"version\":\"1\",\"default\":\"deny\",\"rules\":[\n{\"action\":\"deny\",\"rate_limit\":{\"max\":1,\"window\":5}}]}", 2, "rate_limit applies only to allow rules"),
+        ("{\"version\":\"1\",\"default\":\"deny\",\"rules\":[\n{\"action\":\"allow\",\"match\":{\"tool\":5}}]}", 2, "invalid type: integer `5`"),
+        ("{\"version\":\"1\", // comment\n\"default\":\"deny\"}", 1, "comments are not allowed"),
+        ("{\"version\":\"1\",\"default\":\"deny\",}", 1, "trailing comma"),
+        ("{\"version\":\"1\",\"default\":\"deny\",\"rules\":[{\"action\":\"allow\",\"match\":{\"arguments\":{\"a\":{\"glob\":\"x\",\"present\":true}}}}]}", 1, "exactly one of"),
+    ];
+    for (text, line, needle) in cases {
+        let error = parse(text).map(drop).expect_err(text);
+        assert_eq!(error.line, *line, "{text}: {error}");
+        assert!(
+            error.message.contains(needle),
+            "{text}: {error} (wanted {needle:?})"
+        );
+    }
+}
+
+#[test]
+fn huge_and_deeply_nested_files_are_errors_not_panics() {
+    let huge = format!(
+        "{{\"version\":\"1\",\"default\":\"deny\",\"hide\":[{}\"x\"]}}",
+        "\"a\",".repeat(300_000)
+    );
+    assert!(parse(&huge).unwrap_err().message.contains("limit"));
+    let deep = format!("{{\"version\":\"1\",\"default\":\"deny\",\"rules\":[{{\"action\":\"allow\",\"match\":{{\"arguments\":{{\"a\":{}1{}}}}}}}]}}", "[".repeat(500), "]".repeat(500));
+    assert!(parse(&deep).is_err());
+}
+
+const SEED_POLICY: &str = r#"{
+  "version": "1",
+  "default": "deny",
+  "hide": ["secret_*"],
+  "risk": {"memory_search": "write"},
+  "rules": [
+    {"id": "no-delete", "match": {"tool": "session_manager", "arguments": {"action": "delete"}}, "action": "deny", "reason": "sessions are deleted by humans only"},
+    {"id": "session-ops", "match": {"tool": "session_manager", "arguments": {"action": {"one_of": ["set_active", "unset_active"]}}}, "action": "allow"},
+    {"id": "s-prefixed", "match": {"tool": "session_manager", "arguments": {"session_id": {"glob": "tmp-*"}, "action": {"present": true}}}, "action": "allow"},
+    {"id": "bot-reads", "match": {"agent": "bot-*", "risk": "read"}, "action": "allow", "rate_limit": {"max": 3, "window": 2}},
+    {"id": "approve-destructive", "match": {"risk": "destructive", "server": "memory"}, "action": "require_approval", "timeout": 60},
+    {"id": "reads", "match": {"risk": ["read"]}, "action": "allow"}
+  ]
+}"#;
+
+fn decide(
+    policy: &Policy,
+    agent: &str,
+    server: &str,
+    tool: &str,
+    definition: Value,
+    arguments: Value,
+) -> (String, Outcome) {
+    let client = ClientInfo::default();
+    let call = CallInfo {
+        agent,
+        session: "s",
+        client: &client,
+        upstream: server,
+        tool,
+        exposed: tool,
+        definition: &definition,
+        arguments: &arguments,
+    };
+    let verdict = policy.evaluate(&call, policy.risk_of(tool, &definition));
+    (verdict.rule_id, verdict.outcome)
+}
+
+#[test]
+fn first_matching_rule_wins_and_default_applies_otherwise() {
+    let policy = Policy::from_text(SEED_POLICY).unwrap();
+    let destructive = json!({"annotations": {"destructiveHint": true}});
+    let read = json!({"annotations": {"readOnlyHint": true}});
+    let approval = Outcome::RequireApproval {
+        timeout: Duration::from_secs(60),
+    };
+    let cases = [
+        (
+            "agent-a",
+            "memory",
+            "session_manager",
+            destructive.clone(),
+            json!({"action": "delete", "session_id": "s1"}),
+            "no-delete",
+            Outcome::Deny,
+        ),
+        (
+            "agent-a",
+            "memory",
+            "session_manager",
+            destructive.clone(),
+            json!({"action": "set_active", "session_id": "s1"}),
+            "session-ops",
+            Outcome::Allow,
+        ),
+        (
+            "agent-a",
+            "memory",
+            "session_manager",
+            destructive.clone(),
+            json!({"action": "enable_auto_link", "session_id": "tmp-9"}),
+            "s-prefixed",
+            Outcome::Allow,
+        ),
+        (
+            "agent-a",
+            "memory",
+            "session_manager",
+            destructive.clone(),
+            json!({"action": "enable_auto_link"}),
+            "approve-destructive",
+            approval,
+        ),
+        (
+            "agent-a",
+            "files",
+            "session_manager",
+            destructive.clone(),
+            json!({"action": "enable_auto_link"}),
+            "default",
+            Outcome::Deny,
+        ),
+        (
+            "bot-7",
+            "memory",
+            "memory_read",
+            read.clone(),
+            json!({"key": "k"}),
+            "bot-reads",
+            Outcome::Allow,
+        ),
+        (
+            "agent-a",
+            "memory",
+            "memory_read",
+            read.clone(),
+            json!({"key": "k"}),
+            "reads",
+            Outcome::Allow,
+        ),
+        (
+            "agent-a",
+            "memory",
+            "memory_search",
+            read.clone(),
+            json!({"query": "q"}),
+            "default",
+            Outcome::Deny,
+        ),
+        (
+            "agent-a",
+            "memory",
+            "memory_write",
+            json!({}),
+            json!({"key": "k"}),
+            "default",
+            Outcome::Deny,
+        ),
+    ];
+    for (agent, server, tool, definition, arguments, rule, outcome) in cases {
+        let got = decide(&policy, agent, server, tool, definition, arguments.clone());
+        assert_eq!(
+            got,
+            (rule.to_owned(), outcome),
+            "{agent} {server} {tool} {arguments}"
+        );
+    }
+    assert_eq!(
+        policy.risk_of("memory_search", &read),
+        RiskName::Write,
+        "policy override beats annotations"
+    );
+}
+
+#[test]
+fn rate_limit_and_hide_through_the_decider() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.json");
+    std::fs::write(&path, SEED_POLICY).unwrap();
+    let decider = PolicyDecider::load(&path).unwrap();
+    let client = ClientInfo::default();
+    let definition = json!({"annotations": {"readOnlyHint": true}});
+    let arguments = json!({});
+    let call = |tool| CallInfo {
+        agent: "bot-1",
+        session: "s",
+        client: &client,
+        upstream: "memory",
+        tool,
+        exposed: tool,
+        definition: &definition,
+        arguments: &arguments,
+    };
+    for _ in 0..3 {
+        assert_eq!(decider.decide(&call("memory_read")).outcome, Outcome::Allow);
+    }
+    let limited = decider.decide(&call("memory_read"));
+    assert!(
+        matches!(limited.outcome, Outcome::RateLimited { .. }),
+        "{limited:?}"
+    );
+    assert!(limited.reason.contains("retry in"), "{}", limited.reason);
+    assert_eq!(decider.decide(&call("secret_keys")).outcome, Outcome::Hide);
+    assert!(decider.hides("secret_keys", "secret_keys"));
+}
+
+#[test]
+fn invalid_reload_keeps_the_old_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.json");
+    std::fs::write(&path, SEED_POLICY).unwrap();
+    let decider = PolicyDecider::load(&path).unwrap();
+    let before = decider.policy().sha256;
+    std::fs::write(&path, "{\"version\":\"1\",\"default\":\"deny\",}").unwrap();
+    assert!(decider.reload().is_err());
+    assert_eq!(decider.policy().sha256, before);
+    std::fs::write(&path, r#"{"version":"1","default":"allow"}"#).unwrap();
+    assert!(decider.reload().unwrap());
+    assert_ne!(decider.policy().sha256, before);
+}
+
+#[test]
+fn candidate_cache_keeps_first_match_order_with_many_rules() {
+    let mut rules: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"match":{{"tool":"tool_{i}_*"}},"action":"deny","reason":"r{i}"}}"#))
+        .collect();
+    rules.push(r#"{"id":"last","match":{"tool":"tool_5*"},"action":"allow"}"#.into());
+    let text = format!(
+        r#"{{"version":"1","default":"deny","rules":[{}]}}"#,
+        rules.join(",")
+    );
+    let policy = Policy::from_text(&text).unwrap();
+    assert_eq!(
+        decide(&policy, "a", "s", "tool_5_x", json!({}), json!({})).0,
+        "rule-6"
+    );
+    assert_eq!(
+        decide(&policy, "a", "s", "tool_5", json!({}), json!({})).0,
+        "last"
+    );
+    assert_eq!(
+        decide(&policy, "a", "s", "other", json!({}), json!({})).0,
+        "default"
+    );
+}
