@@ -4,6 +4,7 @@
 //! gRPC APIs; the CLI holds no logic of its own beyond argument parsing and printing.
 
 mod keygen;
+mod policy;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,12 +24,16 @@ struct Cli {
 enum Command {
     /// Generate an Ed25519 signing key pair for a gateway.
     Keygen(keygen::Args),
+    /// Policy files: validate, and show what they do to a gateway's tools.
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
+        Command::Policy(command) => policy::run(command),
     };
     match result {
         Ok(code) => code,

@@ -47,6 +47,11 @@ impl Gateway {
         })
     }
 
+    /// Name of the upstream at `index` (as in [`crate::catalog::CatalogTool::upstream`]).
+    pub fn upstream_name(&self, index: usize) -> &str {
+        &self.upstreams[index].name
+    }
+
     pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
         self.decider = decider;
         self
@@ -98,7 +103,8 @@ impl Gateway {
         mcp::initialize_result(version)
     }
 
-    async fn refresh_catalog(&self) -> Arc<Catalog> {
+    /// Every upstream's tools, fetched now.
+    pub async fn refresh_catalog(&self) -> Arc<Catalog> {
         let lists = futures_util::future::join_all(self.upstreams.iter().map(|u| async move {
             let tools = u.list_tools().await.unwrap_or_else(|e| {
                 tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");

@@ -54,6 +54,9 @@ struct Rule {
     action: Action,
 }
 
+/// Rule indexes that can apply to a (server, tool) pair, in rule order.
+type Candidates = RwLock<HashMap<(String, String), Arc<[usize]>>>;
+
 /// A validated, compiled policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -63,7 +66,7 @@ pub struct Policy {
     hide: Vec<Pattern>,
     risk_overrides: HashMap<String, RiskName>,
     rules: Vec<Rule>,
-    candidates: RwLock<HashMap<(String, String), Arc<[usize]>>>,
+    candidates: Candidates,
 }
 
 /// What the policy says about one call, before rate limits are counted.
@@ -137,6 +140,14 @@ impl Policy {
                 rate_limit: None,
             },
         }
+    }
+
+    /// Ids of the rules that may apply to this tool (their tool and server patterns match).
+    pub fn rules_for(&self, server: &str, tool: &str) -> Vec<&str> {
+        self.candidates_for(server, tool)
+            .iter()
+            .map(|&i| self.rules[i].id.as_str())
+            .collect()
     }
 
     /// Rules whose tool and server patterns match this pair, in order; cached per pair.

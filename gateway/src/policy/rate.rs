@@ -8,9 +8,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// (agent, session, rule id).
+type WindowKey = (String, String, String);
+
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<(String, String, String), (Instant, u32)>>,
+    /// Window start and calls counted in it.
+    windows: Mutex<HashMap<WindowKey, (Instant, u32)>>,
 }
 
 impl RateLimiter {

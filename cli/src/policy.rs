@@ -1,0 +1,108 @@
+//! `verdict policy check`: validates a policy file and shows what it does to real tools.
+//!
+//! With `--gateway-config`, it asks every configured upstream for its tools (as the gateway does)
+//! and prints each tool's risk class and the decision an argument-less call would get, plus the
+//! rules whose tool/server patterns can apply (argument rules may change the outcome per call).
+
+use anyhow::Result;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use verdict_gateway::decision::CallInfo;
+use verdict_gateway::mcp::ClientInfo;
+use verdict_gateway::policy::file::RiskName;
+use verdict_gateway::policy::Policy;
+use verdict_gateway::{Gateway, GatewayConfig};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Validate POLICY; with --gateway-config, classify every upstream tool and show its rule.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// The policy file (policy.json).
+    policy: PathBuf,
+    /// A gateway config whose upstreams to list.
+    #[arg(long)]
+    gateway_config: Option<PathBuf>,
+    /// The agent id to evaluate rules for.
+    #[arg(long, default_value = "any")]
+    agent: String,
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    let Command::Check(args) = command;
+    let policy = match Policy::load(&args.policy) {
+        Ok(policy) => policy,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "{}: valid (sha256 {})",
+        args.policy.display(),
+        hex::encode(policy.sha256)
+    );
+    let Some(config_path) = args.gateway_config else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let config = GatewayConfig::load(Some(&config_path))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let gateway = Gateway::new(&config)?;
+    let catalog = runtime.block_on(gateway.refresh_catalog());
+    println!(
+        "\n{:<28} {:<14} {:<12} {:<20} {:<22} may also apply",
+        "TOOL", "UPSTREAM", "RISK", "DECISION", "RULE"
+    );
+    let client = ClientInfo::default();
+    let no_arguments = json!({});
+    for tool in catalog.tools() {
+        let upstream = gateway.upstream_name(tool.upstream);
+        let risk = policy.risk_of(&tool.name, &tool.definition);
+        let (decision, rule) = if policy.hides(&[&tool.name, &tool.exposed]) {
+            ("hide".to_owned(), "hide".to_owned())
+        } else {
+            let call = CallInfo {
+                agent: &args.agent,
+                session: "",
+                client: &client,
+                upstream,
+                tool: &tool.name,
+                exposed: &tool.exposed,
+                definition: &tool.definition,
+                arguments: &no_arguments,
+            };
+            let verdict = policy.evaluate(&call, risk);
+            (
+                format!("{:?}", verdict.outcome).to_lowercase(),
+                verdict.rule_id,
+            )
+        };
+        let others: Vec<&str> = policy
+            .rules_for(upstream, &tool.name)
+            .into_iter()
+            .filter(|r| *r != rule)
+            .collect();
+        println!(
+            "{:<28} {:<14} {:<12} {:<20} {:<22} {}",
+            tool.exposed,
+            upstream,
+            risk_name(risk),
+            decision,
+            rule,
+            others.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn risk_name(risk: RiskName) -> &'static str {
+    match risk {
+        RiskName::Read => "read",
+        RiskName::Write => "write",
+        RiskName::Destructive => "destructive",
+    }
+}
