@@ -61,7 +61,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
     let no_arguments = json!({});
     for tool in catalog.tools() {
         let upstream = gateway.upstream_name(tool.upstream);
-        let risk = policy.risk_of(&tool.name, &tool.definition);
+        let risk = policy.risk_of(&tool.name, tool.risk);
         let (decision, rule) = if policy.hides(&[&tool.name, &tool.exposed]) {
             ("hide".to_owned(), "hide".to_owned())
         } else {
@@ -72,7 +72,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 upstream,
                 tool: &tool.name,
                 exposed: &tool.exposed,
-                definition: &tool.definition,
+                risk: tool.risk,
                 arguments: &no_arguments,
             };
             let verdict = policy.evaluate(&call, risk);

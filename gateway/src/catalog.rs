@@ -4,6 +4,8 @@
 //! name: then each of those tools is exposed as `<upstream>__<tool>` (both sides prefixed, so
 //! neither silently wins). Downstream `tools/list` is paged with an opaque offset cursor.
 
+use crate::policy::file::RiskName;
+use crate::policy::risk;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -19,6 +21,8 @@ pub struct CatalogTool {
     pub name: String,
     /// The tool definition as the upstream sent it, with `name` set to `exposed`.
     pub definition: Value,
+    /// Classified once here from annotations and description; policies may override it.
+    pub risk: RiskName,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +59,7 @@ impl Catalog {
                     exposed,
                     upstream: index,
                     name: name.to_owned(),
+                    risk: risk::classify(&definition),
                     definition,
                 });
             }

@@ -6,7 +6,6 @@
 
 use crate::mcp::ClientInfo;
 use crate::policy::file::RiskName;
-use crate::policy::risk;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -21,8 +20,8 @@ pub struct CallInfo<'a> {
     pub tool: &'a str,
     /// The name the agent sees (prefixed where names collide).
     pub exposed: &'a str,
-    /// The tool definition from the upstream's `tools/list` (annotations, description).
-    pub definition: &'a Value,
+    /// The tool's risk class as its definition implies (see [`crate::policy::risk`]).
+    pub risk: RiskName,
     pub arguments: &'a Value,
 }
 
@@ -68,7 +67,7 @@ impl Decider for AllowAll {
             outcome: Outcome::Allow,
             rule_id: "no-policy".into(),
             reason: "no policy configured".into(),
-            risk: risk::classify(call.definition),
+            risk: call.risk,
             policy_sha256: [0; 32],
         }
     }

@@ -160,7 +160,7 @@ impl Gateway {
             upstream: &upstream.name,
             tool: &route.name,
             exposed: &route.exposed,
-            definition: &route.definition,
+            risk: route.risk,
             arguments: &arguments,
         };
         let decision = self.decider.decide(&call);

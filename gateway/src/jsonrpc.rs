@@ -162,6 +162,20 @@ pub fn request(id: Value, method: &str, params: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The stable-toolchain twin of the `jsonrpc` fuzz target.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_body(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_values_classify_without_panic(text in r#"[\[\]{}",:0-9a-z ]{0,64}"#) {
+            let _ = parse_body(text.as_bytes());
+        }
+    }
 
     fn code(v: &Value) -> i64 {
         v["error"]["code"].as_i64().unwrap()

@@ -110,12 +110,9 @@ impl Policy {
             .any(|p| names.iter().any(|n| p.matcher.is_match(n)))
     }
 
-    /// The tool's risk class: the policy's override, else its annotations and description.
-    pub fn risk_of(&self, tool: &str, definition: &Value) -> RiskName {
-        self.risk_overrides
-            .get(tool)
-            .copied()
-            .unwrap_or_else(|| risk::classify(definition))
+    /// The tool's risk class: the policy's override, else what its definition implies.
+    pub fn risk_of(&self, tool: &str, classified: RiskName) -> RiskName {
+        self.risk_overrides.get(tool).copied().unwrap_or(classified)
     }
 
     /// The first matching rule's verdict, or the default.
@@ -322,7 +319,7 @@ impl PolicyDecider {
 impl Decider for PolicyDecider {
     fn decide(&self, call: &CallInfo<'_>) -> Decision {
         let policy = self.policy();
-        let risk = policy.risk_of(call.tool, call.definition);
+        let risk = policy.risk_of(call.tool, call.risk);
         let decided = |outcome, rule_id: &str, reason: String| Decision {
             outcome,
             rule_id: rule_id.to_owned(),

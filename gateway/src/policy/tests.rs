@@ -75,6 +75,7 @@ fn decide(
     arguments: Value,
 ) -> (String, Outcome) {
     let client = ClientInfo::default();
+    let classified = super::risk::classify(&definition);
     let call = CallInfo {
         agent,
         session: "s",
@@ -82,10 +83,10 @@ fn decide(
         upstream: server,
         tool,
         exposed: tool,
-        definition: &definition,
+        risk: classified,
         arguments: &arguments,
     };
-    let verdict = policy.evaluate(&call, policy.risk_of(tool, &definition));
+    let verdict = policy.evaluate(&call, policy.risk_of(tool, classified));
     (verdict.rule_id, verdict.outcome)
 }
 
@@ -189,7 +190,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
         );
     }
     assert_eq!(
-        policy.risk_of("memory_search", &read),
+        policy.risk_of("memory_search", super::risk::classify(&read)),
         RiskName::Write,
         "policy override beats annotations"
     );
@@ -202,7 +203,6 @@ fn rate_limit_and_hide_through_the_decider() {
     std::fs::write(&path, SEED_POLICY).unwrap();
     let decider = PolicyDecider::load(&path).unwrap();
     let client = ClientInfo::default();
-    let definition = json!({"annotations": {"readOnlyHint": true}});
     let arguments = json!({});
     let call = |tool| CallInfo {
         agent: "bot-1",
@@ -211,7 +211,7 @@ fn rate_limit_and_hide_through_the_decider() {
         upstream: "memory",
         tool,
         exposed: tool,
-        definition: &definition,
+        risk: RiskName::Read,
         arguments: &arguments,
     };
     for _ in 0..3 {
@@ -265,4 +265,22 @@ fn candidate_cache_keeps_first_match_order_with_many_rules() {
         decide(&policy, "a", "s", "other", json!({}), json!({})).0,
         "default"
     );
+}
+
+proptest::proptest! {
+    /// The stable-toolchain twin of the `policy` fuzz target: arbitrary text is an error or a
+    /// policy, never a panic.
+    #[test]
+    fn arbitrary_text_never_panics(text in r#"[\[\]{}",:0-9a-z_*?. ]{0,96}"#) {
+        let _ = Policy::from_text(&text);
+    }
+
+    #[test]
+    fn mutated_valid_policies_never_panic(cut in 0usize..SEED_POLICY.len(), byte in proptest::prelude::any::<u8>()) {
+        let mut bytes = SEED_POLICY.as_bytes().to_vec();
+        bytes[cut] = byte;
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let _ = Policy::from_text(text);
+        }
+    }
 }
