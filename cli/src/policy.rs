@@ -61,7 +61,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
     let no_arguments = json!({});
     for tool in catalog.tools() {
         let upstream = gateway.upstream_name(tool.upstream);
-        let risk = policy.risk_of(&tool.name, tool.risk);
+        let risk = policy.risk_of([&tool.name, &tool.exposed], tool.risk);
         let (decision, rule) = if policy.hides(&[&tool.name, &tool.exposed]) {
             ("hide".to_owned(), "hide".to_owned())
         } else {
@@ -82,7 +82,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             )
         };
         let others: Vec<&str> = policy
-            .rules_for(upstream, &tool.name)
+            .rules_for(upstream, [&tool.name, &tool.exposed])
             .into_iter()
             .filter(|r| *r != rule)
             .collect();

@@ -11,6 +11,8 @@ use subtle::ConstantTimeEq;
 pub enum AuthConfigError {
     #[error("agent {id}: api_key_sha256 must be 64 hex characters")]
     BadDigest { id: String },
+    #[error("agents {first} and {second} have the same API key; each agent needs its own")]
+    SharedKey { first: String, second: String },
 }
 
 #[derive(Debug, Clone)]
@@ -29,7 +31,15 @@ impl ApiKeys {
                     .ok_or_else(|| AuthConfigError::BadDigest { id: a.id.clone() })?;
                 Ok((a.id.clone(), digest))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<(String, [u8; 32])>, _>>()?;
+        for (i, (id, digest)) in agents.iter().enumerate() {
+            if let Some((other, _)) = agents[..i].iter().find(|(_, d)| d == digest) {
+                return Err(AuthConfigError::SharedKey {
+                    first: other.clone(),
+                    second: id.clone(),
+                });
+            }
+        }
         Ok(Self { agents })
     }
 
@@ -77,6 +87,24 @@ mod tests {
         assert_eq!(keys.authenticate(Some("Bearer key-c")), None);
         assert_eq!(keys.authenticate(Some("key-a")), None, "scheme required");
         assert_eq!(keys.authenticate(None), None);
+    }
+
+    #[test]
+    fn rejects_two_agents_with_one_key() {
+        let shared = [
+            AgentConfig {
+                id: "a".into(),
+                api_key_sha256: key_digest("same"),
+            },
+            AgentConfig {
+                id: "b".into(),
+                api_key_sha256: key_digest("same"),
+            },
+        ];
+        assert!(matches!(
+            ApiKeys::from_config(&shared),
+            Err(AuthConfigError::SharedKey { .. })
+        ));
     }
 
     #[test]

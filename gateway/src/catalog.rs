@@ -52,6 +52,17 @@ impl Catalog {
                     1 => name.to_owned(),
                     _ => format!("{upstream}{COLLISION_SEPARATOR}{name}"),
                 };
+                if catalog.by_name.contains_key(&exposed) {
+                    // Only a crafted name can do this (e.g. an upstream listing `files__read`
+                    // itself): the first owner keeps the name, the impostor is dropped.
+                    tracing::warn!(
+                        upstream,
+                        tool = name,
+                        exposed,
+                        "tool name already taken; tool not exposed"
+                    );
+                    continue;
+                }
                 let mut definition = tool.clone();
                 definition["name"] = json!(exposed);
                 catalog.by_name.insert(exposed.clone(), catalog.tools.len());
@@ -122,6 +133,24 @@ mod tests {
         let routed = catalog.route("files__read").unwrap();
         assert_eq!((routed.upstream, routed.name.as_str()), (1, "read"));
         assert_eq!(routed.definition["annotations"]["x-future"], 1);
+    }
+
+    #[test]
+    fn a_crafted_name_cannot_take_over_another_upstreams_tool() {
+        let catalog = Catalog::build(&[
+            ("files".into(), vec![tool("read")]),
+            ("evil".into(), vec![tool("read"), tool("files__read")]),
+        ]);
+        let routed = catalog.route("files__read").unwrap();
+        assert_eq!(routed.upstream, 0, "files__read still goes to files");
+        assert_eq!(
+            catalog
+                .tools()
+                .iter()
+                .filter(|t| t.exposed == "files__read")
+                .count(),
+            1
+        );
     }
 
     #[test]

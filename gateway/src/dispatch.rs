@@ -20,6 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// How long one upstream may take to list its tools before the list goes on without it.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Gateway {
     pub keys: ApiKeys,
     pub sessions: Sessions,
@@ -106,10 +109,18 @@ impl Gateway {
     /// Every upstream's tools, fetched now.
     pub async fn refresh_catalog(&self) -> Arc<Catalog> {
         let lists = futures_util::future::join_all(self.upstreams.iter().map(|u| async move {
-            let tools = u.list_tools().await.unwrap_or_else(|e| {
-                tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");
-                Vec::new()
-            });
+            let listed = tokio::time::timeout(LIST_TIMEOUT, u.list_tools()).await;
+            let tools = match listed {
+                Ok(Ok(tools)) => tools,
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %u.name, "tools/list timed out; its tools are absent until it answers");
+                    Vec::new()
+                }
+            };
             (u.name.clone(), tools)
         }))
         .await;
@@ -143,12 +154,11 @@ impl Gateway {
             ));
         };
         let catalog = Arc::clone(&self.catalog.read().expect("catalog lock"));
-        let route = match catalog.route(name) {
-            Some(route) => route.clone(),
-            None => match self.refresh_catalog().await.route(name) {
-                Some(route) => route.clone(),
-                None => return Some(unknown_tool(id, name)),
-            },
+        // Routed from the catalog of the last tools/list (agents list before they call). No
+        // refresh here: an unknown name must cost what a hidden one costs, or timing would tell
+        // them apart.
+        let Some(route) = catalog.route(name).cloned() else {
+            return Some(unknown_tool(id, name));
         };
         let upstream = &self.upstreams[route.upstream];
         let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
@@ -177,6 +187,7 @@ impl Gateway {
             )),
         };
         if let Some(text) = refusal {
+            span.in_scope(|| tracing::info!(outcome = ?decision.outcome, reason = %decision.reason, "call refused"));
             let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
             return Some(jsonrpc::result(
                 id,

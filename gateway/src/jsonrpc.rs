@@ -16,6 +16,8 @@ pub const UPSTREAM_UNAVAILABLE: i64 = -32000;
 pub const UNAUTHORIZED: i64 = -32001;
 /// MCP 2026-07-28: an HTTP header disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
+/// MCP 2026-07-28: the request names a protocol version the server does not support.
+pub const UNSUPPORTED_VERSION: i64 = -32022;
 
 /// One classified JSON-RPC message.
 #[derive(Debug, Clone, PartialEq)]

@@ -51,6 +51,16 @@ async fn main() -> anyhow::Result<()> {
         gateway = gateway.with_decider(Box::new(Arc::clone(&decider)));
         policy = Some(decider);
     }
+    if policy.is_none() {
+        // SIGHUP's default action would kill the gateway; with no policy there is nothing to reload.
+        tokio::spawn(async {
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .expect("SIGHUP handler");
+            while hangup.recv().await.is_some() {
+                tracing::warn!("SIGHUP: no policy configured, nothing to reload");
+            }
+        });
+    }
     let gateway = Arc::new(gateway);
     if let Some(decider) = policy {
         let notify = Arc::clone(&gateway);

@@ -286,6 +286,27 @@ async fn stateless_headers_must_match_the_body() {
     );
     let no_headers = raw.post(Some(KEY), None, call.to_string(), &[]).await;
     assert_eq!(code(&no_headers), -32020);
+    let future = call.to_string().replace("2026-07-28", "2099-01-01");
+    let unsupported = raw
+        .post(
+            Some(KEY),
+            None,
+            future,
+            &[
+                ("mcp-protocol-version", "2099-01-01"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "memory_read"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (unsupported.status, code(&unsupported)),
+        (StatusCode::BAD_REQUEST, -32022)
+    );
+    assert_eq!(
+        unsupported.body["error"]["data"]["supported"],
+        json!(["2026-07-28"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,4 +371,61 @@ async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
         "other upstreams keep serving: {:?}",
         read.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_upstream_that_dies_is_relaunched() {
+    // A distinctive argument lets the test find (and kill) exactly this gateway's child.
+    let marker = format!("{}", 40_000 + std::process::id() % 20_000);
+    let config = format!(
+        "[[agents]]\nid = \"agent-a\"\napi_key_sha256 = \"{}\"\n[upstreams.memory]\ncommand = \"{}\"\nargs = [\"--page-size\", \"{marker}\"]\n",
+        key_digest(KEY),
+        work_memory_bin().display()
+    );
+    let gateway = HttpProcess::gateway(&config).unwrap();
+    let raw = Raw {
+        http: reqwest::Client::new(),
+        url: gateway.url(),
+    };
+    let session = raw.initialize("2025-11-25").await;
+    let call = |id: u64, tool: &str, arguments: Value| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}});
+    let stored = raw
+        .rpc(
+            Some(&session),
+            call(1, "memory_write", json!({"key": "k", "value": "v"})),
+        )
+        .await;
+    assert_eq!(
+        stored.body["result"]["content"][0]["text"], "stored k",
+        "{:?}",
+        stored.body
+    );
+
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &format!("work-memory --page-size {marker}")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the stdio upstream was running");
+
+    let mut reply = Value::Null;
+    for attempt in 0..20 {
+        reply = raw
+            .rpc(
+                Some(&session),
+                call(10 + attempt, "memory_read", json!({"key": "k"})),
+            )
+            .await
+            .body;
+        if reply.get("result").is_some() {
+            break;
+        }
+        assert_eq!(
+            reply["error"]["code"], -32000,
+            "the call in flight when it died fails clearly: {reply:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A new process: the call went through, and the old process's memory is gone.
+    assert_eq!(reply["result"]["isError"], true, "{reply:?}");
+    assert_eq!(reply["result"]["content"][0]["text"], "no memory item k");
 }

@@ -82,6 +82,11 @@ fn authenticate<'g>(gateway: &'g Gateway, headers: &HeaderMap) -> Result<&'g str
         .keys
         .authenticate(header(headers, "authorization"))
         .ok_or_else(|| {
+            // Logged without the presented key; the event trail records it too once events exist.
+            tracing::warn!(
+                presented = headers.contains_key("authorization"),
+                "refused: missing or unknown API key"
+            );
             let mut response = refuse(
                 StatusCode::UNAUTHORIZED,
                 UNAUTHORIZED,
@@ -164,7 +169,7 @@ fn session_for(
     peer: SocketAddr,
 ) -> Result<Arc<Session>, Response> {
     let params = message.params().cloned().unwrap_or(Value::Null);
-    if message.method() == Some("initialize") {
+    if message.method() == Some("initialize") && matches!(message, Message::Request { .. }) {
         let session = Session::new(
             uuid::Uuid::new_v4().to_string(),
             agent.to_owned(),
@@ -175,6 +180,16 @@ fn session_for(
         return Ok(gateway.sessions.insert(session));
     }
     match mcp::meta_version(&params) {
+        Some(version) if mcp::is_stateless(version) && version != mcp::STATELESS => {
+            let data = serde_json::json!({"supported": [mcp::STATELESS], "requested": version});
+            let error = jsonrpc::error_with_data(
+                Value::Null,
+                jsonrpc::UNSUPPORTED_VERSION,
+                "Unsupported protocol version",
+                data,
+            );
+            Err((StatusCode::BAD_REQUEST, Json(error)).into_response())
+        }
         Some(version) if mcp::is_stateless(version) => {
             check_stateless_headers(headers, message, version)?;
             let client = ClientInfo::from_meta(&params);
@@ -270,8 +285,9 @@ async fn answer(
             let _ = out.send(reply).await;
         }
     });
+    // Whichever way the reply goes, a client that goes away cancels the request upstream.
+    let guard = cancel.drop_guard();
     if wants_sse {
-        let guard = cancel.drop_guard();
         let events = stream::unfold((notes, guard), |(mut notes, guard)| async move {
             let message = notes.recv().await?;
             Some((
@@ -283,6 +299,7 @@ async fn answer(
             .keep_alive(KeepAlive::default())
             .into_response();
     }
+    let _cancel_on_disconnect = guard;
     let mut last = None;
     let mut notes = notes;
     while let Some(message) = notes.recv().await {

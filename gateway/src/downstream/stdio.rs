@@ -93,8 +93,9 @@ fn dispatch(
                 session.set_client(ClientInfo::from_meta(&params));
             }
             let (gateway, session, out) = (Arc::clone(gateway), Arc::clone(session), out.clone());
+            // Registered before the next line is read, so a cancel right behind it finds it.
+            let inflight = session.track(&id);
             tokio::spawn(async move {
-                let inflight = session.track(&id);
                 if let Some(reply) = gateway
                     .handle_request(&session, id, &method, params, &out, &inflight.token)
                     .await

@@ -6,7 +6,7 @@
 //! comments and trailing commas (JSON has neither). Checks that need more than one field run
 //! inside deserialization, so serde_json positions them too.
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -63,7 +63,8 @@ pub enum ActionName {
     RequireApproval,
 }
 
-/// A glob compiled once, at load time.
+/// A glob compiled once, at load time. `*` and `?` do not cross `/` (use `**` for that), so an
+/// argument glob like `/tmp/*` does not match `/tmp/../etc/passwd`. Values are not normalised.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     pub text: String,
@@ -73,7 +74,9 @@ pub struct Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let glob = Glob::new(&text)
+        let glob = GlobBuilder::new(&text)
+            .literal_separator(true)
+            .build()
             .map_err(|e| de::Error::custom(format!("bad glob {text:?}: {}", e.kind())))?;
         Ok(Self {
             matcher: glob.compile_matcher(),
@@ -157,6 +160,19 @@ pub struct RateLimitFile {
     pub max: NonZeroU32,
     /// Seconds.
     pub window: NonZeroU64,
+    /// What one window counts: calls of one agent session (default) or of the agent across all
+    /// its sessions. Per-session limits restart with each new session an agent opens; use
+    /// `"agent"` for a hard limit.
+    #[serde(default)]
+    pub per: RateScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateScope {
+    #[default]
+    Session,
+    Agent,
 }
 
 #[derive(Debug, Deserialize)]

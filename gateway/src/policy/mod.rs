@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often the policy file's modification time is checked.
 const RELOAD_POLL: Duration = Duration::from_secs(1);
@@ -38,7 +38,7 @@ pub enum PolicyLoadError {
 
 #[derive(Debug, Clone)]
 enum Action {
-    Allow { rate_limit: Option<(u32, Duration)> },
+    Allow { rate_limit: Option<RateLimit> },
     Deny { reason: String },
     RequireApproval { timeout: Duration },
 }
@@ -54,8 +54,8 @@ struct Rule {
     action: Action,
 }
 
-/// Rule indexes that can apply to a (server, tool) pair, in rule order.
-type Candidates = RwLock<HashMap<(String, String), Arc<[usize]>>>;
+/// Rule indexes that can apply to a (server, tool, exposed name), in rule order.
+type Candidates = RwLock<HashMap<(String, String, String), Arc<[usize]>>>;
 
 /// A validated, compiled policy.
 #[derive(Debug)]
@@ -69,13 +69,21 @@ pub struct Policy {
     candidates: Candidates,
 }
 
+/// A rule's rate limit: at most `max` calls per `window`, counted per session or per agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub window: Duration,
+    pub per: file::RateScope,
+}
+
 /// What the policy says about one call, before rate limits are counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub rule_id: String,
     pub outcome: Outcome,
     pub reason: String,
-    pub rate_limit: Option<(u32, Duration)>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Policy {
@@ -110,14 +118,21 @@ impl Policy {
             .any(|p| names.iter().any(|n| p.matcher.is_match(n)))
     }
 
-    /// The tool's risk class: the policy's override, else what its definition implies.
-    pub fn risk_of(&self, tool: &str, classified: RiskName) -> RiskName {
-        self.risk_overrides.get(tool).copied().unwrap_or(classified)
+    /// The tool's risk class: the policy's override (by its upstream name or the name agents
+    /// see), else what its definition implies.
+    pub fn risk_of(&self, names: [&str; 2], classified: RiskName) -> RiskName {
+        names
+            .iter()
+            .find_map(|n| self.risk_overrides.get(*n).copied())
+            .unwrap_or(classified)
     }
 
     /// The first matching rule's verdict, or the default.
     pub fn evaluate(&self, call: &CallInfo<'_>, risk: RiskName) -> Verdict {
-        for &index in self.candidates_for(call.upstream, call.tool).iter() {
+        for &index in self
+            .candidates_for(call.upstream, [call.tool, call.exposed])
+            .iter()
+        {
             let rule = &self.rules[index];
             if rule.matches(call, risk) {
                 return rule.verdict();
@@ -140,16 +155,17 @@ impl Policy {
     }
 
     /// Ids of the rules that may apply to this tool (their tool and server patterns match).
-    pub fn rules_for(&self, server: &str, tool: &str) -> Vec<&str> {
-        self.candidates_for(server, tool)
+    pub fn rules_for(&self, server: &str, names: [&str; 2]) -> Vec<&str> {
+        self.candidates_for(server, names)
             .iter()
             .map(|&i| self.rules[i].id.as_str())
             .collect()
     }
 
-    /// Rules whose tool and server patterns match this pair, in order; cached per pair.
-    fn candidates_for(&self, server: &str, tool: &str) -> Arc<[usize]> {
-        let key = (server.to_owned(), tool.to_owned());
+    /// Rules whose server pattern matches and whose tool pattern matches the tool's upstream
+    /// name or the (possibly prefixed) name agents see, in order; cached per tool.
+    fn candidates_for(&self, server: &str, names: [&str; 2]) -> Arc<[usize]> {
+        let key = (server.to_owned(), names[0].to_owned(), names[1].to_owned());
         if let Some(found) = self.candidates.read().expect("candidates lock").get(&key) {
             return Arc::clone(found);
         }
@@ -157,7 +173,9 @@ impl Policy {
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| any_match(&r.tools, tool) && any_match(&r.servers, server))
+            .filter(|(_, r)| {
+                names.iter().any(|n| any_match(&r.tools, n)) && any_match(&r.servers, server)
+            })
             .map(|(i, _)| i)
             .collect();
         self.candidates
@@ -177,9 +195,11 @@ fn any_match(patterns: &Option<Vec<Pattern>>, value: &str) -> bool {
 fn compile_rule(rule: file::RuleFile) -> Rule {
     let action = match rule.action {
         ActionName::Allow => Action::Allow {
-            rate_limit: rule
-                .rate_limit
-                .map(|r| (r.max.get(), Duration::from_secs(r.window.get()))),
+            rate_limit: rule.rate_limit.map(|r| RateLimit {
+                max: r.max.get(),
+                window: Duration::from_secs(r.window.get()),
+                per: r.per,
+            }),
         },
         ActionName::Deny => Action::Deny {
             reason: rule.reason.unwrap_or_else(|| "denied by policy".into()),
@@ -245,45 +265,49 @@ fn argument_matches(value: Option<&Value>, m: &ArgumentMatch) -> bool {
 #[derive(Debug)]
 pub struct PolicyDecider {
     path: PathBuf,
-    current: RwLock<(Arc<Policy>, Option<SystemTime>)>,
+    current: RwLock<Arc<Policy>>,
+    /// SHA-256 of the file content last examined, valid or not: a change is a new hash, so a
+    /// half-written file followed by the finished one within the same second is still seen.
+    examined: std::sync::Mutex<Option<[u8; 32]>>,
     rates: RateLimiter,
 }
 
 impl PolicyDecider {
     pub fn load(path: &Path) -> Result<Self, PolicyLoadError> {
         let policy = Policy::load(path)?;
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(Self {
             path: path.to_owned(),
-            current: RwLock::new((Arc::new(policy), modified)),
+            examined: std::sync::Mutex::new(Some(policy.sha256)),
+            current: RwLock::new(Arc::new(policy)),
             rates: RateLimiter::default(),
         })
     }
 
     pub fn policy(&self) -> Arc<Policy> {
-        Arc::clone(&self.current.read().expect("policy lock").0)
+        Arc::clone(&self.current.read().expect("policy lock"))
     }
 
     /// Re-reads the file; on error the old policy stays and the error is returned.
     pub fn reload(&self) -> Result<bool, PolicyLoadError> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
         let policy = Policy::load(&self.path)?;
         let mut current = self.current.write().expect("policy lock");
-        let changed = current.0.sha256 != policy.sha256;
-        *current = (Arc::new(policy), modified);
+        let changed = current.sha256 != policy.sha256;
+        *current = Arc::new(policy);
         Ok(changed)
     }
 
-    fn modified_since_load(&self) -> bool {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        modified != self.current.read().expect("policy lock").1
+    /// True when the file's content differs from what was last examined (and notes it).
+    fn content_changed(&self) -> bool {
+        let hash = std::fs::read(&self.path)
+            .ok()
+            .map(|bytes| Sha256::digest(&bytes).into());
+        let mut examined = self.examined.lock().expect("examined lock");
+        let changed = *examined != hash;
+        *examined = hash;
+        changed
     }
 
-    /// Reloads on SIGHUP and whenever the file's modification time changes.
+    /// Reloads on SIGHUP and whenever the file's content changes (checked every second).
     pub fn watch(self: Arc<Self>, on_change: impl Fn() + Send + 'static) {
         tokio::spawn(async move {
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -293,7 +317,7 @@ impl PolicyDecider {
                     _ = hangup.recv() => true,
                     _ = tokio::time::sleep(RELOAD_POLL) => false,
                 };
-                if !signalled && !self.modified_since_load() {
+                if !self.content_changed() && !signalled {
                     continue;
                 }
                 match self.reload() {
@@ -303,12 +327,7 @@ impl PolicyDecider {
                     }
                     Ok(false) => {}
                     Err(error) => {
-                        // Remember the bad file's mtime so it is reported once, not every poll.
-                        self.current.write().expect("policy lock").1 =
-                            std::fs::metadata(&self.path)
-                                .and_then(|m| m.modified())
-                                .ok();
-                        tracing::error!(%error, "invalid policy; keeping the previous one");
+                        tracing::error!(%error, "invalid policy; keeping the previous one")
                     }
                 }
             }
@@ -319,7 +338,7 @@ impl PolicyDecider {
 impl Decider for PolicyDecider {
     fn decide(&self, call: &CallInfo<'_>) -> Decision {
         let policy = self.policy();
-        let risk = policy.risk_of(call.tool, call.risk);
+        let risk = policy.risk_of([call.tool, call.exposed], call.risk);
         let decided = |outcome, rule_id: &str, reason: String| Decision {
             outcome,
             rule_id: rule_id.to_owned(),
@@ -331,18 +350,20 @@ impl Decider for PolicyDecider {
             return decided(Outcome::Hide, "hide", "hidden by policy".into());
         }
         let verdict = policy.evaluate(call, risk);
-        if let (Outcome::Allow, Some((max, window))) = (&verdict.outcome, verdict.rate_limit) {
-            if let Err(retry_after) = self.rates.check(
-                call.agent,
-                call.session,
-                &verdict.rule_id,
-                max,
-                window,
-                Instant::now(),
-            ) {
+        if let (Outcome::Allow, Some(limit)) = (&verdict.outcome, verdict.rate_limit) {
+            let (session, scope) = match limit.per {
+                file::RateScope::Session => (call.session, "session"),
+                file::RateScope::Agent => ("", "agent"),
+            };
+            let key = (call.agent, session, verdict.rule_id.as_str());
+            if let Err(retry_after) = self
+                .rates
+                .check(key, limit.max, limit.window, Instant::now())
+            {
                 let reason = format!(
-                    "at most {max} calls per {} s per session; retry in {:.1} s",
-                    window.as_secs(),
+                    "at most {} calls per {} s per {scope}; retry in {:.1} s",
+                    limit.max,
+                    limit.window.as_secs(),
                     retry_after.as_secs_f64()
                 );
                 return decided(

@@ -8,40 +8,52 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// (agent, session, rule id).
+/// (agent, session, rule id); the session is empty for per-agent limits.
 type WindowKey = (String, String, String);
+
+/// Expired windows are swept once per this many checks, keeping the map as small as the set of
+/// (agent, session, rule) triples active within their window.
+const SWEEP_EVERY: u32 = 1024;
 
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    /// Window start and calls counted in it.
-    windows: Mutex<HashMap<WindowKey, (Instant, u32)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Window start, its length, and calls counted in it.
+    windows: HashMap<WindowKey, (Instant, Duration, u32)>,
+    checks: u32,
 }
 
 impl RateLimiter {
     /// Counts one call; `Err(retry_after)` when the window is full.
     pub fn check(
         &self,
-        agent: &str,
-        session: &str,
-        rule: &str,
+        (agent, session, rule): (&str, &str, &str),
         max: u32,
         window: Duration,
         now: Instant,
     ) -> Result<(), Duration> {
-        let mut windows = self.windows.lock().expect("rate lock");
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(3600));
+        let mut state = self.state.lock().expect("rate lock");
+        state.checks = state.checks.wrapping_add(1);
+        if state.checks % SWEEP_EVERY == 0 {
+            state
+                .windows
+                .retain(|_, (start, length, _)| now.duration_since(*start) < *length);
         }
-        let entry = windows
+        let entry = state
+            .windows
             .entry((agent.to_owned(), session.to_owned(), rule.to_owned()))
-            .or_insert((now, 0));
+            .or_insert((now, window, 0));
         if now.duration_since(entry.0) >= window {
-            *entry = (now, 0);
+            *entry = (now, window, 0);
         }
-        if entry.1 >= max {
+        if entry.2 >= max {
             return Err(window - now.duration_since(entry.0));
         }
-        entry.1 += 1;
+        entry.2 += 1;
         Ok(())
     }
 }
@@ -56,20 +68,22 @@ mod tests {
         let t0 = Instant::now();
         let window = Duration::from_secs(2);
         for _ in 0..3 {
-            assert!(limiter.check("a", "s", "r", 3, window, t0).is_ok());
+            assert!(limiter.check(("a", "s", "r"), 3, window, t0).is_ok());
         }
         let retry = limiter
-            .check("a", "s", "r", 3, window, t0 + Duration::from_millis(500))
+            .check(("a", "s", "r"), 3, window, t0 + Duration::from_millis(500))
             .unwrap_err();
         assert_eq!(retry, Duration::from_millis(1500));
         assert!(
             limiter
-                .check("a", "other-session", "r", 3, window, t0)
+                .check(("a", "other-session", "r"), 3, window, t0)
                 .is_ok(),
             "tracked per session"
         );
         assert!(
-            limiter.check("a", "s", "r", 3, window, t0 + window).is_ok(),
+            limiter
+                .check(("a", "s", "r"), 3, window, t0 + window)
+                .is_ok(),
             "window reset"
         );
     }

@@ -23,6 +23,13 @@ const DESTRUCTIVE_WORDS: &[&str] = &[
     "terminate",
     "kill",
     "unlink",
+    "rm",
+    "del",
+    "clear",
+    "reset",
+    "overwrite",
+    "shutdown",
+    "uninstall",
     "löschen",
     "lösch",
     "entfernen",
@@ -118,11 +125,11 @@ pub fn classify(tool: &Value) -> RiskName {
         (Some(false), _) | (_, Some(false)) => Some(RiskName::Write),
         _ => None,
     };
-    let text = format!(
+    let text = split_camel_case(&format!(
         "{} {}",
         tool["name"].as_str().unwrap_or(""),
         tool["description"].as_str().unwrap_or("")
-    )
+    ))
     .to_lowercase();
     let from_words = keyword_class(&text);
     match (annotated, from_words) {
@@ -153,6 +160,20 @@ fn keyword_class(text: &str) -> Option<RiskName> {
     } else {
         None
     }
+}
+
+/// "deleteSession" → "delete Session", so camelCase names split into words.
+fn split_camel_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut previous_lower = false;
+    for c in text.chars() {
+        if c.is_uppercase() && previous_lower {
+            out.push(' ');
+        }
+        previous_lower = c.is_lowercase();
+        out.push(c);
+    }
+    out
 }
 
 /// `word` is `keyword` or an inflected form: a short suffix ("deletes", "deleted", "löschen"), or
@@ -197,6 +218,9 @@ mod tests {
             (tool("address_lookup", "shows an address", json!(null)), RiskName::Read),
             (tool("dropbox_sync", "removing stale files", json!(null)), RiskName::Destructive),
             (tool("notes_write", "", json!(null)), RiskName::Write),
+            (tool("deleteSession", "", json!(null)), RiskName::Destructive),
+            (tool("rm_rf", "", json!(null)), RiskName::Destructive),
+            (tool("resetDatabase", "", json!(null)), RiskName::Destructive),
         ];
         for (tool, expected) in cases {
             assert_eq!(classify(&tool), expected, "{tool}");

@@ -86,7 +86,7 @@ fn decide(
         risk: classified,
         arguments: &arguments,
     };
-    let verdict = policy.evaluate(&call, policy.risk_of(tool, classified));
+    let verdict = policy.evaluate(&call, policy.risk_of([tool, tool], classified));
     (verdict.rule_id, verdict.outcome)
 }
 
@@ -190,7 +190,10 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
         );
     }
     assert_eq!(
-        policy.risk_of("memory_search", super::risk::classify(&read)),
+        policy.risk_of(
+            ["memory_search", "memory_search"],
+            super::risk::classify(&read)
+        ),
         RiskName::Write,
         "policy override beats annotations"
     );
@@ -283,4 +286,80 @@ proptest::proptest! {
             let _ = Policy::from_text(text);
         }
     }
+}
+
+#[test]
+fn rules_match_the_name_agents_see_and_globs_do_not_cross_slashes() {
+    let policy = Policy::from_text(
+        r#"{"version":"1","default":"allow","risk":{"mem__wipe":"destructive"},"rules":[
+            {"id":"no-prefixed","match":{"tool":"mem__delete"},"action":"deny"},
+            {"id":"tmp-only","match":{"arguments":{"path":{"glob":"/tmp/*"}}},"action":"allow"},
+            {"id":"other-paths","match":{"arguments":{"path":{"present":true}}},"action":"deny"}]}"#,
+    )
+    .unwrap();
+    let client = ClientInfo::default();
+    let args = json!({});
+    let call = CallInfo {
+        agent: "a",
+        session: "s",
+        client: &client,
+        upstream: "mem",
+        tool: "delete",
+        exposed: "mem__delete",
+        risk: RiskName::Write,
+        arguments: &args,
+    };
+    assert_eq!(
+        policy.evaluate(&call, RiskName::Write).rule_id,
+        "no-prefixed"
+    );
+    assert_eq!(
+        policy.risk_of(["wipe", "mem__wipe"], RiskName::Write),
+        RiskName::Destructive
+    );
+    let path = |p: &str| {
+        decide(
+            &policy,
+            "a",
+            "fs",
+            "read_file",
+            json!({}),
+            json!({"path": p}),
+        )
+        .0
+    };
+    assert_eq!(path("/tmp/notes.txt"), "tmp-only");
+    assert_eq!(path("/tmp/../etc/passwd"), "other-paths");
+    assert_eq!(path("/tmp/a/b"), "other-paths");
+}
+
+#[test]
+fn per_agent_rate_limits_span_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.json");
+    std::fs::write(&path, r#"{"version":"1","default":"deny","rules":[{"id":"r","action":"allow","rate_limit":{"max":2,"window":60,"per":"agent"}}]}"#).unwrap();
+    let decider = PolicyDecider::load(&path).unwrap();
+    let client = ClientInfo::default();
+    let args = json!({});
+    let outcomes: Vec<bool> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|session| {
+            let call = CallInfo {
+                agent: "a",
+                session,
+                client: &client,
+                upstream: "m",
+                tool: "t",
+                exposed: "t",
+                risk: RiskName::Read,
+                arguments: &args,
+            };
+            decider.decide(&call).outcome == Outcome::Allow
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [true, true, false],
+        "a new session does not reset a per-agent limit"
+    );
 }
