@@ -38,7 +38,7 @@ impl RateLimiter {
     ) -> Result<(), Duration> {
         let mut state = self.state.lock().expect("rate lock");
         state.checks = state.checks.wrapping_add(1);
-        if state.checks % SWEEP_EVERY == 0 {
+        if state.checks.is_multiple_of(SWEEP_EVERY) {
             state
                 .windows
                 .retain(|_, (start, length, _)| now.duration_since(*start) < *length);
