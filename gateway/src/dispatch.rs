@@ -16,7 +16,7 @@ use crate::upstream::{ProgressSink, Upstream, UpstreamError};
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -31,18 +31,22 @@ pub struct Gateway {
     catalog: RwLock<Arc<Catalog>>,
     decider: Box<dyn Decider>,
     page_size: usize,
+    /// Notified when an upstream announces `tools/list_changed`.
+    tools_changed: Arc<Notify>,
 }
 
 impl Gateway {
     pub fn new(config: &GatewayConfig) -> Result<Self, crate::auth::AuthConfigError> {
+        let tools_changed = Arc::new(Notify::new());
         Ok(Self {
+            tools_changed: Arc::clone(&tools_changed),
             keys: ApiKeys::from_config(&config.agents)?,
             sessions: Sessions::new(Duration::from_secs(config.session_idle_secs)),
             max_body_bytes: config.max_body_bytes,
             upstreams: config
                 .upstreams
                 .iter()
-                .map(|(name, cfg)| Upstream::new(name, cfg))
+                .map(|(name, cfg)| Upstream::new(name, cfg, Arc::clone(&tools_changed)))
                 .collect(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             decider: Box::new(AllowAll),
@@ -58,6 +62,21 @@ impl Gateway {
     pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
         self.decider = decider;
         self
+    }
+
+    /// Refreshes the catalog and tells every session whenever an upstream's tools change.
+    pub fn watch_upstreams(self: &Arc<Self>) {
+        let gateway = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                gateway.tools_changed.notified().await;
+                gateway.refresh_catalog().await;
+                gateway.sessions.broadcast(&jsonrpc::notification(
+                    "notifications/tools/list_changed",
+                    json!({}),
+                ));
+            }
+        });
     }
 
     /// Connects every upstream and loads the catalog; an upstream that is down is logged and

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let gateway = Arc::new(gateway);
+    gateway.watch_upstreams();
     if let Some(decider) = policy {
         let notify = Arc::clone(&gateway);
         let changed = verdict_gateway::jsonrpc::notification(

@@ -24,7 +24,8 @@ pub async fn serve(
     input: impl AsyncRead + Unpin,
     mut output: impl AsyncWrite + Unpin + Send + 'static,
 ) {
-    let session = Arc::new(Session::new(
+    // Registered like an HTTP session so gateway-wide notifications (tools/list_changed) reach it.
+    let session = gateway.sessions.insert(Session::new(
         uuid::Uuid::new_v4().to_string(),
         agent,
         "stdio",
@@ -32,6 +33,15 @@ pub async fn serve(
         ClientInfo::default(),
     ));
     let (out, mut outgoing) = mpsc::channel::<Value>(OUT_BUFFER);
+    let mut notices = session.subscribe();
+    let notices_out = out.clone();
+    let relay = tokio::spawn(async move {
+        while let Ok(notice) = notices.recv().await {
+            if notices_out.send(notice).await.is_err() {
+                break;
+            }
+        }
+    });
     let writer = tokio::spawn(async move {
         while let Some(message) = outgoing.recv().await {
             let mut line = message.to_string();
@@ -73,6 +83,8 @@ pub async fn serve(
             Ok(Body::Single(message)) => dispatch(&gateway, &session, message, &out),
         }
     }
+    relay.abort();
+    gateway.sessions.remove(&session.id, &session.agent);
     drop(out);
     let _ = writer.await;
 }

@@ -6,7 +6,7 @@
 //! mirror the body. Cancelling a request drops its response stream (stateless) or posts
 //! `notifications/cancelled` (handshake era).
 
-use super::{Mode, ProgressRouter, UpstreamError};
+use super::{Mode, NotificationRouter, UpstreamError};
 use crate::mcp;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -27,14 +27,14 @@ pub struct HttpTransport {
     headers: HeaderMap,
     session: RwLock<Option<String>>,
     generation: AtomicU64,
-    progress: Arc<ProgressRouter>,
+    progress: Arc<NotificationRouter>,
 }
 
 impl HttpTransport {
     pub fn new(
         url: &str,
         headers: &BTreeMap<String, String>,
-        progress: Arc<ProgressRouter>,
+        progress: Arc<NotificationRouter>,
     ) -> Self {
         let headers = headers
             .iter()
@@ -190,7 +190,7 @@ impl HttpTransport {
             {
                 return Ok(message);
             }
-            if message["method"] == "notifications/progress" {
+            if message.get("method").is_some() && message.get("id").is_none() {
                 self.progress.forward(message);
             }
         }

@@ -6,8 +6,8 @@
 //! revision). The handshake is redone whenever the transport reconnects (a restarted child
 //! process, an expired HTTP session).
 //!
-//! Requests get gateway-chosen JSON-RPC ids and progress tokens; [`ProgressRouter`] maps an
-//! upstream's progress notifications back to the agent's own token.
+//! Requests get gateway-chosen JSON-RPC ids and progress tokens; [`NotificationRouter`] maps an
+//! upstream's progress notifications back to the agent's own token and reports tool changes.
 
 pub mod http;
 pub mod stdio;
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,14 +62,26 @@ pub struct ProgressSink {
     pub tx: mpsc::Sender<Value>,
 }
 
-/// Maps gateway-issued progress tokens back to agents.
+/// Where an upstream's notifications go. Progress is request-scoped: it goes to the agent that
+/// owns the (gateway-issued) token. `tools/list_changed` wakes the gateway, which refreshes its
+/// catalog and tells every session. Anything else an upstream announces is not tied to one
+/// agent (all agents share the upstream's session), so relaying it could leak between agents:
+/// it is logged at debug level and dropped.
 #[derive(Debug, Default)]
-pub struct ProgressRouter {
+pub struct NotificationRouter {
     next: AtomicU64,
     sinks: Mutex<HashMap<String, ProgressSink>>,
+    tools_changed: Arc<Notify>,
 }
 
-impl ProgressRouter {
+impl NotificationRouter {
+    pub fn new(tools_changed: Arc<Notify>) -> Self {
+        Self {
+            tools_changed,
+            ..Self::default()
+        }
+    }
+
     fn register(&self, sink: ProgressSink) -> String {
         let token = format!("verdict-{}", self.next.fetch_add(1, Ordering::Relaxed));
         self.sinks
@@ -83,8 +95,16 @@ impl ProgressRouter {
         self.sinks.lock().expect("progress lock").remove(token);
     }
 
-    /// Relays a `notifications/progress` from upstream to the agent that owns its token.
-    pub fn forward(&self, mut notification: Value) {
+    /// Routes one notification from an upstream (see the type's doc).
+    pub fn forward(&self, notification: Value) {
+        match notification["method"].as_str() {
+            Some("notifications/progress") => self.forward_progress(notification),
+            Some("notifications/tools/list_changed") => self.tools_changed.notify_one(),
+            method => tracing::debug!(?method, "upstream notification not relayed"),
+        }
+    }
+
+    fn forward_progress(&self, mut notification: Value) {
         let Some(token) = notification["params"]["progressToken"].as_str() else {
             return;
         };
@@ -139,15 +159,16 @@ impl Transport {
 pub struct Upstream {
     pub name: String,
     transport: Transport,
-    progress: Arc<ProgressRouter>,
+    progress: Arc<NotificationRouter>,
     next_id: AtomicU64,
     /// Negotiated mode and the transport generation it was negotiated on.
     mode: tokio::sync::Mutex<Option<(Mode, u64)>>,
 }
 
 impl Upstream {
-    pub fn new(name: &str, config: &UpstreamConfig) -> Self {
-        let progress = Arc::new(ProgressRouter::default());
+    /// `tools_changed` is notified when this upstream announces `tools/list_changed`.
+    pub fn new(name: &str, config: &UpstreamConfig, tools_changed: Arc<Notify>) -> Self {
+        let progress = Arc::new(NotificationRouter::new(tools_changed));
         let transport = match config {
             UpstreamConfig::Http { url, headers } => Transport::Http(http::HttpTransport::new(
                 url,
@@ -326,5 +347,35 @@ impl Upstream {
         Err(UpstreamError::Protocol(
             "tools/list paging did not end after 1000 pages".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_progress_to_its_agent_and_reports_tool_changes() {
+        let changed = Arc::new(Notify::new());
+        let router = NotificationRouter::new(Arc::clone(&changed));
+        let (tx, mut rx) = mpsc::channel(4);
+        let token = router.register(ProgressSink {
+            token: json!("agent-token-7"),
+            tx,
+        });
+        router.forward(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1}}));
+        let relayed = rx.recv().await.unwrap();
+        assert_eq!(relayed["params"]["progressToken"], "agent-token-7");
+
+        router.forward(json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "secret"}}));
+        assert!(
+            rx.try_recv().is_err(),
+            "unscoped notifications are not relayed to agents"
+        );
+
+        router.forward(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+        tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
+            .await
+            .expect("gateway woken");
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! The child is launched on first use and relaunched on the next request after it dies (each
 //! launch is a new generation, so the upstream handshakes again). Replies are matched to
-//! requests by id; progress notifications go to the [`ProgressRouter`]; requests the server makes
+//! requests by id; progress notifications go to the [`NotificationRouter`]; requests the server makes
 //! of the gateway are answered (`ping`) or refused (`-32601`), never left hanging.
 
-use super::{ProgressRouter, UpstreamError};
+use super::{NotificationRouter, UpstreamError};
 use crate::jsonrpc;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +34,7 @@ pub struct StdioTransport {
     command: PathBuf,
     args: Vec<String>,
     env: BTreeMap<String, String>,
-    progress: Arc<ProgressRouter>,
+    progress: Arc<NotificationRouter>,
     pending: Pending,
     connection: tokio::sync::Mutex<Option<Connection>>,
     generation: AtomicU64,
@@ -46,7 +46,7 @@ impl StdioTransport {
         command: &Path,
         args: &[String],
         env: &BTreeMap<String, String>,
-        progress: Arc<ProgressRouter>,
+        progress: Arc<NotificationRouter>,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -164,7 +164,7 @@ fn line(message: &Value) -> String {
 struct Reader {
     name: String,
     pending: Pending,
-    progress: Arc<ProgressRouter>,
+    progress: Arc<NotificationRouter>,
     writer: mpsc::Sender<String>,
 }
 
@@ -197,7 +197,7 @@ impl Reader {
                     let _ = tx.send(message);
                 }
             }
-            (None, Some("notifications/progress")) => self.progress.forward(message),
+            (None, Some(_)) => self.progress.forward(message),
             (Some(id), Some(method)) => {
                 let reply = match method {
                     "ping" => jsonrpc::result(id.clone(), json!({})),
