@@ -158,7 +158,7 @@ impl HttpTransport {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if is_sse {
-            return self.read_sse(response, id).await;
+            return self.read_sse(response, id, mode).await;
         }
         let body = response.bytes().await.map_err(unreachable)?;
         match serde_json::from_slice::<Value>(&body) {
@@ -174,6 +174,7 @@ impl HttpTransport {
         &self,
         response: reqwest::Response,
         id: &Value,
+        mode: Option<&Mode>,
     ) -> Result<Value, UpstreamError> {
         let mut events = SseStream::from_bytes_stream(response.bytes_stream());
         while let Some(event) = events.next().await {
@@ -190,8 +191,17 @@ impl HttpTransport {
             {
                 return Ok(message);
             }
-            if message.get("method").is_some() && message.get("id").is_none() {
-                self.progress.forward(message);
+            match (message.get("id"), message["method"].as_str()) {
+                (None, Some(_)) => self.progress.forward(message),
+                // A server request in the middle of a call: answer it (POSTed back in the
+                // session) rather than leave the upstream waiting.
+                (Some(request_id), Some(method)) => {
+                    let reply = super::answer_server_request(request_id.clone(), method);
+                    if let Err(error) = self.notify(reply, mode).await {
+                        tracing::warn!(%error, method, "could not answer an upstream's request");
+                    }
+                }
+                _ => {}
             }
         }
         Err(UpstreamError::Unreachable(

@@ -156,6 +156,20 @@ impl Transport {
     }
 }
 
+/// The gateway's answer to a request an upstream makes of it: `ping` is answered, anything else
+/// (sampling, elicitation, roots) is refused, since all agents share the upstream's session and
+/// no single agent could rightly answer.
+fn answer_server_request(id: Value, method: &str) -> Value {
+    match method {
+        "ping" => jsonrpc::result(id, json!({})),
+        _ => jsonrpc::error(
+            id,
+            jsonrpc::METHOD_NOT_FOUND,
+            "the Verdict gateway does not relay server requests",
+        ),
+    }
+}
+
 pub struct Upstream {
     pub name: String,
     transport: Transport,

@@ -199,14 +199,7 @@ impl Reader {
             }
             (None, Some(_)) => self.progress.forward(message),
             (Some(id), Some(method)) => {
-                let reply = match method {
-                    "ping" => jsonrpc::result(id.clone(), json!({})),
-                    _ => jsonrpc::error(
-                        id.clone(),
-                        jsonrpc::METHOD_NOT_FOUND,
-                        "the Verdict gateway does not relay server requests",
-                    ),
-                };
+                let reply = super::answer_server_request(id.clone(), method);
                 let _ = self.writer.send(line(&reply)).await;
             }
             _ => {}
