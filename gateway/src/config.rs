@@ -25,6 +25,13 @@ pub struct GatewayConfig {
     /// Seconds an idle handshake-era session lives.
     #[serde(default = "default_session_idle")]
     pub session_idle_secs: u64,
+    /// Live handshake-era sessions one agent may hold; an `initialize` past it gets HTTP 429.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions_per_agent: usize,
+    /// Seconds a forwarded tool call may take before it is cancelled upstream and answered with
+    /// an error.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_secs: u64,
     /// The policy file (`policy.json`); reloaded on change and on SIGHUP. Without one, every
     /// call is allowed and recorded with rule `no-policy`.
     #[serde(default)]
@@ -76,6 +83,12 @@ fn default_page_size() -> usize {
 }
 fn default_session_idle() -> u64 {
     3600
+}
+fn default_max_sessions() -> usize {
+    256
+}
+fn default_call_timeout() -> u64 {
+    600
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,8 @@ pub struct Gateway {
     pub keys: ApiKeys,
     pub sessions: Sessions,
     pub max_body_bytes: usize,
+    pub max_sessions_per_agent: usize,
+    call_timeout: Duration,
     upstreams: Vec<Upstream>,
     catalog: RwLock<Arc<Catalog>>,
     decider: Box<dyn Decider>,
@@ -43,6 +45,8 @@ impl Gateway {
             keys: ApiKeys::from_config(&config.agents)?,
             sessions: Sessions::new(Duration::from_secs(config.session_idle_secs)),
             max_body_bytes: config.max_body_bytes,
+            max_sessions_per_agent: config.max_sessions_per_agent,
+            call_timeout: Duration::from_secs(config.call_timeout_secs),
             upstreams: config
                 .upstreams
                 .iter()
@@ -225,11 +229,22 @@ impl Gateway {
                 token: token.clone(),
                 tx: out.clone(),
             });
-        match upstream
-            .request("tools/call", forwarded, progress, cancel)
+        // The deadline cancels through the same token as the agent, so the upstream learns of it.
+        let deadline = cancel.child_token();
+        let timer = {
+            let (deadline, limit) = (deadline.clone(), self.call_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                deadline.cancel();
+            })
+        };
+        let result = upstream
+            .request("tools/call", forwarded, progress, &deadline)
             .instrument(span)
-            .await
-        {
+            .await;
+        timer.abort();
+        let timed_out = deadline.is_cancelled() && !cancel.is_cancelled();
+        match result {
             Ok(mut reply) => {
                 reply["id"] = id;
                 if let Some(result) = reply.get_mut("result") {
@@ -238,6 +253,15 @@ impl Gateway {
                 }
                 Some(reply)
             }
+            Err(UpstreamError::Cancelled) if timed_out => Some(jsonrpc::error(
+                id,
+                UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "upstream {}: no answer within {} s; the call was cancelled",
+                    upstream.name,
+                    self.call_timeout.as_secs()
+                ),
+            )),
             Err(UpstreamError::Cancelled) => None,
             Err(error) => Some(jsonrpc::error(
                 id,

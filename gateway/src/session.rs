@@ -170,6 +170,16 @@ impl Sessions {
         before - map.len()
     }
 
+    /// Live sessions of one agent.
+    pub fn count_for(&self, agent: &str) -> usize {
+        self.map
+            .read()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.agent == agent)
+            .count()
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().expect("sessions lock").len()
     }

@@ -170,6 +170,17 @@ fn session_for(
 ) -> Result<Arc<Session>, Response> {
     let params = message.params().cloned().unwrap_or(Value::Null);
     if message.method() == Some("initialize") && matches!(message, Message::Request { .. }) {
+        if gateway.sessions.count_for(agent) >= gateway.max_sessions_per_agent {
+            gateway.sessions.reap_idle();
+            if gateway.sessions.count_for(agent) >= gateway.max_sessions_per_agent {
+                tracing::warn!(agent, "refused initialize: session limit reached");
+                return Err(refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    INVALID_REQUEST,
+                    "Too many sessions for this agent: end one (DELETE) first",
+                ));
+            }
+        }
         let session = Session::new(
             uuid::Uuid::new_v4().to_string(),
             agent.to_owned(),
