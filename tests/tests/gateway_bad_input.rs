@@ -437,12 +437,28 @@ async fn sessions_per_agent_are_capped() {
     raw.initialize("2025-11-25").await;
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}});
     let third = raw.rpc(None, init.clone()).await;
-    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", third.body);
+    assert_eq!(
+        third.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        third.body
+    );
     let other_agent = raw.post(Some(OTHER_KEY), None, init.to_string(), &[]).await;
     assert_eq!(other_agent.status, StatusCode::OK, "the cap is per agent");
-    let deleted = raw.http.delete(gateway.url()).bearer_auth(KEY).header("mcp-session-id", &first).send().await.unwrap();
+    let deleted = raw
+        .http
+        .delete(gateway.url())
+        .bearer_auth(KEY)
+        .header("mcp-session-id", &first)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), StatusCode::OK);
-    assert_eq!(raw.rpc(None, init).await.status, StatusCode::OK, "room again after ending a session");
+    assert_eq!(
+        raw.rpc(None, init).await.status,
+        StatusCode::OK,
+        "room again after ending a session"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,18 +467,44 @@ async fn a_call_past_its_timeout_is_cancelled_upstream_and_answered() {
     let session = raw.initialize("2025-11-25").await;
     let call = |id: u64, tool: &str, arguments: Value| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}});
     let started = std::time::Instant::now();
-    let slow = raw.rpc(Some(&session), call(1, "long_task", json!({"steps": 100, "delay_ms": 50}))).await;
+    let slow = raw
+        .rpc(
+            Some(&session),
+            call(1, "long_task", json!({"steps": 100, "delay_ms": 50})),
+        )
+        .await;
     assert_eq!(code(&slow), -32000);
-    assert!(slow.body["error"]["message"].as_str().unwrap().contains("no answer within 1 s"), "{:?}", slow.body);
-    assert!(started.elapsed() < std::time::Duration::from_secs(4), "answered at the deadline, not when the task ended");
+    assert!(
+        slow.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1 s"),
+        "{:?}",
+        slow.body
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "answered at the deadline, not when the task ended"
+    );
     let mut last = String::new();
     for id in 2..40 {
-        let read = raw.rpc(Some(&session), call(id, "memory_read", json!({"key": "long_task:last"}))).await;
-        last = read.body["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+        let read = raw
+            .rpc(
+                Some(&session),
+                call(id, "memory_read", json!({"key": "long_task:last"})),
+            )
+            .await;
+        last = read.body["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if last.starts_with("cancelled") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(last.starts_with("cancelled at step"), "the upstream saw the cancellation: {last:?}");
+    assert!(
+        last.starts_with("cancelled at step"),
+        "the upstream saw the cancellation: {last:?}"
+    );
 }
