@@ -1,0 +1,3 @@
+//! The auditor: the independent witness between Kafka and ClickHouse.
+
+pub mod schema;

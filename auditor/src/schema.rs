@@ -1,0 +1,109 @@
+//! The ClickHouse schema: the contract between the auditor (which writes it) and the query
+//! service (which reads it).
+//!
+//! Migrations are versioned and idempotent: each runs once, in order, and is recorded in
+//! `schema_migrations`. The SQL is the subset common to ClickHouse 18.16 (Debian's package, used in
+//! tests and local runs) and current releases: no DateTime64, Map, JSON, LowCardinality or TTL.
+//! Enumerations are stored as their lowercase names (`String`). Hashes (`hash`, `prev_hash`,
+//! `policy_sha256`, `arguments_sha256`, `evidence_sha256`) are lowercase hex; `envelope` and
+//! `evidence` hold raw bytes (a ClickHouse `String` is a byte string).
+//!
+//! Deduplication: `events`, `findings` and `chain_heads` are `ReplacingMergeTree`s keyed by their
+//! identity, so a redelivered Kafka batch never shows twice in query results — readers use `FINAL`
+//! (or `LIMIT 1 BY` the key) where exactness matters.
+
+/// `(version, description, statements)`, applied in order.
+pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
+    1,
+    "events, findings, chain heads",
+    &[
+        r"CREATE TABLE IF NOT EXISTS events (
+    chain_id String,
+    seq UInt64,
+    -- the gateway's decision time: seconds for partitioning and ranges, nanoseconds for order
+    time DateTime,
+    time_unix_nanos Int64,
+    -- decision | outcome | checkpoint
+    kind String,
+    agent_id String,
+    session String,
+    client_name String,
+    client_version String,
+    protocol_version String,
+    transport String,
+    remote_addr String,
+    upstream String,
+    method String,
+    tool String,
+    -- read | write | destructive | '' (not a tool call)
+    risk String,
+    -- allow | deny | hide | rate_limited | approval_requested | approved | rejected
+    -- | approval_expired | error | '' (outcome and checkpoint rows)
+    decision String,
+    rule_id String,
+    policy_sha256 String,
+    reason String,
+    request_id String,
+    approval_id String,
+    approver String,
+    -- full | redacted | hash
+    redaction String,
+    arguments_json String,
+    arguments_sha256 String,
+    target_names Array(String),
+    target_values Array(String),
+    -- outcome rows: the decision they belong to, and what happened
+    decision_seq UInt64,
+    -- ok | tool_error | jsonrpc_error | upstream_unreachable | cancelled | ''
+    outcome String,
+    jsonrpc_error_code Int64,
+    outcome_message String,
+    latency_micros UInt64,
+    -- checkpoint rows
+    checkpoint_reason String,
+    -- the envelope as received, so any row can be re-verified later
+    envelope String,
+    hash String,
+    prev_hash String,
+    key_id String,
+    -- verified | after_break | out_of_order | untrusted
+    verification String,
+    kafka_partition Int32,
+    kafka_offset Int64,
+    ingested_at DateTime
+) ENGINE = ReplacingMergeTree(ingested_at)
+PARTITION BY toYYYYMM(time)
+ORDER BY (chain_id, seq)",
+        r"CREATE TABLE IF NOT EXISTS findings (
+    -- bad_signature | unknown_key | key_not_allowed_for_chain | malformed | gap | fork | replay
+    -- | reorder | stale | silent_chain
+    kind String,
+    chain_id String,
+    seq UInt64,
+    last_seq UInt64,
+    detail String,
+    detected_at DateTime,
+    detected_unix_nanos Int64,
+    -- the offending message bytes as received
+    evidence String,
+    evidence_sha256 String,
+    kafka_partition Int32,
+    kafka_offset Int64
+) ENGINE = ReplacingMergeTree(detected_at)
+PARTITION BY toYYYYMM(detected_at)
+ORDER BY (chain_id, kind, seq, evidence_sha256)",
+        r"CREATE TABLE IF NOT EXISTS chain_heads (
+    chain_id String,
+    seq UInt64,
+    hash String,
+    key_id String,
+    last_event_unix_nanos Int64,
+    last_checkpoint_unix_nanos Int64,
+    ended UInt8,
+    updated_at DateTime,
+    -- ReplacingMergeTree keeps the row with the highest version: the newest head
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY chain_id",
+    ],
+)];
