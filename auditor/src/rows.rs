@@ -1,0 +1,221 @@
+//! Rows of the ClickHouse tables (see [`crate::schema`]), and the one mapping from a signed event
+//! to its `events` row.
+//!
+//! The auditor writes these structs and the query service reads them, so a column exists in one
+//! place only. Enumerations become their lowercase names ([`risk_name`], [`decision_name`],
+//! [`outcome_name`]); the query service maps them back with the same functions.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use verdict_proto::pb::{self, event_body::Kind};
+use verdict_proto::verify::EventStatus;
+use verdict_proto::{EnvelopeError, SignedEvent};
+
+/// One stored event: every body field as a column, plus the envelope for re-verification.
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
+pub struct EventRow {
+    pub chain_id: String,
+    pub seq: u64,
+    pub time: u32,
+    pub time_unix_nanos: i64,
+    pub kind: String,
+    pub agent_id: String,
+    pub session: String,
+    pub client_name: String,
+    pub client_version: String,
+    pub protocol_version: String,
+    pub transport: String,
+    pub remote_addr: String,
+    pub upstream: String,
+    pub method: String,
+    pub tool: String,
+    pub risk: String,
+    pub decision: String,
+    pub rule_id: String,
+    pub policy_sha256: String,
+    pub reason: String,
+    pub request_id: String,
+    pub approval_id: String,
+    pub approver: String,
+    pub redaction: String,
+    pub arguments_json: String,
+    pub arguments_sha256: String,
+    pub target_names: Vec<String>,
+    pub target_values: Vec<String>,
+    pub decision_seq: u64,
+    pub outcome: String,
+    pub jsonrpc_error_code: i64,
+    pub outcome_message: String,
+    pub latency_micros: u64,
+    pub checkpoint_reason: String,
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+    pub hash: String,
+    pub prev_hash: String,
+    pub key_id: String,
+    pub verification: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub ingested_at: u32,
+}
+
+/// Where a message was read from; `(-1, -1)` when it did not come from Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl EventRow {
+    /// The row for a decoded event. Fails only when the body is not a decodable `EventBody`
+    /// (the caller stores a `malformed` finding instead).
+    pub fn from_event(
+        event: &SignedEvent,
+        status: EventStatus,
+        source: SourcePosition,
+        ingested_at: u32,
+    ) -> Result<Self, EnvelopeError> {
+        let body = event.decode_body()?;
+        let mut row = EventRow {
+            chain_id: event.chain_id.clone(),
+            seq: event.seq,
+            time: u32::try_from(body.time_unix_nanos.max(0) / 1_000_000_000).unwrap_or(u32::MAX),
+            time_unix_nanos: body.time_unix_nanos,
+            envelope: event.encode(),
+            hash: hex::encode(event.hash),
+            prev_hash: hex::encode(event.prev_hash),
+            key_id: event.key_id.clone(),
+            verification: status.as_str().into(),
+            kafka_partition: source.partition,
+            kafka_offset: source.offset,
+            ingested_at,
+            ..Default::default()
+        };
+        match body.kind {
+            Some(Kind::Decision(d)) => row.fill_decision(d),
+            Some(Kind::Outcome(o)) => row.fill_outcome(o),
+            Some(Kind::Checkpoint(c)) => {
+                row.kind = "checkpoint".into();
+                row.checkpoint_reason = c.reason;
+            }
+            None => row.kind = "unknown".into(),
+        }
+        Ok(row)
+    }
+
+    fn fill_decision(&mut self, d: pb::Decision) {
+        self.kind = "decision".into();
+        let actor = d.actor.unwrap_or_default();
+        self.agent_id = actor.agent_id;
+        self.session = actor.session;
+        self.client_name = actor.client_name;
+        self.client_version = actor.client_version;
+        self.protocol_version = actor.protocol_version;
+        self.transport = actor.transport;
+        self.remote_addr = actor.remote_addr;
+        self.upstream = d.upstream;
+        self.method = d.method;
+        self.tool = d.tool;
+        self.risk = risk_name(d.risk).into();
+        self.redaction = redaction_name(d.redaction).into();
+        self.arguments_json = d.arguments_json;
+        self.arguments_sha256 = hex::encode(d.arguments_sha256);
+        (self.target_names, self.target_values) =
+            d.targets.into_iter().map(|t| (t.name, t.value)).unzip();
+        self.decision = decision_name(d.decision).into();
+        self.rule_id = d.rule_id;
+        self.policy_sha256 = hex::encode(d.policy_sha256);
+        self.reason = d.reason;
+        self.request_id = d.request_id;
+        self.approval_id = d.approval_id;
+        self.approver = d.approver;
+    }
+
+    fn fill_outcome(&mut self, o: pb::Outcome) {
+        self.kind = "outcome".into();
+        self.decision_seq = o.decision_seq;
+        self.outcome = outcome_name(o.kind).into();
+        self.jsonrpc_error_code = o.jsonrpc_error_code;
+        self.outcome_message = o.message;
+        self.latency_micros = o.latency_micros;
+    }
+}
+
+/// One integrity finding with its evidence.
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
+pub struct FindingRow {
+    pub kind: String,
+    pub chain_id: String,
+    pub seq: u64,
+    pub last_seq: u64,
+    pub detail: String,
+    pub detected_at: u32,
+    pub detected_unix_nanos: i64,
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+    pub evidence_sha256: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+/// The newest trusted event of a chain, as persisted for resumption and listing.
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
+pub struct ChainHeadRow {
+    pub chain_id: String,
+    pub seq: u64,
+    pub hash: String,
+    pub key_id: String,
+    pub last_event_unix_nanos: i64,
+    pub last_checkpoint_unix_nanos: i64,
+    pub ended: u8,
+    pub updated_at: u32,
+    pub version: u64,
+}
+
+macro_rules! names {
+    ($(#[$doc:meta])* $fn:ident, $parse:ident, $ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        $(#[$doc])*
+        pub fn $fn(value: i32) -> &'static str {
+            match <$ty>::try_from(value) {
+                $(Ok(<$ty>::$variant) => $name,)*
+                _ => "",
+            }
+        }
+
+        /// The enumeration value for a stored name (`None` for an unknown name).
+        pub fn $parse(name: &str) -> Option<$ty> {
+            match name {
+                $($name => Some(<$ty>::$variant),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+names!(
+    /// `read`, `write`, `destructive`, or `""`.
+    risk_name, parse_risk, pb::RiskClass {
+        Read => "read", Write => "write", Destructive => "destructive",
+    }
+);
+names!(
+    /// The stored name of a decision kind, e.g. `rate_limited`.
+    decision_name, parse_decision, pb::DecisionKind {
+        Allow => "allow", Deny => "deny", Hide => "hide", RateLimited => "rate_limited",
+        ApprovalRequested => "approval_requested", Approved => "approved", Rejected => "rejected",
+        ApprovalExpired => "approval_expired", Error => "error",
+    }
+);
+names!(
+    /// The stored name of an outcome kind, e.g. `tool_error`.
+    outcome_name, parse_outcome, pb::OutcomeKind {
+        Ok => "ok", ToolError => "tool_error", JsonrpcError => "jsonrpc_error",
+        UpstreamUnreachable => "upstream_unreachable", Cancelled => "cancelled",
+    }
+);
+names!(
+    /// `full`, `redacted` or `hash`.
+    redaction_name, parse_redaction, pb::Redaction {
+        Full => "full", Redacted => "redacted", Hash => "hash",
+    }
+);
