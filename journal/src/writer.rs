@@ -1,0 +1,233 @@
+//! Appending to the journal, with the fsync policy, segment rollover and crash recovery.
+//!
+//! The writer is used by one owner (the gateway's recorder thread), which appends groups of
+//! records and learns of any failure synchronously: if a record could not be written, the caller
+//! must not act as though it was (the gateway then fails closed). A failed append leaves no
+//! partial record behind: the segment is cut back to its last whole record before the next write.
+
+use crate::record::{self, MAX_PAYLOAD};
+use crate::segment::{self, Segment, MAGIC};
+use crate::{JournalError, Record};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// When appended records reach the disk (not only the page cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every append is fsynced before it returns: durable against power loss.
+    Always,
+    /// Appends reach the OS before they return (durable against a crash of the gateway process);
+    /// fsync runs when `window` has passed since the last one, so a power loss loses at most that
+    /// window.
+    Batch { window: Duration },
+}
+
+/// What opening found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// The last whole record, from which the chain continues.
+    pub last: Option<Record>,
+    /// A damaged tail that was cut off: (segment, offset, bytes removed, why).
+    pub truncated: Option<(String, u64, u64, String)>,
+}
+
+pub struct JournalWriter {
+    dir: PathBuf,
+    segment: Segment,
+    file: File,
+    /// Length of the segment up to its last whole record.
+    len: u64,
+    /// A write failed after `len`: cut the file back before writing again.
+    needs_repair: bool,
+    segment_bytes: u64,
+    last_seq: u64,
+    policy: FsyncPolicy,
+    unsynced: bool,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+impl JournalWriter {
+    /// Opens (or creates) the journal in `dir`, cutting off a torn tail. Segments roll over once
+    /// they exceed `segment_bytes`.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        policy: FsyncPolicy,
+    ) -> Result<(Self, Recovery), JournalError> {
+        fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
+        let segments = segment::list(dir)?;
+        let mut recovery = Recovery::default();
+        let segment = match segments.last() {
+            None => Segment::new(dir, 1),
+            Some(last) => last.clone(),
+        };
+        if segments.is_empty() {
+            create_segment(&segment)?;
+        }
+        let scan = segment::scan(&segment)?;
+        let actual = fs::metadata(&segment.path)
+            .map_err(JournalError::io(&segment.path))?
+            .len();
+        if let Some(reason) = scan.stopped {
+            let removed = actual - scan.valid_len;
+            tracing::warn!(segment = %segment.name(), offset = scan.valid_len, bytes = removed, %reason,
+                "journal tail damaged (crash during a write?); cutting it off");
+            recovery.truncated = Some((segment.name(), scan.valid_len, removed, reason));
+            if scan.valid_len == 0 {
+                create_segment(&segment)?;
+            } else {
+                truncate(&segment.path, scan.valid_len)?;
+            }
+        }
+        recovery.last = match scan.records.into_iter().last() {
+            Some(record) => Some(record),
+            // An empty last segment (rolled over just before a crash): the previous one ends it.
+            None if segments.len() >= 2 => segment::scan(&segments[segments.len() - 2])?
+                .records
+                .into_iter()
+                .last(),
+            None => None,
+        };
+        let len = scan.valid_len.max(MAGIC.len() as u64);
+        let file = open_append(&segment.path)?;
+        let writer = Self {
+            dir: dir.to_owned(),
+            segment,
+            file,
+            len,
+            needs_repair: false,
+            segment_bytes,
+            last_seq: recovery.last.as_ref().map_or(0, |r| r.seq),
+            policy,
+            unsynced: false,
+            last_sync: Instant::now(),
+            buf: Vec::new(),
+        };
+        Ok((writer, recovery))
+    }
+
+    /// Seq of the last record written (0 for an empty journal).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Appends `records` (seq, payload) in one write; seqs must continue the journal. On success
+    /// the records are in the OS (and on disk with [`FsyncPolicy::Always`]); on error none of
+    /// them counts and the next append retries from the same place.
+    pub fn append(&mut self, records: &[(u64, &[u8])]) -> Result<(), JournalError> {
+        let mut expected = self.last_seq;
+        for (seq, payload) in records {
+            if *seq != expected + 1 {
+                return Err(JournalError::OutOfOrder {
+                    last: expected,
+                    got: *seq,
+                });
+            }
+            if payload.len() > MAX_PAYLOAD {
+                return Err(JournalError::TooLarge(payload.len()));
+            }
+            expected = *seq;
+        }
+        let Some((first_seq, _)) = records.first() else {
+            return Ok(());
+        };
+        if self.needs_repair {
+            truncate(&self.segment.path, self.len)?;
+            self.needs_repair = false;
+        }
+        if self.len >= self.segment_bytes {
+            self.roll(*first_seq)?;
+        }
+        self.buf.clear();
+        for (seq, payload) in records {
+            record::encode(*seq, payload, &mut self.buf);
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            self.needs_repair = true;
+            return Err(JournalError::io(&self.segment.path)(e));
+        }
+        self.unsynced = true;
+        if self.policy == FsyncPolicy::Always {
+            if let Err(e) = self.sync() {
+                // Not known to be on disk: it does not count. Cut it off and report.
+                self.needs_repair = true;
+                return Err(e);
+            }
+        }
+        self.len += self.buf.len() as u64;
+        self.last_seq = expected;
+        Ok(())
+    }
+
+    /// Fsyncs if the batch window has passed (call it periodically with [`FsyncPolicy::Batch`]).
+    pub fn sync_if_due(&mut self) -> Result<(), JournalError> {
+        match self.policy {
+            FsyncPolicy::Batch { window }
+                if self.unsynced && self.last_sync.elapsed() >= window =>
+            {
+                self.sync()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Forces written records to disk.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(JournalError::io(&self.segment.path))?;
+            self.unsynced = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn roll(&mut self, first_seq: u64) -> Result<(), JournalError> {
+        self.sync()?;
+        let next = Segment::new(&self.dir, first_seq);
+        create_segment(&next)?;
+        self.file = open_append(&next.path)?;
+        self.segment = next;
+        self.len = MAGIC.len() as u64;
+        // The new name must survive a crash, or recovery would miss the segment.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(JournalError::io(&self.dir))
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "journal: final fsync failed");
+        }
+    }
+}
+
+fn create_segment(segment: &Segment) -> Result<(), JournalError> {
+    let mut file = File::create(&segment.path).map_err(JournalError::io(&segment.path))?;
+    file.write_all(MAGIC)
+        .and_then(|()| file.sync_all())
+        .map_err(JournalError::io(&segment.path))
+}
+
+fn open_append(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(JournalError::io(path))
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(JournalError::io(path))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(JournalError::io(path))
+}
