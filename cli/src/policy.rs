@@ -8,11 +8,13 @@ use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use verdict_gateway::catalog::Catalog;
 use verdict_gateway::decision::CallInfo;
 use verdict_gateway::mcp::ClientInfo;
 use verdict_gateway::policy::file::RiskName;
 use verdict_gateway::policy::Policy;
-use verdict_gateway::{Gateway, GatewayConfig};
+use verdict_gateway::upstream::Upstream;
+use verdict_gateway::GatewayConfig;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -51,8 +53,12 @@ pub fn run(command: Command) -> Result<ExitCode> {
     };
     let config = GatewayConfig::load(Some(&config_path))?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let gateway = Gateway::new(&config)?;
-    let catalog = runtime.block_on(gateway.refresh_catalog());
+    let upstreams: Vec<Upstream> = config
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| Upstream::new(name, upstream, Default::default()))
+        .collect();
+    let catalog = runtime.block_on(Catalog::fetch(&upstreams));
     println!(
         "\n{:<28} {:<14} {:<12} {:<20} {:<22} may also apply",
         "TOOL", "UPSTREAM", "RISK", "DECISION", "RULE"
@@ -60,7 +66,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
     let client = ClientInfo::default();
     let no_arguments = json!({});
     for tool in catalog.tools() {
-        let upstream = gateway.upstream_name(tool.upstream);
+        let upstream = &upstreams[tool.upstream].name;
         let risk = policy.risk_of([&tool.name, &tool.exposed], tool.risk);
         let (decision, rule) = if policy.hides(&[&tool.name, &tool.exposed]) {
             ("hide".to_owned(), "hide".to_owned())

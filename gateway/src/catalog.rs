@@ -6,8 +6,13 @@
 
 use crate::policy::file::RiskName;
 use crate::policy::risk;
+use crate::upstream::Upstream;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long one upstream may take to list its tools before the list goes on without it.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const COLLISION_SEPARATOR: &str = "__";
 
@@ -32,6 +37,28 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Every upstream's tools, fetched now. An upstream that fails or takes longer than
+    /// [`LIST_TIMEOUT`] is logged and left out until it answers again.
+    pub async fn fetch(upstreams: &[Upstream]) -> Self {
+        let lists = futures_util::future::join_all(upstreams.iter().map(|u| async move {
+            let listed = tokio::time::timeout(LIST_TIMEOUT, u.list_tools()).await;
+            let tools = match listed {
+                Ok(Ok(tools)) => tools,
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %u.name, "tools/list timed out; its tools are absent until it answers");
+                    Vec::new()
+                }
+            };
+            (u.name.clone(), tools)
+        }))
+        .await;
+        Self::build(&lists)
+    }
+
     /// Builds the catalog from each upstream's `(name, tools)`, in upstream order.
     pub fn build(upstreams: &[(String, Vec<Value>)]) -> Self {
         let mut owners: HashMap<&str, usize> = HashMap::new();

@@ -2,6 +2,8 @@
 //! (`__` separates nesting, e.g. `VERDICT_GATEWAY_LISTEN=127.0.0.1:9000`).
 //!
 //! Unknown keys are errors, so a misspelt setting is reported instead of silently ignored.
+//! Relative paths in the file (policy, journal, key) resolve against the file's directory, so a
+//! config works the same from any working directory.
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -42,6 +44,91 @@ pub struct GatewayConfig {
     /// Upstream MCP servers by name. Names appear in events and prefix colliding tool names.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The audit trail: signing key, journal, shipping to Kafka.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Where decisions are recorded. Relative paths resolve against the config file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of journal segments (and the shipper's acknowledged mark).
+    #[serde(default = "default_journal_dir")]
+    pub journal_dir: PathBuf,
+    /// Private signing key (PKCS#8 PEM, `verdict keygen`). Created with its public key beside it,
+    /// mode 0600, when the file does not exist.
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// This gateway's chain; default `<host name>-<key id>`. Must stay stable across restarts.
+    #[serde(default)]
+    pub chain_id: Option<String>,
+    /// `batch`: appends reach the OS before the call proceeds, fsync at most `fsync_window_ms`
+    /// later; `always`: fsync before the call proceeds.
+    #[serde(default)]
+    pub fsync: FsyncMode,
+    #[serde(default = "default_fsync_window")]
+    pub fsync_window_ms: u64,
+    /// A segment file rolls over past this size.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Delete segments the broker fully acknowledged this many seconds after their last write;
+    /// unset keeps every segment.
+    #[serde(default)]
+    pub retention_secs: Option<u64>,
+    /// A signed checkpoint of the chain head is appended at least this often, even when idle.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u32,
+    /// How arguments are stored in events: `full`, `redacted` or `hash`.
+    #[serde(default)]
+    pub redaction: RedactionMode,
+    /// Argument keys (any depth, case-insensitive) whose values `redacted` replaces.
+    #[serde(default = "default_sensitive_keys")]
+    pub sensitive_keys: Vec<String>,
+    /// Per tool, the argument names recorded as targets; tools not listed use arguments named
+    /// like `*_id`, `id`, `session*`, `name`, `path`.
+    #[serde(default)]
+    pub targets: BTreeMap<String, Vec<String>>,
+    /// Ship the journal to Kafka; without it the journal alone is the audit trail.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    #[default]
+    Batch,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactionMode {
+    #[default]
+    Full,
+    Redacted,
+    Hash,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Extra librdkafka producer properties (e.g. `security.protocol`); idempotence and
+    /// `acks=all` cannot be turned off.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        // Same defaults as an empty `[audit]` table.
+        serde_json::from_value(serde_json::json!({})).expect("audit defaults")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +177,42 @@ fn default_max_sessions() -> usize {
 fn default_call_timeout() -> u64 {
     600
 }
+fn default_journal_dir() -> PathBuf {
+    "journal".into()
+}
+fn default_key() -> PathBuf {
+    "keys/verdict.key".into()
+}
+fn default_fsync_window() -> u64 {
+    5
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_checkpoint_secs() -> u32 {
+    60
+}
+fn default_topic() -> String {
+    "verdict.events".into()
+}
+fn default_sensitive_keys() -> Vec<String> {
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "access_token",
+        "refresh_token",
+        "private_key",
+        "cookie",
+        "credentials",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid gateway configuration: {0}")]
@@ -102,9 +225,24 @@ impl GatewayConfig {
         if let Some(path) = path {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment
+        let mut config: Self = figment
             .merge(Env::prefixed("VERDICT_GATEWAY_").split("__"))
             .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+            .map_err(|e| ConfigError(Box::new(e)))?;
+        let base = path
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        for relative in [
+            config.policy.as_mut(),
+            Some(&mut config.audit.journal_dir),
+            Some(&mut config.audit.key),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *relative = base.join(&*relative);
+        }
+        Ok(config)
     }
 }

@@ -5,23 +5,25 @@
 //! forbids answering a cancelled request). Every `tools/call` passes the [`Decider`] before
 //! anything is forwarded.
 
+use crate::audit::event::{self, DecisionFacts};
+use crate::audit::{Audit, RecordError};
 use crate::auth::ApiKeys;
 use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
 use crate::decision::{AllowAll, CallInfo, Decider, Outcome};
-use crate::jsonrpc::{self, INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE};
+use crate::jsonrpc::{
+    self, AUDIT_UNAVAILABLE, INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE,
+};
 use crate::mcp::{self, ClientInfo};
 use crate::session::{Session, Sessions};
 use crate::upstream::{ProgressSink, Upstream, UpstreamError};
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// How long one upstream may take to list its tools before the list goes on without it.
-const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+use verdict_proto::pb::{self, DecisionKind, OutcomeKind};
 
 pub struct Gateway {
     pub keys: ApiKeys,
@@ -35,10 +37,12 @@ pub struct Gateway {
     page_size: usize,
     /// Notified when an upstream announces `tools/list_changed`.
     tools_changed: Arc<Notify>,
+    pub audit: Audit,
 }
 
 impl Gateway {
-    pub fn new(config: &GatewayConfig) -> Result<Self, crate::auth::AuthConfigError> {
+    /// A gateway over `config`'s upstreams that records every decision through `audit`.
+    pub fn new(config: &GatewayConfig, audit: Audit) -> Result<Self, crate::auth::AuthConfigError> {
         let tools_changed = Arc::new(Notify::new());
         Ok(Self {
             tools_changed: Arc::clone(&tools_changed),
@@ -55,12 +59,8 @@ impl Gateway {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             decider: Box::new(AllowAll),
             page_size: config.tools_page_size,
+            audit,
         })
-    }
-
-    /// Name of the upstream at `index` (as in [`crate::catalog::CatalogTool::upstream`]).
-    pub fn upstream_name(&self, index: usize) -> &str {
-        &self.upstreams[index].name
     }
 
     pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
@@ -131,23 +131,7 @@ impl Gateway {
 
     /// Every upstream's tools, fetched now.
     pub async fn refresh_catalog(&self) -> Arc<Catalog> {
-        let lists = futures_util::future::join_all(self.upstreams.iter().map(|u| async move {
-            let listed = tokio::time::timeout(LIST_TIMEOUT, u.list_tools()).await;
-            let tools = match listed {
-                Ok(Ok(tools)) => tools,
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %u.name, "tools/list timed out; its tools are absent until it answers");
-                    Vec::new()
-                }
-            };
-            (u.name.clone(), tools)
-        }))
-        .await;
-        let catalog = Arc::new(Catalog::build(&lists));
+        let catalog = Arc::new(Catalog::fetch(&self.upstreams).await);
         *self.catalog.write().expect("catalog lock") = Arc::clone(&catalog);
         catalog
     }
@@ -177,15 +161,29 @@ impl Gateway {
             ));
         };
         let catalog = Arc::clone(&self.catalog.read().expect("catalog lock"));
+        let client = session.client();
+        let stateless = mcp::is_stateless(&client.protocol_version);
         // Routed from the catalog of the last tools/list (agents list before they call). No
         // refresh here: an unknown name must cost what a hidden one costs, or timing would tell
         // them apart.
         let Some(route) = catalog.route(name).cloned() else {
-            return Some(unknown_tool(id, name));
+            let facts = DecisionFacts {
+                method: "tools/call",
+                tool: name,
+                arguments: params.get("arguments"),
+                decision: DecisionKind::Error,
+                rule_id: "gateway.unknown_tool",
+                reason: "no upstream offers this tool",
+                request_id: Some(&id),
+                ..Default::default()
+            };
+            return Some(match self.record(session, &facts).await {
+                Ok(_) => unknown_tool(id, name),
+                Err(refused) => jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused),
+            });
         };
         let upstream = &self.upstreams[route.upstream];
         let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
-        let client = session.client();
         let call = CallInfo {
             agent: &session.agent,
             session: &session.id,
@@ -197,27 +195,48 @@ impl Gateway {
             arguments: &arguments,
         };
         let decision = self.decider.decide(&call);
-        let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id);
-        span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
-        let refusal = match &decision.outcome {
-            Outcome::Allow => None,
-            Outcome::Hide => return Some(unknown_tool(id, name)),
-            Outcome::Deny => Some(format!("[policy denied] rule {}: {}", decision.rule_id, decision.reason)),
-            Outcome::RateLimited { .. } => Some(format!("[rate limited] rule {}: {}", decision.rule_id, decision.reason)),
-            Outcome::RequireApproval { .. } => Some(format!(
+        let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id, seq = tracing::field::Empty);
+        let (kind, refusal) = match &decision.outcome {
+            Outcome::Allow => (DecisionKind::Allow, None),
+            Outcome::Hide => (DecisionKind::Hide, None),
+            Outcome::Deny => (DecisionKind::Deny, Some(format!("[policy denied] rule {}: {}", decision.rule_id, decision.reason))),
+            Outcome::RateLimited { .. } => (DecisionKind::RateLimited, Some(format!("[rate limited] rule {}: {}", decision.rule_id, decision.reason))),
+            Outcome::RequireApproval { .. } => (DecisionKind::Deny, Some(format!(
                 "[approval required] rule {}: this call needs a human approval, and approvals are not available in this gateway yet; it was not forwarded",
                 decision.rule_id
-            )),
+            ))),
         };
+        let facts = DecisionFacts {
+            upstream: &upstream.name,
+            method: "tools/call",
+            tool: &route.name,
+            risk: Some(decision.risk),
+            arguments: Some(&arguments),
+            decision: kind,
+            rule_id: &decision.rule_id,
+            reason: &decision.reason,
+            policy_sha256: &decision.policy_sha256,
+            request_id: Some(&id),
+        };
+        // No call goes on, forwarded or refused, before its decision is in the journal.
+        let seq = match self.record(session, &facts).await {
+            Ok(seq) => seq,
+            Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
+        };
+        span.record("seq", seq);
+        span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
+        if decision.outcome == Outcome::Hide {
+            return Some(unknown_tool(id, name));
+        }
+        let event_id = format!("{}:{seq}", self.audit.recorder.chain_id());
         if let Some(text) = refusal {
             span.in_scope(|| tracing::info!(outcome = ?decision.outcome, reason = %decision.reason, "call refused"));
             let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
             return Some(jsonrpc::result(
                 id,
-                mcp::stamp_result(
-                    result,
-                    "tools/call",
-                    mcp::is_stateless(&client.protocol_version),
+                stamp_event(
+                    mcp::stamp_result(result, "tools/call", stateless),
+                    &event_id,
                 ),
             ));
         }
@@ -238,18 +257,19 @@ impl Gateway {
                 deadline.cancel();
             })
         };
+        let started = Instant::now();
         let result = upstream
             .request("tools/call", forwarded, progress, &deadline)
             .instrument(span)
             .await;
         timer.abort();
         let timed_out = deadline.is_cancelled() && !cancel.is_cancelled();
-        match result {
+        let reply = match result {
             Ok(mut reply) => {
                 reply["id"] = id;
                 if let Some(result) = reply.get_mut("result") {
-                    let stateless = mcp::is_stateless(&client.protocol_version);
-                    *result = mcp::stamp_result(result.take(), "tools/call", stateless);
+                    let stamped = mcp::stamp_result(result.take(), "tools/call", stateless);
+                    *result = stamp_event(stamped, &event_id);
                 }
                 Some(reply)
             }
@@ -268,8 +288,102 @@ impl Gateway {
                 UPSTREAM_UNAVAILABLE,
                 &format!("upstream {}: {error}", upstream.name),
             )),
+        };
+        let mut outcome = outcome_of(reply.as_ref());
+        outcome.latency_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.record_outcome(seq, outcome).await;
+        reply
+    }
+
+    /// Records a decision about a request in `session`; on failure, the refusal to send.
+    async fn record(&self, session: &Session, facts: &DecisionFacts<'_>) -> Result<u64, String> {
+        let body = self.audit.events.decision(event::actor(session), facts);
+        self.record_or_defer(body).await
+    }
+
+    /// Records a request refused before it reached a session (authentication, protocol).
+    pub async fn record_refusal(&self, actor: pb::Actor, facts: &DecisionFacts<'_>) {
+        let body = self.audit.events.decision(actor, facts);
+        let _ = self.record_or_defer(body).await;
+    }
+
+    /// Journals `body`. If the journal fails, the call is refused: that refusal (an `error`
+    /// decision naming what was decided) is kept for when the journal works again.
+    async fn record_or_defer(&self, mut body: pb::EventBody) -> Result<u64, String> {
+        match self.audit.recorder.record(&body).await {
+            Ok(seq) => Ok(seq),
+            Err(error) => {
+                let message = error.to_string();
+                if let Some(pb::event_body::Kind::Decision(decision)) = &mut body.kind {
+                    let decided = crate::audit::event::decision_label(decision.decision);
+                    decision.reason = format!(
+                        "{message} (the policy decided {decided}: {})",
+                        decision.reason
+                    );
+                    decision.decision = DecisionKind::Error as i32;
+                }
+                if !matches!(error, RecordError::Stopped) {
+                    self.audit.recorder.defer(&body);
+                }
+                Err(message)
+            }
         }
     }
+
+    async fn record_outcome(&self, decision_seq: u64, outcome: pb::Outcome) {
+        let body = event::outcome(decision_seq, outcome);
+        if let Err(error) = self.audit.recorder.record(&body).await {
+            tracing::warn!(%error, decision_seq, "outcome not journaled yet; kept for later");
+            self.audit.recorder.defer(&body);
+        }
+    }
+}
+
+/// What became of a forwarded call, from the reply the agent gets (`None`: cancelled).
+fn outcome_of(reply: Option<&Value>) -> pb::Outcome {
+    let (kind, code, message) = match reply {
+        None => (OutcomeKind::Cancelled, 0, String::new()),
+        Some(reply) => match (reply.get("result"), reply.get("error")) {
+            (Some(result), _) if result["isError"] == json!(true) => {
+                let text = result["content"][0]["text"].as_str().unwrap_or_default();
+                (OutcomeKind::ToolError, 0, text.chars().take(512).collect())
+            }
+            (Some(_), _) => (OutcomeKind::Ok, 0, String::new()),
+            (None, Some(error)) => {
+                let code = error["code"].as_i64().unwrap_or_default();
+                let message = error["message"].as_str().unwrap_or_default().to_owned();
+                let kind = if code == UPSTREAM_UNAVAILABLE {
+                    OutcomeKind::UpstreamUnreachable
+                } else {
+                    OutcomeKind::JsonrpcError
+                };
+                (kind, code, message)
+            }
+            (None, None) => (
+                OutcomeKind::JsonrpcError,
+                0,
+                "reply without result or error".into(),
+            ),
+        },
+    };
+    pb::Outcome {
+        kind: kind as i32,
+        jsonrpc_error_code: code,
+        message,
+        ..Default::default()
+    }
+}
+
+/// Puts the decision's event id (`chain:seq`) in a result's `_meta`, so the agent's operator can
+/// find the event.
+fn stamp_event(mut result: Value, event_id: &str) -> Value {
+    if let Some(object) = result.as_object_mut() {
+        let meta = object.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("io.verdict/event".into(), json!(event_id));
+        }
+    }
+    result
 }
 
 /// The error for a tool that does not exist (and, by design, for one the policy hides).

@@ -18,6 +18,8 @@ pub const UNAUTHORIZED: i64 = -32001;
 pub const HEADER_MISMATCH: i64 = -32020;
 /// MCP 2026-07-28: the request names a protocol version the server does not support.
 pub const UNSUPPORTED_VERSION: i64 = -32022;
+/// The decision could not be recorded, so the call was refused (fail closed).
+pub const AUDIT_UNAVAILABLE: i64 = -32030;
 
 /// One classified JSON-RPC message.
 #[derive(Debug, Clone, PartialEq)]

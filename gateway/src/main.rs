@@ -6,6 +6,9 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use verdict_gateway::audit::shipper::Shipper;
+use verdict_gateway::audit::{Audit, Recorder};
 use verdict_gateway::downstream;
 use verdict_gateway::{Gateway, GatewayConfig};
 
@@ -43,7 +46,30 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = GatewayConfig::load(args.config.as_deref())?;
-    let mut gateway = Gateway::new(&config)?;
+    let audit = Audit::open(&config.audit).context("opening the audit trail")?;
+    let recorder = Arc::clone(&audit.recorder);
+    recorder.spawn_timers();
+    let stop_shipping = CancellationToken::new();
+    let shipping = match &config.audit.kafka {
+        Some(kafka) => {
+            let retention = config.audit.retention_secs.map(Duration::from_secs);
+            let shipper = Shipper::new(
+                kafka,
+                recorder.chain_id(),
+                config.audit.journal_dir.clone(),
+                retention,
+            )
+            .context("creating the Kafka producer")?;
+            Some(tokio::spawn(
+                shipper.run(recorder.written(), stop_shipping.clone()),
+            ))
+        }
+        None => {
+            tracing::info!(journal = %config.audit.journal_dir.display(), "no [audit.kafka]: the journal alone is the audit trail");
+            None
+        }
+    };
+    let mut gateway = Gateway::new(&config, audit)?;
     let mut policy = None;
     if let Some(path) = &config.policy {
         let decider = Arc::new(verdict_gateway::policy::PolicyDecider::load(path)?);
@@ -75,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     if args.stdio {
         let agent = args.agent.context("--stdio needs --agent")?;
         downstream::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await;
+        finish(&recorder, stop_shipping, shipping).await;
         return Ok(());
     }
     let reaper = Arc::clone(&gateway);
@@ -102,8 +129,25 @@ async fn main() -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    finish(&recorder, stop_shipping, shipping).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// After the last call: the shutdown checkpoint, a final fsync, and what the shipper can still
+/// deliver (the rest ships at the next start).
+async fn finish(
+    recorder: &Recorder,
+    stop_shipping: CancellationToken,
+    shipping: Option<tokio::task::JoinHandle<()>>,
+) {
+    recorder.shutdown().await;
+    if let Some(shipping) = shipping {
+        // Let the shipper read the shutdown checkpoint before it stops.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop_shipping.cancel();
+        let _ = shipping.await;
+    }
 }
 
 async fn shutdown_signal() {

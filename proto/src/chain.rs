@@ -54,6 +54,15 @@ impl ChainWriter {
         event
     }
 
+    /// Forgets the appends after `(last_seq, last_hash)`, a head this writer had before: for an
+    /// owner whose storage refused those events, so that their seqs are reused and the chain
+    /// stays contiguous.
+    pub fn rewind(&mut self, last_seq: u64, last_hash: Hash) {
+        assert!(last_seq <= self.last_seq, "rewind only goes back");
+        self.last_seq = last_seq;
+        self.last_hash = last_hash;
+    }
+
     pub fn chain_id(&self) -> &str {
         &self.chain_id
     }

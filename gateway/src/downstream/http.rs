@@ -1,4 +1,5 @@
-//! Streamable HTTP front end: `POST|GET|DELETE /mcp` and `/healthz`.
+//! Streamable HTTP front end: `POST|GET|DELETE /mcp` and `/healthz` (503 while decisions cannot
+//! be recorded).
 //!
 //! Order of checks on a POST, each with its own clear refusal: Origin (403), bearer API key
 //! (401), body size (413), JSON (400, -32700), JSON-RPC shape (400, -32600), then the protocol
@@ -12,6 +13,7 @@
 // a plain function that returns exactly what the client gets.
 #![allow(clippy::result_large_err)]
 
+use crate::audit::DecisionFacts;
 use crate::downstream::answer_batch;
 use crate::jsonrpc::{
     self, Body as RpcBody, Message, HEADER_MISMATCH, INVALID_REQUEST, UNAUTHORIZED,
@@ -32,6 +34,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use verdict_proto::pb;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 /// Notifications buffered per streamed request before progress updates are dropped.
@@ -42,8 +45,21 @@ type Shared = Arc<Gateway>;
 pub fn router(gateway: Shared) -> Router {
     Router::new()
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .with_state(gateway)
+}
+
+/// Healthy while decisions can be recorded: a gateway that fails closed says so here.
+async fn healthz(State(gateway): State<Shared>) -> Response {
+    match gateway.audit.recorder.last_error() {
+        None if gateway.audit.recorder.healthy() => "ok".into_response(),
+        error => {
+            let reason = error.unwrap_or_else(|| "audit journal unavailable".into());
+            let body =
+                format!("unhealthy: audit journal cannot be written ({reason}); calls are refused");
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        }
+    }
 }
 
 fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
@@ -69,35 +85,58 @@ fn origin_allowed(headers: &HeaderMap) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
-/// The agent behind the request, or the refusal to send.
-fn authenticate<'g>(gateway: &'g Gateway, headers: &HeaderMap) -> Result<&'g str, Response> {
-    if !origin_allowed(headers) {
-        return Err(refuse(
+/// The agent behind the request, or the refusal to send. Refusals are recorded (without the
+/// presented key).
+async fn authenticate(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<String, Response> {
+    let (response, rule, reason) = if !origin_allowed(headers) {
+        let response = refuse(
             StatusCode::FORBIDDEN,
             INVALID_REQUEST,
             "Forbidden: origin not allowed",
-        ));
-    }
-    gateway
-        .keys
-        .authenticate(header(headers, "authorization"))
-        .ok_or_else(|| {
-            // Logged without the presented key; the event trail records it too once events exist.
-            tracing::warn!(
-                presented = headers.contains_key("authorization"),
-                "refused: missing or unknown API key"
-            );
-            let mut response = refuse(
-                StatusCode::UNAUTHORIZED,
-                UNAUTHORIZED,
-                "Unauthorized: missing or invalid API key",
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer realm=\"verdict\"".parse().expect("static header"),
-            );
-            response
-        })
+        );
+        (
+            response,
+            "gateway.origin",
+            "request from a non-local Origin (DNS rebinding guard)",
+        )
+    } else if let Some(agent) = gateway.keys.authenticate(header(headers, "authorization")) {
+        return Ok(agent.to_owned());
+    } else {
+        let presented = headers.contains_key("authorization");
+        tracing::warn!(presented, "refused: missing or unknown API key");
+        let mut response = refuse(
+            StatusCode::UNAUTHORIZED,
+            UNAUTHORIZED,
+            "Unauthorized: missing or invalid API key",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"verdict\"".parse().expect("static header"),
+        );
+        let reason = if presented {
+            "authentication failed: unknown API key"
+        } else {
+            "authentication failed: no bearer API key"
+        };
+        (response, "gateway.auth", reason)
+    };
+    let actor = pb::Actor {
+        transport: "http".into(),
+        remote_addr: peer.to_string(),
+        ..Default::default()
+    };
+    let facts = DecisionFacts {
+        decision: pb::DecisionKind::Deny,
+        rule_id: rule,
+        reason,
+        ..Default::default()
+    };
+    gateway.record_refusal(actor, &facts).await;
+    Err(response)
 }
 
 async fn post_mcp(
@@ -106,8 +145,8 @@ async fn post_mcp(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let agent = match authenticate(&gateway, &headers) {
-        Ok(agent) => agent.to_owned(),
+    let agent = match authenticate(&gateway, &headers, peer).await {
+        Ok(agent) => agent,
         Err(refusal) => return refusal,
     };
     let bytes = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
@@ -135,7 +174,7 @@ async fn post_mcp(
         }
         Err(error) => return (StatusCode::BAD_REQUEST, Json(error)).into_response(),
     };
-    let session = match session_for(&gateway, &headers, &agent, &message, peer) {
+    let session = match session_for(&gateway, &headers, &agent, &message, peer).await {
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
@@ -161,7 +200,7 @@ async fn post_mcp(
 }
 
 /// Finds or creates the session a single message belongs to.
-fn session_for(
+async fn session_for(
     gateway: &Gateway,
     headers: &HeaderMap,
     agent: &str,
@@ -202,8 +241,31 @@ fn session_for(
             Err((StatusCode::BAD_REQUEST, Json(error)).into_response())
         }
         Some(version) if mcp::is_stateless(version) => {
-            check_stateless_headers(headers, message, version)?;
             let client = ClientInfo::from_meta(&params);
+            if let Err((refusal, what)) = check_stateless_headers(headers, message, version) {
+                let actor = pb::Actor {
+                    agent_id: agent.to_owned(),
+                    client_name: client.name,
+                    client_version: client.version,
+                    protocol_version: client.protocol_version,
+                    transport: "http".into(),
+                    remote_addr: peer.to_string(),
+                    ..Default::default()
+                };
+                let facts = DecisionFacts {
+                    method: message.method().unwrap_or_default(),
+                    tool: params
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    decision: pb::DecisionKind::Deny,
+                    rule_id: "gateway.protocol",
+                    reason: &format!("header mismatch: {what}"),
+                    ..Default::default()
+                };
+                gateway.record_refusal(actor, &facts).await;
+                return Err(refusal);
+            }
             let key = header(headers, "x-verdict-session")
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{agent}/{}", client.name));
@@ -245,13 +307,14 @@ fn check_stateless_headers(
     headers: &HeaderMap,
     message: &Message,
     version: &str,
-) -> Result<(), Response> {
-    let mismatch = |what: &str| {
-        Err(refuse(
+) -> Result<(), (Response, &'static str)> {
+    let mismatch = |what: &'static str| {
+        let refusal = refuse(
             StatusCode::BAD_REQUEST,
             HEADER_MISMATCH,
             &format!("Header mismatch: {what}"),
-        ))
+        );
+        Err((refusal, what))
     };
     if header(headers, "mcp-protocol-version") != Some(version) {
         return mismatch("MCP-Protocol-Version differs from _meta protocolVersion");
@@ -323,9 +386,13 @@ async fn answer(
     }
 }
 
-async fn get_mcp(State(gateway): State<Shared>, headers: HeaderMap) -> Response {
-    let agent = match authenticate(&gateway, &headers) {
-        Ok(agent) => agent.to_owned(),
+async fn get_mcp(
+    State(gateway): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let agent = match authenticate(&gateway, &headers, peer).await {
+        Ok(agent) => agent,
         Err(refusal) => return refusal,
     };
     if header(&headers, SESSION_HEADER).is_none() {
@@ -356,9 +423,13 @@ fn notices(session: Arc<Session>) -> impl Stream<Item = Result<Event, Infallible
     .boxed()
 }
 
-async fn delete_mcp(State(gateway): State<Shared>, headers: HeaderMap) -> Response {
-    let agent = match authenticate(&gateway, &headers) {
-        Ok(agent) => agent.to_owned(),
+async fn delete_mcp(
+    State(gateway): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let agent = match authenticate(&gateway, &headers, peer).await {
+        Ok(agent) => agent,
         Err(refusal) => return refusal,
     };
     match header(&headers, SESSION_HEADER) {

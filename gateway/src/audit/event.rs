@@ -1,0 +1,319 @@
+//! Where an audit event is born: the body of every decision and outcome, built from what the
+//! gateway knew when it decided.
+//!
+//! Arguments are stored per the redaction mode (`full`, `redacted`: sensitive keys' values
+//! replaced at any depth, `hash`: none), always with the SHA-256 of their canonical JSON as
+//! received. Targets — what a call acts on, e.g. `session_id=s1` — are extracted from the
+//! top-level arguments (configured names per tool, else names like `*_id`, `id`, `session*`,
+//! `name`, `path`) after redaction, so a sensitive value never becomes a target.
+
+use super::canonical::canonical_json;
+use crate::config::{AuditConfig, RedactionMode};
+use crate::policy::file::RiskName;
+use crate::session::Session;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use verdict_proto::hash::sha256;
+use verdict_proto::pb::{self, event_body::Kind};
+
+const REDACTED: &str = "[redacted]";
+
+/// Builds event bodies with the configured redaction and target extraction.
+#[derive(Debug, Clone)]
+pub struct EventBuilder {
+    redaction: RedactionMode,
+    sensitive_keys: Vec<String>,
+    targets: BTreeMap<String, Vec<String>>,
+}
+
+/// What a decision concerns, beyond the actor.
+#[derive(Debug, Default)]
+pub struct DecisionFacts<'a> {
+    pub upstream: &'a str,
+    pub method: &'a str,
+    pub tool: &'a str,
+    pub risk: Option<RiskName>,
+    pub arguments: Option<&'a Value>,
+    pub decision: pb::DecisionKind,
+    pub rule_id: &'a str,
+    pub reason: &'a str,
+    pub policy_sha256: &'a [u8],
+    pub request_id: Option<&'a Value>,
+}
+
+impl EventBuilder {
+    pub fn new(config: &AuditConfig) -> Self {
+        Self {
+            redaction: config.redaction,
+            sensitive_keys: config
+                .sensitive_keys
+                .iter()
+                .map(|k| k.to_lowercase())
+                .collect(),
+            targets: config.targets.clone(),
+        }
+    }
+
+    /// A decision body stamped with the current time.
+    pub fn decision(&self, actor: pb::Actor, facts: &DecisionFacts<'_>) -> pb::EventBody {
+        let mut decision = pb::Decision {
+            actor: Some(actor),
+            upstream: facts.upstream.into(),
+            method: facts.method.into(),
+            tool: facts.tool.into(),
+            risk: facts.risk.map_or(pb::RiskClass::Unspecified, risk_class) as i32,
+            decision: facts.decision as i32,
+            rule_id: facts.rule_id.into(),
+            policy_sha256: facts.policy_sha256.to_vec(),
+            reason: facts.reason.into(),
+            request_id: facts.request_id.map(Value::to_string).unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(arguments) = facts.arguments {
+            self.fill_arguments(&mut decision, facts.tool, arguments);
+        }
+        body(Kind::Decision(decision))
+    }
+
+    fn fill_arguments(&self, decision: &mut pb::Decision, tool: &str, arguments: &Value) {
+        decision.arguments_sha256 = sha256(canonical_json(arguments).as_bytes()).to_vec();
+        let redacted = self.redact(arguments);
+        decision.targets = self.extract_targets(tool, &redacted);
+        let (redaction, stored) = match self.redaction {
+            RedactionMode::Full => (pb::Redaction::Full, canonical_json(arguments)),
+            RedactionMode::Redacted => (pb::Redaction::Redacted, canonical_json(&redacted)),
+            RedactionMode::Hash => (pb::Redaction::Hash, String::new()),
+        };
+        decision.redaction = redaction as i32;
+        decision.arguments_json = stored;
+    }
+
+    /// `value` with the values of sensitive keys replaced, at any depth.
+    fn redact(&self, value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(key, value)| {
+                        let sensitive = self.sensitive_keys.contains(&key.to_lowercase());
+                        let value = if sensitive {
+                            Value::String(REDACTED.into())
+                        } else {
+                            self.redact(value)
+                        };
+                        (key.clone(), value)
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact(v)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn extract_targets(&self, tool: &str, arguments: &Value) -> Vec<pb::Target> {
+        let Some(map) = arguments.as_object() else {
+            return Vec::new();
+        };
+        let configured = self.targets.get(tool);
+        let mut targets = Vec::new();
+        for (name, value) in map {
+            let wanted = match configured {
+                Some(names) => names.iter().any(|n| n == name),
+                None => is_default_target(name),
+            };
+            if !wanted {
+                continue;
+            }
+            let values = match value {
+                Value::Array(items) => items.iter().filter_map(scalar_text).collect(),
+                other => scalar_text(other).into_iter().collect::<Vec<_>>(),
+            };
+            targets.extend(
+                values
+                    .into_iter()
+                    .filter(|v| v != REDACTED)
+                    .map(|value| pb::Target {
+                        name: name.clone(),
+                        value,
+                    }),
+            );
+        }
+        targets
+    }
+}
+
+fn is_default_target(name: &str) -> bool {
+    let name = name.to_lowercase();
+    name == "id"
+        || name == "name"
+        || name == "path"
+        || name.ends_with("_id")
+        || name.starts_with("session")
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The actor of a request in `session`.
+pub fn actor(session: &Session) -> pb::Actor {
+    let client = session.client();
+    pb::Actor {
+        agent_id: session.agent.clone(),
+        session: session.id.clone(),
+        client_name: client.name,
+        client_version: client.version,
+        protocol_version: client.protocol_version,
+        transport: session.transport.into(),
+        remote_addr: session.remote_addr.clone(),
+    }
+}
+
+/// An outcome body for the decision at `decision_seq`.
+pub fn outcome(decision_seq: u64, outcome: pb::Outcome) -> pb::EventBody {
+    body(Kind::Outcome(pb::Outcome {
+        decision_seq,
+        ..outcome
+    }))
+}
+
+/// An error decision saying how many refusals made while the journal was unavailable did not
+/// fit in memory, so the trail says that something is missing and how much.
+pub fn unrecorded_refusals(count: u64) -> pb::EventBody {
+    body(Kind::Decision(pb::Decision {
+        decision: pb::DecisionKind::Error as i32,
+        rule_id: "gateway.journal".into(),
+        reason: format!(
+            "{count} refusals made while the audit journal was unavailable could not be kept in memory and are not recorded individually"
+        ),
+        ..Default::default()
+    }))
+}
+
+/// A checkpoint body attesting the head `(seq, hash)`.
+pub fn checkpoint(
+    head_seq: u64,
+    head_hash: &[u8],
+    reason: &str,
+    interval_secs: u32,
+) -> pb::EventBody {
+    body(Kind::Checkpoint(pb::Checkpoint {
+        head_seq,
+        head_hash: head_hash.to_vec(),
+        reason: reason.into(),
+        interval_secs,
+    }))
+}
+
+fn body(kind: Kind) -> pb::EventBody {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    pb::EventBody {
+        time_unix_nanos: i64::try_from(now.as_nanos()).unwrap_or(i64::MAX),
+        kind: Some(kind),
+    }
+}
+
+/// The lowercase name of a decision kind, e.g. `rate_limited`.
+pub fn decision_label(kind: i32) -> String {
+    pb::DecisionKind::try_from(kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("DECISION_KIND_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+pub fn risk_class(risk: RiskName) -> pb::RiskClass {
+    match risk {
+        RiskName::Read => pb::RiskClass::Read,
+        RiskName::Write => pb::RiskClass::Write,
+        RiskName::Destructive => pb::RiskClass::Destructive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn builder(redaction: RedactionMode) -> EventBuilder {
+        EventBuilder::new(&AuditConfig {
+            redaction,
+            ..AuditConfig::default()
+        })
+    }
+
+    fn decide(builder: &EventBuilder, tool: &str, arguments: &Value) -> pb::Decision {
+        let facts = DecisionFacts {
+            tool,
+            arguments: Some(arguments),
+            decision: pb::DecisionKind::Deny,
+            ..Default::default()
+        };
+        match builder.decision(pb::Actor::default(), &facts).kind {
+            Some(Kind::Decision(d)) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_default_names_and_redaction() {
+        let args = json!({"action": "delete", "session_id": "s1", "token": "hunter2",
+                          "nested": {"Password": "x", "keep": 1}, "ids": ["a"], "id": 7});
+        let full = decide(&builder(RedactionMode::Full), "session_manager", &args);
+        let targets: Vec<_> = full
+            .targets
+            .iter()
+            .map(|t| format!("{}={}", t.name, t.value))
+            .collect();
+        assert_eq!(targets, ["id=7", "session_id=s1"]);
+        assert!(full.arguments_json.contains("hunter2"));
+        assert_eq!(
+            full.arguments_sha256,
+            sha256(canonical_json(&args).as_bytes()).to_vec()
+        );
+
+        let redacted = decide(&builder(RedactionMode::Redacted), "session_manager", &args);
+        assert!(!redacted.arguments_json.contains("hunter2"));
+        assert!(redacted
+            .arguments_json
+            .contains(r#""Password":"[redacted]""#));
+        assert!(redacted.arguments_json.contains(r#""keep":1"#));
+        assert_eq!(
+            redacted.arguments_sha256, full.arguments_sha256,
+            "hash of the arguments as received"
+        );
+
+        let hashed = decide(&builder(RedactionMode::Hash), "session_manager", &args);
+        assert!(hashed.arguments_json.is_empty());
+        assert_eq!(hashed.targets, full.targets);
+    }
+
+    #[test]
+    fn configured_targets_replace_the_defaults() {
+        let mut config = AuditConfig::default();
+        config
+            .targets
+            .insert("memory_write".into(), vec!["key".into(), "token".into()]);
+        config.redaction = RedactionMode::Redacted;
+        let builder = EventBuilder::new(&config);
+        let d = decide(
+            &builder,
+            "memory_write",
+            &json!({"key": "k1", "session_id": "s", "token": "t"}),
+        );
+        let targets: Vec<_> = d
+            .targets
+            .iter()
+            .map(|t| format!("{}={}", t.name, t.value))
+            .collect();
+        assert_eq!(targets, ["key=k1"], "sensitive values never become targets");
+    }
+}

@@ -1,0 +1,92 @@
+//! The audit trail, in the order an event travels:
+//! - [`event`]: a decision or outcome becomes an event body (redaction, argument hash, targets);
+//! - [`recorder`]: the body is signed into the gateway's chain and written to the journal, and
+//!   only then does the call go on — if it cannot be written, the call is refused;
+//! - [`shipper`]: the journal is tailed and produced to Kafka, resuming where the broker last
+//!   acknowledged.
+//!
+//! [`canonical`] is the one JSON encoding that argument hashes are computed over.
+
+pub mod canonical;
+pub mod event;
+pub mod recorder;
+pub mod shipper;
+
+use crate::config::{AuditConfig, FsyncMode};
+pub use event::{DecisionFacts, EventBuilder};
+pub use recorder::{RecordError, Recorder};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use verdict_journal::FsyncPolicy;
+use verdict_proto::keys::{write_keypair, PRIVATE_KEY_FILE};
+use verdict_proto::{KeyError, SecretKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
+    #[error("signing key {0} does not exist; create it with `verdict keygen --out DIR` (or name the file {PRIVATE_KEY_FILE} to have one generated)")]
+    MissingKey(String),
+    #[error(transparent)]
+    Recorder(#[from] recorder::OpenError),
+}
+
+/// What the gateway records with: the event builder and the recorder.
+pub struct Audit {
+    pub events: EventBuilder,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Audit {
+    /// Loads (or creates) the signing key, and opens the journal and the chain.
+    pub fn open(config: &AuditConfig) -> Result<Self, AuditError> {
+        let key = load_or_create_key(&config.key)?;
+        let chain_id = config
+            .chain_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", host_name(), key.public().key_id()));
+        let fsync = match config.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Batch => FsyncPolicy::Batch {
+                window: Duration::from_millis(config.fsync_window_ms),
+            },
+        };
+        let recorder = Recorder::open(recorder::RecorderSettings {
+            chain_id,
+            key,
+            journal_dir: config.journal_dir.clone(),
+            segment_bytes: config.segment_bytes,
+            fsync,
+            checkpoint_secs: config.checkpoint_secs,
+        })?;
+        Ok(Self {
+            events: EventBuilder::new(config),
+            recorder: Arc::new(recorder),
+        })
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<SecretKey, AuditError> {
+    if path.exists() {
+        return Ok(SecretKey::read_pem_file(path)?);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if path.file_name().is_none_or(|name| name != PRIVATE_KEY_FILE) {
+        return Err(AuditError::MissingKey(path.display().to_string()));
+    }
+    let key = SecretKey::generate();
+    let (_, public) = write_keypair(dir, &key, false)?;
+    tracing::warn!(key_id = %key.public().key_id(), public_key = %public.display(),
+        "no signing key: generated one (give its public key to the auditor)");
+    Ok(key)
+}
+
+/// The machine's host name, for the default chain id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into())
+}

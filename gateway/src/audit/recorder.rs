@@ -1,0 +1,389 @@
+//! Where an event is signed and made durable: the one owner of the gateway's chain and journal.
+//!
+//! A dedicated thread owns the [`ChainWriter`] and the [`JournalWriter`], so seq order is journal
+//! order without locks. Callers send bodies over a bounded channel and wait for the seq; the
+//! thread takes whatever is queued (group commit), signs each event, writes the group in one
+//! write, fsyncs per the policy, and only then answers. An answer of `Ok(seq)` means the event is
+//! in the journal; the gateway forwards or refuses a call only after it.
+//!
+//! When the journal cannot be written the appends of that group are undone (the chain is rewound,
+//! the segment cut back), every caller gets an error — the gateway fails closed — and
+//! [`Recorder::healthy`] turns false. Refusals made meanwhile are [`Recorder::defer`]red in
+//! memory and written first once the journal accepts writes again, which a periodic tick retries.
+//! Checkpoints of the chain head are appended at start, every `checkpoint_secs`, and at shutdown.
+
+use super::event;
+use prost::Message;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use verdict_journal::{FsyncPolicy, JournalWriter};
+use verdict_proto::pb;
+use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
+
+/// Requests waiting for the recorder thread; callers wait (backpressure) beyond it.
+const QUEUE: usize = 8192;
+/// Events signed and written as one group at most.
+const GROUP: usize = 1024;
+/// Refusals kept in memory while the journal is unavailable; past it they are counted.
+const MAX_DEFERRED: usize = 100_000;
+
+/// Why an event could not be recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RecordError {
+    #[error("the audit journal cannot be written ({0}); the call was refused")]
+    Journal(String),
+    #[error("the audit recorder has stopped")]
+    Stopped,
+}
+
+/// Why the recorder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Journal(#[from] verdict_journal::JournalError),
+    #[error("journal {dir} holds chain {found:?}, but this gateway's chain is {configured:?}")]
+    OtherChain {
+        dir: PathBuf,
+        found: String,
+        configured: String,
+    },
+    #[error("journal {dir}: last record is not an envelope: {error}")]
+    BadRecord { dir: PathBuf, error: String },
+}
+
+/// What the recorder thread needs.
+pub struct RecorderSettings {
+    pub chain_id: String,
+    pub key: SecretKey,
+    pub journal_dir: PathBuf,
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub checkpoint_secs: u32,
+}
+
+enum Command {
+    Append {
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, RecordError>>,
+    },
+    Defer(Vec<u8>),
+    Checkpoint(&'static str),
+    Tick,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// State shared between the thread and the gateway (health, metrics).
+#[derive(Debug, Default)]
+pub struct RecorderStatus {
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    deferred: AtomicU64,
+}
+
+pub struct Recorder {
+    tx: mpsc::Sender<Command>,
+    status: Arc<RecorderStatus>,
+    written: watch::Receiver<u64>,
+    chain_id: String,
+    checkpoint_every: Duration,
+    tick_every: Duration,
+}
+
+impl Recorder {
+    /// Opens the journal, continues the chain from its last record, and starts the thread.
+    pub fn open(settings: RecorderSettings) -> Result<Self, OpenError> {
+        let (journal, recovery) = JournalWriter::open(
+            &settings.journal_dir,
+            settings.segment_bytes,
+            settings.fsync,
+        )?;
+        let (head_seq, head_hash) = match &recovery.last {
+            None => (0, verdict_proto::ZERO_HASH),
+            Some(last) => {
+                let event =
+                    SignedEvent::decode(&last.payload).map_err(|e| OpenError::BadRecord {
+                        dir: settings.journal_dir.clone(),
+                        error: e.to_string(),
+                    })?;
+                if event.chain_id != settings.chain_id {
+                    return Err(OpenError::OtherChain {
+                        dir: settings.journal_dir,
+                        found: event.chain_id,
+                        configured: settings.chain_id,
+                    });
+                }
+                (event.seq, event.computed_hash())
+            }
+        };
+        let chain =
+            ChainWriter::resume(settings.chain_id.clone(), settings.key, head_seq, head_hash);
+        tracing::info!(chain_id = %settings.chain_id, seq = head_seq, journal = %settings.journal_dir.display(), "audit chain continues");
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (written_tx, written) = watch::channel(head_seq);
+        let status = Arc::new(RecorderStatus {
+            healthy: AtomicBool::new(true),
+            ..Default::default()
+        });
+        let thread = RecorderThread {
+            chain,
+            journal,
+            status: Arc::clone(&status),
+            written: written_tx,
+            deferred: VecDeque::new(),
+            overflow: 0,
+            checkpoint_secs: settings.checkpoint_secs,
+        };
+        std::thread::Builder::new()
+            .name("audit-recorder".into())
+            .spawn(move || thread.run(rx))
+            .expect("spawning the recorder thread");
+        let tick_every = match settings.fsync {
+            FsyncPolicy::Batch { window } => window.max(Duration::from_millis(1)),
+            FsyncPolicy::Always => Duration::from_millis(250),
+        };
+        let recorder = Self {
+            tx,
+            status,
+            written,
+            chain_id: settings.chain_id,
+            checkpoint_every: Duration::from_secs(settings.checkpoint_secs.max(1).into()),
+            tick_every,
+        };
+        recorder.send_now(Command::Checkpoint("startup"));
+        Ok(recorder)
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Signs and journals `body`; returns its seq once it is durable per the fsync policy.
+    pub async fn record(&self, body: &pb::EventBody) -> Result<u64, RecordError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Append {
+            body: body.encode_to_vec(),
+            reply,
+        };
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| RecordError::Stopped)?;
+        answer.await.map_err(|_| RecordError::Stopped)?
+    }
+
+    /// Records `body` when the journal next accepts writes (for refusals made while it did not).
+    pub fn defer(&self, body: &pb::EventBody) {
+        self.status.deferred.fetch_add(1, Ordering::Relaxed);
+        self.send_now(Command::Defer(body.encode_to_vec()));
+    }
+
+    /// False while the journal cannot be written.
+    pub fn healthy(&self) -> bool {
+        self.status.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Why the journal last failed, if it is failing.
+    pub fn last_error(&self) -> Option<String> {
+        self.status.last_error.lock().expect("status lock").clone()
+    }
+
+    /// The seq of the newest journaled event, updated as events are written.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.clone()
+    }
+
+    /// Starts the periodic fsync / retry tick and the periodic checkpoint.
+    pub fn spawn_timers(self: &Arc<Self>) {
+        let recorder = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(recorder.tick_every);
+            let mut checkpoint = tokio::time::interval(recorder.checkpoint_every);
+            checkpoint.tick().await; // the first tick is immediate; startup already checkpointed
+            loop {
+                let command = tokio::select! {
+                    _ = tick.tick() => Command::Tick,
+                    _ = checkpoint.tick() => Command::Checkpoint("periodic"),
+                };
+                if recorder.tx.send(command).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Appends the shutdown checkpoint, syncs, and stops the thread.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    fn send_now(&self, command: Command) {
+        if self.tx.try_send(command).is_err() {
+            tracing::error!("audit recorder queue full or stopped; a deferred event or checkpoint was not queued");
+        }
+    }
+}
+
+struct RecorderThread {
+    chain: ChainWriter,
+    journal: JournalWriter,
+    status: Arc<RecorderStatus>,
+    written: watch::Sender<u64>,
+    /// Bodies to write before anything else once the journal works again.
+    deferred: VecDeque<Vec<u8>>,
+    /// Deferred bodies that did not fit in memory.
+    overflow: u64,
+    checkpoint_secs: u32,
+}
+
+/// One event of a group: its body, and who waits for its seq.
+struct Pending {
+    body: Vec<u8>,
+    reply: Option<oneshot::Sender<Result<u64, RecordError>>>,
+    /// A checkpoint is rebuilt rather than retried: its head would be stale.
+    checkpoint: Option<&'static str>,
+}
+
+impl RecorderThread {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP {
+                match rx.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            let mut pending = Vec::with_capacity(group.len() + self.deferred.len());
+            if !self.deferred.is_empty() || self.overflow > 0 {
+                self.take_deferred(&mut pending);
+            }
+            let mut shutdown = None;
+            for command in group {
+                match command {
+                    Command::Append { body, reply } => pending.push(Pending {
+                        body,
+                        reply: Some(reply),
+                        checkpoint: None,
+                    }),
+                    Command::Defer(body) => pending.push(Pending {
+                        body,
+                        reply: None,
+                        checkpoint: None,
+                    }),
+                    Command::Checkpoint(reason) => pending.push(Pending {
+                        body: Vec::new(),
+                        reply: None,
+                        checkpoint: Some(reason),
+                    }),
+                    Command::Tick => {}
+                    Command::Shutdown(reply) => {
+                        pending.push(Pending {
+                            body: Vec::new(),
+                            reply: None,
+                            checkpoint: Some("shutdown"),
+                        });
+                        shutdown = Some(reply);
+                    }
+                }
+            }
+            self.write(pending);
+            if let Err(e) = self.journal.sync_if_due() {
+                self.failed(&e.to_string());
+            }
+            if let Some(reply) = shutdown {
+                if let Err(e) = self.journal.sync() {
+                    tracing::error!(error = %e, "audit journal: final fsync failed");
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    fn take_deferred(&mut self, pending: &mut Vec<Pending>) {
+        pending.extend(self.deferred.drain(..).map(|body| Pending {
+            body,
+            reply: None,
+            checkpoint: None,
+        }));
+        if self.overflow > 0 {
+            pending.push(Pending {
+                body: event::unrecorded_refusals(self.overflow).encode_to_vec(),
+                reply: None,
+                checkpoint: None,
+            });
+        }
+    }
+
+    /// Signs and writes `pending` as one group; answers every waiting caller.
+    fn write(&mut self, mut pending: Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let (seq_before, hash_before) = self.chain.head();
+        let mut records = Vec::with_capacity(pending.len());
+        for item in &mut pending {
+            if let Some(reason) = item.checkpoint {
+                let (seq, hash) = self.chain.head();
+                item.body =
+                    event::checkpoint(seq, &hash, reason, self.checkpoint_secs).encode_to_vec();
+            }
+            let event = self.chain.append(std::mem::take(&mut item.body));
+            records.push((event.seq, event.encode()));
+            item.body = event.body;
+        }
+        let refs: Vec<(u64, &[u8])> = records.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        match self.journal.append(&refs) {
+            Ok(()) => {
+                if !self.status.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!("audit journal writable again");
+                    *self.status.last_error.lock().expect("status lock") = None;
+                }
+                self.overflow = 0;
+                for (item, (seq, _)) in pending.into_iter().zip(&records) {
+                    if let Some(reply) = item.reply {
+                        let _ = reply.send(Ok(*seq));
+                    }
+                }
+                self.status.deferred.store(0, Ordering::Relaxed);
+                let _ = self.written.send(self.journal.last_seq());
+            }
+            Err(e) => {
+                self.chain.rewind(seq_before, hash_before);
+                let error = e.to_string();
+                self.failed(&error);
+                for item in pending {
+                    match item.reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(RecordError::Journal(error.clone())));
+                        }
+                        None if item.checkpoint.is_none() => self.keep_deferred(item.body),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn keep_deferred(&mut self, body: Vec<u8>) {
+        if self.deferred.len() < MAX_DEFERRED {
+            self.deferred.push_back(body);
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        if self.status.healthy.swap(false, Ordering::Relaxed) {
+            tracing::error!(%error, "audit journal cannot be written: refusing every call until it can (fail closed)");
+        }
+        *self.status.last_error.lock().expect("status lock") = Some(error.to_owned());
+    }
+}

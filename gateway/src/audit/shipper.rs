@@ -1,0 +1,194 @@
+//! Where events leave the gateway: the journal, tailed and produced to Kafka.
+//!
+//! The shipper reads the journal (not the recorder's memory), so what it sends is exactly what was
+//! made durable, and a restart resumes from the [`ShippedMark`]: the highest seq the broker
+//! acknowledged. Messages are keyed by `chain_id` (one chain stays ordered in one partition) and
+//! produced by an idempotent producer with `acks=all` and no delivery timeout, so during a broker
+//! outage librdkafka keeps retrying without reordering or duplicating; the journal keeps growing
+//! meanwhile and calls are unaffected. Only a restart between an acknowledgement and the mark
+//! being stored sends an event twice, and consumers deduplicate by `(chain_id, seq)`.
+
+use crate::config::KafkaConfig;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use verdict_journal::{JournalError, JournalReader, ShippedMark};
+
+/// Messages handed to the producer and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 10_000;
+/// How often the acknowledged mark is persisted while events flow.
+const MARK_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShipperError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("kafka producer dropped a message without an answer")]
+    ProducerGone,
+}
+
+/// Progress, for `/metrics` and logs.
+#[derive(Debug, Default)]
+pub struct ShipperStatus {
+    pub acknowledged: AtomicU64,
+}
+
+pub struct Shipper {
+    producer: FutureProducer,
+    topic: String,
+    chain_id: String,
+    journal_dir: PathBuf,
+    mark: ShippedMark,
+    retention: Option<Duration>,
+    pub status: Arc<ShipperStatus>,
+}
+
+impl Shipper {
+    pub fn new(
+        config: &KafkaConfig,
+        chain_id: &str,
+        journal_dir: PathBuf,
+        retention: Option<Duration>,
+    ) -> Result<Self, ShipperError> {
+        let mut client = ClientConfig::new();
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Never give up on a message: an outage only delays it.
+            .set("message.timeout.ms", "0")
+            .set("linger.ms", "5")
+            // Room for everything in flight, so handing a message over never fails for space.
+            .set("queue.buffering.max.messages", "100000");
+        Ok(Self {
+            producer: client.create()?,
+            topic: config.topic.clone(),
+            chain_id: chain_id.to_owned(),
+            mark: ShippedMark::new(&journal_dir, "kafka"),
+            journal_dir,
+            retention,
+            status: Arc::default(),
+        })
+    }
+
+    /// Ships until `stop`, then waits (bounded) for what is in flight and stores the mark.
+    pub async fn run(self, mut written: watch::Receiver<u64>, stop: CancellationToken) {
+        loop {
+            match self.ship(&mut written, &stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "shipper failed; resuming from the acknowledged mark in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ship(
+        &self,
+        written: &mut watch::Receiver<u64>,
+        stop: &CancellationToken,
+    ) -> Result<(), ShipperError> {
+        let mut acknowledged = self.mark.load()?;
+        self.status
+            .acknowledged
+            .store(acknowledged, Ordering::Relaxed);
+        let mut reader = JournalReader::open(&self.journal_dir)?;
+        reader.seek_after(acknowledged)?;
+        tracing::info!(chain_id = %self.chain_id, after_seq = acknowledged, topic = %self.topic, "shipping the journal to Kafka");
+        let mut in_flight = FuturesOrdered::new();
+        let mut stored = acknowledged;
+        let mut last_store = Instant::now();
+        let mut journal_end = false;
+        loop {
+            while in_flight.len() < IN_FLIGHT && !journal_end {
+                match reader.next_record()? {
+                    Some(record) => in_flight.push_back(self.produce(record.seq, &record.payload)?),
+                    None => journal_end = true,
+                }
+            }
+            tokio::select! {
+                Some(delivered) = in_flight.next(), if !in_flight.is_empty() => {
+                    acknowledged = delivered?;
+                    self.status.acknowledged.store(acknowledged, Ordering::Relaxed);
+                }
+                changed = written.changed(), if journal_end => {
+                    journal_end = false;
+                    if changed.is_err() && in_flight.is_empty() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep(MARK_EVERY), if journal_end && in_flight.is_empty() => {
+                    journal_end = false;
+                }
+                _ = stop.cancelled() => break,
+            }
+            if acknowledged != stored
+                && (last_store.elapsed() >= MARK_EVERY || in_flight.is_empty())
+            {
+                self.store_mark(acknowledged)?;
+                (stored, last_store) = (acknowledged, Instant::now());
+            }
+        }
+        // Shutting down: give what is in flight a moment to be acknowledged.
+        let drain = async {
+            while let Some(delivered) = in_flight.next().await {
+                match delivered {
+                    Ok(seq) => acknowledged = seq,
+                    Err(_) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        self.store_mark(acknowledged)?;
+        Ok(())
+    }
+
+    /// Hands one record to the producer now (so messages enter its queue in seq order) and
+    /// returns the wait for its acknowledgement.
+    fn produce(
+        &self,
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<impl std::future::Future<Output = Result<u64, ShipperError>> + use<>, ShipperError>
+    {
+        let record = FutureRecord::to(&self.topic)
+            .key(&self.chain_id)
+            .payload(payload);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(error, _)| ShipperError::Kafka(error))?;
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(seq),
+                Ok(Err((error, _))) => Err(ShipperError::Kafka(error)),
+                Err(_) => Err(ShipperError::ProducerGone),
+            }
+        })
+    }
+
+    fn store_mark(&self, acknowledged: u64) -> Result<(), ShipperError> {
+        self.mark.store(acknowledged)?;
+        if let Some(retention) = self.retention {
+            for removed in verdict_journal::prune(&self.journal_dir, acknowledged, retention)? {
+                tracing::info!(segment = %removed.display(), "removed a journal segment the broker fully acknowledged");
+            }
+        }
+        Ok(())
+    }
+}
