@@ -5,6 +5,7 @@
 
 mod keygen;
 mod policy;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     /// Policy files: validate, and show what they do to a gateway's tools.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Verify an audit trail offline with only the gateway's public key.
+    Verify(verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Policy(command) => policy::run(command),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

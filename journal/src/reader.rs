@@ -46,7 +46,7 @@ impl JournalReader {
         loop {
             let before = (self.current, self.offset);
             match self.peek()? {
-                Some((record_seq, len)) if record_seq <= seq => self.offset += len,
+                Some((record_seq, len, _)) if record_seq <= seq => self.offset += len,
                 _ if (self.current, self.offset) != before => continue,
                 _ => return Ok(()),
             }
@@ -59,13 +59,14 @@ impl JournalReader {
         loop {
             let before = (self.current, self.offset);
             match self.peek()? {
-                Some((seq, len)) => {
+                Some((seq, len, damaged)) => {
                     let payload = self.buf[HEADER_LEN..].to_vec();
                     let record = Record {
                         seq,
                         payload,
                         segment: self.segments[self.current].name(),
                         offset: self.offset,
+                        damaged,
                     };
                     self.offset += len;
                     return Ok(Some(record));
@@ -77,9 +78,10 @@ impl JournalReader {
         }
     }
 
-    /// Reads the record at the current position into `buf`: its seq and framed length. At the
-    /// end of a segment that has a successor, moves to the successor and returns `None`.
-    fn peek(&mut self) -> Result<Option<(u64, u64)>, JournalError> {
+    /// Reads the record at the current position into `buf`: its seq, framed length, and whether
+    /// it is damaged. At the end of a segment that has a successor, moves to the successor and
+    /// returns `None`.
+    fn peek(&mut self) -> Result<Option<(u64, u64, bool)>, JournalError> {
         if self.current >= self.segments.len() {
             self.segments = segment::list(&self.dir)?;
             if self.current >= self.segments.len() {
@@ -101,7 +103,8 @@ impl JournalReader {
         match read_framed(file, self.offset, &mut self.buf)
             .map_err(JournalError::io(&segment.path))?
         {
-            Framed::Whole { seq, len, .. } => Ok(Some((seq, len as u64))),
+            Framed::Whole { seq, len, .. } => Ok(Some((seq, len as u64, false))),
+            Framed::Damaged { seq, len, .. } => Ok(Some((seq, len as u64, true))),
             Framed::Bad(reason) => Err(JournalError::Corrupt {
                 path: segment.path.clone(),
                 offset: self.offset,
@@ -153,6 +156,11 @@ fn read_framed(file: &File, offset: u64, buf: &mut Vec<u8>) -> std::io::Result<F
     }
     Ok(match record::decode(buf) {
         Framed::Whole { seq, len, .. } => Framed::Whole {
+            seq,
+            payload: &[],
+            len,
+        },
+        Framed::Damaged { seq, len, .. } => Framed::Damaged {
             seq,
             payload: &[],
             len,

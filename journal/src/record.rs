@@ -17,6 +17,9 @@ pub struct Record {
     /// Segment file name and byte offset of the record, for reports.
     pub segment: String,
     pub offset: u64,
+    /// The record's checksum does not match: its bytes changed after they were written. Readers
+    /// still get it, so a verifier can say what changed and a shipper loses nothing.
+    pub damaged: bool,
 }
 
 fn checksum(seq: u64, payload: &[u8]) -> u32 {
@@ -46,7 +49,13 @@ pub(crate) enum Framed<'a> {
     },
     /// Fewer bytes than the header announces: still being written, or torn by a crash.
     Incomplete,
-    /// Complete but wrong: bad length or checksum.
+    /// Complete, but the checksum does not match: damaged after it was written.
+    Damaged {
+        seq: u64,
+        payload: &'a [u8],
+        len: usize,
+    },
+    /// A length no writer produces: the framing itself is damaged.
     Bad(String),
 }
 
@@ -65,7 +74,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Framed<'_> {
         return Framed::Incomplete;
     };
     if checksum(seq, payload) != crc {
-        return Framed::Bad(format!("checksum mismatch (record claims seq {seq})"));
+        return Framed::Damaged {
+            seq,
+            payload,
+            len: HEADER_LEN + len,
+        };
     }
     Framed::Whole {
         seq,
@@ -96,7 +109,10 @@ mod tests {
         for i in 4..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x01;
-            assert!(matches!(decode(&bad), Framed::Bad(_)), "flip at {i}");
+            assert!(matches!(decode(&bad), Framed::Damaged { .. }), "flip at {i}");
         }
+        let mut bad = out.clone();
+        bad[0] = 0xff;
+        assert!(matches!(decode(&bad), Framed::Bad(_)));
     }
 }

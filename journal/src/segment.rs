@@ -93,6 +93,23 @@ pub(crate) fn scan(segment: &Segment) -> Result<Scan, JournalError> {
                     payload: payload.to_vec(),
                     segment: name.clone(),
                     offset: offset as u64,
+                    damaged: false,
+                });
+                offset += len;
+            }
+            // A damaged record at the very end is a torn write; inside the file it is damage
+            // that the verifier must see, so it stays.
+            Framed::Damaged { len, .. } if offset + len == bytes.len() => {
+                break Some("last record's checksum does not match (torn write)".to_owned())
+            }
+            Framed::Damaged { seq, payload, len } => {
+                tracing::error!(segment = %name, offset, seq, "journal record damaged (checksum mismatch); kept for the verifier");
+                records.push(Record {
+                    seq,
+                    payload: payload.to_vec(),
+                    segment: name.clone(),
+                    offset: offset as u64,
+                    damaged: true,
                 });
                 offset += len;
             }

@@ -29,7 +29,8 @@ pub enum FsyncPolicy {
 pub struct Recovery {
     /// The last whole record, from which the chain continues.
     pub last: Option<Record>,
-    /// A damaged tail that was cut off: (segment, offset, bytes removed, why).
+    /// A damaged tail that was cut off (and kept as `<segment>.torn-<offset>`): (segment, offset,
+    /// bytes removed, why).
     pub truncated: Option<(String, u64, u64, String)>,
 }
 
@@ -75,6 +76,7 @@ impl JournalWriter {
             let removed = actual - scan.valid_len;
             tracing::warn!(segment = %segment.name(), offset = scan.valid_len, bytes = removed, %reason,
                 "journal tail damaged (crash during a write?); cutting it off");
+            preserve_tail(&segment.path, scan.valid_len)?;
             recovery.truncated = Some((segment.name(), scan.valid_len, removed, reason));
             if scan.valid_len == 0 {
                 create_segment(&segment)?;
@@ -206,6 +208,19 @@ impl Drop for JournalWriter {
             tracing::error!(error = %e, "journal: final fsync failed");
         }
     }
+}
+
+/// Copies the bytes past `offset` to `<segment>.torn-<offset>` before they are cut off, so that
+/// what a crash left behind can still be examined.
+fn preserve_tail(path: &Path, offset: u64) -> Result<(), JournalError> {
+    let bytes = fs::read(path).map_err(JournalError::io(path))?;
+    let tail = bytes.get(offset as usize..).unwrap_or_default();
+    if tail.is_empty() {
+        return Ok(());
+    }
+    let mut kept = path.as_os_str().to_owned();
+    kept.push(format!(".torn-{offset}"));
+    fs::write(&kept, tail).map_err(JournalError::io(PathBuf::from(kept)))
 }
 
 fn create_segment(segment: &Segment) -> Result<(), JournalError> {

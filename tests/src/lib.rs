@@ -12,6 +12,7 @@ pub mod broker;
 pub mod clickhouse;
 pub mod mcp;
 pub mod process;
+pub mod trail;
 
 pub use broker::Broker;
 pub use clickhouse::ClickHouse;

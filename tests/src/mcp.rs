@@ -5,6 +5,11 @@
 use crate::bins::cargo_bin;
 use crate::process::ServerProcess;
 use crate::Result;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RunningService, ServiceError};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -27,6 +32,7 @@ pub struct HttpProcess {
     pub port: u16,
     pub dir: tempfile::TempDir,
     process: ServerProcess,
+    starts: u32,
 }
 
 impl HttpProcess {
@@ -50,11 +56,37 @@ impl HttpProcess {
         Self::spawn("verdict-gateway", command, dir)
     }
 
-    fn spawn(name: &str, mut command: Command, dir: tempfile::TempDir) -> Result<Self> {
-        let ready = dir.path().join("ready");
+    fn spawn(name: &str, command: Command, dir: tempfile::TempDir) -> Result<Self> {
+        let (process, port) = Self::launch(name, command, dir.path(), 1)?;
+        Ok(Self {
+            port,
+            dir,
+            process,
+            starts: 1,
+        })
+    }
+
+    /// Starts the gateway again with the same config, journal and keys (after [`Self::kill`] or
+    /// [`Self::terminate`]); it listens on a new port.
+    pub fn restart_gateway(&mut self) -> Result<()> {
+        self.process.kill();
+        self.starts += 1;
+        let mut command = Command::new(gateway_bin());
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("gateway.toml"))
+            .env("RUST_LOG", "warn");
+        let (process, port) = Self::launch("verdict-gateway", command, self.dir.path(), self.starts)?;
+        (self.process, self.port) = (process, port);
+        Ok(())
+    }
+
+    fn launch(name: &str, mut command: Command, dir: &Path, start: u32) -> Result<(ServerProcess, u16)> {
+        let ready = dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
         command.arg("--ready-file").arg(&ready);
-        let mut process =
-            ServerProcess::spawn(name, command, dir.path().join(format!("{name}.log")))?;
+        let log = dir.join(format!("{name}-{start}.log"));
+        let mut process = ServerProcess::spawn(name, command, log)?;
         let mut port = 0;
         process.wait_ready(START_TIMEOUT, || {
             let address = std::fs::read_to_string(&ready).unwrap_or_default();
@@ -65,7 +97,7 @@ impl HttpProcess {
                 .unwrap_or(0);
             port != 0
         })?;
-        Ok(Self { port, dir, process })
+        Ok((process, port))
     }
 
     pub fn url(&self) -> String {
@@ -76,9 +108,48 @@ impl HttpProcess {
         self.process.log_tail(50)
     }
 
+    /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         self.process.kill();
     }
+
+    /// SIGTERM, then waits for the process to exit on its own.
+    pub fn terminate(&mut self) {
+        self.process.terminate(Duration::from_secs(20));
+    }
+
+    /// The gateway's journal directory (the default `journal` beside its config).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    /// The gateway's public key (generated beside its config on first start).
+    pub fn public_key(&self) -> PathBuf {
+        self.dir.path().join("keys").join("verdict.pub")
+    }
+}
+
+/// An rmcp client of `url` (Streamable HTTP) authenticated with `api_key`.
+pub async fn connect(url: &str, api_key: &str) -> RunningService<RoleClient, ()> {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(api_key.to_owned());
+    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.expect("connecting to the MCP endpoint");
+    client
+        .set_response_cache_config(rmcp::ClientCacheConfig::disabled())
+        .await;
+    client
+}
+
+/// Calls `tool` with object `arguments`.
+pub async fn call_tool(
+    client: &RunningService<RoleClient, ()>,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> std::result::Result<CallToolResult, ServiceError> {
+    let arguments = arguments.as_object().expect("arguments are an object").clone();
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
 }
 
 /// Writes a gateway config file into `dir` and returns its path.
