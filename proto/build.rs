@@ -5,7 +5,11 @@
 use prost::Message;
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &["verdict/v1/event.proto", "verdict/v1/query.proto"];
+const PROTOS: &[&str] = &[
+    "verdict/v1/event.proto",
+    "verdict/v1/query.proto",
+    "verdict/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module and calls into the service crates' libraries or their
 //! gRPC APIs; the CLI holds no logic of its own beyond argument parsing and printing.
 
+mod approvals;
 mod keygen;
 mod policy;
 mod verify;
@@ -28,6 +29,9 @@ enum Command {
     /// Policy files: validate, and show what they do to a gateway's tools.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Calls held for a human decision: list, approve, reject (gateway admin API).
+    #[command(subcommand)]
+    Approvals(approvals::Command),
     /// Verify an audit trail offline with only the gateway's public key.
     Verify(verify::Args),
 }
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Policy(command) => policy::run(command),
         Command::Verify(args) => verify::run(args),
+        Command::Approvals(command) => approvals::run(command),
     };
     match result {
         Ok(code) => code,

@@ -67,8 +67,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn verify_journal(dir: &std::path::Path, keys: TrustedKeys) -> Result<Report> {
-    let mut reader = JournalReader::open(dir)
-        .with_context(|| format!("opening journal {}", dir.display()))?;
+    let mut reader =
+        JournalReader::open(dir).with_context(|| format!("opening journal {}", dir.display()))?;
     let mut verifier = ChainVerifier::new(keys);
     let mut report = Report::default();
     loop {
@@ -98,7 +98,12 @@ fn verify_journal(dir: &std::path::Path, keys: TrustedKeys) -> Result<Report> {
             })
         };
         if record.damaged {
-            found("damaged_record", record.seq, record.seq, "record checksum does not match: its bytes changed after they were written".into());
+            found(
+                "damaged_record",
+                record.seq,
+                record.seq,
+                "record checksum does not match: its bytes changed after they were written".into(),
+            );
         }
         let event = match SignedEvent::decode(&record.payload) {
             Ok(event) => event,
@@ -108,10 +113,23 @@ fn verify_journal(dir: &std::path::Path, keys: TrustedKeys) -> Result<Report> {
             }
         };
         if event.seq != record.seq {
-            found("malformed", event.seq, event.seq, format!("the record is filed as seq {} but the envelope says {}", record.seq, event.seq));
+            found(
+                "malformed",
+                event.seq,
+                event.seq,
+                format!(
+                    "the record is filed as seq {} but the envelope says {}",
+                    record.seq, event.seq
+                ),
+            );
         }
         if let Some(finding) = verifier.verify(&event).finding {
-            found(finding.kind.as_str(), finding.seq, finding.last_seq, finding.detail);
+            found(
+                finding.kind.as_str(),
+                finding.seq,
+                finding.last_seq,
+                finding.detail,
+            );
         }
         report.events += 1;
         if !report.chains.contains(&event.chain_id) {
@@ -155,7 +173,10 @@ fn print_human(journal: &str, report: &Report) {
         } else {
             format!("seq {}..{}", b.seq, b.last_seq)
         };
-        println!("  {:<16} {:<18} at {}: {}", b.kind, seqs, b.position, b.detail);
+        println!(
+            "  {:<16} {:<18} at {}: {}",
+            b.kind, seqs, b.position, b.detail
+        );
     }
 }
 

@@ -1,17 +1,17 @@
-//! Agent identity from bearer API keys.
+//! Identity from bearer credentials: agents' API keys and approvers' admin tokens.
 //!
 //! Config holds only SHA-256 digests of keys. A presented key is hashed and compared with every
 //! configured digest in constant time (no early exit), so neither timing nor logs reveal keys.
 
-use crate::config::AgentConfig;
+use crate::config::Credential;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    #[error("agent {id}: api_key_sha256 must be 64 hex characters")]
+    #[error("{id}: api_key_sha256 must be 64 hex characters")]
     BadDigest { id: String },
-    #[error("agents {first} and {second} have the same API key; each agent needs its own")]
+    #[error("{first} and {second} have the same key; each needs its own")]
     SharedKey { first: String, second: String },
 }
 
@@ -21,7 +21,7 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    pub fn from_config(agents: &[AgentConfig]) -> Result<Self, AuthConfigError> {
+    pub fn from_config(agents: &[Credential]) -> Result<Self, AuthConfigError> {
         let agents = agents
             .iter()
             .map(|a| {
@@ -68,11 +68,11 @@ mod tests {
 
     fn keys() -> ApiKeys {
         ApiKeys::from_config(&[
-            AgentConfig {
+            Credential {
                 id: "a".into(),
                 api_key_sha256: key_digest("key-a"),
             },
-            AgentConfig {
+            Credential {
                 id: "b".into(),
                 api_key_sha256: key_digest("key-b"),
             },
@@ -92,11 +92,11 @@ mod tests {
     #[test]
     fn rejects_two_agents_with_one_key() {
         let shared = [
-            AgentConfig {
+            Credential {
                 id: "a".into(),
                 api_key_sha256: key_digest("same"),
             },
-            AgentConfig {
+            Credential {
                 id: "b".into(),
                 api_key_sha256: key_digest("same"),
             },
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_digests() {
-        let bad = [AgentConfig {
+        let bad = [Credential {
             id: "x".into(),
             api_key_sha256: "abc".into(),
         }];

@@ -40,13 +40,29 @@ pub struct GatewayConfig {
     pub policy: Option<PathBuf>,
     /// Agents and their API keys.
     #[serde(default)]
-    pub agents: Vec<AgentConfig>,
+    pub agents: Vec<Credential>,
     /// Upstream MCP servers by name. Names appear in events and prefix colliding tool names.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// The audit trail: signing key, journal, shipping to Kafka.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The admin gRPC API (approvals).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin API, off unless `listen` is set. Tokens are separate from agents' keys: an agent can
+/// never approve its own call.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the `verdict.v1.GatewayAdmin` gRPC service.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Approvers: their id (recorded as the approver) and the SHA-256 of their bearer token.
+    #[serde(default)]
+    pub tokens: Vec<Credential>,
 }
 
 /// Where decisions are recorded. Relative paths resolve against the config file's directory.
@@ -131,9 +147,10 @@ impl Default for AuditConfig {
     }
 }
 
+/// A bearer credential: an agent's API key or an admin token, by its holder's id.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AgentConfig {
+pub struct Credential {
     pub id: String,
     /// Lowercase hex SHA-256 of the agent's API key; the key itself is never stored.
     pub api_key_sha256: String,

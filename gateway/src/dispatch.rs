@@ -5,6 +5,7 @@
 //! forbids answering a cancelled request). Every `tools/call` passes the [`Decider`] before
 //! anything is forwarded.
 
+use crate::approvals::Approvals;
 use crate::audit::event::{self, DecisionFacts};
 use crate::audit::{Audit, RecordError};
 use crate::auth::ApiKeys;
@@ -38,6 +39,7 @@ pub struct Gateway {
     /// Notified when an upstream announces `tools/list_changed`.
     tools_changed: Arc<Notify>,
     pub audit: Audit,
+    pub approvals: Approvals,
 }
 
 impl Gateway {
@@ -60,6 +62,7 @@ impl Gateway {
             decider: Box::new(AllowAll),
             page_size: config.tools_page_size,
             audit,
+            approvals: Approvals::default(),
         })
     }
 
@@ -199,12 +202,25 @@ impl Gateway {
         let (kind, refusal) = match &decision.outcome {
             Outcome::Allow => (DecisionKind::Allow, None),
             Outcome::Hide => (DecisionKind::Hide, None),
-            Outcome::Deny => (DecisionKind::Deny, Some(format!("[policy denied] rule {}: {}", decision.rule_id, decision.reason))),
-            Outcome::RateLimited { .. } => (DecisionKind::RateLimited, Some(format!("[rate limited] rule {}: {}", decision.rule_id, decision.reason))),
-            Outcome::RequireApproval { .. } => (DecisionKind::Deny, Some(format!(
-                "[approval required] rule {}: this call needs a human approval, and approvals are not available in this gateway yet; it was not forwarded",
-                decision.rule_id
-            ))),
+            Outcome::Deny => (
+                DecisionKind::Deny,
+                Some(format!(
+                    "[policy denied] rule {}: {}",
+                    decision.rule_id, decision.reason
+                )),
+            ),
+            Outcome::RateLimited { .. } => (
+                DecisionKind::RateLimited,
+                Some(format!(
+                    "[rate limited] rule {}: {}",
+                    decision.rule_id, decision.reason
+                )),
+            ),
+            Outcome::RequireApproval { .. } => (DecisionKind::ApprovalRequested, None),
+        };
+        let approval_id = match decision.outcome {
+            Outcome::RequireApproval { .. } => uuid::Uuid::new_v4().to_string(),
+            _ => String::new(),
         };
         let facts = DecisionFacts {
             upstream: &upstream.name,
@@ -217,9 +233,15 @@ impl Gateway {
             reason: &decision.reason,
             policy_sha256: &decision.policy_sha256,
             request_id: Some(&id),
+            approval_id: &approval_id,
         };
-        // No call goes on, forwarded or refused, before its decision is in the journal.
-        let seq = match self.record(session, &facts).await {
+        // No call goes on, forwarded, held or refused, before its decision is in the journal.
+        let body = self.audit.events.decision(event::actor(session), &facts);
+        let request = match &body.kind {
+            Some(pb::event_body::Kind::Decision(d)) => d.clone(),
+            _ => unreachable!("a decision body"),
+        };
+        let mut seq = match self.record_or_defer(body).await {
             Ok(seq) => seq,
             Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
         };
@@ -227,6 +249,14 @@ impl Gateway {
         span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
         if decision.outcome == Outcome::Hide {
             return Some(unknown_tool(id, name));
+        }
+        let mut refusal = refusal;
+        if let Outcome::RequireApproval { timeout } = decision.outcome {
+            match self.await_approval(request, seq, timeout, cancel).await {
+                Held::Approved(approval_seq) => seq = approval_seq,
+                Held::Refused(text, refusal_seq) => (refusal, seq) = (Some(text), refusal_seq),
+                Held::Gone => return None,
+            }
         }
         let event_id = format!("{}:{seq}", self.audit.recorder.chain_id());
         if let Some(text) = refusal {
@@ -295,6 +325,71 @@ impl Gateway {
         reply
     }
 
+    /// Holds a call until a human decides it, its timeout passes, or its agent goes away; every
+    /// step is recorded (by the admin API for approve / reject, here for expiry).
+    async fn await_approval(
+        &self,
+        request: pb::Decision,
+        request_seq: u64,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Held {
+        let approval_id = request.approval_id.clone();
+        let actor = request.actor.clone().unwrap_or_default();
+        let now = event::now_nanos();
+        let info = pb::PendingApproval {
+            approval_id: approval_id.clone(),
+            agent_id: actor.agent_id,
+            session: actor.session,
+            upstream: request.upstream.clone(),
+            tool: request.tool.clone(),
+            risk: request.risk,
+            arguments_json: request.arguments_json.clone(),
+            arguments_sha256: request.arguments_sha256.clone(),
+            policy_sha256: request.policy_sha256.clone(),
+            rule_id: request.rule_id.clone(),
+            reason: request.reason.clone(),
+            requested_unix_nanos: now,
+            expires_unix_nanos: now
+                .saturating_add(i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX)),
+            chain_id: self.audit.recorder.chain_id().to_owned(),
+            seq: request_seq,
+        };
+        tracing::info!(approval_id = %approval_id, tool = %request.tool, agent = %info.agent_id, "call held for approval");
+        let decided = self.approvals.hold(info, request.clone());
+        let (expired_reason, gone) = tokio::select! {
+            resolution = decided => return match resolution {
+                Ok(r) if r.approved => Held::Approved(r.seq),
+                Ok(r) => Held::Refused(format!("[approval rejected] rule {} by {}: {}", request.rule_id, r.approver, r.reason), r.seq),
+                Err(_) => Held::Gone,
+            },
+            _ = tokio::time::sleep(timeout) => (format!("no decision within {} s", timeout.as_secs()), false),
+            _ = cancel.cancelled() => ("the agent cancelled the call while it waited".to_owned(), true),
+        };
+        if !self.approvals.withdraw(&approval_id) {
+            // Claimed at the last moment: the approver's decision stands, but this call is over.
+            return Held::Gone;
+        }
+        let rule_id = request.rule_id.clone();
+        let mut expired = request;
+        expired.decision = DecisionKind::ApprovalExpired as i32;
+        expired.reason = expired_reason.clone();
+        let seq = match self.record_or_defer(event::decision_body(expired)).await {
+            Ok(seq) => seq,
+            Err(_) if gone => 0,
+            Err(refused) => return Held::Refused(refused, 0),
+        };
+        if gone {
+            return Held::Gone;
+        }
+        Held::Refused(
+            format!(
+                "[approval expired] rule {rule_id}: {expired_reason}; the call was not forwarded"
+            ),
+            seq,
+        )
+    }
+
     /// Records a decision about a request in `session`; on failure, the refusal to send.
     async fn record(&self, session: &Session, facts: &DecisionFacts<'_>) -> Result<u64, String> {
         let body = self.audit.events.decision(event::actor(session), facts);
@@ -337,6 +432,16 @@ impl Gateway {
             self.audit.recorder.defer(&body);
         }
     }
+}
+
+/// How a held call ended.
+enum Held {
+    /// Approved, recorded as this seq: forward the call.
+    Approved(u64),
+    /// Rejected or expired: the text for the agent and the seq that recorded it.
+    Refused(String, u64),
+    /// The agent went away (or the decision came too late for it): no answer.
+    Gone,
 }
 
 /// What became of a forwarded call, from the reply the agent gets (`None`: cancelled).

@@ -6,6 +6,8 @@
 //!   [`auth`] maps bearer API keys to agent ids; [`session`] tracks agent sessions.
 //! - [`dispatch`]: one function per MCP method; every `tools/call` passes [`decision`] first,
 //!   which the [`policy`] engine implements.
+//! - [`approvals`]: calls a `require_approval` rule holds until a human decides them through the
+//!   [`admin`] gRPC API.
 //! - [`audit`]: each decision becomes a signed event in the journal before the call goes on, and
 //!   the journal is shipped to Kafka.
 //! - [`upstream`]: the MCP servers behind the gateway (HTTP or a child process), each spoken to in
@@ -14,6 +16,8 @@
 //! The gateway owns the agent-facing protocol and the decision. It must not verify chains or
 //! touch ClickHouse (the auditor's job), and it must never forward a call it has not decided.
 
+pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod catalog;

@@ -6,9 +6,12 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use verdict_gateway::admin::AdminService;
 use verdict_gateway::audit::shipper::Shipper;
 use verdict_gateway::audit::{Audit, Recorder};
+use verdict_gateway::auth::ApiKeys;
 use verdict_gateway::downstream;
 use verdict_gateway::{Gateway, GatewayConfig};
 
@@ -31,7 +34,8 @@ struct Args {
     #[arg(long)]
     agent: Option<String>,
     /// Once listening, write the bound address (e.g. 127.0.0.1:8780) to this file; with
-    /// `listen = "127.0.0.1:0"` this is how scripts and tests learn the port.
+    /// `listen = "127.0.0.1:0"` this is how scripts and tests learn the port. The admin API's
+    /// address goes to the same path with the extension `.admin`.
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
@@ -119,6 +123,25 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.ready_file {
         std::fs::write(path, address.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(admin) = config.admin.listen {
+        let tokens = ApiKeys::from_config(&config.admin.tokens)?;
+        let listener = tokio::net::TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("binding the admin API to {admin}"))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "admin API (approvals) listening");
+        if let Some(path) = &args.ready_file {
+            let path = path.with_extension("admin");
+            std::fs::write(&path, address.to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let service = AdminService::server(Arc::clone(&gateway), tokens);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal()),
+        );
     }
     let app = downstream::http::router(gateway)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

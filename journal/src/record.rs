@@ -109,7 +109,10 @@ mod tests {
         for i in 4..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x01;
-            assert!(matches!(decode(&bad), Framed::Damaged { .. }), "flip at {i}");
+            assert!(
+                matches!(decode(&bad), Framed::Damaged { .. }),
+                "flip at {i}"
+            );
         }
         let mut bad = out.clone();
         bad[0] = 0xff;

@@ -94,7 +94,11 @@ fn a_torn_tail_is_cut_off_at_every_cut_point() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.contains(".torn-"))
             .collect();
-        assert_eq!(torn.len(), usize::from(cut_off > 0), "the cut bytes are kept: {torn:?}");
+        assert_eq!(
+            torn.len(),
+            usize::from(cut_off > 0),
+            "the cut bytes are kept: {torn:?}"
+        );
         for name in torn {
             std::fs::remove_file(dir.path().join(name)).unwrap();
         }

@@ -76,12 +76,18 @@ impl HttpProcess {
             .arg("--config")
             .arg(self.dir.path().join("gateway.toml"))
             .env("RUST_LOG", "warn");
-        let (process, port) = Self::launch("verdict-gateway", command, self.dir.path(), self.starts)?;
+        let (process, port) =
+            Self::launch("verdict-gateway", command, self.dir.path(), self.starts)?;
         (self.process, self.port) = (process, port);
         Ok(())
     }
 
-    fn launch(name: &str, mut command: Command, dir: &Path, start: u32) -> Result<(ServerProcess, u16)> {
+    fn launch(
+        name: &str,
+        mut command: Command,
+        dir: &Path,
+        start: u32,
+    ) -> Result<(ServerProcess, u16)> {
         let ready = dir.join("ready");
         let _ = std::fs::remove_file(&ready);
         command.arg("--ready-file").arg(&ready);
@@ -118,6 +124,13 @@ impl HttpProcess {
         self.process.terminate(Duration::from_secs(20));
     }
 
+    /// The gateway's admin API URL (when its config sets `[admin] listen`).
+    pub fn admin_url(&self) -> String {
+        let address = std::fs::read_to_string(self.dir.path().join("ready.admin"))
+            .expect("the gateway wrote its admin address");
+        format!("http://{}", address.trim())
+    }
+
     /// The gateway's journal directory (the default `journal` beside its config).
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.path().join("journal")
@@ -131,9 +144,12 @@ impl HttpProcess {
 
 /// An rmcp client of `url` (Streamable HTTP) authenticated with `api_key`.
 pub async fn connect(url: &str, api_key: &str) -> RunningService<RoleClient, ()> {
-    let config =
-        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(api_key.to_owned());
-    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.expect("connecting to the MCP endpoint");
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
+        .auth_header(api_key.to_owned());
+    let client =
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .expect("connecting to the MCP endpoint");
     client
         .set_response_cache_config(rmcp::ClientCacheConfig::disabled())
         .await;
@@ -146,7 +162,10 @@ pub async fn call_tool(
     tool: &str,
     arguments: serde_json::Value,
 ) -> std::result::Result<CallToolResult, ServiceError> {
-    let arguments = arguments.as_object().expect("arguments are an object").clone();
+    let arguments = arguments
+        .as_object()
+        .expect("arguments are an object")
+        .clone();
     client
         .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
         .await

@@ -15,7 +15,11 @@ pub fn journal_events(dir: &Path) -> Vec<SignedEvent> {
     let mut reader = JournalReader::open(dir).expect("opening the journal");
     let mut events = Vec::new();
     while let Some(record) = reader.next_record().expect("reading the journal") {
-        assert!(!record.damaged, "damaged record at {} byte {}", record.segment, record.offset);
+        assert!(
+            !record.damaged,
+            "damaged record at {} byte {}",
+            record.segment, record.offset
+        );
         events.push(SignedEvent::decode(&record.payload).expect("journal records are envelopes"));
     }
     events
@@ -48,7 +52,8 @@ pub async fn consume(
     let start = Instant::now();
     let mut messages = Vec::new();
     while !done(&messages) && start.elapsed() < timeout {
-        let Ok(received) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else {
+        let Ok(received) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
+        else {
             continue;
         };
         let message = received.expect("consuming");
@@ -66,7 +71,10 @@ pub async fn consume(
 /// Whatever the verifier finds in `events` (in the order given), trusting `public_key`.
 pub fn findings(events: &[SignedEvent], public_key: &Path) -> Vec<Finding> {
     let mut keys = TrustedKeys::default();
-    keys.add(PublicKey::read_pem_file(public_key).expect("public key"), None);
+    keys.add(
+        PublicKey::read_pem_file(public_key).expect("public key"),
+        None,
+    );
     let mut verifier = ChainVerifier::new(keys);
     events
         .iter()

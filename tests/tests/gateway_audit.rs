@@ -53,10 +53,19 @@ fn assert_exactly_once(seqs: impl IntoIterator<Item = u64>, last: u64) {
     for seq in seqs {
         *counts.entry(seq).or_insert(0u32) += 1;
     }
-    let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).collect();
+    let duplicates: Vec<_> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
     assert!(duplicates.is_empty(), "duplicated seqs: {duplicates:?}");
     let missing: Vec<_> = (1..=last).filter(|s| !counts.contains_key(s)).collect();
-    assert!(missing.is_empty(), "missing seqs: {} (first {:?})", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "missing seqs: {} (first {:?})",
+        missing.len(),
+        missing.first()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,20 +97,29 @@ async fn ten_thousand_calls_from_eight_agents_reach_the_topic_exactly_once() {
         m.len() as u64 >= last
     })
     .await;
-    assert!(messages.iter().all(|m| m.key == b"test-chain"), "key = chain_id");
+    assert!(
+        messages.iter().all(|m| m.key == b"test-chain"),
+        "key = chain_id"
+    );
     let partitions: BTreeSet<_> = messages.iter().map(|m| m.partition).collect();
     assert_eq!(partitions.len(), 1, "one chain, one partition");
     let mut events: Vec<_> = messages.into_iter().map(|m| m.event).collect();
     events.sort_by_key(|e| e.seq);
     assert_exactly_once(events.iter().map(|e| e.seq), last);
-    assert!(trail::findings(&events, &gateway.public_key()).is_empty(), "every signature valid, chain linked");
+    assert!(
+        trail::findings(&events, &gateway.public_key()).is_empty(),
+        "every signature valid, chain linked"
+    );
     let decisions: Vec<_> = events.iter().filter_map(trail::decision).collect();
     let writes = decisions
         .iter()
         .filter(|d| d.tool == "memory_write" && d.decision == DecisionKind::Allow as i32)
         .count();
     assert_eq!(writes, 10_000);
-    let agents: BTreeSet<_> = decisions.iter().map(|d| d.actor.as_ref().unwrap().agent_id.clone()).collect();
+    let agents: BTreeSet<_> = decisions
+        .iter()
+        .map(|d| d.actor.as_ref().unwrap().agent_id.clone())
+        .collect();
     assert_eq!(agents.len(), 8);
     let ok_outcomes = events
         .iter()
@@ -128,7 +146,10 @@ async fn a_broker_outage_delays_shipping_but_loses_and_duplicates_nothing() {
                 while !stop.load(Ordering::Relaxed) {
                     let args = json!({"key": format!("outage-{agent}-{i}"), "value": "v"});
                     let result = call_tool(&client, "memory_write", args).await.unwrap();
-                    assert!(!is_error(&result), "calls keep succeeding during the outage");
+                    assert!(
+                        !is_error(&result),
+                        "calls keep succeeding during the outage"
+                    );
                     calls.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -141,7 +162,10 @@ async fn a_broker_outage_delays_shipping_but_loses_and_duplicates_nothing() {
     broker.stop();
     let during = calls.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert!(calls.load(Ordering::Relaxed) > during + 100, "calls went on while the broker was down");
+    assert!(
+        calls.load(Ordering::Relaxed) > during + 100,
+        "calls went on while the broker was down"
+    );
     broker.resume().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
@@ -155,13 +179,20 @@ async fn a_broker_outage_delays_shipping_but_loses_and_duplicates_nothing() {
     })
     .await;
     // Whatever else arrives late must not be a duplicate either.
-    assert_exactly_once(messages.iter().map(|m| m.event.seq).filter(|s| *s <= last), last);
+    assert_exactly_once(
+        messages.iter().map(|m| m.event.seq).filter(|s| *s <= last),
+        last,
+    );
     let writes = journal
         .iter()
         .filter_map(trail::decision)
         .filter(|d| d.tool == "memory_write")
         .count() as u64;
-    assert_eq!(writes, calls.load(Ordering::Relaxed), "one decision per call");
+    assert_eq!(
+        writes,
+        calls.load(Ordering::Relaxed),
+        "one decision per call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -195,9 +226,13 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
     gateway.restart_gateway().unwrap();
     let client = connect(&gateway.url(), &api_key(0)).await;
     for i in 0..10 {
-        let result = call_tool(&client, "memory_write", json!({"key": format!("after-{i}"), "value": "v"}))
-            .await
-            .unwrap();
+        let result = call_tool(
+            &client,
+            "memory_write",
+            json!({"key": format!("after-{i}"), "value": "v"}),
+        )
+        .await
+        .unwrap();
         assert!(!is_error(&result));
     }
     let _ = client.cancel().await;
@@ -209,21 +244,40 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
         (1..=events.len() as u64).collect::<Vec<_>>(),
         "seq contiguous across the crash"
     );
-    assert!(trail::findings(&events, &gateway.public_key()).is_empty(), "no gap, no fork");
+    assert!(
+        trail::findings(&events, &gateway.public_key()).is_empty(),
+        "no gap, no fork"
+    );
     let recorded: BTreeSet<String> = events
         .iter()
         .filter_map(trail::decision)
         .filter(|d| d.decision == DecisionKind::Allow as i32)
-        .map(|d| serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["key"].as_str().unwrap().to_owned())
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     // Ask the upstream itself what reached it.
     let direct = connect(&upstream.url(), "").await;
-    let listed = call_tool(&direct, "memory_search", json!({"query": "kill-"})).await.unwrap();
-    let listed = serde_json::to_value(&listed).unwrap()["content"][0]["text"].as_str().unwrap().to_owned();
+    let listed = call_tool(&direct, "memory_search", json!({"query": "kill-"}))
+        .await
+        .unwrap();
+    let listed = serde_json::to_value(&listed).unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let forwarded: Vec<&str> = listed.lines().collect();
     assert!(forwarded.len() as u64 >= acknowledged);
-    let unrecorded: Vec<_> = forwarded.iter().filter(|k| !recorded.contains(**k)).collect();
-    assert!(unrecorded.is_empty(), "forwarded without a journaled decision: {unrecorded:?}");
+    let unrecorded: Vec<_> = forwarded
+        .iter()
+        .filter(|k| !recorded.contains(**k))
+        .collect();
+    assert!(
+        unrecorded.is_empty(),
+        "forwarded without a journaled decision: {unrecorded:?}"
+    );
 
     let verify = Command::new(cargo_bin("verdict"))
         .arg("verify")
@@ -233,7 +287,11 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
         .arg(gateway.public_key())
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 /// Undoes `chattr +i` whatever happens to the test.
@@ -241,14 +299,24 @@ struct Immutable<'a>(&'a Path);
 
 impl<'a> Immutable<'a> {
     fn set(dir: &'a Path) -> Self {
-        assert!(Command::new("chattr").arg("-R").arg("+i").arg(dir).status().unwrap().success());
+        assert!(Command::new("chattr")
+            .arg("-R")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success());
         Self(dir)
     }
 }
 
 impl Drop for Immutable<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-R").arg("-i").arg(self.0).status();
+        let _ = Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(self.0)
+            .status();
     }
 }
 
@@ -268,33 +336,67 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
     let gateway = HttpProcess::gateway(&config(1, &stdio_upstream(), None)).unwrap();
     let health = format!("http://127.0.0.1:{}/healthz", gateway.port);
     let client = connect(&gateway.url(), &api_key(0)).await;
-    assert!(!is_error(&call_tool(&client, "memory_write", json!({"key": "before", "value": "v"})).await.unwrap()));
+    assert!(!is_error(
+        &call_tool(
+            &client,
+            "memory_write",
+            json!({"key": "before", "value": "v"})
+        )
+        .await
+        .unwrap()
+    ));
     {
         let journal = gateway.journal_dir();
         let _guard = Immutable::set(&journal);
-        let refused = call_tool(&client, "memory_write", json!({"key": "refused", "value": "v"})).await;
+        let refused = call_tool(
+            &client,
+            "memory_write",
+            json!({"key": "refused", "value": "v"}),
+        )
+        .await;
         let error = refused.expect_err("fails closed");
         let text = error.to_string();
-        assert!(text.contains("-32030") || text.contains("audit journal"), "{text}");
+        assert!(
+            text.contains("-32030") || text.contains("audit journal"),
+            "{text}"
+        );
         let response = reqwest::get(&health).await.unwrap();
         assert_eq!(response.status(), 503);
         assert!(response.text().await.unwrap().contains("audit journal"));
     }
     let start = Instant::now();
     while reqwest::get(&health).await.unwrap().status() != 200 {
-        assert!(start.elapsed() < Duration::from_secs(10), "healthy again once writable");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "healthy again once writable"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!is_error(&call_tool(&client, "memory_write", json!({"key": "after", "value": "v"})).await.unwrap()));
+    assert!(!is_error(
+        &call_tool(
+            &client,
+            "memory_write",
+            json!({"key": "after", "value": "v"})
+        )
+        .await
+        .unwrap()
+    ));
     let _ = client.cancel().await;
 
     let events = journal_events(&gateway.journal_dir());
     assert!(trail::findings(&events, &gateway.public_key()).is_empty());
-    let decisions: Vec<_> = events.iter().filter_map(trail::decision).filter(|d| d.tool == "memory_write").collect();
+    let decisions: Vec<_> = events
+        .iter()
+        .filter_map(trail::decision)
+        .filter(|d| d.tool == "memory_write")
+        .collect();
     let keys: Vec<_> = decisions
         .iter()
         .map(|d| {
-            let key = serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["key"].as_str().unwrap().to_owned();
+            let key = serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             (key, d.decision)
         })
         .collect();
@@ -306,7 +408,11 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
             ("after".to_owned(), DecisionKind::Allow as i32),
         ]
     );
-    assert!(decisions[1].reason.contains("audit journal"), "{}", decisions[1].reason);
+    assert!(
+        decisions[1].reason.contains("audit journal"),
+        "{}",
+        decisions[1].reason
+    );
 }
 
 /// Runs `verdict verify --journal DIR` and returns (success, stdout).
@@ -319,7 +425,10 @@ fn verify(journal: &Path, public_key: &Path) -> (bool, String) {
         .arg(public_key)
         .output()
         .unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +436,13 @@ async fn verify_names_the_position_of_a_flipped_byte_a_deleted_record_and_a_swap
     let mut gateway = HttpProcess::gateway(&config(1, &stdio_upstream(), None)).unwrap();
     let client = connect(&gateway.url(), &api_key(0)).await;
     for i in 0..10 {
-        call_tool(&client, "memory_write", json!({"key": format!("k{i}"), "value": "세션 삭제"})).await.unwrap();
+        call_tool(
+            &client,
+            "memory_write",
+            json!({"key": format!("k{i}"), "value": "세션 삭제"}),
+        )
+        .await
+        .unwrap();
     }
     let _ = client.cancel().await;
     gateway.terminate();
@@ -361,14 +476,27 @@ async fn verify_names_the_position_of_a_flipped_byte_a_deleted_record_and_a_swap
     let mut bytes = original.clone();
     bytes[end7 - 1] ^= 0x01;
     let report = tampered(bytes);
-    assert!(report.contains(&format!("damaged_record   seq 7")) && report.contains(&at(start7)), "{report}");
-    assert!(report.lines().any(|l| l.contains("bad_signature") && l.contains("seq 7") && l.contains(&at(start7))), "{report}");
+    assert!(
+        report.contains(&format!("damaged_record   seq 7")) && report.contains(&at(start7)),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("bad_signature") && l.contains("seq 7") && l.contains(&at(start7))),
+        "{report}"
+    );
 
     // A deleted record: seq 7's bytes removed; the break shows where seq 8 now starts.
     let mut bytes = original[..start7].to_vec();
     bytes.extend_from_slice(&original[end7..]);
     let report = tampered(bytes);
-    assert!(report.lines().any(|l| l.contains("gap") && l.contains("seq 7") && l.contains(&at(start7))), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("gap") && l.contains("seq 7") && l.contains(&at(start7))),
+        "{report}"
+    );
 
     // A swapped pair: seq 8 written before seq 7.
     let (start8, end8) = span(8);
@@ -377,7 +505,17 @@ async fn verify_names_the_position_of_a_flipped_byte_a_deleted_record_and_a_swap
     bytes.extend_from_slice(&original[start7..end7]);
     bytes.extend_from_slice(&original[end8..]);
     let report = tampered(bytes);
-    assert!(report.lines().any(|l| l.contains("gap") && l.contains("seq 7") && l.contains(&at(start7))), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("gap") && l.contains("seq 7") && l.contains(&at(start7))),
+        "{report}"
+    );
     let moved7 = start7 + (end8 - start8);
-    assert!(report.lines().any(|l| l.contains("reorder") && l.contains("seq 7") && l.contains(&at(moved7))), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("reorder") && l.contains("seq 7") && l.contains(&at(moved7))),
+        "{report}"
+    );
 }

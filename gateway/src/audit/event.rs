@@ -39,6 +39,7 @@ pub struct DecisionFacts<'a> {
     pub reason: &'a str,
     pub policy_sha256: &'a [u8],
     pub request_id: Option<&'a Value>,
+    pub approval_id: &'a str,
 }
 
 impl EventBuilder {
@@ -67,6 +68,7 @@ impl EventBuilder {
             policy_sha256: facts.policy_sha256.to_vec(),
             reason: facts.reason.into(),
             request_id: facts.request_id.map(Value::to_string).unwrap_or_default(),
+            approval_id: facts.approval_id.into(),
             ..Default::default()
         };
         if let Some(arguments) = facts.arguments {
@@ -173,6 +175,12 @@ pub fn actor(session: &Session) -> pb::Actor {
     }
 }
 
+/// A body for an already built decision (the steps of an approval), stamped with the current
+/// time.
+pub fn decision_body(decision: pb::Decision) -> pb::EventBody {
+    body(Kind::Decision(decision))
+}
+
 /// An outcome body for the decision at `decision_seq`.
 pub fn outcome(decision_seq: u64, outcome: pb::Outcome) -> pb::EventBody {
     body(Kind::Outcome(pb::Outcome {
@@ -210,13 +218,18 @@ pub fn checkpoint(
 }
 
 fn body(kind: Kind) -> pb::EventBody {
+    pb::EventBody {
+        time_unix_nanos: now_nanos(),
+        kind: Some(kind),
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    pb::EventBody {
-        time_unix_nanos: i64::try_from(now.as_nanos()).unwrap_or(i64::MAX),
-        kind: Some(kind),
-    }
+    i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// The lowercase name of a decision kind, e.g. `rate_limited`.

@@ -1,0 +1,103 @@
+//! The admin gRPC API (`verdict.v1.GatewayAdmin`): approvers list held calls and decide them.
+//!
+//! Approvers authenticate with bearer tokens from `[admin] tokens` (separate from agents' keys, so
+//! an agent cannot approve its own call); the token's id is the approver recorded in the event.
+//! A decision is journaled before the held call is released: an approval that cannot be recorded
+//! releases nothing (the call is refused and the approver gets UNAVAILABLE).
+
+use crate::approvals::{DecideError, Resolution};
+use crate::audit::event;
+use crate::auth::ApiKeys;
+use crate::Gateway;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use verdict_proto::pb::gateway_admin_server::{GatewayAdmin, GatewayAdminServer};
+use verdict_proto::pb::{self, DecisionKind};
+
+pub struct AdminService {
+    gateway: Arc<Gateway>,
+    tokens: ApiKeys,
+}
+
+impl AdminService {
+    pub fn server(gateway: Arc<Gateway>, tokens: ApiKeys) -> GatewayAdminServer<Self> {
+        GatewayAdminServer::new(Self { gateway, tokens })
+    }
+
+    /// The approver's id from the request's bearer token.
+    fn approver<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.tokens
+            .authenticate(authorization)
+            .map(str::to_owned)
+            .ok_or_else(|| Status::unauthenticated("missing or unknown admin token"))
+    }
+}
+
+#[tonic::async_trait]
+impl GatewayAdmin for AdminService {
+    async fn list_approvals(
+        &self,
+        request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        self.approver(&request)?;
+        Ok(Response::new(pb::ListApprovalsResponse {
+            approvals: self.gateway.approvals.list(),
+        }))
+    }
+
+    async fn decide_approval(
+        &self,
+        request: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::DecideApprovalResponse>, Status> {
+        let approver = self.approver(&request)?;
+        let asked = request.into_inner();
+        let claimed = self
+            .gateway
+            .approvals
+            .claim(&asked.approval_id, &asked.arguments_sha256)
+            .map_err(|e| match e {
+                DecideError::NotFound(_) => Status::not_found(e.to_string()),
+                DecideError::ArgumentsDiffer(_) => Status::failed_precondition(e.to_string()),
+            })?;
+        let kind = if asked.approve {
+            DecisionKind::Approved
+        } else {
+            DecisionKind::Rejected
+        };
+        let reason = match (asked.reason.trim(), asked.approve) {
+            ("", true) => format!("approved by {approver}"),
+            ("", false) => format!("rejected by {approver}"),
+            (given, _) => given.to_owned(),
+        };
+        let mut decision = claimed.request.clone();
+        decision.decision = kind as i32;
+        decision.approver = approver.clone();
+        decision.reason = reason.clone();
+        let body = event::decision_body(decision);
+        let recorded = self.gateway.audit.recorder.record(&body).await;
+        let (approved, seq, result) = match recorded {
+            Ok(seq) => (asked.approve, seq, Ok(seq)),
+            Err(error) => {
+                self.gateway.audit.recorder.defer(&body);
+                (false, 0, Err(Status::unavailable(error.to_string())))
+            }
+        };
+        tracing::info!(approval_id = %asked.approval_id, %approver, approved, seq, "approval decided");
+        claimed.resolve(Resolution {
+            approved,
+            approver,
+            reason,
+            seq,
+        });
+        let seq = result?;
+        Ok(Response::new(pb::DecideApprovalResponse {
+            decision: kind as i32,
+            chain_id: self.gateway.audit.recorder.chain_id().to_owned(),
+            seq,
+        }))
+    }
+}
