@@ -179,8 +179,13 @@ pub fn producer(brokers: &str) -> FutureProducer {
         .expect("creating a producer")
 }
 
-/// Sends `(key, payload)` messages in order and waits until all are acknowledged.
-pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) {
+/// Sends `(key, payload)` messages in order and waits until all are acknowledged; returns each
+/// message's `(partition, offset)`.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[(String, Vec<u8>)],
+) -> Vec<(i32, i64)> {
     let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(messages.len());
     for (key, payload) in messages {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
@@ -198,13 +203,13 @@ pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[(String
             }
         }
     }
+    let mut positions = Vec::with_capacity(pending.len());
     for delivery in pending {
-        delivery
-            .await
-            .expect("delivery channel")
-            .map_err(|(e, _)| e)
-            .expect("message delivered");
+        let delivered = delivery.await.expect("delivery channel");
+        let delivered = delivered.map_err(|(e, _)| e).expect("message delivered");
+        positions.push((delivered.partition, delivered.offset));
     }
+    positions
 }
 
 /// Sum of the offsets `group` committed on `topic`'s partitions `0..partitions`.
