@@ -28,14 +28,14 @@ pub fn key_in(dir: &Path, name: &str) -> (SecretKey, PathBuf) {
 /// The body of event number `i` (1-based) of a test chain.
 pub fn body(i: u64) -> Vec<u8> {
     let time_unix_nanos = 1_700_000_000_000_000_000 + i as i64 * 1_000_000;
-    let kind = if i % CHECKPOINT_EVERY == 0 {
+    let kind = if i.is_multiple_of(CHECKPOINT_EVERY) {
         Kind::Checkpoint(pb::Checkpoint {
             head_seq: i - 1,
             head_hash: vec![0; 32],
             reason: "periodic".into(),
             interval_secs: CHECKPOINT_INTERVAL_SECS,
         })
-    } else if i % 3 == 0 {
+    } else if i.is_multiple_of(3) {
         Kind::Outcome(pb::Outcome {
             decision_seq: i - 1,
             kind: pb::OutcomeKind::Ok as i32,
