@@ -7,8 +7,10 @@
 //! [`Broker`] runs `tansu` with SQLite storage (the engine whose offsets are exact; see
 //! README "Local broker").
 
+pub mod auditor;
 pub mod bins;
 pub mod broker;
+pub mod chains;
 pub mod clickhouse;
 pub mod mcp;
 pub mod process;

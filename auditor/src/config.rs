@@ -1,0 +1,242 @@
+//! Auditor configuration: a TOML file, then `VERDICT_AUDITOR_*` environment overrides (`__`
+//! separates nesting, e.g. `VERDICT_AUDITOR_KAFKA__BROKERS=127.0.0.1:9092`).
+//!
+//! Unknown keys are errors, so a misspelt setting is reported instead of silently ignored. The
+//! trusted keys are loaded here too, once, so a weak or unreadable key stops the auditor at start
+//! instead of turning every event into a finding.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use verdict_proto::keys::KeyError;
+use verdict_proto::{PublicKey, TrustedKeys};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditorConfig {
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
+    /// Public key files (`verdict.pub`, SPKI PEM), each optionally restricted to some chains.
+    #[serde(default)]
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+    /// A directory whose `*.pub` and `*.pem` files are all trusted for every chain.
+    #[serde(default)]
+    pub trusted_keys_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Address of the HTTP server for `/metrics` (Prometheus) and `/healthz`; none if unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds of slack after a chain's promised checkpoint interval before a `silent_chain`
+    /// finding is stored.
+    #[serde(default = "default_grace")]
+    pub checkpoint_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Consumer group; every auditor of one deployment shares it.
+    #[serde(default = "default_group")]
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    #[serde(default = "default_clickhouse_url")]
+    pub url: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: default_clickhouse_url(),
+            database: default_database(),
+            user: None,
+            password: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    pub path: PathBuf,
+    /// Chains this key may sign; any chain when absent.
+    #[serde(default)]
+    pub chains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most messages verified and stored together.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Longest wait for a batch to fill before it is processed anyway.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+impl BatchConfig {
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+fn default_topic() -> String {
+    "verdict.events".into()
+}
+fn default_group() -> String {
+    "verdict-auditor".into()
+}
+fn default_clickhouse_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_database() -> String {
+    "default".into()
+}
+fn default_max_events() -> usize {
+    5000
+}
+fn default_max_wait_ms() -> u64 {
+    200
+}
+fn default_grace() -> u64 {
+    30
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid auditor configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("trusted key: {0}")]
+    Key(#[from] KeyError),
+    #[error("reading trusted_keys_dir {path}: {source}")]
+    KeyDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no trusted keys configured: every event would be a finding")]
+    NoKeys,
+    #[error("batch.max_events must be at least 1")]
+    EmptyBatch,
+}
+
+impl AuditorConfig {
+    /// Loads `path` (if given) and applies `VERDICT_AUDITOR_*` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Self = figment
+            .merge(
+                Env::prefixed("VERDICT_AUDITOR_")
+                    // Read by the binary itself, not settings.
+                    .filter(|key| key != "config" && key != "crash_after_insert")
+                    .split("__"),
+            )
+            .extract()
+            .map_err(Box::new)?;
+        if config.batch.max_events == 0 {
+            return Err(ConfigError::EmptyBatch);
+        }
+        Ok(config)
+    }
+
+    /// Reads every configured key file (each checked for weakness when parsed).
+    pub fn trusted_keys(&self) -> Result<TrustedKeys, ConfigError> {
+        let mut keys = TrustedKeys::default();
+        for entry in &self.trusted_keys {
+            keys.add(PublicKey::read_pem_file(&entry.path)?, entry.chains.clone());
+        }
+        if let Some(dir) = &self.trusted_keys_dir {
+            let io = |source| ConfigError::KeyDir {
+                path: dir.clone(),
+                source,
+            };
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(io)?
+                .map(|entry| entry.map(|e| e.path()))
+                .collect::<Result<_, _>>()
+                .map_err(io)?;
+            paths.retain(|p| p.extension().is_some_and(|e| e == "pub" || e == "pem"));
+            paths.sort();
+            for path in paths {
+                keys.add(PublicKey::read_pem_file(&path)?, None);
+            }
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::NoKeys);
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verdict_proto::keys::write_keypair;
+    use verdict_proto::SecretKey;
+
+    #[test]
+    fn loads_defaults_and_keys_from_a_file_and_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, one) =
+            write_keypair(&dir.path().join("one"), &SecretKey::generate(), false).unwrap();
+        let (_, _) =
+            write_keypair(&dir.path().join("many"), &SecretKey::generate(), false).unwrap();
+        let file = dir.path().join("auditor.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "trusted_keys_dir = {:?}\n[kafka]\nbrokers = \"127.0.0.1:1\"\n\
+                 [[trusted_keys]]\npath = {:?}\nchains = [\"gw-1\"]\n",
+                dir.path().join("many"),
+                one
+            ),
+        )
+        .unwrap();
+        let config = AuditorConfig::load(Some(&file)).unwrap();
+        assert_eq!(config.kafka.topic, "verdict.events");
+        assert_eq!(config.kafka.group, "verdict-auditor");
+        assert_eq!(config.batch.max_events, 5000);
+        assert_eq!(config.clickhouse.database, "default");
+        assert_eq!(config.trusted_keys().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auditor.toml");
+        std::fs::write(&file, "[kafka]\nbrokers = \"x\"\nbrokerz = \"y\"\n").unwrap();
+        let error = AuditorConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("brokerz"), "{error}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Reading the audit topic in batches, and committing offsets only for what has been stored.
+//!
+//! Auto-commit is off: the auditor commits an explicit list of offsets (last stored + 1 per
+//! partition) after the batch's rows are in ClickHouse, so a crash between insert and commit
+//! means redelivery (absorbed by [`crate::resolve`]), never loss. A partition assignment raises a
+//! flag the pipeline checks before verifying, so chain state is reloaded from ClickHouse for
+//! partitions that another auditor may have advanced.
+
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::rows::SourcePosition;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One message as received.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub source: SourcePosition,
+}
+
+pub struct AuditContext {
+    assigned: AtomicBool,
+    metrics: Metrics,
+}
+
+impl ClientContext for AuditContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|(&id, p)| id >= 0 && p.consumer_lag >= 0)
+            .map(|(_, p)| p.consumer_lag)
+            .sum();
+        self.metrics.consumer_lag.set(lag);
+    }
+}
+
+impl ConsumerContext for AuditContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let ids: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(?ids, "partitions assigned");
+                self.assigned.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Revoke(partitions) => {
+                let ids: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(?ids, "partitions revoked");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+}
+
+pub struct AuditConsumer {
+    inner: StreamConsumer<AuditContext>,
+    topic: String,
+}
+
+impl AuditConsumer {
+    pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaError> {
+        let context = AuditContext {
+            assigned: AtomicBool::new(false),
+            metrics,
+        };
+        let inner: StreamConsumer<AuditContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(context)?;
+        inner.subscribe(&[&config.topic])?;
+        Ok(Self {
+            inner,
+            topic: config.topic.clone(),
+        })
+    }
+
+    /// Whether partitions were assigned since the last call.
+    pub fn take_assigned(&self) -> bool {
+        self.inner.context().assigned.swap(false, Ordering::SeqCst)
+    }
+
+    /// Up to `max` messages, returning early after `wait` (possibly with none) or on `shutdown`.
+    pub async fn next_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> Vec<RawMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                received = self.inner.recv() => match received {
+                    Ok(message) => batch.push(RawMessage {
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        source: SourcePosition {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                        },
+                    }),
+                    Err(error) => tracing::warn!(%error, "kafka consumer error"),
+                },
+            }
+        }
+        batch
+    }
+
+    /// Commits `next` (partition → next offset to read) synchronously.
+    pub fn commit(&self, next: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in next {
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        }
+        tokio::task::block_in_place(|| self.inner.commit(&list, CommitMode::Sync))
+    }
+}

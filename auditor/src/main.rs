@@ -1,0 +1,95 @@
+//! `verdict-auditor`: verifies the audit topic and stores events and findings in ClickHouse.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+use verdict_auditor::{Auditor, AuditorConfig, Metrics};
+
+/// Verdict auditor: consumes the audit topic, verifies every event's signature and chain link
+/// with the trusted keys, and stores events, integrity findings and chain heads in ClickHouse.
+///
+/// Settings (TOML; each overridable by VERDICT_AUDITOR_<KEY>, nested keys joined with `__`,
+/// e.g. VERDICT_AUDITOR_KAFKA__BROKERS):
+///
+///   kafka.brokers          bootstrap servers, e.g. "127.0.0.1:9092" (required)
+///   kafka.topic            audit topic (default "verdict.events")
+///   kafka.group            consumer group shared by all auditors (default "verdict-auditor")
+///   clickhouse.url         HTTP interface (default "http://127.0.0.1:8123")
+///   clickhouse.database    database (default "default"); tables are created on start
+///   clickhouse.user        user (optional)
+///   clickhouse.password    password (optional)
+///   [[trusted_keys]]       path = "gw.pub" (SPKI PEM), chains = ["gw-1"] (optional: the only
+///                          chains this key may sign)
+///   trusted_keys_dir       every *.pub / *.pem file in it is trusted for any chain
+///   batch.max_events       most messages verified and stored together (default 5000)
+///   batch.max_wait_ms      longest wait for a batch to fill (default 200)
+///   metrics_listen         address for /metrics (Prometheus) and /healthz (optional)
+///   checkpoint_grace_secs  slack after a chain's checkpoint interval before a silent_chain
+///                          finding (default 30)
+///
+/// Offsets are committed only after a batch's rows are stored. SIGTERM or ctrl-c finishes the
+/// current batch, commits it and exits. For fault tests only, VERDICT_AUDITOR_CRASH_AFTER_INSERT=N
+/// aborts the process after the N-th stored batch, before its offsets are committed.
+#[derive(Parser)]
+#[command(name = "verdict-auditor", version, verbatim_doc_comment)]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "VERDICT_AUDITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Once the schema is migrated, the group joined and the heads restored, write "ready"
+    /// (or the metrics address, when metrics_listen is set) to this file.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = AuditorConfig::load(args.config.as_deref())?;
+    let crash_after_insert = match std::env::var("VERDICT_AUDITOR_CRASH_AFTER_INSERT") {
+        Ok(n) => Some(
+            n.parse()
+                .context("VERDICT_AUDITOR_CRASH_AFTER_INSERT must be a number")?,
+        ),
+        Err(_) => None,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let metrics = Metrics::default();
+    let mut ready = "ready".to_owned();
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        ready = listener.local_addr()?.to_string();
+        tracing::info!(address = %ready, "serving /metrics and /healthz");
+        tokio::spawn(metrics.clone().serve(listener, shutdown.clone()));
+    }
+    let auditor = Auditor::start(&config, metrics, &shutdown)
+        .await?
+        .crash_after_insert(crash_after_insert);
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, &ready).with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, "auditor running");
+    auditor.run(shutdown).await?;
+    Ok(())
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested: finishing the current batch");
+    shutdown.cancel();
+}

@@ -1,0 +1,276 @@
+//! One batch, from received messages to rows: decode, verify (batch signature verification per
+//! batch, chain checks per chain in arrival order), resolve repeats against stored rows, and build
+//! the event, finding and chain-head rows plus the offsets to commit once they are stored.
+//!
+//! Nothing is dropped: an undecodable message becomes a `malformed` finding carrying its raw bytes
+//! and Kafka position (its `chain_id` is the message key when that is UTF-8, unverified), and
+//! every break the verifier reports becomes a finding with the offending message as evidence.
+//! Stored envelopes are the bytes as received. Rows are written findings first, then events,
+//! then heads, so a persisted head never points past stored events.
+
+use crate::consumer::RawMessage;
+use crate::heads::Heads;
+use crate::metrics::Metrics;
+use crate::resolve::{needs_lookup, resolve, Action, Around, Known};
+use crate::rows::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
+use crate::store::{with_retry, Stopped, Store};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use verdict_proto::verify::EventStatus;
+use verdict_proto::{BreakKind, ChainVerifier, Finding, SignedEvent, TrustedKeys};
+
+/// The rows of one batch and the offsets to commit after storing them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<EventRow>,
+    pub findings: Vec<FindingRow>,
+    pub heads: Vec<ChainHeadRow>,
+    /// Partition → next offset to read.
+    pub commit: BTreeMap<i32, i64>,
+}
+
+pub struct Pipeline {
+    keys: TrustedKeys,
+    verifier: ChainVerifier,
+    heads: Heads,
+    store: Store,
+    metrics: Metrics,
+    grace: Duration,
+}
+
+type Key = (String, u64);
+
+impl Pipeline {
+    pub fn new(keys: TrustedKeys, store: Store, metrics: Metrics, grace: Duration) -> Self {
+        Self {
+            verifier: ChainVerifier::new(keys.clone()),
+            keys,
+            heads: Heads::default(),
+            store,
+            metrics,
+            grace,
+        }
+    }
+
+    /// Forgets all chain state and restores it from the persisted heads (on start and on every
+    /// partition assignment, when another auditor may have advanced a chain).
+    pub async fn reload(&mut self, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        let (store, metrics) = (&self.store, &self.metrics);
+        let (verifier, heads) = with_retry(metrics, shutdown, "restoring chain heads", || async {
+            let mut verifier = ChainVerifier::new(self.keys.clone());
+            let mut heads = Heads::default();
+            heads.restore(store, &mut verifier).await?;
+            Ok((verifier, heads))
+        })
+        .await?;
+        tracing::info!(
+            chains = verifier.chain_ids().count(),
+            "chain heads restored"
+        );
+        (self.verifier, self.heads) = (verifier, heads);
+        Ok(())
+    }
+
+    pub async fn process(
+        &mut self,
+        messages: &[RawMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<Batch, Stopped> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let (now_secs, now_nanos) = (now.as_secs() as u32, now.as_nanos() as i64);
+        let finding_row = |finding: Finding, message: &RawMessage| FindingRow {
+            kind: finding.kind.as_str().into(),
+            chain_id: finding.chain_id,
+            seq: finding.seq,
+            last_seq: finding.last_seq,
+            detail: finding.detail,
+            detected_at: now_secs,
+            detected_unix_nanos: now_nanos,
+            evidence: message.payload.clone(),
+            evidence_sha256: crate::sha256_hex(&message.payload),
+            kafka_partition: message.source.partition,
+            kafka_offset: message.source.offset,
+        };
+        let mut batch = Batch::default();
+        let mut events = Vec::with_capacity(messages.len());
+        let mut received = Vec::with_capacity(messages.len());
+        for message in messages {
+            let next = batch.commit.entry(message.source.partition).or_default();
+            *next = (*next).max(message.source.offset + 1);
+            match SignedEvent::decode(&message.payload) {
+                Ok(event) => {
+                    events.push(event);
+                    received.push(message);
+                }
+                Err(error) => {
+                    let chain_id = message
+                        .key
+                        .as_deref()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .unwrap_or_default();
+                    batch.findings.push(finding_row(
+                        malformed(chain_id, 0, error.to_string()),
+                        message,
+                    ));
+                }
+            }
+        }
+        let verdicts = self.verifier.verify_batch(&events);
+        let mut known = self.lookup(&events, &verdicts, shutdown).await?;
+        let mut touched = BTreeSet::new();
+        for ((event, verdict), message) in events.iter().zip(verdicts).zip(received) {
+            let _span = tracing::debug_span!("event", chain_id = %event.chain_id, seq = event.seq)
+                .entered();
+            self.heads.heard(&event.chain_id);
+            let around = Around {
+                at: known.get(&(event.chain_id.clone(), event.seq)),
+                before: known.get(&(event.chain_id.clone(), event.seq - 1)),
+                after: known.get(&(event.chain_id.clone(), event.seq + 1)),
+            };
+            let finding = match resolve(event, verdict, message.source, around) {
+                Action::Skip => {
+                    self.metrics
+                        .verified
+                        .get_or_create(&[("status", "redelivered")])
+                        .inc();
+                    None
+                }
+                Action::FindingOnly(finding) => Some(finding),
+                Action::Store { status, finding } => {
+                    self.metrics
+                        .verified
+                        .get_or_create(&[("status", status.as_str())])
+                        .inc();
+                    match EventRow::from_event(event, status, message.source, now_secs) {
+                        Ok(mut row) => {
+                            row.envelope = message.payload.clone();
+                            known.insert(
+                                (event.chain_id.clone(), event.seq),
+                                known_row(&row, status, message.source),
+                            );
+                            if self
+                                .verifier
+                                .head(&event.chain_id)
+                                .is_some_and(|h| h.seq == event.seq && h.hash == event.hash)
+                            {
+                                self.heads.advance(event, &row);
+                                touched.insert(event.chain_id.clone());
+                            }
+                            batch.events.push(row);
+                            finding
+                        }
+                        Err(error) => {
+                            Some(malformed(&event.chain_id, event.seq, error.to_string()))
+                        }
+                    }
+                }
+            };
+            if let Some(finding) = finding {
+                tracing::warn!(kind = finding.kind.as_str(), detail = %finding.detail, "finding");
+                batch.findings.push(finding_row(finding, message));
+            }
+        }
+        batch
+            .findings
+            .extend(self.heads.silent(self.grace, now_secs, now_nanos));
+        for finding in &batch.findings {
+            self.metrics
+                .findings
+                .get_or_create(&[("kind", kind_label(&finding.kind))])
+                .inc();
+        }
+        batch.heads = self.heads.rows(touched.iter().map(String::as_str));
+        Ok(batch)
+    }
+
+    /// Stored rows around every event that is not simply its chain's next one.
+    async fn lookup(
+        &self,
+        events: &[SignedEvent],
+        verdicts: &[verdict_proto::Verdict],
+        shutdown: &CancellationToken,
+    ) -> Result<HashMap<Key, Known>, Stopped> {
+        let mut ranges: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (event, verdict) in events.iter().zip(verdicts) {
+            if needs_lookup(verdict) {
+                let range = ranges
+                    .entry(&event.chain_id)
+                    .or_insert((event.seq, event.seq));
+                *range = (range.0.min(event.seq), range.1.max(event.seq));
+            }
+        }
+        let mut known = HashMap::new();
+        for (chain_id, (first, last)) in ranges {
+            let rows = with_retry(&self.metrics, shutdown, "reading stored events", || {
+                self.store
+                    .events_in(chain_id, first.saturating_sub(1), last + 1)
+            })
+            .await?;
+            for row in rows {
+                let trusted = row.verification != EventStatus::Untrusted.as_str();
+                let source = SourcePosition {
+                    partition: row.kafka_partition,
+                    offset: row.kafka_offset,
+                };
+                known.insert(
+                    (chain_id.to_owned(), row.seq),
+                    Known {
+                        hash: row.hash,
+                        prev_hash: row.prev_hash,
+                        trusted,
+                        source,
+                    },
+                );
+            }
+        }
+        Ok(known)
+    }
+
+    /// Writes the batch (findings, events, heads), retrying while ClickHouse is down.
+    pub async fn store(&self, batch: &Batch, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        let started = Instant::now();
+        let store = &self.store;
+        with_retry(&self.metrics, shutdown, "storing a batch", || async {
+            store.insert_findings(&batch.findings).await?;
+            store.insert_events(&batch.events).await?;
+            store.insert_heads(&batch.heads).await
+        })
+        .await?;
+        self.metrics
+            .insert_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.stored.inc_by(batch.events.len() as u64);
+        Ok(())
+    }
+}
+
+fn malformed(chain_id: &str, seq: u64, detail: String) -> Finding {
+    Finding {
+        kind: BreakKind::Malformed,
+        chain_id: chain_id.into(),
+        seq,
+        last_seq: seq,
+        detail,
+    }
+}
+
+fn known_row(row: &EventRow, status: EventStatus, source: SourcePosition) -> Known {
+    Known {
+        hash: row.hash.clone(),
+        prev_hash: row.prev_hash.clone(),
+        trusted: status != EventStatus::Untrusted,
+        source,
+    }
+}
+
+/// The static label for a stored finding kind.
+fn kind_label(kind: &str) -> &'static str {
+    BreakKind::ALL
+        .into_iter()
+        .map(BreakKind::as_str)
+        .find(|name| *name == kind)
+        .unwrap_or("other")
+}

@@ -1,0 +1,159 @@
+//! Auditor throughput on this machine: `cargo run -p verdict-tests --example auditor_bench [N]`
+//! (add `--release` for release numbers).
+//!
+//! 1. Verification alone: `ChainVerifier::verify` one by one vs `verify_batch` in batches of
+//!    5,000, over the same N events of 4 chains.
+//! 2. End to end: a topic pre-filled with the N events (4 partitions, real tansu), then the real
+//!    `verdict-auditor` binary started against real ClickHouse; timed from start until the group
+//!    has committed all N (so every row is stored), i.e. events verified and stored per second.
+
+use std::time::{Duration, Instant};
+use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys};
+use verdict_tests::auditor::{
+    count, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
+};
+use verdict_tests::chains::{chain, key_in};
+use verdict_tests::{Broker, ClickHouse};
+
+const CHAINS: usize = 4;
+const BATCH: usize = 5000;
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("N must be a number"))
+        .unwrap_or(100_000);
+    let dir = temp_dir();
+    let (key, public) = key_in(dir.path(), "gw");
+    let per_chain = (n / CHAINS) as u64;
+    let chains: Vec<Vec<SignedEvent>> = (1..=CHAINS)
+        .map(|i| chain(&format!("gw-{i}"), &key, per_chain))
+        .collect();
+    let events: Vec<SignedEvent> = (0..per_chain as usize)
+        .flat_map(|i| chains.iter().map(move |c| c[i].clone()))
+        .collect();
+    let n = events.len();
+    let mut keys = TrustedKeys::default();
+    keys.add(PublicKey::read_pem_file(&public).unwrap(), None);
+
+    let mut verifier = ChainVerifier::new(keys.clone());
+    let started = Instant::now();
+    for event in &events {
+        assert!(verifier.verify(event).finding.is_none());
+    }
+    report("verify one by one", n, started.elapsed());
+    let mut verifier = ChainVerifier::new(keys);
+    let started = Instant::now();
+    for batch in events.chunks(BATCH) {
+        assert!(verifier
+            .verify_batch(batch)
+            .iter()
+            .all(|v| v.finding.is_none()));
+    }
+    report("verify_batch (5,000 per batch)", n, started.elapsed());
+
+    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
+    broker.create_topic("verdict.events", 4).await.unwrap();
+    let messages: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.chain_id.clone(), e.encode()))
+        .collect();
+    let started = Instant::now();
+    produce(&producer(&broker.bootstrap()), "verdict.events", &messages).await;
+    report(
+        "pre-filling the topic (idempotent producer, acks=all)",
+        n,
+        started.elapsed(),
+    );
+
+    let started = Instant::now();
+    consume_all(&broker.bootstrap(), n).await;
+    report(
+        "plain consumer, no processing (baseline)",
+        n,
+        started.elapsed(),
+    );
+
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: "verdict.events".into(),
+        group: "bench".into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(public, None)],
+        max_events: BATCH,
+    };
+    let auditor = AuditorProcess::start(&setup).unwrap();
+    // Joining the group takes the broker's rebalance delay; time from the assignment on.
+    while !auditor.log().contains("partitions assigned") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    wait_committed(
+        &broker.bootstrap(),
+        "bench",
+        "verdict.events",
+        4,
+        n as i64,
+        Duration::from_secs(600),
+    )
+    .await;
+    report(
+        "auditor end to end: verified, stored, committed",
+        n,
+        started.elapsed(),
+    );
+    let metrics = reqwest_metrics(&auditor.metrics).await;
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("verdict_auditor_insert_seconds_sum")
+            || l.starts_with("verdict_auditor_insert_seconds_count")
+    }) {
+        println!("{line}");
+    }
+    let stored = count(&clickhouse.client(), "SELECT count() FROM events FINAL").await;
+    assert_eq!(stored, n as u64);
+}
+
+fn report(what: &str, n: usize, elapsed: Duration) {
+    println!(
+        "{what}: {n} events in {:.2} s = {:.0} events/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
+
+async fn reqwest_metrics(address: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// Reads `n` messages with a bare `StreamConsumer` (group `baseline`), from its assignment on.
+async fn consume_all(brokers: &str, n: usize) {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "baseline")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["verdict.events"]).unwrap();
+    let first = consumer.recv().await.unwrap();
+    drop(first);
+    let started = Instant::now();
+    for _ in 1..n {
+        consumer.recv().await.unwrap();
+    }
+    report(
+        "  of which after the first message",
+        n - 1,
+        started.elapsed(),
+    );
+}
