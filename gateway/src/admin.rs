@@ -80,7 +80,10 @@ impl GatewayAdmin for AdminService {
         let body = event::decision_body(decision);
         let recorded = self.gateway.audit.recorder.record(&body).await;
         let (approved, seq, result) = match recorded {
-            Ok(seq) => (asked.approve, seq, Ok(seq)),
+            Ok(seq) => {
+                self.gateway.metrics.observe(&body);
+                (asked.approve, seq, Ok(seq))
+            }
             Err(error) => {
                 self.gateway.audit.recorder.defer(&body);
                 (false, 0, Err(Status::unavailable(error.to_string())))

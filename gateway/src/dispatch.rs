@@ -16,6 +16,7 @@ use crate::jsonrpc::{
     self, AUDIT_UNAVAILABLE, INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE,
 };
 use crate::mcp::{self, ClientInfo};
+use crate::metrics::GatewayMetrics;
 use crate::session::{Session, Sessions};
 use crate::upstream::{ProgressSink, Upstream, UpstreamError};
 use serde_json::{json, Value};
@@ -40,6 +41,7 @@ pub struct Gateway {
     tools_changed: Arc<Notify>,
     pub audit: Audit,
     pub approvals: Approvals,
+    pub metrics: GatewayMetrics,
 }
 
 impl Gateway {
@@ -63,6 +65,7 @@ impl Gateway {
             page_size: config.tools_page_size,
             audit,
             approvals: Approvals::default(),
+            metrics: GatewayMetrics::default(),
         })
     }
 
@@ -406,7 +409,10 @@ impl Gateway {
     /// decision naming what was decided) is kept for when the journal works again.
     async fn record_or_defer(&self, mut body: pb::EventBody) -> Result<u64, String> {
         match self.audit.recorder.record(&body).await {
-            Ok(seq) => Ok(seq),
+            Ok(seq) => {
+                self.metrics.observe(&body);
+                Ok(seq)
+            }
             Err(error) => {
                 let message = error.to_string();
                 if let Some(pb::event_body::Kind::Decision(decision)) = &mut body.kind {
@@ -427,6 +433,7 @@ impl Gateway {
 
     async fn record_outcome(&self, decision_seq: u64, outcome: pb::Outcome) {
         let body = event::outcome(decision_seq, outcome);
+        self.metrics.observe(&body);
         if let Err(error) = self.audit.recorder.record(&body).await {
             tracing::warn!(%error, decision_seq, "outcome not journaled yet; kept for later");
             self.audit.recorder.defer(&body);

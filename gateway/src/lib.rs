@@ -27,6 +27,7 @@ pub mod dispatch;
 pub mod downstream;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod metrics;
 pub mod policy;
 pub mod session;
 pub mod upstream;

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let recorder = Arc::clone(&audit.recorder);
     recorder.spawn_timers();
     let stop_shipping = CancellationToken::new();
-    let shipping = match &config.audit.kafka {
+    let (shipping, shipper_status) = match &config.audit.kafka {
         Some(kafka) => {
             let retention = config.audit.retention_secs.map(Duration::from_secs);
             let shipper = Shipper::new(
@@ -70,10 +70,13 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {
             tracing::info!(journal = %config.audit.journal_dir.display(), "no [audit.kafka]: the journal alone is the audit trail");
-            None
+            (None, None)
         }
     };
     let mut gateway = Gateway::new(&config, audit)?;
+    if let Some(status) = shipper_status {
+        gateway.metrics.watch_shipper(status);
+    }
     let mut policy = None;
     if let Some(path) = &config.policy {
         let decider = Arc::new(verdict_gateway::policy::PolicyDecider::load(path)?);

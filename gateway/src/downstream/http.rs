@@ -1,5 +1,5 @@
-//! Streamable HTTP front end: `POST|GET|DELETE /mcp` and `/healthz` (503 while decisions cannot
-//! be recorded).
+//! Streamable HTTP front end: `POST|GET|DELETE /mcp`, `/healthz` (503 while decisions cannot be
+//! recorded) and `/metrics` (Prometheus).
 //!
 //! Order of checks on a POST, each with its own clear refusal: Origin (403), bearer API key
 //! (401), body size (413), JSON (400, -32700), JSON-RPC shape (400, -32600), then the protocol
@@ -46,6 +46,12 @@ pub fn router(gateway: Shared) -> Router {
     Router::new()
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
         .route("/healthz", get(healthz))
+        .route(
+            "/metrics",
+            get(|State(gateway): State<Shared>| async move {
+                gateway.metrics.render(&gateway.audit.recorder)
+            }),
+        )
         .with_state(gateway)
 }
 

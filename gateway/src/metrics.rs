@@ -1,0 +1,123 @@
+//! What an operator watches on `/metrics`: decisions by kind, call outcomes, how far the journal
+//! has got, and how far behind it the Kafka shipper is.
+//!
+//! Journal and shipper positions are read when scraped, so they cost nothing on the call path.
+
+use crate::audit::event::decision_label;
+use crate::audit::shipper::ShipperStatus;
+use crate::audit::Recorder;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use verdict_proto::pb::{self, event_body::Kind};
+
+type Labels = [(&'static str, String); 1];
+
+pub struct GatewayMetrics {
+    registry: Registry,
+    decisions: Family<Labels, Counter>,
+    outcomes: Family<Labels, Counter>,
+    journal_seq: Gauge,
+    journal_writable: Gauge,
+    shipped_seq: Gauge,
+    shipper_lag: Gauge,
+    shipper: OnceLock<Arc<ShipperStatus>>,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("verdict_gateway");
+        let metrics = Self {
+            decisions: Family::default(),
+            outcomes: Family::default(),
+            journal_seq: Gauge::default(),
+            journal_writable: Gauge::default(),
+            shipped_seq: Gauge::default(),
+            shipper_lag: Gauge::default(),
+            shipper: OnceLock::new(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "decisions",
+            "Decisions journaled, by kind",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "outcomes",
+            "Forwarded calls' outcomes, by kind",
+            metrics.outcomes.clone(),
+        );
+        registry.register(
+            "journal_seq",
+            "Seq of the newest journaled event",
+            metrics.journal_seq.clone(),
+        );
+        registry.register(
+            "journal_writable",
+            "1 while the journal accepts writes; 0: calls are refused",
+            metrics.journal_writable.clone(),
+        );
+        registry.register(
+            "shipped_seq",
+            "Highest seq the Kafka broker acknowledged",
+            metrics.shipped_seq.clone(),
+        );
+        registry.register(
+            "shipper_lag_events",
+            "Journaled events not yet acknowledged by Kafka",
+            metrics.shipper_lag.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// Counts a journaled event.
+    pub fn observe(&self, body: &pb::EventBody) {
+        match &body.kind {
+            Some(Kind::Decision(d)) => {
+                self.decisions
+                    .get_or_create(&[("decision", decision_label(d.decision))])
+                    .inc();
+            }
+            Some(Kind::Outcome(o)) => {
+                let kind = pb::OutcomeKind::try_from(o.kind)
+                    .map(|k| {
+                        k.as_str_name()
+                            .trim_start_matches("OUTCOME_KIND_")
+                            .to_lowercase()
+                    })
+                    .unwrap_or_default();
+                self.outcomes.get_or_create(&[("outcome", kind)]).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Reports the shipper's progress from now on.
+    pub fn watch_shipper(&self, status: Arc<ShipperStatus>) {
+        let _ = self.shipper.set(status);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, recorder: &Recorder) -> String {
+        let written = *recorder.written().borrow();
+        self.journal_seq.set(written as i64);
+        self.journal_writable.set(i64::from(recorder.healthy()));
+        if let Some(shipper) = self.shipper.get() {
+            let shipped = shipper.acknowledged.load(Ordering::Relaxed);
+            self.shipped_seq.set(shipped as i64);
+            self.shipper_lag.set(written.saturating_sub(shipped) as i64);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
