@@ -64,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
                 retention,
             )
             .context("creating the Kafka producer")?;
-            Some(tokio::spawn(
-                shipper.run(recorder.written(), stop_shipping.clone()),
-            ))
+            let status = Arc::clone(&shipper.status);
+            let task = tokio::spawn(shipper.run(recorder.written(), stop_shipping.clone()));
+            (Some(task), Some(status))
         }
         None => {
             tracing::info!(journal = %config.audit.journal_dir.display(), "no [audit.kafka]: the journal alone is the audit trail");
