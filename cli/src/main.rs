@@ -5,6 +5,8 @@
 
 mod keygen;
 mod policy;
+mod query;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,20 @@ enum Command {
     /// Policy files: validate, and show what they do to a gateway's tools.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Who tried to do what, to which target, with what decision (query service).
+    WhoTried(query::WhoTriedArgs),
+    /// Filtered events, newest first, one page at a time (query service).
+    Search(query::SearchArgs),
+    /// Decision counts grouped by agent, tool, risk, decision or upstream (query service).
+    Summary(query::SummaryArgs),
+    /// Export events as JSON lines, CSV or OCSF, with what is needed to re-verify them.
+    Export(query::ExportArgs),
+    /// Re-verify a stored chain range on the query service.
+    VerifyChain(query::VerifyChainArgs),
+    /// Integrity findings the auditor recorded (query service).
+    Findings(query::FindingsArgs),
+    /// Verify an export offline with only the public key(s).
+    Verify(verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +50,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Policy(command) => policy::run(command),
+        Command::WhoTried(args) => query::run(query::Command::WhoTried(args)),
+        Command::Search(args) => query::run(query::Command::Search(args)),
+        Command::Summary(args) => query::run(query::Command::Summary(args)),
+        Command::Export(args) => query::run(query::Command::Export(args)),
+        Command::VerifyChain(args) => query::run(query::Command::VerifyChain(args)),
+        Command::Findings(args) => query::run(query::Command::Findings(args)),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,253 @@
+//! `verdict verify`: offline verification with only the public key(s).
+//!
+//! A source (today `--export FILE`, a JSON-lines export; a `--journal DIR` reader can sit beside
+//! it) feeds events with their position into [`ChainCheck`], which verifies signatures and links
+//! with the shared [`ChainVerifier`] and builds one [`Report`], printed the same way for every
+//! source.
+//!
+//! An export may be filtered, so a chain may appear as several contiguous seq ranges: each range
+//! must link internally (its first event's signature is checked, its link to the unseen
+//! predecessor cannot be), and gaps between ranges are reported as "not contiguous", not as
+//! tampering. Any record that fails — bad JSON, a field that differs from the signed envelope, a
+//! bad signature, a broken link, a repeated or backwards seq — is a failure naming its position,
+//! and the exit code is 1.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use verdict_proto::verify::{ChainHead, EventStatus};
+use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys, ZERO_HASH};
+use verdict_query::export::check_jsonl_record;
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true)))]
+pub struct Args {
+    /// A JSON-lines export (`verdict export --format jsonl`).
+    #[arg(long, group = "source")]
+    export: Option<PathBuf>,
+    /// Trusted public key file (PEM; repeatable for rotated keys).
+    #[arg(long = "public-key", required = true)]
+    public_keys: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut keys = TrustedKeys::default();
+    for path in &args.public_keys {
+        keys.add(PublicKey::read_pem_file(path)?, None);
+    }
+    let mut check = ChainCheck::new(keys);
+    let source = match &args.export {
+        Some(path) => {
+            read_export(path, &mut check)?;
+            path.display().to_string()
+        }
+        None => unreachable!("clap requires a source"),
+    };
+    let report = check.finish(source);
+    report.print(args.json);
+    Ok(if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = std::io::BufReader::new(file);
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let position = format!("line {}", index + 1);
+        let text = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => text,
+            Err(_) => {
+                check.fail(position, None, "not UTF-8".into());
+                continue;
+            }
+        };
+        match check_jsonl_record(text) {
+            Ok(event) => check.add(position, event),
+            Err(e) => check.fail(position, None, e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// One failed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub position: String,
+    pub event: Option<(String, u64)>,
+    pub message: String,
+}
+
+/// What a verification found, whatever the source.
+#[derive(Debug)]
+pub struct Report {
+    pub source: String,
+    pub records: u64,
+    /// Per chain, its contiguous seq ranges in order.
+    pub chains: BTreeMap<String, Vec<(u64, u64)>>,
+    pub failures: Vec<Failure>,
+}
+
+impl Report {
+    pub fn print(&self, json: bool) {
+        if json {
+            let value = serde_json::json!({
+                "source": self.source,
+                "records": self.records,
+                "ok": self.failures.is_empty(),
+                "chains": self.chains.iter().map(|(chain, ranges)| serde_json::json!({
+                    "chain_id": chain,
+                    "ranges": ranges.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                    "contiguous": ranges.len() == 1,
+                })).collect::<Vec<_>>(),
+                "failures": self.failures.iter().map(|f| serde_json::json!({
+                    "position": f.position,
+                    "chain_id": f.event.as_ref().map(|e| &e.0),
+                    "seq": f.event.as_ref().map(|e| e.1),
+                    "message": f.message,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+            return;
+        }
+        println!("{}: {} records", self.source, self.records);
+        for (chain, ranges) in &self.chains {
+            let spans: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+            let note = if ranges.len() > 1 {
+                " (not contiguous: the export is filtered or events are missing)"
+            } else {
+                ""
+            };
+            println!("  chain {chain}: seqs {}{note}", spans.join(", "));
+        }
+        for f in &self.failures {
+            match &f.event {
+                Some((chain, seq)) => {
+                    println!(
+                        "FAILED {} (chain {chain} seq {seq}): {}",
+                        f.position, f.message
+                    )
+                }
+                None => println!("FAILED {}: {}", f.position, f.message),
+            }
+        }
+        if self.failures.is_empty() {
+            println!(
+                "OK: every record verifies against the trusted key(s) and links within its range"
+            );
+        } else {
+            println!("{} record(s) failed verification", self.failures.len());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ChainState {
+    ranges: Vec<(u64, u64)>,
+    /// After a failure the next event starts a new range (its link cannot be trusted).
+    broken: bool,
+}
+
+/// Verifies events in the order a source yields them.
+pub struct ChainCheck {
+    verifier: ChainVerifier,
+    chains: BTreeMap<String, ChainState>,
+    records: u64,
+    failures: Vec<Failure>,
+}
+
+impl ChainCheck {
+    pub fn new(keys: TrustedKeys) -> Self {
+        Self {
+            verifier: ChainVerifier::new(keys),
+            chains: BTreeMap::new(),
+            records: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// A record that could not even be read as an event.
+    pub fn fail(&mut self, position: String, event: Option<(String, u64)>, message: String) {
+        self.records += 1;
+        self.failures.push(Failure {
+            position,
+            event,
+            message,
+        });
+    }
+
+    pub fn add(&mut self, position: String, event: SignedEvent) {
+        self.records += 1;
+        let id = (event.chain_id.clone(), event.seq);
+        let state = self.chains.entry(event.chain_id.clone()).or_default();
+        let last = state.ranges.last().map(|r| r.1);
+        let continues = !state.broken && last == Some(event.seq - 1);
+        if let Some(last) = last.filter(|&l| event.seq <= l) {
+            let message = format!(
+                "seq {} repeats or goes back (previous record had {last})",
+                event.seq
+            );
+            self.failures.push(Failure {
+                position,
+                event: Some(id),
+                message,
+            });
+            return;
+        }
+        if !continues {
+            // A new range: anchor at the event's own prev_hash (seq 1 must start from zeros).
+            let prev = if event.seq == 1 {
+                ZERO_HASH
+            } else {
+                event.prev_hash
+            };
+            self.verifier.restore(
+                &event.chain_id,
+                ChainHead {
+                    seq: event.seq - 1,
+                    hash: prev,
+                },
+            );
+            state.ranges.push((event.seq, event.seq));
+        }
+        state.broken = false;
+        if let Some(range) = state.ranges.last_mut() {
+            range.1 = event.seq;
+        }
+        let verdict = self.verifier.verify(&event);
+        if verdict.status != EventStatus::Verified || verdict.finding.is_some() {
+            let message = verdict.finding.map_or_else(
+                || format!("not verified ({})", verdict.status.as_str()),
+                |f| format!("{}: {}", f.kind.as_str(), f.detail),
+            );
+            state.broken = true;
+            self.failures.push(Failure {
+                position,
+                event: Some(id),
+                message,
+            });
+        }
+    }
+
+    pub fn finish(self, source: String) -> Report {
+        Report {
+            source,
+            records: self.records,
+            chains: self
+                .chains
+                .into_iter()
+                .map(|(chain, state)| (chain, state.ranges))
+                .collect(),
+            failures: self.failures,
+        }
+    }
+}
