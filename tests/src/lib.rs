@@ -7,11 +7,13 @@
 //! [`Broker`] runs `tansu` with SQLite storage (the engine whose offsets are exact; see
 //! README "Local broker").
 
+pub mod audit_rows;
 pub mod bins;
 pub mod broker;
 pub mod clickhouse;
 pub mod mcp;
 pub mod process;
+pub mod query;
 
 pub use broker::Broker;
 pub use clickhouse::ClickHouse;
