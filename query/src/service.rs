@@ -310,7 +310,6 @@ impl QueryService {
             last_seq: 0,
             ..Default::default()
         };
-        let mut last_row: Option<EventRow> = None;
         let mut after = from - 1;
         let all = Conditions::default();
         loop {
@@ -331,7 +330,6 @@ impl QueryService {
                         detail: e.to_string(),
                     }),
                 }
-                last_row = Some(row);
             }
             if let (false, Some(first)) = (anchored, batch.first()) {
                 // No stored predecessor: the first event anchors the range (its link is unchecked).
@@ -364,19 +362,7 @@ impl QueryService {
         }
         report.last_seq = after;
         report.ok = report.breaks.is_empty() && report.events > 0;
-        let stored = self.store.chain_heads(Some(&chain_id)).await?;
-        report.head = match stored.into_iter().next() {
-            Some(head) => Some(head_info(head)),
-            None => last_row.map(|row| pb::ChainHeadInfo {
-                chain_id: row.chain_id,
-                seq: row.seq,
-                hash: hex::decode(&row.hash).unwrap_or_default(),
-                key_id: row.key_id,
-                last_event_unix_nanos: row.time_unix_nanos,
-                last_checkpoint_unix_nanos: 0,
-                ended: row.kind == "checkpoint" && row.checkpoint_reason == "shutdown",
-            }),
-        };
+        report.head = Some(self.head(&chain_id, high).await?);
         Ok(report)
     }
 
@@ -432,6 +418,40 @@ impl QueryService {
         Ok(pb::ListFindingsResponse {
             findings,
             next_page_token,
+        })
+    }
+
+    /// The chain's persisted head, or (before the auditor persisted one) its newest stored event.
+    async fn head(&self, chain_id: &str, newest_seq: u64) -> Result<pb::ChainHeadInfo> {
+        if let Some(head) = self
+            .store
+            .chain_heads(Some(chain_id))
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Ok(head_info(head));
+        }
+        let mut cursor = self.store.chain_batch(
+            chain_id,
+            &Conditions::default(),
+            newest_seq - 1,
+            newest_seq,
+            1,
+        )?;
+        let row = cursor
+            .next()
+            .await
+            .map_err(StoreError::from)?
+            .ok_or_else(|| QueryError::NotFound(format!("chain {chain_id:?} seq {newest_seq}")))?;
+        Ok(pb::ChainHeadInfo {
+            chain_id: row.chain_id,
+            seq: row.seq,
+            hash: hex::decode(&row.hash).unwrap_or_default(),
+            key_id: row.key_id,
+            last_event_unix_nanos: row.time_unix_nanos,
+            last_checkpoint_unix_nanos: 0,
+            ended: row.kind == "checkpoint" && row.checkpoint_reason == "shutdown",
         })
     }
 
