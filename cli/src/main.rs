@@ -6,6 +6,7 @@
 mod approvals;
 mod keygen;
 mod policy;
+mod query;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -32,7 +33,19 @@ enum Command {
     /// Calls held for a human decision: list, approve, reject (gateway admin API).
     #[command(subcommand)]
     Approvals(approvals::Command),
-    /// Verify an audit trail offline with only the gateway's public key.
+    /// Who tried to do what, to which target, with what decision (query service).
+    WhoTried(query::WhoTriedArgs),
+    /// Filtered events, newest first, one page at a time (query service).
+    Search(query::SearchArgs),
+    /// Decision counts grouped by agent, tool, risk, decision or upstream (query service).
+    Summary(query::SummaryArgs),
+    /// Export events as JSON lines, CSV or OCSF, with what is needed to re-verify them.
+    Export(query::ExportArgs),
+    /// Re-verify a stored chain range on the query service.
+    VerifyChain(query::VerifyChainArgs),
+    /// Integrity findings the auditor recorded (query service).
+    Findings(query::FindingsArgs),
+    /// Verify an export or a journal offline with only the gateway's public key.
     Verify(verify::Args),
 }
 
@@ -41,8 +54,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Policy(command) => policy::run(command),
-        Command::Verify(args) => verify::run(args),
         Command::Approvals(command) => approvals::run(command),
+        Command::WhoTried(args) => query::run(query::Command::WhoTried(args)),
+        Command::Search(args) => query::run(query::Command::Search(args)),
+        Command::Summary(args) => query::run(query::Command::Summary(args)),
+        Command::Export(args) => query::run(query::Command::Export(args)),
+        Command::VerifyChain(args) => query::run(query::Command::VerifyChain(args)),
+        Command::Findings(args) => query::run(query::Command::Findings(args)),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

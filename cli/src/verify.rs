@@ -1,24 +1,41 @@
-//! `verdict verify`: offline verification with only the gateway's public key.
+//! `verdict verify`: offline verification with only the public key(s).
 //!
-//! A third party (or an operator after an incident) checks a journal without trusting the
-//! gateway, Kafka or ClickHouse: every record's signature, seq continuity and `prev_hash` link,
-//! with each break reported at its exact position (segment file and byte offset). Exit status 1
-//! on any break, so scripts can rely on it.
+//! A source — `--export FILE` (a JSON-lines export) or `--journal DIR` (a gateway's journal) —
+//! feeds events with their position into [`ChainCheck`], which verifies signatures and links with
+//! the shared [`ChainVerifier`] and builds one [`Report`], printed the same way for every source.
+//!
+//! A journal holds one whole chain, so there every gap, repeat or reorder is a failure, reported
+//! with the verifier's finding kind at the record's exact position (segment file and byte offset),
+//! as is a record whose checksum no longer matches.
+//!
+//! An export may be filtered, so a chain may appear as several contiguous seq ranges: each range
+//! must link internally (its first event's signature is checked, its link to the unseen
+//! predecessor cannot be), and gaps between ranges are reported as "not contiguous", not as
+//! tampering. Any record that fails — bad JSON, a field that differs from the signed envelope, a
+//! bad signature, a broken link, a repeated or backwards seq — is a failure naming its position,
+//! and the exit code is 1.
 
 use anyhow::{Context, Result};
-use serde_json::json;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use verdict_journal::JournalReader;
 use verdict_proto::pb::event_body::Kind;
-use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys};
+use verdict_proto::verify::{ChainHead, EventStatus};
+use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys, ZERO_HASH};
+use verdict_query::export::check_jsonl_record;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true)))]
 pub struct Args {
+    /// A JSON-lines export (`verdict export --format jsonl`).
+    #[arg(long, group = "source")]
+    export: Option<PathBuf>,
     /// A gateway journal directory (`[audit] journal_dir`).
-    #[arg(long)]
-    journal: PathBuf,
-    /// The gateway's public key (SPKI PEM, `verdict.pub`); repeat for rotated keys.
+    #[arg(long, group = "source")]
+    journal: Option<PathBuf>,
+    /// Trusted public key file (PEM; repeatable for rotated keys).
     #[arg(long = "public-key", required = true)]
     public_keys: Vec<PathBuf>,
     /// Print the report as JSON.
@@ -26,174 +43,309 @@ pub struct Args {
     json: bool,
 }
 
-/// One break, where it is.
-struct Break {
-    kind: String,
-    seq: u64,
-    last_seq: u64,
-    position: String,
-    detail: String,
-}
-
-#[derive(Default)]
-struct Report {
-    events: u64,
-    chains: Vec<String>,
-    first_seq: Option<u64>,
-    last_seq: u64,
-    /// The newest event is a shutdown checkpoint: the chain ended cleanly.
-    ended: bool,
-    breaks: Vec<Break>,
-}
-
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut keys = TrustedKeys::default();
     for path in &args.public_keys {
-        let key = PublicKey::read_pem_file(path)
-            .with_context(|| format!("reading public key {}", path.display()))?;
-        keys.add(key, None);
+        keys.add(PublicKey::read_pem_file(path)?, None);
     }
-    let report = verify_journal(&args.journal, keys)?;
-    if args.json {
-        print_json(&report);
-    } else {
-        print_human(&args.journal.display().to_string(), &report);
-    }
-    Ok(if report.breaks.is_empty() {
+    let mut check = ChainCheck::new(keys);
+    let source = match (&args.export, &args.journal) {
+        (Some(path), _) => {
+            read_export(path, &mut check)?;
+            path.display().to_string()
+        }
+        (None, Some(dir)) => {
+            read_journal(dir, &mut check)?;
+            dir.display().to_string()
+        }
+        (None, None) => unreachable!("clap requires a source"),
+    };
+    let report = check.finish(source);
+    report.print(args.json);
+    Ok(if report.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn verify_journal(dir: &std::path::Path, keys: TrustedKeys) -> Result<Report> {
+fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = std::io::BufReader::new(file);
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let position = format!("line {}", index + 1);
+        let text = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => text,
+            Err(_) => {
+                check.fail(position, None, "not UTF-8".into());
+                continue;
+            }
+        };
+        match check_jsonl_record(text) {
+            Ok(event) => check.add(position, event),
+            Err(e) => check.fail(position, None, e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+fn read_journal(dir: &Path, check: &mut ChainCheck) -> Result<()> {
     let mut reader =
         JournalReader::open(dir).with_context(|| format!("opening journal {}", dir.display()))?;
-    let mut verifier = ChainVerifier::new(keys);
-    let mut report = Report::default();
+    let mut last = None;
     loop {
         let record = match reader.next_record() {
             Ok(Some(record)) => record,
             Ok(None) => break,
             Err(error) => {
                 // The framing itself is broken: nothing after this point can be located.
-                report.breaks.push(Break {
-                    kind: "unreadable".into(),
-                    seq: report.last_seq + 1,
-                    last_seq: report.last_seq + 1,
-                    position: String::new(),
-                    detail: format!("{error}; verification stopped here"),
-                });
+                check.fail(
+                    String::new(),
+                    None,
+                    format!("{error}; verification stopped here"),
+                );
                 break;
             }
         };
         let position = format!("{} byte {}", record.segment, record.offset);
-        let mut found = |kind: &str, seq: u64, last_seq: u64, detail: String| {
-            report.breaks.push(Break {
-                kind: kind.into(),
-                seq,
-                last_seq,
-                position: position.clone(),
-                detail,
-            })
-        };
         if record.damaged {
-            found(
-                "damaged_record",
-                record.seq,
-                record.seq,
-                "record checksum does not match: its bytes changed after they were written".into(),
-            );
+            let message = "damaged_record: the record's checksum does not match; its bytes changed after they were written";
+            check.failures.push(Failure {
+                position: position.clone(),
+                event: None,
+                message: message.into(),
+            });
         }
-        let event = match SignedEvent::decode(&record.payload) {
-            Ok(event) => event,
-            Err(error) => {
-                found("malformed", record.seq, record.seq, error.to_string());
-                continue;
-            }
-        };
-        if event.seq != record.seq {
-            found(
-                "malformed",
-                event.seq,
-                event.seq,
-                format!(
-                    "the record is filed as seq {} but the envelope says {}",
+        match SignedEvent::decode(&record.payload) {
+            Ok(event) if event.seq != record.seq => {
+                let message = format!(
+                    "malformed: filed as seq {} but the envelope says {}",
                     record.seq, event.seq
-                ),
-            );
+                );
+                check.fail(position, Some((event.chain_id, event.seq)), message);
+            }
+            Ok(event) => {
+                last = Some(event.clone());
+                check.add_in_order(position, event);
+            }
+            Err(error) => check.fail(position, None, format!("malformed: {error}")),
         }
-        if let Some(finding) = verifier.verify(&event).finding {
-            found(
-                finding.kind.as_str(),
-                finding.seq,
-                finding.last_seq,
-                finding.detail,
-            );
-        }
-        report.events += 1;
-        if !report.chains.contains(&event.chain_id) {
-            report.chains.push(event.chain_id.clone());
-        }
-        report.first_seq.get_or_insert(event.seq);
-        report.last_seq = report.last_seq.max(event.seq);
-        report.ended = matches!(
-            event.decode_body().map(|b| b.kind),
-            Ok(Some(Kind::Checkpoint(c))) if c.reason == "shutdown"
-        );
     }
-    Ok(report)
-}
-
-fn print_human(journal: &str, report: &Report) {
-    println!("journal   {journal}");
-    println!("chain     {}", report.chains.join(", "));
-    println!(
-        "events    {} (seq {}..{})",
-        report.events,
-        report.first_seq.unwrap_or(0),
-        report.last_seq
-    );
-    println!(
-        "ended     {}",
-        if report.ended {
-            "yes (shutdown checkpoint)"
-        } else {
-            "no (the gateway is running, or stopped without a shutdown checkpoint)"
-        }
-    );
-    if report.breaks.is_empty() {
-        println!("result    OK: every signature valid, seqs contiguous, every prev_hash links");
-        return;
-    }
-    println!("result    {} BREAK(S)", report.breaks.len());
-    for b in &report.breaks {
-        let seqs = if b.seq == b.last_seq {
-            format!("seq {}", b.seq)
-        } else {
-            format!("seq {}..{}", b.seq, b.last_seq)
-        };
-        println!(
-            "  {:<16} {:<18} at {}: {}",
-            b.kind, seqs, b.position, b.detail
-        );
-    }
-}
-
-fn print_json(report: &Report) {
-    let breaks: Vec<_> = report
-        .breaks
-        .iter()
-        .map(|b| json!({"kind": b.kind, "seq": b.seq, "last_seq": b.last_seq, "position": b.position, "detail": b.detail}))
-        .collect();
-    let value = json!({
-        "ok": report.breaks.is_empty(),
-        "chains": report.chains,
-        "events": report.events,
-        "first_seq": report.first_seq.unwrap_or(0),
-        "last_seq": report.last_seq,
-        "ended": report.ended,
-        "breaks": breaks,
+    let ended = last.as_ref().is_some_and(|e| {
+        matches!(e.decode_body().map(|b| b.kind), Ok(Some(Kind::Checkpoint(c))) if c.reason == "shutdown")
     });
-    println!("{value}");
+    check.notes.push(if ended {
+        "the chain ends with a shutdown checkpoint (the gateway stopped cleanly)".into()
+    } else {
+        "no shutdown checkpoint at the end (the gateway is running, or stopped abruptly)".into()
+    });
+    Ok(())
+}
+
+/// One failed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub position: String,
+    pub event: Option<(String, u64)>,
+    pub message: String,
+}
+
+/// What a verification found, whatever the source.
+#[derive(Debug)]
+pub struct Report {
+    pub source: String,
+    pub records: u64,
+    /// Per chain, its contiguous seq ranges in order.
+    pub chains: BTreeMap<String, Vec<(u64, u64)>>,
+    pub failures: Vec<Failure>,
+    /// Facts about the source worth knowing that are not failures.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn print(&self, json: bool) {
+        if json {
+            let value = serde_json::json!({
+                "source": self.source,
+                "records": self.records,
+                "ok": self.failures.is_empty(),
+                "chains": self.chains.iter().map(|(chain, ranges)| serde_json::json!({
+                    "chain_id": chain,
+                    "ranges": ranges.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                    "contiguous": ranges.len() == 1,
+                })).collect::<Vec<_>>(),
+                "notes": self.notes,
+                "failures": self.failures.iter().map(|f| serde_json::json!({
+                    "position": f.position,
+                    "chain_id": f.event.as_ref().map(|e| &e.0),
+                    "seq": f.event.as_ref().map(|e| e.1),
+                    "message": f.message,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+            return;
+        }
+        println!("{}: {} records", self.source, self.records);
+        for (chain, ranges) in &self.chains {
+            let spans: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+            let note = if ranges.len() > 1 {
+                " (not contiguous: the export is filtered or events are missing)"
+            } else {
+                ""
+            };
+            println!("  chain {chain}: seqs {}{note}", spans.join(", "));
+        }
+        for note in &self.notes {
+            println!("  {note}");
+        }
+        for f in &self.failures {
+            match &f.event {
+                Some((chain, seq)) => {
+                    println!(
+                        "FAILED {} (chain {chain} seq {seq}): {}",
+                        f.position, f.message
+                    )
+                }
+                None => println!("FAILED {}: {}", f.position, f.message),
+            }
+        }
+        if self.failures.is_empty() {
+            println!(
+                "OK: every record verifies against the trusted key(s) and links within its range"
+            );
+        } else {
+            println!("{} record(s) failed verification", self.failures.len());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ChainState {
+    ranges: Vec<(u64, u64)>,
+    /// After a failure the next event starts a new range (its link cannot be trusted).
+    broken: bool,
+}
+
+/// Verifies events in the order a source yields them.
+pub struct ChainCheck {
+    verifier: ChainVerifier,
+    chains: BTreeMap<String, ChainState>,
+    records: u64,
+    failures: Vec<Failure>,
+    notes: Vec<String>,
+}
+
+impl ChainCheck {
+    pub fn new(keys: TrustedKeys) -> Self {
+        Self {
+            verifier: ChainVerifier::new(keys),
+            chains: BTreeMap::new(),
+            records: 0,
+            failures: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// An event of a source that holds a whole chain in order (a journal): anything but the next
+    /// seq linking to the last is a failure named by the verifier's finding kind.
+    pub fn add_in_order(&mut self, position: String, event: SignedEvent) {
+        self.records += 1;
+        let state = self.chains.entry(event.chain_id.clone()).or_default();
+        match state.ranges.last_mut() {
+            Some(range) if event.seq == range.1 + 1 => range.1 = event.seq,
+            Some(range) if event.seq <= range.1 => {}
+            _ => state.ranges.push((event.seq, event.seq)),
+        }
+        if let Some(f) = self.verifier.verify(&event).finding {
+            let seqs = if f.seq == f.last_seq {
+                format!("seq {}", f.seq)
+            } else {
+                format!("seqs {}..={}", f.seq, f.last_seq)
+            };
+            self.failures.push(Failure {
+                position,
+                event: Some((event.chain_id, event.seq)),
+                message: format!("{} {seqs}: {}", f.kind.as_str(), f.detail),
+            });
+        }
+    }
+
+    /// A record that could not even be read as an event.
+    pub fn fail(&mut self, position: String, event: Option<(String, u64)>, message: String) {
+        self.records += 1;
+        self.failures.push(Failure {
+            position,
+            event,
+            message,
+        });
+    }
+
+    pub fn add(&mut self, position: String, event: SignedEvent) {
+        self.records += 1;
+        let id = (event.chain_id.clone(), event.seq);
+        let state = self.chains.entry(event.chain_id.clone()).or_default();
+        let last = state.ranges.last().map(|r| r.1);
+        let continues = !state.broken && last == Some(event.seq - 1);
+        if let Some(last) = last.filter(|&l| event.seq <= l) {
+            let message = format!(
+                "seq {} repeats or goes back (previous record had {last})",
+                event.seq
+            );
+            self.failures.push(Failure {
+                position,
+                event: Some(id),
+                message,
+            });
+            return;
+        }
+        if !continues {
+            // A new range: anchor at the event's own prev_hash (seq 1 must start from zeros).
+            let prev = if event.seq == 1 {
+                ZERO_HASH
+            } else {
+                event.prev_hash
+            };
+            self.verifier.restore(
+                &event.chain_id,
+                ChainHead {
+                    seq: event.seq - 1,
+                    hash: prev,
+                },
+            );
+            state.ranges.push((event.seq, event.seq));
+        }
+        state.broken = false;
+        if let Some(range) = state.ranges.last_mut() {
+            range.1 = event.seq;
+        }
+        let verdict = self.verifier.verify(&event);
+        if verdict.status != EventStatus::Verified || verdict.finding.is_some() {
+            let message = verdict.finding.map_or_else(
+                || format!("not verified ({})", verdict.status.as_str()),
+                |f| format!("{}: {}", f.kind.as_str(), f.detail),
+            );
+            state.broken = true;
+            self.failures.push(Failure {
+                position,
+                event: Some(id),
+                message,
+            });
+        }
+    }
+
+    pub fn finish(self, source: String) -> Report {
+        Report {
+            source,
+            records: self.records,
+            chains: self
+                .chains
+                .into_iter()
+                .map(|(chain, state)| (chain, state.ranges))
+                .collect(),
+            failures: self.failures,
+            notes: self.notes,
+        }
+    }
 }

@@ -31,7 +31,8 @@ async fn record_all(recorder: Arc<Recorder>, n: usize) -> (Duration, Histogram<u
             tokio::spawn(async move {
                 let mut latencies = Histogram::<u64>::new(3).unwrap();
                 for i in (caller..n).step_by(CALLERS) {
-                    let arguments = serde_json::json!({"action": "delete", "session_id": format!("s-{i}")});
+                    let arguments =
+                        serde_json::json!({"action": "delete", "session_id": format!("s-{i}")});
                     let facts = DecisionFacts {
                         upstream: "memory",
                         method: "tools/call",
@@ -84,13 +85,21 @@ fn report(label: &str, n: usize, took: Duration, latencies: &Histogram<u64>) {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).map(|a| a.parse().expect("N")).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("N"))
+        .unwrap_or(100_000);
     println!("| fsync | events | journaled/s | record() p50 µs | record() p99 µs |\n|---|---|---|---|---|");
 
     let broker = Broker::start().unwrap();
     broker.create_topic("bench", 1).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let batch = recorder(dir.path(), FsyncPolicy::Batch { window: Duration::from_millis(5) });
+    let batch = recorder(
+        dir.path(),
+        FsyncPolicy::Batch {
+            window: Duration::from_millis(5),
+        },
+    );
     let kafka = KafkaConfig {
         brokers: broker.bootstrap(),
         topic: "bench".into(),
@@ -102,9 +111,18 @@ async fn main() {
     let shipping = tokio::spawn(shipper.run(batch.written(), stop.clone()));
     let start = Instant::now();
     let (took, latencies) = record_all(Arc::clone(&batch), n).await;
-    report("batch (5 ms window), shipping to tansu", n, took, &latencies);
+    report(
+        "batch (5 ms window), shipping to tansu",
+        n,
+        took,
+        &latencies,
+    );
     let last = *batch.written().borrow();
-    while status.acknowledged.load(std::sync::atomic::Ordering::Relaxed) < last {
+    while status
+        .acknowledged
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < last
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let shipped = start.elapsed();

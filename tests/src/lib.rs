@@ -7,6 +7,7 @@
 //! [`Broker`] runs `tansu` with SQLite storage (the engine whose offsets are exact; see
 //! README "Local broker").
 
+pub mod audit_rows;
 pub mod auditor;
 pub mod bins;
 pub mod broker;
@@ -14,6 +15,7 @@ pub mod chains;
 pub mod clickhouse;
 pub mod mcp;
 pub mod process;
+pub mod query;
 pub mod trail;
 
 pub use broker::Broker;

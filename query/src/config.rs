@@ -1,0 +1,161 @@
+//! Query service configuration: a TOML file, then `VERDICT_QUERY_*` environment overrides
+//! (`__` separates nesting, e.g. `VERDICT_QUERY_CLICKHOUSE__URL=http://ch:8123`).
+//!
+//! Mirrors the gateway's loader so operators learn one scheme. Unknown keys are errors, so a
+//! misspelt setting is reported instead of silently ignored.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// gRPC listen address (`verdict.v1.AuditQuery`, health, reflection).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// HTTP address for `/metrics` (Prometheus text) and `/healthz`; off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
+    /// Bearer tokens of query clients (separate from the agents' API keys).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Public key files (PEM) whose signatures `VerifyChain` trusts.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Serve TLS directly. Not built into this binary: set it and the service refuses to start;
+    /// terminate TLS in a fronting proxy instead (see README "Query service").
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    #[serde(default = "default_clickhouse_url")]
+    pub url: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_user")]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: default_clickhouse_url(),
+            database: default_database(),
+            user: default_user(),
+            password: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; appears in logs.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the token; the token itself is never stored.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest `Search` / `ListFindings` page.
+    #[serde(default = "default_max_page_size")]
+    pub max_page_size: u32,
+    /// Largest `WhoTried` limit.
+    #[serde(default = "default_max_whotried_limit")]
+    pub max_whotried_limit: u32,
+    /// Longest explicit time range a request may name; `Summarize` without a start counts
+    /// this many days back from its end.
+    #[serde(default = "default_max_range_days")]
+    pub max_range_days: u32,
+    /// Most values in one repeated filter field (agents, tools, ...).
+    #[serde(default = "default_max_filter_values")]
+    pub max_filter_values: usize,
+    /// Seconds a request may run when the client sets no deadline (`grpc-timeout`); also the
+    /// ClickHouse `max_execution_time` of each query.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_page_size: default_max_page_size(),
+            max_whotried_limit: default_max_whotried_limit(),
+            max_range_days: default_max_range_days(),
+            max_filter_values: default_max_filter_values(),
+            request_timeout_secs: default_request_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 8790).into()
+}
+fn default_clickhouse_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_database() -> String {
+    "default".into()
+}
+fn default_user() -> String {
+    "default".into()
+}
+fn default_max_page_size() -> u32 {
+    1000
+}
+fn default_max_whotried_limit() -> u32 {
+    10_000
+}
+fn default_max_range_days() -> u32 {
+    400
+}
+fn default_max_filter_values() -> usize {
+    100
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid query service configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl QueryConfig {
+    /// Loads `path` (if given) and applies `VERDICT_QUERY_*` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(
+                Env::prefixed("VERDICT_QUERY_")
+                    // Not settings: the binary's --config and the CLI's client variables.
+                    .ignore(&["config", "url", "token"])
+                    .split("__"),
+            )
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+}

@@ -1,0 +1,280 @@
+//! Export records: one per stored event, in JSON lines, CSV or OCSF (see [`crate::ocsf`]).
+//!
+//! A record carries every field a reader wants (who, what, target, decision) *and* what a third
+//! party needs to re-verify it without trusting this service: `chain_id`, `seq`, `hash`,
+//! `prev_hash`, `key_id`, `signature` and the envelope as shipped (base64). The readable fields are
+//! derived from the envelope by the same mapping the auditor stores
+//! ([`EventRow::from_event`]), so an offline verifier rebuilds the whole record from the signed
+//! bytes and compares: editing any field — not only the signed bytes — is detected
+//! ([`check_jsonl_record`]). `verification` (how the auditor stored the event) is the one
+//! unsigned field; it must be one of its four names.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use verdict_auditor::rows::{EventRow, SourcePosition};
+use verdict_proto::verify::EventStatus;
+use verdict_proto::SignedEvent;
+
+/// Rows per ClickHouse batch and per streamed chunk.
+pub const BATCH_ROWS: u64 = 10_000;
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRecord {
+    pub name: String,
+    pub value: String,
+}
+
+/// One exported event. Field order is the JSON and CSV column order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRecord {
+    pub chain_id: String,
+    pub seq: u64,
+    pub time_unix_nanos: i64,
+    /// decision | outcome | checkpoint
+    pub kind: String,
+    pub agent_id: String,
+    pub session: String,
+    pub client_name: String,
+    pub client_version: String,
+    pub remote_addr: String,
+    pub upstream: String,
+    pub method: String,
+    pub tool: String,
+    pub risk: String,
+    pub decision: String,
+    pub rule_id: String,
+    pub reason: String,
+    pub policy_sha256: String,
+    pub request_id: String,
+    pub approval_id: String,
+    pub approver: String,
+    pub redaction: String,
+    pub arguments_json: String,
+    pub arguments_sha256: String,
+    pub targets: Vec<TargetRecord>,
+    pub decision_seq: u64,
+    pub outcome: String,
+    pub outcome_message: String,
+    pub latency_micros: u64,
+    pub checkpoint_reason: String,
+    pub verification: String,
+    pub hash: String,
+    pub prev_hash: String,
+    pub key_id: String,
+    /// Hex of the 64-byte Ed25519 signature.
+    pub signature: String,
+    /// Base64 of the `EventBody` bytes as signed.
+    pub body: String,
+    /// Base64 of the `Envelope` as shipped: everything needed to re-verify.
+    pub envelope: String,
+}
+
+impl ExportRecord {
+    pub fn from_row(row: &EventRow) -> Self {
+        let signed = SignedEvent::decode(&row.envelope).ok();
+        Self {
+            chain_id: row.chain_id.clone(),
+            seq: row.seq,
+            time_unix_nanos: row.time_unix_nanos,
+            kind: row.kind.clone(),
+            agent_id: row.agent_id.clone(),
+            session: row.session.clone(),
+            client_name: row.client_name.clone(),
+            client_version: row.client_version.clone(),
+            remote_addr: row.remote_addr.clone(),
+            upstream: row.upstream.clone(),
+            method: row.method.clone(),
+            tool: row.tool.clone(),
+            risk: row.risk.clone(),
+            decision: row.decision.clone(),
+            rule_id: row.rule_id.clone(),
+            reason: row.reason.clone(),
+            policy_sha256: row.policy_sha256.clone(),
+            request_id: row.request_id.clone(),
+            approval_id: row.approval_id.clone(),
+            approver: row.approver.clone(),
+            redaction: row.redaction.clone(),
+            arguments_json: row.arguments_json.clone(),
+            arguments_sha256: row.arguments_sha256.clone(),
+            targets: row
+                .target_names
+                .iter()
+                .zip(&row.target_values)
+                .map(|(name, value)| TargetRecord {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            decision_seq: row.decision_seq,
+            outcome: row.outcome.clone(),
+            outcome_message: row.outcome_message.clone(),
+            latency_micros: row.latency_micros,
+            checkpoint_reason: row.checkpoint_reason.clone(),
+            verification: row.verification.clone(),
+            hash: row.hash.clone(),
+            prev_hash: row.prev_hash.clone(),
+            key_id: row.key_id.clone(),
+            signature: signed
+                .as_ref()
+                .map(|s| hex::encode(s.signature))
+                .unwrap_or_default(),
+            body: signed
+                .as_ref()
+                .map(|s| B64.encode(&s.body))
+                .unwrap_or_default(),
+            envelope: B64.encode(&row.envelope),
+        }
+    }
+
+    pub fn to_json_line(&self) -> String {
+        let mut line = serde_json::to_string(self).expect("a record serialises");
+        line.push('\n');
+        line
+    }
+
+    /// CSV header line, the field names in order.
+    pub fn csv_header() -> &'static str {
+        "chain_id,seq,time_unix_nanos,kind,agent_id,session,client_name,client_version,\
+         remote_addr,upstream,method,tool,risk,decision,rule_id,reason,policy_sha256,request_id,\
+         approval_id,approver,redaction,arguments_json,arguments_sha256,targets,decision_seq,\
+         outcome,outcome_message,latency_micros,checkpoint_reason,verification,hash,prev_hash,\
+         key_id,signature,body,envelope\n"
+    }
+
+    /// One RFC 4180 line; `targets` is a JSON array in its cell.
+    pub fn to_csv_line(&self) -> String {
+        let json = serde_json::to_value(self).expect("a record serialises");
+        let serde_json::Value::Object(fields) = json else {
+            unreachable!("a record is an object")
+        };
+        let cells: Vec<String> = fields
+            .into_iter()
+            .map(|(_, value)| match value {
+                serde_json::Value::String(s) => csv_cell(&s),
+                other => csv_cell(&other.to_string()),
+            })
+            .collect();
+        let mut line = cells.join(",");
+        line.push('\n');
+        line
+    }
+}
+
+fn csv_cell(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Why a JSON-lines record cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a valid export record: {0}")]
+    Json(String),
+    #[error("envelope is not valid base64")]
+    Base64,
+    #[error("envelope does not decode: {0}")]
+    Envelope(String),
+    #[error("unknown verification status {0:?}")]
+    Verification(String),
+    #[error("field {0} does not match the signed envelope")]
+    Mismatch(String),
+}
+
+/// Parses one JSON-lines record and checks that every field is what its envelope says. The
+/// returned event still needs its signature and chain link verified.
+pub fn check_jsonl_record(line: &str) -> Result<SignedEvent, RecordError> {
+    let record: ExportRecord =
+        serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+    let envelope = B64
+        .decode(&record.envelope)
+        .map_err(|_| RecordError::Base64)?;
+    let event = SignedEvent::decode(&envelope).map_err(|e| RecordError::Envelope(e.to_string()))?;
+    let status = [
+        EventStatus::Verified,
+        EventStatus::AfterBreak,
+        EventStatus::OutOfOrder,
+        EventStatus::Untrusted,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == record.verification)
+    .ok_or_else(|| RecordError::Verification(record.verification.clone()))?;
+    let unplaced = SourcePosition {
+        partition: -1,
+        offset: -1,
+    };
+    let row = EventRow::from_event(&event, status, unplaced, 0)
+        .map_err(|e| RecordError::Envelope(e.to_string()))?;
+    let expected = ExportRecord::from_row(&row);
+    if expected != record {
+        return Err(RecordError::Mismatch(first_difference(&expected, &record)));
+    }
+    Ok(event)
+}
+
+fn first_difference(a: &ExportRecord, b: &ExportRecord) -> String {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (
+        serde_json::to_value(a).expect("serialises"),
+        serde_json::to_value(b).expect("serialises"),
+    ) else {
+        unreachable!("records are objects")
+    };
+    a.iter()
+        .find(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use verdict_proto::{pb, ChainWriter, SecretKey};
+
+    fn record() -> ExportRecord {
+        let mut writer = ChainWriter::new("gw-1", SecretKey::from_seed(&[9; 32]));
+        let body = pb::EventBody {
+            time_unix_nanos: 1_700_000_000_000_000_000,
+            kind: Some(pb::event_body::Kind::Decision(pb::Decision {
+                tool: "session_manager".into(),
+                decision: pb::DecisionKind::Deny as i32,
+                reason: "a \"quoted\", reason".into(),
+                ..Default::default()
+            })),
+        };
+        let event = writer.append(body.encode_to_vec());
+        let unplaced = SourcePosition {
+            partition: -1,
+            offset: -1,
+        };
+        ExportRecord::from_row(
+            &EventRow::from_event(&event, EventStatus::Verified, unplaced, 0).unwrap(),
+        )
+    }
+
+    #[test]
+    fn json_records_check_against_their_envelope() {
+        let record = record();
+        let line = record.to_json_line();
+        assert_eq!(check_jsonl_record(&line).unwrap().seq, 1);
+        let edited = line.replace("session_manager", "session_managex");
+        assert_eq!(
+            check_jsonl_record(&edited),
+            Err(RecordError::Mismatch("tool".into()))
+        );
+    }
+
+    #[test]
+    fn csv_lines_quote_and_match_the_header() {
+        let line = record().to_csv_line();
+        assert!(line.contains("\"a \"\"quoted\"\", reason\""));
+        let header_cells = ExportRecord::csv_header().trim_end().split(',').count();
+        assert_eq!(header_cells, 36);
+    }
+}

@@ -1,0 +1,697 @@
+//! The `verdict.v1.AuditQuery` gRPC service: each RPC validates its request, builds bound
+//! conditions ([`crate::filter`]), reads through [`Store`] and maps rows back to messages.
+//!
+//! Client mistakes are `INVALID_ARGUMENT` with a message naming the field; ClickHouse failures are
+//! logged with detail and returned as `UNAVAILABLE` without it (the text may echo SQL). Every RPC
+//! runs in a tracing span and is counted in [`Metrics`].
+
+use crate::config::Limits;
+use crate::export::{ExportRecord, BATCH_ROWS, CHUNK_BYTES};
+use crate::filter::{self, Conditions, FilterError, FilterLimits, FINDING_TIME};
+use crate::metrics::Metrics;
+use crate::ocsf;
+use crate::paging::{BadToken, Cursor};
+use crate::store::{Store, StoreError};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use verdict_auditor::rows::{parse_decision, parse_outcome, parse_risk, ChainHeadRow, EventRow};
+use verdict_proto::pb::{self, audit_query_server::AuditQuery};
+use verdict_proto::verify::ChainHead;
+use verdict_proto::{ChainVerifier, SignedEvent, TrustedKeys};
+
+const DEFAULT_WHOTRIED_LIMIT: u32 = 1000;
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Token(#[from] BadToken),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<QueryError> for Status {
+    fn from(err: QueryError) -> Self {
+        match err {
+            QueryError::Filter(_) | QueryError::Token(_) | QueryError::Invalid(_) => {
+                Status::invalid_argument(err.to_string())
+            }
+            QueryError::NotFound(what) => Status::not_found(what),
+            QueryError::Store(e) => {
+                tracing::error!(error = %e, "storage query failed");
+                Status::unavailable("the audit store did not answer; see the query service log")
+            }
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, QueryError>;
+
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    store: Store,
+    limits: Limits,
+    keys: TrustedKeys,
+    metrics: Arc<Metrics>,
+}
+
+impl QueryService {
+    pub fn new(store: Store, limits: Limits, keys: TrustedKeys, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            limits,
+            keys,
+            metrics,
+        }
+    }
+
+    fn filter_limits(&self) -> FilterLimits {
+        FilterLimits {
+            max_values: self.limits.max_filter_values,
+            max_range_days: self.limits.max_range_days,
+        }
+    }
+
+    fn event_conditions(&self, filter: Option<&pb::EventFilter>) -> Result<Conditions> {
+        Ok(filter::event_filter(
+            filter.unwrap_or(&pb::EventFilter::default()),
+            self.filter_limits(),
+        )?)
+    }
+
+    /// Runs one RPC body in a span, converting errors and recording metrics.
+    async fn timed<T>(
+        &self,
+        method: &'static str,
+        body: impl Future<Output = Result<T>>,
+    ) -> std::result::Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = body
+            .instrument(tracing::info_span!("rpc", method))
+            .await
+            .map(Response::new)
+            .map_err(Status::from);
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, code, started);
+        result
+    }
+
+    async fn who_tried(&self, req: pb::WhoTriedRequest) -> Result<pb::WhoTriedResponse> {
+        let limit = bounded(
+            "limit",
+            req.limit,
+            DEFAULT_WHOTRIED_LIMIT,
+            self.limits.max_whotried_limit,
+        )?;
+        let mut cond = self.event_conditions(req.filter.as_ref())?;
+        cond.push("kind = 'decision'", vec![]);
+        let mut rows = self.store.events_page(&cond, None, limit + 1).await?;
+        let truncated = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let keys: Vec<(String, u64)> = rows.iter().map(|r| (r.chain_id.clone(), r.seq)).collect();
+        let outcomes: HashMap<(String, u64), String> = self
+            .store
+            .outcomes(&keys)
+            .await?
+            .into_iter()
+            .map(|o| ((o.chain_id, o.decision_seq), o.outcome))
+            .collect();
+        let attempts = rows
+            .iter()
+            .map(|row| {
+                let outcome = outcomes.get(&(row.chain_id.clone(), row.seq));
+                attempt(row, outcome.map_or("", String::as_str))
+            })
+            .collect();
+        let groups = if req.grouped {
+            group(self.store.attempt_groups(&cond).await?)
+        } else {
+            Vec::new()
+        };
+        Ok(pb::WhoTriedResponse {
+            attempts,
+            groups,
+            truncated,
+        })
+    }
+
+    async fn search(&self, req: pb::SearchRequest) -> Result<pb::SearchResponse> {
+        let size = bounded(
+            "page_size",
+            req.page_size,
+            DEFAULT_PAGE_SIZE,
+            self.limits.max_page_size,
+        )?;
+        let cursor = Cursor::decode(&req.page_token)?;
+        let cond = self.event_conditions(req.filter.as_ref())?;
+        let mut rows = self
+            .store
+            .events_page(&cond, cursor.as_ref(), size + 1)
+            .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => Cursor {
+                time: last.time_unix_nanos,
+                chain_id: last.chain_id.clone(),
+                seq: last.seq,
+                tie: String::new(),
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        let events = rows
+            .iter()
+            .map(|row| pb::StoredEvent {
+                attempt: Some(attempt(row, &row.outcome)),
+                envelope: pb::Envelope::decode(row.envelope.as_slice()).ok(),
+            })
+            .collect();
+        Ok(pb::SearchResponse {
+            events,
+            next_page_token,
+        })
+    }
+
+    async fn summarize(&self, req: pb::SummarizeRequest) -> Result<pb::SummarizeResponse> {
+        let columns = req
+            .group_by
+            .iter()
+            .map(|&d| match pb::Dimension::try_from(d) {
+                Ok(pb::Dimension::Agent) => Ok("agent_id"),
+                Ok(pb::Dimension::Tool) => Ok("tool"),
+                Ok(pb::Dimension::Risk) => Ok("risk"),
+                Ok(pb::Dimension::Decision) => Ok("decision"),
+                Ok(pb::Dimension::Upstream) => Ok("upstream"),
+                _ => Err(QueryError::Invalid(format!(
+                    "group_by: unknown or unspecified dimension {d}"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut filter = req.filter.unwrap_or_default();
+        let time = filter.time.get_or_insert_with(Default::default);
+        if time.from_unix_nanos == 0 {
+            // An aggregate always has a bounded range: max_range_days back from its end.
+            let end = match time.to_unix_nanos {
+                0 => now_nanos(),
+                to => to,
+            };
+            time.from_unix_nanos =
+                (end - i64::from(self.limits.max_range_days) * NANOS_PER_DAY).max(1);
+        }
+        let mut cond = self.event_conditions(Some(&filter))?;
+        cond.push("kind = 'decision'", vec![]);
+        let rows = self.store.summarize(&cond, &columns).await?;
+        Ok(pb::SummarizeResponse {
+            rows: rows
+                .into_iter()
+                .map(|r| pb::SummaryRow {
+                    keys: r.keys,
+                    count: r.count,
+                })
+                .collect(),
+        })
+    }
+
+    /// Validates the request and starts the producer task; rows stream as they are read.
+    async fn export(
+        &self,
+        req: pb::ExportRequest,
+    ) -> Result<ReceiverStream<std::result::Result<pb::ExportChunk, Status>>> {
+        let format = match pb::ExportFormat::try_from(req.format) {
+            Ok(f @ (pb::ExportFormat::Jsonl | pb::ExportFormat::Csv | pb::ExportFormat::Ocsf)) => f,
+            _ => {
+                return Err(QueryError::Invalid(
+                    "format: one of JSONL, CSV, OCSF is required".into(),
+                ))
+            }
+        };
+        let cond = self.event_conditions(req.filter.as_ref())?;
+        let chains = self.store.chains(&cond).await?;
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let metrics = Arc::clone(&self.metrics);
+        tokio::spawn(
+            async move {
+                let mut out = ChunkSender::new(tx);
+                if format == pb::ExportFormat::Csv {
+                    out.push(ExportRecord::csv_header()).await;
+                }
+                for chain in &chains {
+                    if let Err(e) = export_chain(&store, chain, &cond, format, &mut out).await {
+                        out.fail(Status::from(QueryError::from(e))).await;
+                        return;
+                    }
+                    if out.closed() {
+                        break;
+                    }
+                }
+                out.finish().await;
+                metrics.export_rows(out.rows);
+                tracing::info!(rows = out.rows, "export finished");
+            }
+            .instrument(tracing::info_span!("export")),
+        );
+        Ok(ReceiverStream::new(rx))
+    }
+
+    async fn verify_chain(&self, req: pb::VerifyChainRequest) -> Result<pb::VerifyChainReport> {
+        let chain_id = filter::text("chain_id", &req.chain_id)?;
+        if chain_id.is_empty() {
+            return Err(QueryError::Invalid("chain_id is required".into()));
+        }
+        let (low, high) = self
+            .store
+            .seq_bounds(&chain_id)
+            .await?
+            .ok_or_else(|| QueryError::NotFound(format!("no events of chain {chain_id:?}")))?;
+        let from = if req.from_seq == 0 { low } else { req.from_seq };
+        let to = if req.to_seq == 0 { high } else { req.to_seq };
+        if to < from {
+            return Err(QueryError::Invalid("to_seq is before from_seq".into()));
+        }
+        let mut verifier = ChainVerifier::new(self.keys.clone());
+        let mut anchored = false;
+        if from > 1 {
+            if let Some(hash) = self.store.event_hash(&chain_id, from - 1).await? {
+                if let Some(hash) = parse_hash(&hash) {
+                    verifier.restore(
+                        &chain_id,
+                        ChainHead {
+                            seq: from - 1,
+                            hash,
+                        },
+                    );
+                    anchored = true;
+                }
+            }
+        } else {
+            anchored = true;
+        }
+        let mut report = pb::VerifyChainReport {
+            chain_id: chain_id.clone(),
+            first_seq: 0,
+            last_seq: 0,
+            ..Default::default()
+        };
+        let mut after = from - 1;
+        let all = Conditions::default();
+        loop {
+            let mut cursor = self
+                .store
+                .chain_batch(&chain_id, &all, after, to, BATCH_ROWS)?;
+            let mut batch = Vec::new();
+            let mut read = 0;
+            while let Some(row) = cursor.next().await.map_err(StoreError::from)? {
+                read += 1;
+                after = row.seq;
+                match SignedEvent::decode(&row.envelope) {
+                    Ok(event) => batch.push(event),
+                    Err(e) => report.breaks.push(pb::ChainBreak {
+                        kind: verdict_proto::BreakKind::Malformed.as_str().into(),
+                        seq: row.seq,
+                        last_seq: row.seq,
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+            if let (false, Some(first)) = (anchored, batch.first()) {
+                // No stored predecessor: the first event anchors the range (its link is unchecked).
+                verifier.restore(
+                    &chain_id,
+                    ChainHead {
+                        seq: first.seq - 1,
+                        hash: first.prev_hash,
+                    },
+                );
+                anchored = true;
+            }
+            if report.events == 0 {
+                report.first_seq = batch.first().map_or(0, |e| e.seq);
+            }
+            report.events += batch.len() as u64;
+            for verdict in verifier.verify_batch(&batch) {
+                if let Some(f) = verdict.finding {
+                    report.breaks.push(pb::ChainBreak {
+                        kind: f.kind.as_str().into(),
+                        seq: f.seq,
+                        last_seq: f.last_seq,
+                        detail: f.detail,
+                    });
+                }
+            }
+            if read < BATCH_ROWS {
+                break;
+            }
+        }
+        report.last_seq = after;
+        report.ok = report.breaks.is_empty() && report.events > 0;
+        report.head = Some(self.head(&chain_id, high).await?);
+        Ok(report)
+    }
+
+    async fn list_findings(
+        &self,
+        req: pb::ListFindingsRequest,
+    ) -> Result<pb::ListFindingsResponse> {
+        let size = bounded(
+            "page_size",
+            req.page_size,
+            DEFAULT_PAGE_SIZE,
+            self.limits.max_page_size,
+        )?;
+        let cursor = Cursor::decode(&req.page_token)?;
+        let limits = self.filter_limits();
+        let mut cond = Conditions::default();
+        filter::time_range(&mut cond, FINDING_TIME, req.time.as_ref(), limits)?;
+        cond.any_equal("kind", filter::texts("kinds", &req.kinds, limits)?);
+        cond.any_equal(
+            "chain_id",
+            filter::texts("chain_ids", &req.chain_ids, limits)?,
+        );
+        let mut rows = self
+            .store
+            .findings_page(&cond, cursor.as_ref(), size + 1)
+            .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => Cursor {
+                time: last.detected_unix_nanos,
+                chain_id: last.chain_id.clone(),
+                seq: last.seq,
+                tie: format!("{}/{}", last.kind, last.evidence_sha256),
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        let findings = rows
+            .into_iter()
+            .map(|f| pb::Finding {
+                kind: f.kind,
+                chain_id: f.chain_id,
+                seq: f.seq,
+                last_seq: f.last_seq,
+                detail: f.detail,
+                detected_unix_nanos: f.detected_unix_nanos,
+                evidence: f.evidence,
+                kafka_partition: f.kafka_partition,
+                kafka_offset: f.kafka_offset,
+            })
+            .collect();
+        Ok(pb::ListFindingsResponse {
+            findings,
+            next_page_token,
+        })
+    }
+
+    /// The chain's persisted head, or (before the auditor persisted one) its newest stored event.
+    async fn head(&self, chain_id: &str, newest_seq: u64) -> Result<pb::ChainHeadInfo> {
+        if let Some(head) = self
+            .store
+            .chain_heads(Some(chain_id))
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Ok(head_info(head));
+        }
+        let mut cursor = self.store.chain_batch(
+            chain_id,
+            &Conditions::default(),
+            newest_seq - 1,
+            newest_seq,
+            1,
+        )?;
+        let row = cursor
+            .next()
+            .await
+            .map_err(StoreError::from)?
+            .ok_or_else(|| QueryError::NotFound(format!("chain {chain_id:?} seq {newest_seq}")))?;
+        Ok(pb::ChainHeadInfo {
+            chain_id: row.chain_id,
+            seq: row.seq,
+            hash: hex::decode(&row.hash).unwrap_or_default(),
+            key_id: row.key_id,
+            last_event_unix_nanos: row.time_unix_nanos,
+            last_checkpoint_unix_nanos: 0,
+            ended: row.kind == "checkpoint" && row.checkpoint_reason == "shutdown",
+        })
+    }
+
+    async fn list_chain_heads(&self) -> Result<pb::ListChainHeadsResponse> {
+        let heads = self.store.chain_heads(None).await?;
+        Ok(pb::ListChainHeadsResponse {
+            heads: heads.into_iter().map(head_info).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AuditQuery for QueryService {
+    async fn who_tried(
+        &self,
+        request: Request<pb::WhoTriedRequest>,
+    ) -> std::result::Result<Response<pb::WhoTriedResponse>, Status> {
+        self.timed("WhoTried", self.who_tried(request.into_inner()))
+            .await
+    }
+
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> std::result::Result<Response<pb::SearchResponse>, Status> {
+        self.timed("Search", self.search(request.into_inner()))
+            .await
+    }
+
+    async fn summarize(
+        &self,
+        request: Request<pb::SummarizeRequest>,
+    ) -> std::result::Result<Response<pb::SummarizeResponse>, Status> {
+        self.timed("Summarize", self.summarize(request.into_inner()))
+            .await
+    }
+
+    type ExportStream = ReceiverStream<std::result::Result<pb::ExportChunk, Status>>;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> std::result::Result<Response<Self::ExportStream>, Status> {
+        self.timed("Export", self.export(request.into_inner()))
+            .await
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<pb::VerifyChainRequest>,
+    ) -> std::result::Result<Response<pb::VerifyChainReport>, Status> {
+        self.timed("VerifyChain", self.verify_chain(request.into_inner()))
+            .await
+    }
+
+    async fn list_findings(
+        &self,
+        request: Request<pb::ListFindingsRequest>,
+    ) -> std::result::Result<Response<pb::ListFindingsResponse>, Status> {
+        self.timed("ListFindings", self.list_findings(request.into_inner()))
+            .await
+    }
+
+    async fn list_chain_heads(
+        &self,
+        _request: Request<pb::ListChainHeadsRequest>,
+    ) -> std::result::Result<Response<pb::ListChainHeadsResponse>, Status> {
+        self.timed("ListChainHeads", self.list_chain_heads()).await
+    }
+}
+
+/// Streams one chain's matching events in `seq` batches.
+async fn export_chain(
+    store: &Store,
+    chain: &str,
+    cond: &Conditions,
+    format: pb::ExportFormat,
+    out: &mut ChunkSender,
+) -> std::result::Result<(), StoreError> {
+    let mut after = 0;
+    loop {
+        let mut cursor = store.chain_batch(chain, cond, after, u64::MAX, BATCH_ROWS)?;
+        let mut read = 0;
+        while let Some(row) = cursor.next().await? {
+            read += 1;
+            after = row.seq;
+            let record = ExportRecord::from_row(&row);
+            let line = match format {
+                pb::ExportFormat::Csv => record.to_csv_line(),
+                pb::ExportFormat::Ocsf => ocsf::to_ocsf_line(&record),
+                _ => record.to_json_line(),
+            };
+            out.rows += 1;
+            out.push(&line).await;
+            if out.closed() {
+                return Ok(());
+            }
+        }
+        if read < BATCH_ROWS {
+            return Ok(());
+        }
+    }
+}
+
+/// Buffers whole lines into chunks of about [`CHUNK_BYTES`].
+struct ChunkSender {
+    tx: mpsc::Sender<std::result::Result<pb::ExportChunk, Status>>,
+    buf: Vec<u8>,
+    rows: u64,
+    closed: bool,
+}
+
+impl ChunkSender {
+    fn new(tx: mpsc::Sender<std::result::Result<pb::ExportChunk, Status>>) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            rows: 0,
+            closed: false,
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.closed
+    }
+
+    async fn push(&mut self, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.buf.is_empty() || self.closed {
+            return;
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+        // The client went away: stop reading from ClickHouse.
+        self.closed = self.tx.send(Ok(pb::ExportChunk { data })).await.is_err();
+    }
+
+    async fn finish(&mut self) {
+        self.flush().await;
+    }
+
+    async fn fail(&mut self, status: Status) {
+        self.flush().await;
+        let _ = self.tx.send(Err(status)).await;
+    }
+}
+
+/// `value`, or `default` for 0; more than `max` is an error.
+fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32> {
+    match value {
+        0 => Ok(default.min(max)),
+        v if v > max => Err(QueryError::Invalid(format!("{field}: at most {max}"))),
+        v => Ok(v),
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn parse_hash(hex_hash: &str) -> Option<verdict_proto::Hash> {
+    hex::decode(hex_hash).ok()?.try_into().ok()
+}
+
+/// A stored decision (or any event) as a compliance answer.
+fn attempt(row: &EventRow, outcome: &str) -> pb::Attempt {
+    pb::Attempt {
+        time_unix_nanos: row.time_unix_nanos,
+        agent_id: row.agent_id.clone(),
+        session: row.session.clone(),
+        client_name: row.client_name.clone(),
+        client_version: row.client_version.clone(),
+        upstream: row.upstream.clone(),
+        tool: row.tool.clone(),
+        risk: parse_risk(&row.risk).map_or(0, |r| r as i32),
+        targets: row
+            .target_names
+            .iter()
+            .zip(&row.target_values)
+            .map(|(name, value)| pb::Target {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        decision: parse_decision(&row.decision).map_or(0, |d| d as i32),
+        rule_id: row.rule_id.clone(),
+        reason: row.reason.clone(),
+        outcome: parse_outcome(outcome).map_or(0, |o| o as i32),
+        approval_id: row.approval_id.clone(),
+        approver: row.approver.clone(),
+        chain_id: row.chain_id.clone(),
+        seq: row.seq,
+        verification: row.verification.clone(),
+    }
+}
+
+/// Folds per-decision group rows into one group per agent × target.
+fn group(rows: Vec<crate::store::GroupRow>) -> Vec<pb::AttemptGroup> {
+    let mut groups: BTreeMap<(String, String, String), pb::AttemptGroup> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row.agent_id.clone(),
+            row.target_name.clone(),
+            row.target_value.clone(),
+        );
+        let group = groups.entry(key).or_insert_with(|| pb::AttemptGroup {
+            agent_id: row.agent_id,
+            target: Some(pb::Target {
+                name: row.target_name,
+                value: row.target_value,
+            }),
+            counts: Vec::new(),
+            first_unix_nanos: row.first,
+            last_unix_nanos: row.last,
+        });
+        group.first_unix_nanos = group.first_unix_nanos.min(row.first);
+        group.last_unix_nanos = group.last_unix_nanos.max(row.last);
+        group.counts.push(pb::DecisionCount {
+            decision: parse_decision(&row.decision).map_or(0, |d| d as i32),
+            count: row.count,
+        });
+    }
+    groups.into_values().collect()
+}
+
+fn head_info(head: ChainHeadRow) -> pb::ChainHeadInfo {
+    pb::ChainHeadInfo {
+        chain_id: head.chain_id,
+        seq: head.seq,
+        hash: hex::decode(&head.hash).unwrap_or_default(),
+        key_id: head.key_id,
+        last_event_unix_nanos: head.last_event_unix_nanos,
+        last_checkpoint_unix_nanos: head.last_checkpoint_unix_nanos,
+        ended: head.ended != 0,
+    }
+}

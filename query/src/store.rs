@@ -1,0 +1,275 @@
+//! Reads from the auditor's ClickHouse tables.
+//!
+//! Rows are read into the auditor's own row structs ([`EventRow`], [`FindingRow`],
+//! [`ChainHeadRow`]), so each column is defined once for writer and reader. Rows may be stored
+//! more than once (Kafka redelivery; `ReplacingMergeTree` merges them eventually), so every read
+//! deduplicates: `LIMIT 1 BY` the row identity, or `FINAL` for aggregates.
+//!
+//! Wide rows are never sorted: pages pick their keys `(chain_id, seq)` with a narrow sorted
+//! subquery and then read those rows by primary key; exports walk one chain at a time in `seq`
+//! batches along the primary key, streaming each batch through the crate's row cursor.
+
+use crate::config::ClickHouseConfig;
+use crate::filter::{Bound, Conditions, Param};
+use crate::paging::{Cursor, Keyset};
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+use verdict_auditor::rows::{ChainHeadRow, EventRow, FindingRow};
+
+/// Newest-first order of `events`.
+pub const EVENT_KEYSET: Keyset = Keyset {
+    time: "time_unix_nanos",
+    tie: None,
+};
+/// Newest-first order of `findings` (several findings may share chain and seq).
+pub const FINDING_KEYSET: Keyset = Keyset {
+    time: "detected_unix_nanos",
+    tie: Some("concat(kind, '/', evidence_sha256)"),
+};
+/// Outcome look-ups per query, keeping the SQL text well under `max_query_size`.
+const OUTCOME_CHUNK: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("ClickHouse: {0}")]
+pub struct StoreError(#[from] clickhouse::error::Error);
+
+/// The outcome of a forwarded call, found by its decision's `(chain_id, seq)`.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct OutcomeRef {
+    pub chain_id: String,
+    pub decision_seq: u64,
+    pub outcome: String,
+}
+
+/// Attempts of one agent on one target with one decision.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct GroupRow {
+    pub agent_id: String,
+    pub target_name: String,
+    pub target_value: String,
+    pub decision: String,
+    pub count: u64,
+    pub first: i64,
+    pub last: i64,
+}
+
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct SummaryRow {
+    pub keys: Vec<String>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+}
+
+impl Store {
+    /// A client for `config`; every query is bounded by `max_execution_time` on the server too.
+    pub fn new(config: &ClickHouseConfig, timeout_secs: u64) -> Self {
+        let client = Client::default()
+            .with_url(&config.url)
+            .with_database(&config.database)
+            .with_user(&config.user)
+            .with_password(&config.password)
+            // ClickHouse 18.16 does not speak RowBinaryWithNamesAndTypes.
+            .with_validation(false)
+            .with_setting("max_execution_time", timeout_secs.to_string());
+        Self { client }
+    }
+
+    fn query(&self, sql: &str, bound: &[&Bound]) -> clickhouse::query::Query {
+        bound
+            .iter()
+            .fold(self.client.query(sql), |q, b| b.bind_to(q))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client.query("SELECT 1").fetch_one::<u8>().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events matching `cond`, newest first, strictly after `after`.
+    pub async fn events_page(
+        &self,
+        cond: &Conditions,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let cond = cond.to_bound();
+        let after = after.map_or_else(|| Bound::new("1", vec![]), |c| EVENT_KEYSET.after(c));
+        let order = EVENT_KEYSET.order_by();
+        let sql = format!(
+            "SELECT ?fields FROM events WHERE {c} AND (chain_id, seq) IN ( \
+                SELECT chain_id, seq FROM events WHERE {c} AND {a} \
+                ORDER BY {order} LIMIT 1 BY chain_id, seq LIMIT ?) \
+             ORDER BY {order} LIMIT 1 BY chain_id, seq",
+            c = cond.sql,
+            a = after.sql,
+        );
+        let limit = Bound::new("", vec![Param::U64(limit.into())]);
+        Ok(self
+            .query(&sql, &[&cond, &cond, &after, &limit])
+            .fetch_all()
+            .await?)
+    }
+
+    /// The outcomes of the given decisions `(chain_id, seq)`.
+    pub async fn outcomes(
+        &self,
+        decisions: &[(String, u64)],
+    ) -> Result<Vec<OutcomeRef>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in decisions.chunks(OUTCOME_CHUNK) {
+            let tuples = vec!["(?, ?)"; chunk.len()].join(", ");
+            let params = chunk
+                .iter()
+                .flat_map(|(chain, seq)| [Param::Str(chain.clone()), Param::U64(*seq)])
+                .collect();
+            let keys = Bound::new("", params);
+            let sql = format!(
+                "SELECT chain_id, decision_seq, outcome FROM events \
+                 WHERE kind = 'outcome' AND (chain_id, decision_seq) IN ({tuples}) \
+                 LIMIT 1 BY chain_id, decision_seq"
+            );
+            found.extend(self.query(&sql, &[&keys]).fetch_all::<OutcomeRef>().await?);
+        }
+        Ok(found)
+    }
+
+    /// Decision counts per agent × target (each target of a matching attempt; `''` for none).
+    pub async fn attempt_groups(&self, cond: &Conditions) -> Result<Vec<GroupRow>, StoreError> {
+        let cond = cond.to_bound();
+        let sql = format!(
+            "SELECT agent_id, target_name, target_value, decision, count() AS count, \
+                    min(time_unix_nanos) AS first, max(time_unix_nanos) AS last \
+             FROM ( \
+                SELECT agent_id, target_names, target_values, decision, time_unix_nanos \
+                FROM events WHERE {} LIMIT 1 BY chain_id, seq) \
+             LEFT ARRAY JOIN target_names AS target_name, target_values AS target_value \
+             GROUP BY agent_id, target_name, target_value, decision \
+             ORDER BY agent_id, target_name, target_value, decision",
+            cond.sql
+        );
+        Ok(self.query(&sql, &[&cond]).fetch_all().await?)
+    }
+
+    /// Decision counts grouped by `columns` (names from the service's fixed list).
+    pub async fn summarize(
+        &self,
+        cond: &Conditions,
+        columns: &[&str],
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let cond = cond.to_bound();
+        let keys = if columns.is_empty() {
+            "emptyArrayString()".to_owned()
+        } else {
+            format!("[{}]", columns.join(", "))
+        };
+        let sql = format!(
+            "SELECT {keys} AS keys, count() AS count FROM events FINAL WHERE {} \
+             GROUP BY keys ORDER BY count DESC, keys",
+            cond.sql
+        );
+        Ok(self.query(&sql, &[&cond]).fetch_all().await?)
+    }
+
+    /// Chain ids with events matching `cond`, in order.
+    pub async fn chains(&self, cond: &Conditions) -> Result<Vec<String>, StoreError> {
+        let cond = cond.to_bound();
+        let sql = format!(
+            "SELECT chain_id FROM events WHERE {} GROUP BY chain_id ORDER BY chain_id",
+            cond.sql
+        );
+        Ok(self.query(&sql, &[&cond]).fetch_all().await?)
+    }
+
+    /// A cursor over up to `limit` events of `chain_id` with `after < seq <= to_seq` matching
+    /// `cond`, in `seq` order.
+    pub fn chain_batch(
+        &self,
+        chain_id: &str,
+        cond: &Conditions,
+        after: u64,
+        to_seq: u64,
+        limit: u64,
+    ) -> Result<clickhouse::query::RowCursor<EventRow>, StoreError> {
+        let cond = cond.to_bound();
+        let range = Bound::new(
+            "",
+            vec![
+                Param::Str(chain_id.to_owned()),
+                Param::U64(after),
+                Param::U64(to_seq),
+            ],
+        );
+        let sql = format!(
+            "SELECT ?fields FROM events WHERE chain_id = ? AND seq > ? AND seq <= ? AND {} \
+             ORDER BY seq LIMIT 1 BY seq LIMIT ?",
+            cond.sql
+        );
+        let limit = Bound::new("", vec![Param::U64(limit)]);
+        Ok(self.query(&sql, &[&range, &cond, &limit]).fetch()?)
+    }
+
+    /// Lowest and highest stored seq of a chain (`None` for an unknown chain).
+    pub async fn seq_bounds(&self, chain_id: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let (count, low, high) = self
+            .client
+            .query("SELECT count(), min(seq), max(seq) FROM events WHERE chain_id = ?")
+            .bind(chain_id)
+            .fetch_one::<(u64, u64, u64)>()
+            .await?;
+        Ok((count > 0).then_some((low, high)))
+    }
+
+    /// The stored hash (hex) of one event.
+    pub async fn event_hash(&self, chain_id: &str, seq: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT hash FROM events WHERE chain_id = ? AND seq = ? LIMIT 1")
+            .bind(chain_id)
+            .bind(seq)
+            .fetch_optional()
+            .await?)
+    }
+
+    pub async fn findings_page(
+        &self,
+        cond: &Conditions,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<FindingRow>, StoreError> {
+        let cond = cond.to_bound();
+        let after = after.map_or_else(|| Bound::new("1", vec![]), |c| FINDING_KEYSET.after(c));
+        let sql = format!(
+            "SELECT ?fields FROM findings WHERE {} AND {} ORDER BY {} \
+             LIMIT 1 BY chain_id, kind, seq, evidence_sha256 LIMIT ?",
+            cond.sql,
+            after.sql,
+            FINDING_KEYSET.order_by()
+        );
+        let limit = Bound::new("", vec![Param::U64(limit.into())]);
+        Ok(self
+            .query(&sql, &[&cond, &after, &limit])
+            .fetch_all()
+            .await?)
+    }
+
+    /// The newest head of every chain, or of one.
+    pub async fn chain_heads(
+        &self,
+        chain_id: Option<&str>,
+    ) -> Result<Vec<ChainHeadRow>, StoreError> {
+        let (sql, params) = match chain_id {
+            Some(id) => ("chain_id = ?", vec![Param::Str(id.to_owned())]),
+            None => ("1", vec![]),
+        };
+        let cond = Bound::new(sql, params);
+        let sql = format!(
+            "SELECT ?fields FROM chain_heads FINAL WHERE {} ORDER BY chain_id",
+            cond.sql
+        );
+        Ok(self.query(&sql, &[&cond]).fetch_all().await?)
+    }
+}

@@ -1,0 +1,123 @@
+//! Stand-in for the auditor's store, for query tests: applies the auditor's schema migrations
+//! and inserts `events` rows built with the auditor's own mapping ([`EventRow::from_event`]) from
+//! real `ChainWriter`-signed events. When the auditor's store function lands, [`store_events`]
+//! becomes a call to it; the tests above it do not change.
+
+use clickhouse::Client;
+use prost::Message;
+use verdict_auditor::rows::{EventRow, SourcePosition};
+use verdict_auditor::schema::MIGRATIONS;
+use verdict_proto::pb::{self, event_body::Kind};
+use verdict_proto::verify::EventStatus;
+use verdict_proto::SignedEvent;
+
+/// Creates the tables (idempotent, like the auditor's start-up).
+pub async fn migrate(client: &Client) -> Result<(), clickhouse::error::Error> {
+    for (_, _, statements) in MIGRATIONS {
+        for statement in *statements {
+            client.query(statement).execute().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts events as the auditor stores verified events (not from Kafka: position -1).
+pub async fn store_events(
+    client: &Client,
+    events: &[SignedEvent],
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = client.insert::<EventRow>("events").await?;
+    let unplaced = SourcePosition {
+        partition: -1,
+        offset: -1,
+    };
+    for event in events {
+        let row = EventRow::from_event(event, EventStatus::Verified, unplaced, 1_700_000_000)
+            .expect("test events have decodable bodies");
+        insert.write(&row).await?;
+    }
+    insert.end().await
+}
+
+/// A tool call decision, as the gateway would record it.
+#[derive(Debug, Clone, Default)]
+pub struct Call<'a> {
+    pub time_unix_nanos: i64,
+    pub agent: &'a str,
+    pub session: &'a str,
+    pub tool: &'a str,
+    pub risk: pb::RiskClass,
+    pub arguments_json: &'a str,
+    pub targets: &'a [(&'a str, &'a str)],
+    pub decision: pb::DecisionKind,
+    pub reason: &'a str,
+}
+
+impl Call<'_> {
+    /// The encoded `EventBody` of this decision.
+    pub fn body(&self) -> Vec<u8> {
+        let decision = pb::Decision {
+            actor: Some(pb::Actor {
+                agent_id: self.agent.into(),
+                session: self.session.into(),
+                client_name: "test-client".into(),
+                client_version: "1.0".into(),
+                ..Default::default()
+            }),
+            upstream: "work-memory".into(),
+            method: "tools/call".into(),
+            tool: self.tool.into(),
+            risk: self.risk as i32,
+            redaction: pb::Redaction::Full as i32,
+            arguments_json: self.arguments_json.into(),
+            arguments_sha256: vec![0; 32],
+            targets: self
+                .targets
+                .iter()
+                .map(|(name, value)| pb::Target {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+            decision: self.decision as i32,
+            rule_id: "rule-1".into(),
+            policy_sha256: vec![1; 32],
+            reason: self.reason.into(),
+            request_id: "1".into(),
+            ..Default::default()
+        };
+        pb::EventBody {
+            time_unix_nanos: self.time_unix_nanos,
+            kind: Some(Kind::Decision(decision)),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// The encoded `EventBody` of a forwarded call's outcome.
+pub fn outcome_body(time_unix_nanos: i64, decision_seq: u64, kind: pb::OutcomeKind) -> Vec<u8> {
+    pb::EventBody {
+        time_unix_nanos,
+        kind: Some(Kind::Outcome(pb::Outcome {
+            decision_seq,
+            kind: kind as i32,
+            latency_micros: 1200,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// The encoded `EventBody` of a checkpoint.
+pub fn checkpoint_body(time_unix_nanos: i64, head_seq: u64, reason: &str) -> Vec<u8> {
+    pb::EventBody {
+        time_unix_nanos,
+        kind: Some(Kind::Checkpoint(pb::Checkpoint {
+            head_seq,
+            head_hash: vec![0; 32],
+            reason: reason.into(),
+            interval_secs: 60,
+        })),
+    }
+    .encode_to_vec()
+}

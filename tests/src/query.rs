@@ -1,0 +1,89 @@
+//! The real `verdict-query` binary for tests: started against a test ClickHouse on a port the OS
+//! chose (`listen = "127.0.0.1:0"`, reported through `--ready-file`), killed on drop, plus a
+//! gRPC client and the test token.
+
+use crate::bins::cargo_bin;
+use crate::process::ServerProcess;
+use crate::Result;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use tonic::transport::Channel;
+use verdict_proto::pb::audit_query_client::AuditQueryClient;
+
+/// The query token the test service accepts (id `test`).
+pub const TOKEN: &str = "test-query-token";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct QueryService {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    process: ServerProcess,
+}
+
+impl QueryService {
+    /// Starts `verdict-query` for the ClickHouse at `clickhouse_url`, trusting `public_key`
+    /// (a PEM file) for `VerifyChain`. `extra` is appended to the TOML config.
+    pub fn start(clickhouse_url: &str, public_key: Option<&Path>, extra: &str) -> Result<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = public_key
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .unwrap_or_default();
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\n\
+             trusted_keys = [{keys}]\n\
+             {extra}\n\
+             [clickhouse]\nurl = \"{clickhouse_url}\"\n\
+             [[tokens]]\nid = \"test\"\nsha256 = \"{}\"\n",
+            verdict_query::auth::token_digest(TOKEN)
+        );
+        let path = dir.path().join("query.toml");
+        std::fs::write(&path, config).expect("writing query.toml");
+        let ready = dir.path().join("ready");
+        let mut command = Command::new(cargo_bin("verdict-query"));
+        command
+            .arg("--config")
+            .arg(&path)
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "warn");
+        let mut process =
+            ServerProcess::spawn("verdict-query", command, dir.path().join("query.log"))?;
+        let mut port = 0;
+        process.wait_ready(START_TIMEOUT, || {
+            port = std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|a| a.rsplit(':').next().and_then(|p| p.trim().parse().ok()))
+                .unwrap_or(0);
+            port != 0
+        })?;
+        Ok(Self { port, dir, process })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `--query-url` and tonic.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn client(&self) -> AuditQueryClient<Channel> {
+        AuditQueryClient::connect(self.url())
+            .await
+            .expect("connecting to verdict-query")
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail(50)
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ASCII token"),
+    );
+    request
+}
