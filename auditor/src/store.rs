@@ -71,6 +71,11 @@ impl Store {
         Self { client }
     }
 
+    /// A store over an already configured client (validation must be off for 18.16).
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+
     /// Applies every migration not yet recorded in `schema_migrations`, in order. Statements are
     /// idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
     pub async fn migrate(&self) -> Result<(), StoreError> {

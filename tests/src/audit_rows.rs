@@ -1,42 +1,34 @@
-//! Stand-in for the auditor's store, for query tests: applies the auditor's schema migrations
-//! and inserts `events` rows built with the auditor's own mapping ([`EventRow::from_event`]) from
-//! real `ChainWriter`-signed events. When the auditor's store function lands, [`store_events`]
-//! becomes a call to it; the tests above it do not change.
+//! Rows for query tests, stored the way the auditor stores them: its migrations and its
+//! `Store`, with `events` rows built by its own mapping ([`EventRow::from_event`]) from real
+//! `ChainWriter`-signed events, so the query service reads exactly what the auditor writes.
 
 use clickhouse::Client;
 use prost::Message;
 use verdict_auditor::rows::{EventRow, SourcePosition};
-use verdict_auditor::schema::MIGRATIONS;
+use verdict_auditor::store::{Store, StoreError};
 use verdict_proto::pb::{self, event_body::Kind};
 use verdict_proto::verify::EventStatus;
 use verdict_proto::SignedEvent;
 
-/// Creates the tables (idempotent, like the auditor's start-up).
-pub async fn migrate(client: &Client) -> Result<(), clickhouse::error::Error> {
-    for (_, _, statements) in MIGRATIONS {
-        for statement in *statements {
-            client.query(statement).execute().await?;
-        }
-    }
-    Ok(())
+/// Creates the tables, as the auditor does at start-up.
+pub async fn migrate(client: &Client) -> Result<(), StoreError> {
+    Store::from_client(client.clone()).migrate().await
 }
 
 /// Inserts events as the auditor stores verified events (not from Kafka: position -1).
-pub async fn store_events(
-    client: &Client,
-    events: &[SignedEvent],
-) -> Result<(), clickhouse::error::Error> {
-    let mut insert = client.insert::<EventRow>("events").await?;
+pub async fn store_events(client: &Client, events: &[SignedEvent]) -> Result<(), StoreError> {
     let unplaced = SourcePosition {
         partition: -1,
         offset: -1,
     };
-    for event in events {
-        let row = EventRow::from_event(event, EventStatus::Verified, unplaced, 1_700_000_000)
-            .expect("test events have decodable bodies");
-        insert.write(&row).await?;
-    }
-    insert.end().await
+    let rows: Vec<EventRow> = events
+        .iter()
+        .map(|event| {
+            EventRow::from_event(event, EventStatus::Verified, unplaced, 1_700_000_000)
+                .expect("test events have decodable bodies")
+        })
+        .collect();
+    Store::from_client(client.clone()).insert_events(&rows).await
 }
 
 /// A tool call decision, as the gateway would record it.
