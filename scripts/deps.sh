@@ -2,6 +2,7 @@
 # scripts/test and scripts/demo; every step is skipped when its tool is already there.
 #   - clickhouse-server (Debian package; tests start private instances, never the system service)
 #   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
+#   - grpcio for Python (the query API's cross-language client test)
 
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -27,4 +28,15 @@ if ! command -v tansu >/dev/null 2>&1; then
   tansu_target=$(mktemp -d)
   CARGO_TARGET_DIR="$tansu_target" cargo install tansu --locked --features dynostore,libsql --quiet
   rm -rf "$tansu_target"
+fi
+
+# The query API's Python client test (scripts/grpc_client_test.py) generates a grpcio client
+# from proto/: pip where Python is user-managed (pyenv, venv), Debian's packages otherwise.
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  say "installing grpcio and grpcio-tools for the Python client test"
+  python3 -m pip install --quiet grpcio grpcio-tools 2>/dev/null || {
+    SUDO=$(need_root python3-grpcio)
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-grpcio python3-grpc-tools >/dev/null
+  }
 fi
