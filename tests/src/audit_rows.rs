@@ -28,7 +28,9 @@ pub async fn store_events(client: &Client, events: &[SignedEvent]) -> Result<(),
                 .expect("test events have decodable bodies")
         })
         .collect();
-    Store::from_client(client.clone()).insert_events(&rows).await
+    Store::from_client(client.clone())
+        .insert_events(&rows)
+        .await
 }
 
 /// A tool call decision, as the gateway would record it.

@@ -142,4 +142,5 @@ fn compose_configs_are_accepted_by_the_services_loaders() {
     let dir = root().join("deploy/compose");
     verdict_gateway::GatewayConfig::load(Some(&dir.join("gateway.toml"))).unwrap();
     verdict_auditor::config::AuditorConfig::load(Some(&dir.join("auditor.toml"))).unwrap();
+    verdict_query::config::QueryConfig::load(Some(&dir.join("query.toml"))).unwrap();
 }
