@@ -5,8 +5,6 @@
 //! trusted keys are loaded here too, once, so a weak or unreadable key stops the auditor at start
 //! instead of turning every event into a finding.
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,8 +131,8 @@ fn default_grace() -> u64 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid auditor configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    #[error(transparent)]
+    Parse(#[from] verdict_service::config::ConfigError),
     #[error("trusted key: {0}")]
     Key(#[from] KeyError),
     #[error("reading trusted_keys_dir {path}: {source}")]
@@ -151,19 +149,10 @@ pub enum ConfigError {
 impl AuditorConfig {
     /// Loads `path` (if given) and applies `VERDICT_AUDITOR_*` overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = path {
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let config: Self = figment
-            .merge(
-                Env::prefixed("VERDICT_AUDITOR_")
-                    // Read by the binary itself, not settings.
-                    .filter(|key| key != "config" && key != "crash_after_insert")
-                    .split("__"),
-            )
-            .extract()
-            .map_err(Box::new)?;
+        // Read by the binary itself, not settings.
+        let not_settings = ["config", "crash_after_insert"];
+        let config: Self =
+            verdict_service::config::load("auditor", path, "VERDICT_AUDITOR_", &not_settings)?;
         if config.batch.max_events == 0 {
             return Err(ConfigError::EmptyBatch);
         }

@@ -5,6 +5,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use verdict_auditor::{Auditor, AuditorConfig, Metrics};
+use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict auditor: consumes the audit topic, verifies every event's signature and chain link
 /// with the trusted keys, and stores events, integrity findings and chain heads in ClickHouse.
@@ -45,12 +46,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let args = Args::parse();
     let config = AuditorConfig::load(args.config.as_deref())?;
     let crash_after_insert = match std::env::var("VERDICT_AUDITOR_CRASH_AFTER_INSERT") {
@@ -84,12 +80,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn watch_signals(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    shutdown_signal().await;
     tracing::info!("shutdown requested: finishing the current batch");
     shutdown.cancel();
 }

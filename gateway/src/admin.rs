@@ -7,20 +7,20 @@
 
 use crate::approvals::{DecideError, Resolution};
 use crate::audit::event;
-use crate::auth::ApiKeys;
 use crate::Gateway;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use verdict_proto::pb::gateway_admin_server::{GatewayAdmin, GatewayAdminServer};
 use verdict_proto::pb::{self, DecisionKind};
+use verdict_service::credentials::Credentials;
 
 pub struct AdminService {
     gateway: Arc<Gateway>,
-    tokens: ApiKeys,
+    tokens: Credentials,
 }
 
 impl AdminService {
-    pub fn server(gateway: Arc<Gateway>, tokens: ApiKeys) -> GatewayAdminServer<Self> {
+    pub fn server(gateway: Arc<Gateway>, tokens: Credentials) -> GatewayAdminServer<Self> {
         GatewayAdminServer::new(Self { gateway, tokens })
     }
 

@@ -5,8 +5,6 @@
 //! Relative paths in the file (policy, journal, key) resolve against the file's directory, so a
 //! config works the same from any working directory.
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -147,14 +145,7 @@ impl Default for AuditConfig {
     }
 }
 
-/// A bearer credential: an agent's API key or an admin token, by its holder's id.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credential {
-    pub id: String,
-    /// Lowercase hex SHA-256 of the agent's API key; the key itself is never stored.
-    pub api_key_sha256: String,
-}
+pub use verdict_service::credentials::Credential;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, untagged)]
@@ -231,21 +222,13 @@ fn default_sensitive_keys() -> Vec<String> {
     .to_vec()
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid gateway configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub use verdict_service::config::ConfigError;
 
 impl GatewayConfig {
     /// Loads `path` (if given) and applies `VERDICT_GATEWAY_*` overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = path {
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let mut config: Self = figment
-            .merge(Env::prefixed("VERDICT_GATEWAY_").split("__"))
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))?;
+        let mut config: Self =
+            verdict_service::config::load("gateway", path, "VERDICT_GATEWAY_", &["config"])?;
         let base = path
             .and_then(Path::parent)
             .map(Path::to_owned)

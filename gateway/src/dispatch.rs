@@ -8,7 +8,6 @@
 use crate::approvals::Approvals;
 use crate::audit::event::{self, DecisionFacts};
 use crate::audit::{Audit, RecordError};
-use crate::auth::ApiKeys;
 use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
 use crate::decision::{AllowAll, CallInfo, Decider, Outcome};
@@ -26,9 +25,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use verdict_proto::pb::{self, DecisionKind, OutcomeKind};
+use verdict_service::credentials::Credentials;
 
 pub struct Gateway {
-    pub keys: ApiKeys,
+    pub keys: Credentials,
     pub sessions: Sessions,
     pub max_body_bytes: usize,
     pub max_sessions_per_agent: usize,
@@ -46,11 +46,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway over `config`'s upstreams that records every decision through `audit`.
-    pub fn new(config: &GatewayConfig, audit: Audit) -> Result<Self, crate::auth::AuthConfigError> {
+    pub fn new(
+        config: &GatewayConfig,
+        audit: Audit,
+    ) -> Result<Self, verdict_service::credentials::CredentialError> {
         let tools_changed = Arc::new(Notify::new());
         Ok(Self {
             tools_changed: Arc::clone(&tools_changed),
-            keys: ApiKeys::from_config(&config.agents)?,
+            keys: Credentials::from_config(&config.agents)?,
             sessions: Sessions::new(Duration::from_secs(config.session_idle_secs)),
             max_body_bytes: config.max_body_bytes,
             max_sessions_per_agent: config.max_sessions_per_agent,

@@ -3,7 +3,7 @@
 //! Data flow, one module per stage:
 //! - [`downstream`]: agents reach the gateway over Streamable HTTP ([`downstream::http`]) or
 //!   stdio ([`downstream::stdio`]), in the handshake-era revisions or the stateless 2026-07-28 one;
-//!   [`auth`] maps bearer API keys to agent ids; [`session`] tracks agent sessions.
+//!   API keys map to agent ids (`verdict_service::credentials`); [`session`] tracks agent sessions.
 //! - [`dispatch`]: one function per MCP method; every `tools/call` passes [`decision`] first,
 //!   which the [`policy`] engine implements.
 //! - [`approvals`]: calls a `require_approval` rule holds until a human decides them through the
@@ -19,7 +19,6 @@
 pub mod admin;
 pub mod approvals;
 pub mod audit;
-pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod decision;

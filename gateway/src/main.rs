@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use verdict_gateway::admin::AdminService;
 use verdict_gateway::audit::shipper::Shipper;
 use verdict_gateway::audit::{Audit, Recorder};
-use verdict_gateway::auth::ApiKeys;
 use verdict_gateway::downstream;
 use verdict_gateway::{Gateway, GatewayConfig};
+use verdict_service::credentials::Credentials;
+use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict gateway: an MCP proxy that decides and audits every agent tool call.
 ///
@@ -42,12 +43,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let args = Args::parse();
     let config = GatewayConfig::load(args.config.as_deref())?;
     let audit = Audit::open(&config.audit).context("opening the audit trail")?;
@@ -128,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(admin) = config.admin.listen {
-        let tokens = ApiKeys::from_config(&config.admin.tokens)?;
+        let tokens = Credentials::from_config(&config.admin.tokens)?;
         let listener = tokio::net::TcpListener::bind(admin)
             .await
             .with_context(|| format!("binding the admin API to {admin}"))?;
@@ -173,14 +169,5 @@ async fn finish(
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop_shipping.cancel();
         let _ = shipping.await;
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -36,7 +36,7 @@ impl Stack {
         let upstream_url = format!("http://{upstream}/mcp");
         let config = format!(
             "listen = \"127.0.0.1:0\"\n{extra_gateway_config}\n[[agents]]\nid = \"loadgen\"\napi_key_sha256 = \"{}\"\n[upstreams.memory]\nurl = \"{upstream_url}\"\n",
-            verdict_gateway::auth::key_digest(API_KEY)
+            verdict_service::credentials::digest(API_KEY)
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config)?;

@@ -1,11 +1,9 @@
 //! Query service configuration: a TOML file, then `VERDICT_QUERY_*` environment overrides
 //! (`__` separates nesting, e.g. `VERDICT_QUERY_CLICKHOUSE__URL=http://ch:8123`).
 //!
-//! Mirrors the gateway's loader so operators learn one scheme. Unknown keys are errors, so a
+//! The same loader as every Verdict service (`verdict_service::config`). Unknown keys are errors, so a
 //! misspelt setting is reported instead of silently ignored.
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,14 +57,8 @@ impl Default for ClickHouseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Who holds the token; appears in logs.
-    pub id: String,
-    /// Lowercase hex SHA-256 of the token; the token itself is never stored.
-    pub sha256: String,
-}
+/// A query client's token: `id` (who holds it; appears in logs) and `sha256` of the token.
+pub use verdict_service::credentials::Credential as TokenConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,25 +129,17 @@ fn default_request_timeout() -> u64 {
     60
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid query service configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub use verdict_service::config::ConfigError;
 
 impl QueryConfig {
     /// Loads `path` (if given) and applies `VERDICT_QUERY_*` overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = path {
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        figment
-            .merge(
-                Env::prefixed("VERDICT_QUERY_")
-                    // Not settings: the binary's --config and the CLI's client variables.
-                    .ignore(&["config", "url", "token"])
-                    .split("__"),
-            )
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        // Not settings: the binary's --config and the CLI's client variables.
+        verdict_service::config::load(
+            "query service",
+            path,
+            "VERDICT_QUERY_",
+            &["config", "url", "token"],
+        )
     }
 }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use verdict_query::QueryConfig;
+use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict query service: answers compliance questions over the audit trail in ClickHouse.
 ///
@@ -39,19 +40,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let args = Args::parse();
     if args.hash_token {
         let mut token = String::new();
         std::io::stdin().read_line(&mut token)?;
         println!(
             "{}",
-            verdict_query::auth::token_digest(token.trim_end_matches(['\r', '\n']))
+            verdict_service::credentials::digest(token.trim_end_matches(['\r', '\n']))
         );
         return Ok(());
     }
@@ -76,13 +72,4 @@ async fn main() -> anyhow::Result<()> {
     verdict_query::server::serve(config, grpc, metrics, shutdown_signal()).await?;
     tracing::info!("query service stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

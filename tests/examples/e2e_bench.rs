@@ -13,8 +13,8 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use verdict_gateway::auth::key_digest;
 use verdict_proto::pb;
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{count, AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{call_tool, connect, HttpProcess};
 use verdict_tests::query::{authed, QueryService, TOKEN};
@@ -24,7 +24,9 @@ const CLIENTS: u64 = 8;
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().expect("a number"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<u64>().expect("a number"));
     let rate = args.next().unwrap_or(1000);
     let seconds = args.next().unwrap_or(60);
     let broker = Broker::start().unwrap();
@@ -34,7 +36,10 @@ async fn main() {
     let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/policy.json");
     let mut config = format!("policy = {policy:?}\n");
     for agent in ["load", "probe"] {
-        config += &format!("[[agents]]\nid = \"{agent}\"\napi_key_sha256 = \"{}\"\n", key_digest(agent));
+        config += &format!(
+            "[[agents]]\nid = \"{agent}\"\napi_key_sha256 = \"{}\"\n",
+            key_digest(agent)
+        );
     }
     config += &format!(
         "[upstreams.memory]\nurl = \"{}\"\n[audit]\nchain_id = \"bench\"\n[audit.kafka]\nbrokers = \"{}\"\n",
@@ -60,13 +65,16 @@ async fn main() {
             let (url, sent) = (gateway.url(), Arc::clone(&sent));
             tokio::spawn(async move {
                 let client = connect(&url, "load").await;
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(CLIENTS as f64 / rate as f64));
+                let mut tick =
+                    tokio::time::interval(Duration::from_secs_f64(CLIENTS as f64 / rate as f64));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let mut i = 0;
                 while Instant::now() < deadline {
                     tick.tick().await;
                     let args = json!({"key": format!("k-{c}-{i}"), "value": "v"});
-                    call_tool(&client, "memory_write", args).await.expect("load call");
+                    call_tool(&client, "memory_write", args)
+                        .await
+                        .expect("load call");
                     sent.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
@@ -81,22 +89,41 @@ async fn main() {
     while Instant::now() < deadline {
         let session = format!("probe-{n}");
         n += 1;
-        call_tool(&probe, "session_manager", json!({"action": "delete", "session_id": session})).await.unwrap();
+        call_tool(
+            &probe,
+            "session_manager",
+            json!({"action": "delete", "session_id": session}),
+        )
+        .await
+        .unwrap();
         let decided = Instant::now();
         loop {
             let filter = pb::EventFilter {
                 agents: vec!["probe".into()],
-                targets: vec![pb::TargetMatch { name: "session_id".into(), value: session.clone() }],
+                targets: vec![pb::TargetMatch {
+                    name: "session_id".into(),
+                    value: session.clone(),
+                }],
                 ..Default::default()
             };
-            let request = pb::WhoTriedRequest { filter: Some(filter), grouped: false, limit: 10 };
-            let answer = query_client.who_tried(authed(request, TOKEN)).await.unwrap().into_inner();
+            let request = pb::WhoTriedRequest {
+                filter: Some(filter),
+                grouped: false,
+                limit: 10,
+            };
+            let answer = query_client
+                .who_tried(authed(request, TOKEN))
+                .await
+                .unwrap()
+                .into_inner();
             if !answer.attempts.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        latencies.record(decided.elapsed().as_millis() as u64).unwrap();
+        latencies
+            .record(decided.elapsed().as_millis() as u64)
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200).saturating_sub(decided.elapsed())).await;
     }
     for task in load {

@@ -36,7 +36,7 @@ impl QueryService {
              {extra}\n\
              [clickhouse]\nurl = \"{clickhouse_url}\"\n\
              [[tokens]]\nid = \"test\"\nsha256 = \"{}\"\n",
-            verdict_query::auth::token_digest(TOKEN)
+            verdict_service::credentials::digest(TOKEN)
         );
         let path = dir.path().join("query.toml");
         std::fs::write(&path, config).expect("writing query.toml");

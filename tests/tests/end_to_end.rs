@@ -6,9 +6,9 @@
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use verdict_gateway::auth::key_digest;
 use verdict_proto::pb::gateway_admin_client::GatewayAdminClient;
 use verdict_proto::pb::{self, DecisionKind, OutcomeKind};
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::query::{authed, QueryService, TOKEN};

@@ -6,8 +6,8 @@
 use serde_json::{json, Value};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use verdict_gateway::auth::key_digest;
 use verdict_proto::pb::DecisionKind;
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::trail::{self, journal_events};

@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use verdict_gateway::auth::key_digest;
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::mcp::{work_memory_bin, HttpProcess};
 
 const KEY: &str = "key-agent-a";

@@ -9,7 +9,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use verdict_gateway::auth::key_digest;
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::mcp::{work_memory_bin, HttpProcess};
 
 const KEY: &str = "policy-test-key";

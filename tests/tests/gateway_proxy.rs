@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use verdict_gateway::auth::key_digest;
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::mcp::{gateway_bin, work_memory_bin, write_config, HttpProcess};
 
 const KEY_A: &str = "key-agent-a";

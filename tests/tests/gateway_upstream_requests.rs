@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use verdict_gateway::auth::key_digest;
+use verdict_service::credentials::digest as key_digest;
 use verdict_tests::mcp::HttpProcess;
 
 #[derive(Default)]
