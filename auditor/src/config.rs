@@ -61,6 +61,24 @@ pub struct ClickHouseConfig {
     pub password: Option<String>,
 }
 
+impl ClickHouseConfig {
+    /// A client for these settings, shared by the auditor and the query service. Validation is
+    /// off: ClickHouse 18.16 does not speak RowBinaryWithNamesAndTypes.
+    pub fn client(&self) -> clickhouse::Client {
+        let mut client = clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_database(&self.database)
+            .with_validation(false);
+        if let Some(user) = &self.user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &self.password {
+            client = client.with_password(password);
+        }
+        client
+    }
+}
+
 impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {

@@ -57,17 +57,9 @@ impl Store {
     /// Inserts are uncompressed: envelopes are mostly hashes and signatures, which do not
     /// compress, and LZ4 cost more than half the insert time on the 2-core benchmark host.
     pub fn new(config: &ClickHouseConfig) -> Self {
-        let mut client = Client::default()
-            .with_url(&config.url)
-            .with_database(&config.database)
-            .with_validation(false)
+        let client = config
+            .client()
             .with_compression(clickhouse::Compression::None);
-        if let Some(user) = &config.user {
-            client = client.with_user(user);
-        }
-        if let Some(password) = &config.password {
-            client = client.with_password(password);
-        }
         Self { client }
     }
 

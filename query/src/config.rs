@@ -33,29 +33,9 @@ pub struct QueryConfig {
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    #[serde(default = "default_clickhouse_url")]
-    pub url: String,
-    #[serde(default = "default_database")]
-    pub database: String,
-    #[serde(default = "default_user")]
-    pub user: String,
-    #[serde(default)]
-    pub password: String,
-}
-
-impl Default for ClickHouseConfig {
-    fn default() -> Self {
-        Self {
-            url: default_clickhouse_url(),
-            database: default_database(),
-            user: default_user(),
-            password: String::new(),
-        }
-    }
-}
+/// ClickHouse connection settings, the same as the auditor's (`[clickhouse]`: url, database, user,
+/// password).
+pub use verdict_auditor::config::ClickHouseConfig;
 
 /// A query client's token: `id` (who holds it; appears in logs) and `sha256` of the token.
 pub use verdict_service::credentials::Credential as TokenConfig;
@@ -103,15 +83,6 @@ impl Default for Limits {
 
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8790).into()
-}
-fn default_clickhouse_url() -> String {
-    "http://127.0.0.1:8123".into()
-}
-fn default_database() -> String {
-    "default".into()
-}
-fn default_user() -> String {
-    "default".into()
 }
 fn default_max_page_size() -> u32 {
     1000

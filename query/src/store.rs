@@ -67,13 +67,8 @@ pub struct Store {
 impl Store {
     /// A client for `config`; every query is bounded by `max_execution_time` on the server too.
     pub fn new(config: &ClickHouseConfig, timeout_secs: u64) -> Self {
-        let client = Client::default()
-            .with_url(&config.url)
-            .with_database(&config.database)
-            .with_user(&config.user)
-            .with_password(&config.password)
-            // ClickHouse 18.16 does not speak RowBinaryWithNamesAndTypes.
-            .with_validation(false)
+        let client = config
+            .client()
             .with_setting("max_execution_time", timeout_secs.to_string());
         Self { client }
     }
