@@ -133,6 +133,17 @@ fn read_journal(dir: &Path, check: &mut ChainCheck) -> Result<()> {
             Err(error) => check.fail(position, None, format!("malformed: {error}")),
         }
     }
+    if let Some((segment, offset, bytes)) = reader.unread_tail() {
+        let message = format!("{bytes} bytes after the last whole record: a record cut short or altered (a running gateway may be mid-write)");
+        check.fail(format!("{segment} byte {offset}"), None, message);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.contains(".torn-") {
+            let message = "a damaged tail the gateway cut off at start-up (kept for examination)";
+            check.fail(name, None, message.into());
+        }
+    }
     let ended = last.as_ref().is_some_and(|e| {
         matches!(e.decode_body().map(|b| b.kind), Ok(Some(Kind::Checkpoint(c))) if c.reason == "shutdown")
     });

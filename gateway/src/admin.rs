@@ -77,25 +77,31 @@ impl GatewayAdmin for AdminService {
         decision.decision = kind as i32;
         decision.approver = approver.clone();
         decision.reason = reason.clone();
-        let body = event::decision_body(decision);
-        let recorded = self.gateway.audit.recorder.record(&body).await;
-        let (approved, seq, result) = match recorded {
-            Ok(seq) => {
-                self.gateway.metrics.observe(&body);
-                (asked.approve, seq, Ok(seq))
-            }
-            Err(error) => {
-                self.gateway.audit.recorder.defer(&body);
-                (false, 0, Err(Status::unavailable(error.to_string())))
-            }
-        };
-        tracing::info!(approval_id = %asked.approval_id, %approver, approved, seq, "approval decided");
-        claimed.resolve(Resolution {
-            approved,
-            approver,
-            reason,
-            seq,
-        });
+        // Journaled before the held call is released; if the journal fails, the call is refused
+        // and that refusal (an `error` decision) is what the trail records, once it can. A task of
+        // its own, so an approver who hangs up mid-decision cannot leave the two out of step.
+        let gateway = Arc::clone(&self.gateway);
+        let approval_id = asked.approval_id.clone();
+        let approve = asked.approve;
+        let result = tokio::spawn(async move {
+            let recorded = gateway
+                .record_or_defer(event::decision_body(decision))
+                .await;
+            let (approved, seq, reason, result) = match recorded {
+                Ok(seq) => (approve, seq, reason, Ok(seq)),
+                Err(refused) => (false, 0, refused.clone(), Err(Status::unavailable(refused))),
+            };
+            tracing::info!(%approval_id, %approver, approved, seq, "approval decided");
+            claimed.resolve(Resolution {
+                approved,
+                approver,
+                reason,
+                seq,
+            });
+            result
+        })
+        .await
+        .map_err(|e| Status::internal(format!("deciding the approval failed: {e}")))?;
         let seq = result?;
         Ok(Response::new(pb::DecideApprovalResponse {
             decision: kind as i32,

@@ -43,6 +43,8 @@ pub struct Approvals {
 }
 
 /// A claimed approval: the held call's description, and the way to release it.
+/// Dropped without [`Claimed::resolve`] (the approver's request was cancelled mid-decision), the
+/// held call is released as refused, never left waiting.
 pub struct Claimed {
     pub info: pb::PendingApproval,
     pub request: pb::Decision,

@@ -5,7 +5,7 @@
 //! forbids answering a cancelled request). Every `tools/call` passes the [`Decider`] before
 //! anything is forwarded.
 
-use crate::approvals::Approvals;
+use crate::approvals::{Approvals, Resolution};
 use crate::audit::event::{self, DecisionFacts};
 use crate::audit::{Audit, RecordError};
 use crate::catalog::Catalog;
@@ -362,21 +362,32 @@ impl Gateway {
             seq: request_seq,
         };
         tracing::info!(approval_id = %approval_id, tool = %request.tool, agent = %info.agent_id, "call held for approval");
-        let decided = self.approvals.hold(info, request.clone());
+        let mut decided = self.approvals.hold(info, request.clone());
+        let rule_id = request.rule_id.clone();
+        let resolved = |resolution: Result<Resolution, _>| {
+            match resolution {
+            Ok(r) if r.approved => Held::Approved(r.seq),
+            Ok(r) => Held::Refused(
+                format!("[approval rejected] rule {rule_id} by {}: {}", r.approver, r.reason),
+                r.seq,
+            ),
+            // The approver's side went away without deciding: refuse rather than hang.
+            Err(_) => Held::Refused(
+                format!("[approval failed] rule {rule_id}: the approval was interrupted; the call was not forwarded"),
+                0,
+            ),
+        }
+        };
         let (expired_reason, gone) = tokio::select! {
-            resolution = decided => return match resolution {
-                Ok(r) if r.approved => Held::Approved(r.seq),
-                Ok(r) => Held::Refused(format!("[approval rejected] rule {} by {}: {}", request.rule_id, r.approver, r.reason), r.seq),
-                Err(_) => Held::Gone,
-            },
+            resolution = &mut decided => return resolved(resolution),
             _ = tokio::time::sleep(timeout) => (format!("no decision within {} s", timeout.as_secs()), false),
             _ = cancel.cancelled() => ("the agent cancelled the call while it waited".to_owned(), true),
         };
         if !self.approvals.withdraw(&approval_id) {
-            // Claimed at the last moment: the approver's decision stands, but this call is over.
-            return Held::Gone;
+            // Claimed at the last moment: the approver's decision is on its way and stands.
+            let outcome = resolved(decided.await);
+            return if gone { Held::Gone } else { outcome };
         }
-        let rule_id = request.rule_id.clone();
         let mut expired = request;
         expired.decision = DecisionKind::ApprovalExpired as i32;
         expired.reason = expired_reason.clone();
@@ -410,7 +421,7 @@ impl Gateway {
 
     /// Journals `body`. If the journal fails, the call is refused: that refusal (an `error`
     /// decision naming what was decided) is kept for when the journal works again.
-    async fn record_or_defer(&self, mut body: pb::EventBody) -> Result<u64, String> {
+    pub(crate) async fn record_or_defer(&self, mut body: pb::EventBody) -> Result<u64, String> {
         match self.audit.recorder.record(&body).await {
             Ok(seq) => {
                 self.metrics.observe(&body);

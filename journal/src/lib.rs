@@ -64,6 +64,8 @@ pub enum JournalError {
     },
     #[error("journal record of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
     TooLarge(usize),
+    #[error("an earlier fsync of the journal failed ({0}); written records may not be on disk, so it refuses writes until the gateway restarts and rescans it")]
+    Poisoned(String),
     #[error("journal record seq {got} does not follow {last}")]
     OutOfOrder { last: u64, got: u64 },
 }

@@ -34,6 +34,15 @@ impl JournalReader {
         })
     }
 
+    /// Bytes after the last whole record of the newest segment (a record still being written, or
+    /// a cut-off or altered tail): `(segment, offset, bytes)`, for offline verification.
+    pub fn unread_tail(&self) -> Option<(String, u64, u64)> {
+        let segment = self.segments.last()?;
+        let len = std::fs::metadata(&segment.path).ok()?.len();
+        let at_last = self.current + 1 >= self.segments.len();
+        (at_last && len > self.offset).then(|| (segment.name(), self.offset, len - self.offset))
+    }
+
     /// Positions the reader at the first record with a seq above `seq`.
     pub fn seek_after(&mut self, seq: u64) -> Result<(), JournalError> {
         self.current = self
@@ -56,9 +65,16 @@ impl JournalReader {
     /// The next record, or `None` when the reader has reached the end of what is written so far
     /// (call again later to see newer records).
     pub fn next_record(&mut self) -> Result<Option<Record>, JournalError> {
+        self.next_record_upto(u64::MAX)
+    }
+
+    /// The next record if its seq is at most `limit`, else `None` without moving on. A shipper
+    /// passes the writer's committed seq, so it never sends bytes a failed write may yet cut off.
+    pub fn next_record_upto(&mut self, limit: u64) -> Result<Option<Record>, JournalError> {
         loop {
             let before = (self.current, self.offset);
             match self.peek()? {
+                Some((seq, _, _)) if seq > limit => return Ok(None),
                 Some((seq, len, damaged)) => {
                     let payload = self.buf[HEADER_LEN..].to_vec();
                     let record = Record {

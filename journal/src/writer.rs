@@ -46,6 +46,11 @@ pub struct JournalWriter {
     last_seq: u64,
     policy: FsyncPolicy,
     unsynced: bool,
+    /// Seq of the last record known to be on disk.
+    synced_seq: u64,
+    /// An fsync failed: what was written may never reach the disk (the kernel may have dropped
+    /// the dirty pages), so nothing more is accepted until the journal is reopened and rescanned.
+    poisoned: Option<String>,
     last_sync: Instant,
     buf: Vec<u8>,
 }
@@ -103,6 +108,8 @@ impl JournalWriter {
             needs_repair: false,
             segment_bytes,
             last_seq: recovery.last.as_ref().map_or(0, |r| r.seq),
+            synced_seq: recovery.last.as_ref().map_or(0, |r| r.seq),
+            poisoned: None,
             policy,
             unsynced: false,
             last_sync: Instant::now(),
@@ -114,6 +121,12 @@ impl JournalWriter {
     /// Seq of the last record written (0 for an empty journal).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Seq of the last record fsynced: what a shipper may send without risking that a crash or
+    /// power loss takes it back.
+    pub fn synced_seq(&self) -> u64 {
+        self.synced_seq
     }
 
     /// Appends `records` (seq, payload) in one write; seqs must continue the journal. On success
@@ -136,6 +149,9 @@ impl JournalWriter {
         let Some((first_seq, _)) = records.first() else {
             return Ok(());
         };
+        if let Some(reason) = &self.poisoned {
+            return Err(JournalError::Poisoned(reason.clone()));
+        }
         if self.needs_repair {
             truncate(&self.segment.path, self.len)?;
             self.needs_repair = false;
@@ -161,6 +177,9 @@ impl JournalWriter {
         }
         self.len += self.buf.len() as u64;
         self.last_seq = expected;
+        if self.policy == FsyncPolicy::Always {
+            self.synced_seq = expected;
+        }
         Ok(())
     }
 
@@ -179,11 +198,13 @@ impl JournalWriter {
     /// Forces written records to disk.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         if self.unsynced {
-            self.file
-                .sync_data()
-                .map_err(JournalError::io(&self.segment.path))?;
+            if let Err(e) = self.file.sync_data() {
+                self.poisoned = Some(e.to_string());
+                return Err(JournalError::io(&self.segment.path)(e));
+            }
             self.unsynced = false;
         }
+        self.synced_seq = self.last_seq;
         self.last_sync = Instant::now();
         Ok(())
     }

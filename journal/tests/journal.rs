@@ -175,3 +175,35 @@ fn prune_removes_only_shipped_old_segments() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_limited_reader_does_not_pass_the_limit_and_reports_an_unread_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 1..=5, 1 << 20);
+    let mut reader = JournalReader::open(dir.path()).unwrap();
+    for seq in 1..=3 {
+        assert_eq!(reader.next_record_upto(3).unwrap().unwrap().seq, seq);
+    }
+    assert!(
+        reader.next_record_upto(3).unwrap().is_none(),
+        "seq 4 is past the limit"
+    );
+    assert_eq!(
+        reader.next_record_upto(5).unwrap().unwrap().seq,
+        4,
+        "not skipped"
+    );
+    reader.next_record().unwrap().unwrap();
+    assert!(reader.unread_tail().is_none());
+    let segment = segment_files(dir.path()).pop().unwrap();
+    use std::io::Write;
+    OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(&[1, 2, 3])
+        .unwrap();
+    assert!(reader.next_record().unwrap().is_none());
+    let (_, _, bytes) = reader.unread_tail().unwrap();
+    assert_eq!(bytes, 3);
+}

@@ -5,7 +5,9 @@
 //! replaced at any depth, `hash`: none), always with the SHA-256 of their canonical JSON as
 //! received. Targets — what a call acts on, e.g. `session_id=s1` — are extracted from the
 //! top-level arguments (configured names per tool, else names like `*_id`, `id`, `session*`,
-//! `name`, `path`) after redaction, so a sensitive value never becomes a target.
+//! `name`, `path`) after redaction, so a sensitive value never becomes a target. Every field is
+//! bounded (arguments over 64 KiB are kept as their hash only), so no request makes an event too
+//! large to journal or ship.
 
 use super::canonical::canonical_json;
 use crate::config::{AuditConfig, RedactionMode};
@@ -17,6 +19,13 @@ use verdict_proto::hash::sha256;
 use verdict_proto::pb::{self, event_body::Kind};
 
 const REDACTED: &str = "[redacted]";
+/// Arguments stored as text at most; larger ones are stored as their hash only (a 4 MiB request
+/// must not make a 4 MiB event).
+const MAX_STORED_ARGUMENTS: usize = 64 << 10;
+/// Any other text field (tool name, request id, client name, target value) is cut to this.
+const MAX_FIELD: usize = 512;
+/// Targets recorded per call at most.
+const MAX_TARGETS: usize = 32;
 
 /// Builds event bodies with the configured redaction and target extraction.
 #[derive(Debug, Clone)]
@@ -59,15 +68,15 @@ impl EventBuilder {
     pub fn decision(&self, actor: pb::Actor, facts: &DecisionFacts<'_>) -> pb::EventBody {
         let mut decision = pb::Decision {
             actor: Some(actor),
-            upstream: facts.upstream.into(),
-            method: facts.method.into(),
-            tool: facts.tool.into(),
+            upstream: bounded(facts.upstream),
+            method: bounded(facts.method),
+            tool: bounded(facts.tool),
             risk: facts.risk.map_or(pb::RiskClass::Unspecified, risk_class) as i32,
             decision: facts.decision as i32,
             rule_id: facts.rule_id.into(),
             policy_sha256: facts.policy_sha256.to_vec(),
             reason: facts.reason.into(),
-            request_id: facts.request_id.map(Value::to_string).unwrap_or_default(),
+            request_id: bounded(&facts.request_id.map(Value::to_string).unwrap_or_default()),
             approval_id: facts.approval_id.into(),
             ..Default::default()
         };
@@ -85,6 +94,11 @@ impl EventBuilder {
             RedactionMode::Full => (pb::Redaction::Full, canonical_json(arguments)),
             RedactionMode::Redacted => (pb::Redaction::Redacted, canonical_json(&redacted)),
             RedactionMode::Hash => (pb::Redaction::Hash, String::new()),
+        };
+        let (redaction, stored) = if stored.len() > MAX_STORED_ARGUMENTS {
+            (pb::Redaction::Hash, String::new())
+        } else {
+            (redaction, stored)
         };
         decision.redaction = redaction as i32;
         decision.arguments_json = stored;
@@ -134,11 +148,12 @@ impl EventBuilder {
                     .into_iter()
                     .filter(|v| v != REDACTED)
                     .map(|value| pb::Target {
-                        name: name.clone(),
-                        value,
+                        name: bounded(name),
+                        value: bounded(&value),
                     }),
             );
         }
+        targets.truncate(MAX_TARGETS);
         targets
     }
 }
@@ -161,15 +176,27 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// `text`, cut at a character boundary to at most [`MAX_FIELD`] bytes.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_FIELD {
+        return text.to_owned();
+    }
+    let mut end = MAX_FIELD;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The actor of a request in `session`.
 pub fn actor(session: &Session) -> pb::Actor {
     let client = session.client();
     pb::Actor {
         agent_id: session.agent.clone(),
-        session: session.id.clone(),
-        client_name: client.name,
-        client_version: client.version,
-        protocol_version: client.protocol_version,
+        session: bounded(&session.id),
+        client_name: bounded(&client.name),
+        client_version: bounded(&client.version),
+        protocol_version: bounded(&client.protocol_version),
         transport: session.transport.into(),
         remote_addr: session.remote_addr.clone(),
     }
@@ -307,6 +334,18 @@ mod tests {
         let hashed = decide(&builder(RedactionMode::Hash), "session_manager", &args);
         assert!(hashed.arguments_json.is_empty());
         assert_eq!(hashed.targets, full.targets);
+    }
+
+    #[test]
+    fn huge_requests_make_bounded_events() {
+        let args = json!({"session_id": "세".repeat(10_000), "blob": "x".repeat(5 << 20)});
+        let d = decide(&builder(RedactionMode::Full), &"t".repeat(100_000), &args);
+        assert!(d.arguments_json.is_empty() && d.redaction == pb::Redaction::Hash as i32);
+        assert_eq!(
+            d.arguments_sha256,
+            sha256(canonical_json(&args).as_bytes()).to_vec()
+        );
+        assert!(d.tool.len() <= MAX_FIELD + 3 && d.targets[0].value.len() <= MAX_FIELD + 3);
     }
 
     #[test]

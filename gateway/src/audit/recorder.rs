@@ -28,6 +28,9 @@ use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 const QUEUE: usize = 8192;
 /// Events signed and written as one group at most.
 const GROUP: usize = 1024;
+/// Largest event body accepted; [`super::event`] bounds what it stores far below this, so only a
+/// defect reaches it. Well under the journal's record limit and Kafka's default message size.
+const MAX_BODY: usize = 512 << 10;
 /// Refusals kept in memory while the journal is unavailable; past it they are counted.
 const MAX_DEFERRED: usize = 100_000;
 
@@ -191,7 +194,8 @@ impl Recorder {
         self.status.last_error.lock().expect("status lock").clone()
     }
 
-    /// The seq of the newest journaled event, updated as events are written.
+    /// The seq of the newest event on disk (fsynced), updated as the journal syncs: what the
+    /// shipper may send. With `fsync = batch` it trails the calls by at most the window.
     pub fn written(&self) -> watch::Receiver<u64> {
         self.written.clone()
     }
@@ -297,9 +301,18 @@ impl RecorderThread {
             if let Err(e) = self.journal.sync_if_due() {
                 self.failed(&e.to_string());
             }
+            self.publish_synced();
             if let Some(reply) = shutdown {
                 if let Err(e) = self.journal.sync() {
                     tracing::error!(error = %e, "audit journal: final fsync failed");
+                }
+                self.publish_synced();
+                if !self.deferred.is_empty() || self.overflow > 0 {
+                    tracing::error!(
+                        deferred = self.deferred.len(),
+                        overflow = self.overflow,
+                        "stopping with refusals the journal never accepted; they are not recorded"
+                    );
                 }
                 let _ = reply.send(());
                 return;
@@ -323,7 +336,20 @@ impl RecorderThread {
     }
 
     /// Signs and writes `pending` as one group; answers every waiting caller.
-    fn write(&mut self, mut pending: Vec<Pending>) {
+    fn write(&mut self, pending: Vec<Pending>) {
+        // A body that could never fit is refused alone, not with the group it came in.
+        let (mut pending, oversized): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| p.body.len() <= MAX_BODY);
+        for item in oversized {
+            tracing::error!(
+                bytes = item.body.len(),
+                "audit event body too large; refused"
+            );
+            if let Some(reply) = item.reply {
+                let error = format!("event body of {} bytes exceeds {MAX_BODY}", item.body.len());
+                let _ = reply.send(Err(RecordError::Journal(error)));
+            }
+        }
         if pending.is_empty() {
             return;
         }
@@ -353,7 +379,7 @@ impl RecorderThread {
                     }
                 }
                 self.status.deferred.store(0, Ordering::Relaxed);
-                let _ = self.written.send(self.journal.last_seq());
+                self.publish_synced();
             }
             Err(e) => {
                 self.chain.rewind(seq_before, hash_before);
@@ -370,6 +396,15 @@ impl RecorderThread {
                 }
             }
         }
+    }
+
+    fn publish_synced(&self) {
+        let synced = self.journal.synced_seq();
+        self.written.send_if_modified(|seq| {
+            let newer = *seq != synced;
+            *seq = synced;
+            newer
+        });
     }
 
     fn keep_deferred(&mut self, body: Vec<u8>) {

@@ -1,7 +1,7 @@
 //! Where events leave the gateway: the journal, tailed and produced to Kafka.
 //!
-//! The shipper reads the journal (not the recorder's memory), so what it sends is exactly what was
-//! made durable, and a restart resumes from the [`ShippedMark`]: the highest seq the broker
+//! The shipper reads the journal (not the recorder's memory), and only up to the seq the journal
+//! has fsynced, so what it sends is exactly what was made durable, and a restart resumes from the [`ShippedMark`]: the highest seq the broker
 //! acknowledged. Messages are keyed by `chain_id` (one chain stays ordered in one partition) and
 //! produced by an idempotent producer with `acks=all` and no delivery timeout, so during a broker
 //! outage librdkafka keeps retrying without reordering or duplicating; the journal keeps growing
@@ -104,6 +104,14 @@ impl Shipper {
         stop: &CancellationToken,
     ) -> Result<(), ShipperError> {
         let mut acknowledged = self.mark.load()?;
+        let durable = *written.borrow();
+        if acknowledged > durable {
+            // The broker has seqs the journal lost (power loss inside the fsync window, or a
+            // restored backup): they will be issued again with other bodies, which the auditor
+            // reports as forks. Ship the journal's own from where it is.
+            tracing::error!(acknowledged, durable, "the broker acknowledged seqs beyond the journal's end; shipping from the journal's end");
+            acknowledged = durable;
+        }
         self.status
             .acknowledged
             .store(acknowledged, Ordering::Relaxed);
@@ -116,7 +124,8 @@ impl Shipper {
         let mut journal_end = false;
         loop {
             while in_flight.len() < IN_FLIGHT && !journal_end {
-                match reader.next_record()? {
+                // Only what is on disk: bytes past it may yet be cut off by a failed write.
+                match reader.next_record_upto(*written.borrow())? {
                     Some(record) => {
                         if record.damaged {
                             // Shipped as it is: the auditor reports what changed.
