@@ -47,6 +47,14 @@ fn is_error(result: &rmcp::model::CallToolResult) -> bool {
     result.is_error.unwrap_or(false)
 }
 
+/// A `memory_write` of `key` that must succeed.
+async fn write_ok(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, key: &str) {
+    let result = call_tool(client, "memory_write", json!({"key": key, "value": "v"}))
+        .await
+        .unwrap();
+    assert!(!is_error(&result), "memory_write {key}");
+}
+
 /// Seqs that appear more than once, and the range they should cover.
 fn assert_exactly_once(seqs: impl IntoIterator<Item = u64>, last: u64) {
     let mut counts = BTreeMap::new();
@@ -336,15 +344,7 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
     let gateway = HttpProcess::gateway(&config(1, &stdio_upstream(), None)).unwrap();
     let health = format!("http://127.0.0.1:{}/healthz", gateway.port);
     let client = connect(&gateway.url(), &api_key(0)).await;
-    assert!(!is_error(
-        &call_tool(
-            &client,
-            "memory_write",
-            json!({"key": "before", "value": "v"})
-        )
-        .await
-        .unwrap()
-    ));
+    write_ok(&client, "before").await;
     {
         let journal = gateway.journal_dir();
         let _guard = Immutable::set(&journal);
@@ -372,15 +372,7 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!is_error(
-        &call_tool(
-            &client,
-            "memory_write",
-            json!({"key": "after", "value": "v"})
-        )
-        .await
-        .unwrap()
-    ));
+    write_ok(&client, "after").await;
     let _ = client.cancel().await;
 
     let events = journal_events(&gateway.journal_dir());
