@@ -2,7 +2,7 @@
 //! Partitions move between them with uncommitted tails; the persisted chain heads and the
 //! redelivery rule must still give exactly one `verified` row per event and no findings.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use verdict_tests::auditor::{
     count, findings, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
@@ -13,6 +13,19 @@ const TOPIC: &str = "verdict.events";
 const PARTITIONS: i32 = 4;
 const CHAINS: usize = 6;
 const PER_CHAIN: u64 = 1500;
+
+/// Waits until `auditor` has been assigned partitions (the group has rebalanced onto it).
+async fn wait_assigned(auditor: &AuditorProcess) {
+    let start = Instant::now();
+    while !auditor.log().contains("partitions assigned") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never assigned:\n{}",
+            auditor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_joining_and_leaving_the_group_lose_nothing_and_duplicate_nothing() {
@@ -41,9 +54,13 @@ async fn auditors_joining_and_leaving_the_group_lose_nothing_and_duplicate_nothi
 
     let mut first = AuditorProcess::start(&setup).unwrap();
     let second = AuditorProcess::start(&setup).unwrap();
+    wait_assigned(&first).await;
+    wait_assigned(&second).await;
     produce(&producer, TOPIC, &all[..third]).await;
     let third_auditor = AuditorProcess::start(&setup).unwrap();
     produce(&producer, TOPIC, &all[third..2 * third]).await;
+    // The group must have rebalanced onto the newcomer before one member leaves.
+    wait_assigned(&third_auditor).await;
     let status = first.terminate(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{}", first.log());
     produce(&producer, TOPIC, &all[2 * third..]).await;
