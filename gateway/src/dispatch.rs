@@ -243,9 +243,12 @@ impl Gateway {
         };
         // No call goes on, forwarded, held or refused, before its decision is in the journal.
         let body = self.audit.events.decision(event::actor(session), &facts);
-        let request = match &body.kind {
-            Some(pb::event_body::Kind::Decision(d)) => d.clone(),
-            _ => unreachable!("a decision body"),
+        // A held call's later steps are made from its request decision; other calls need no copy.
+        let request = match (&decision.outcome, &body.kind) {
+            (Outcome::RequireApproval { .. }, Some(pb::event_body::Kind::Decision(d))) => {
+                Some(d.clone())
+            }
+            _ => None,
         };
         let mut seq = match self.record_or_defer(body).await {
             Ok(seq) => seq,
@@ -258,6 +261,7 @@ impl Gateway {
         }
         let mut refusal = refusal;
         if let Outcome::RequireApproval { timeout } = decision.outcome {
+            let request = request.expect("a held call's request decision");
             match self.await_approval(request, seq, timeout, cancel).await {
                 Held::Approved(approval_seq) => seq = approval_seq,
                 Held::Refused(text, refusal_seq) => (refusal, seq) = (Some(text), refusal_seq),
@@ -447,10 +451,12 @@ impl Gateway {
 
     async fn record_outcome(&self, decision_seq: u64, outcome: pb::Outcome) {
         let body = event::outcome(decision_seq, outcome);
-        self.metrics.observe(&body);
-        if let Err(error) = self.audit.recorder.record(&body).await {
-            tracing::warn!(%error, decision_seq, "outcome not journaled yet; kept for later");
-            self.audit.recorder.defer(&body);
+        match self.audit.recorder.record(&body).await {
+            Ok(_) => self.metrics.observe(&body),
+            Err(error) => {
+                tracing::warn!(%error, decision_seq, "outcome not journaled yet; kept for later");
+                self.audit.recorder.defer(&body);
+            }
         }
     }
 }

@@ -165,8 +165,6 @@ async fn finish(
 ) {
     recorder.shutdown().await;
     if let Some(shipping) = shipping {
-        // Let the shipper read the shutdown checkpoint before it stops.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         stop_shipping.cancel();
         let _ = shipping.await;
     }

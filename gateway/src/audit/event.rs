@@ -270,7 +270,7 @@ pub fn decision_label(kind: i32) -> String {
         .unwrap_or_default()
 }
 
-pub fn risk_class(risk: RiskName) -> pb::RiskClass {
+fn risk_class(risk: RiskName) -> pb::RiskClass {
     match risk {
         RiskName::Read => pb::RiskClass::Read,
         RiskName::Write => pb::RiskClass::Write,

@@ -16,7 +16,7 @@ use super::event;
 use prost::Message;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -84,7 +84,6 @@ enum Command {
 pub struct RecorderStatus {
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
-    deferred: AtomicU64,
 }
 
 pub struct Recorder {
@@ -180,7 +179,6 @@ impl Recorder {
 
     /// Records `body` when the journal next accepts writes (for refusals made while it did not).
     pub fn defer(&self, body: &pb::EventBody) {
-        self.status.deferred.fetch_add(1, Ordering::Relaxed);
         self.send_now(Command::Defer(body.encode_to_vec()));
     }
 
@@ -378,7 +376,6 @@ impl RecorderThread {
                         let _ = reply.send(Ok(*seq));
                     }
                 }
-                self.status.deferred.store(0, Ordering::Relaxed);
                 self.publish_synced();
             }
             Err(e) => {

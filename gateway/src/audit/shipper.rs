@@ -122,6 +122,7 @@ impl Shipper {
         let mut stored = acknowledged;
         let mut last_store = Instant::now();
         let mut journal_end = false;
+        let mut stopping = false;
         loop {
             while in_flight.len() < IN_FLIGHT && !journal_end {
                 // Only what is on disk: bytes past it may yet be cut off by a failed write.
@@ -137,6 +138,11 @@ impl Shipper {
                     None => journal_end = true,
                 }
             }
+            // Asked to stop: what was durable by then (the shutdown checkpoint included) has just
+            // been handed to the producer; the rest ships at the next start.
+            if stopping {
+                break;
+            }
             tokio::select! {
                 Some(delivered) = in_flight.next(), if !in_flight.is_empty() => {
                     acknowledged = delivered?;
@@ -151,7 +157,7 @@ impl Shipper {
                 _ = tokio::time::sleep(MARK_EVERY), if journal_end && in_flight.is_empty() => {
                     journal_end = false;
                 }
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => (stopping, journal_end) = (true, false),
             }
             if acknowledged != stored
                 && (last_store.elapsed() >= MARK_EVERY || in_flight.is_empty())
