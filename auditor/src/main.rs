@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
+use verdict_auditor::service::CrashPoint;
 use verdict_auditor::{Auditor, AuditorConfig, Metrics};
 use verdict_service::process::{init_tracing, shutdown_signal};
 
@@ -31,7 +32,8 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 ///
 /// Offsets are committed only after a batch's rows are stored. SIGTERM or ctrl-c finishes the
 /// current batch, commits it and exits. For fault tests only, VERDICT_AUDITOR_CRASH_AFTER_INSERT=N
-/// aborts the process after the N-th stored batch, before its offsets are committed.
+/// aborts the process after the N-th stored batch, before its offsets are committed (`N:rows`:
+/// after its events, before its chain heads).
 #[derive(Parser)]
 #[command(name = "verdict-auditor", version, verbatim_doc_comment)]
 struct Args {
@@ -49,10 +51,12 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
     let config = AuditorConfig::load(args.config.as_deref())?;
-    let crash_after_insert = match std::env::var("VERDICT_AUDITOR_CRASH_AFTER_INSERT") {
-        Ok(n) => Some(
-            n.parse()
-                .context("VERDICT_AUDITOR_CRASH_AFTER_INSERT must be a number")?,
+    let crash_at = match std::env::var("VERDICT_AUDITOR_CRASH_AFTER_INSERT") {
+        Ok(point) => Some(
+            point
+                .parse::<CrashPoint>()
+                .map_err(anyhow::Error::msg)
+                .context("VERDICT_AUDITOR_CRASH_AFTER_INSERT")?,
         ),
         Err(_) => None,
     };
@@ -70,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let auditor = Auditor::start(&config, metrics, &shutdown)
         .await?
-        .crash_after_insert(crash_after_insert);
+        .crash_at(crash_at);
     if let Some(path) = &args.ready_file {
         std::fs::write(path, &ready).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -34,6 +34,10 @@ pub struct Pipeline {
     keys: TrustedKeys,
     verifier: ChainVerifier,
     heads: Heads,
+    /// Per chain, the highest trusted seq stored *above* the restored head: events up to it may
+    /// be stored already (a crash between the event and head inserts), so they are looked up
+    /// like repeats and a redelivery is skipped instead of written twice.
+    stored_above_head: HashMap<String, u64>,
     store: Store,
     metrics: Metrics,
     grace: Duration,
@@ -47,6 +51,7 @@ impl Pipeline {
             verifier: ChainVerifier::new(keys.clone()),
             keys,
             heads: Heads::default(),
+            stored_above_head: HashMap::new(),
             store,
             metrics,
             grace,
@@ -57,15 +62,22 @@ impl Pipeline {
     /// partition assignment, when another auditor may have advanced a chain).
     pub async fn reload(&mut self, shutdown: &CancellationToken) -> Result<(), Stopped> {
         let (store, metrics) = (&self.store, &self.metrics);
-        let (verifier, heads) = with_retry(metrics, shutdown, "restoring chain heads", || async {
-            let mut verifier = ChainVerifier::new(self.keys.clone());
-            let mut heads = Heads::default();
-            heads.restore(store, &mut verifier).await?;
-            Ok((verifier, heads))
-        })
-        .await?;
+        let (verifier, heads, highest) =
+            with_retry(metrics, shutdown, "restoring chain heads", || async {
+                let mut verifier = ChainVerifier::new(self.keys.clone());
+                let mut heads = Heads::default();
+                heads.restore(store, &mut verifier).await?;
+                let highest = store.highest_trusted_seqs().await?;
+                Ok((verifier, heads, highest))
+            })
+            .await?;
+        self.stored_above_head = highest
+            .into_iter()
+            .filter(|(chain_id, seq)| verifier.head(chain_id).is_none_or(|h| h.seq < *seq))
+            .collect();
         tracing::info!(
             chains = verifier.chain_ids().count(),
+            stored_above_head = self.stored_above_head.len(),
             "chain heads restored"
         );
         (self.verifier, self.heads) = (verifier, heads);
@@ -195,7 +207,11 @@ impl Pipeline {
     ) -> Result<HashMap<Key, Known>, Stopped> {
         let mut ranges: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for (event, verdict) in events.iter().zip(verdicts) {
-            if needs_lookup(verdict) {
+            let maybe_stored = self
+                .stored_above_head
+                .get(&event.chain_id)
+                .is_some_and(|&highest| event.seq <= highest);
+            if maybe_stored || needs_lookup(verdict) {
                 let range = ranges
                     .entry(&event.chain_id)
                     .or_insert((event.seq, event.seq));
@@ -229,14 +245,17 @@ impl Pipeline {
         Ok(known)
     }
 
-    /// Writes the batch (findings, events, heads), retrying while ClickHouse is down.
-    pub async fn store(&self, batch: &Batch, shutdown: &CancellationToken) -> Result<(), Stopped> {
+    /// Writes the batch's findings and events, retrying while ClickHouse is down.
+    pub async fn store_rows(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
         let started = Instant::now();
         let store = &self.store;
         with_retry(&self.metrics, shutdown, "storing a batch", || async {
             store.insert_findings(&batch.findings).await?;
-            store.insert_events(&batch.events).await?;
-            store.insert_heads(&batch.heads).await
+            store.insert_events(&batch.events).await
         })
         .await?;
         self.metrics
@@ -244,6 +263,20 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.stored.inc_by(batch.events.len() as u64);
         Ok(())
+    }
+
+    /// Writes the batch's chain heads, after its rows: a persisted head never points past
+    /// stored events.
+    pub async fn store_heads(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let store = &self.store;
+        with_retry(&self.metrics, shutdown, "storing chain heads", || {
+            store.insert_heads(&batch.heads)
+        })
+        .await
     }
 }
 

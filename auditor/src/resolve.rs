@@ -19,6 +19,10 @@
 //!    (`seq - 1`'s hash is its `prev_hash`, `seq + 1`'s `prev_hash` is its hash): `reorder` if
 //!    both hold where known, else `fork`. The event is stored as `out_of_order` (the key is free).
 //!
+//! A chain's *next* event needs no look-up, except up to the highest seq stored above the
+//! persisted head (rows a crash kept the head insert from covering): there rules 1 to 3 apply
+//! too, so a redelivered tail is skipped, never written twice.
+//!
 //! Untrusted events (bad signature, unknown or disallowed key, malformed) always yield their
 //! finding, and are stored as `untrusted` only where no row is stored yet, so a forgery never
 //! displaces a genuine event. A Kafka offset below the committed one cannot be delivered, so the
@@ -58,6 +62,39 @@ pub enum Action {
     Skip,
 }
 
+/// The finding for `event` (hash `hash`) at a key holding the trusted row `known`: a replay of
+/// the same event, or a fork. Based on the verifier's `finding` where it made one.
+fn repeat(event: &SignedEvent, hash: &str, known: &Known, finding: Option<&Finding>) -> Finding {
+    let (kind, detail) = if known.hash == hash {
+        (
+            BreakKind::Replay,
+            format!(
+                "seq {} already stored from partition {} offset {}",
+                event.seq, known.source.partition, known.source.offset
+            ),
+        )
+    } else {
+        (
+            BreakKind::Fork,
+            format!("seq {} is stored with another hash", event.seq),
+        )
+    };
+    match finding {
+        Some(f) => Finding {
+            kind,
+            detail,
+            ..f.clone()
+        },
+        None => Finding {
+            kind,
+            chain_id: event.chain_id.clone(),
+            seq: event.seq,
+            last_seq: event.seq,
+            detail,
+        },
+    }
+}
+
 /// Whether [`resolve`] needs the stored rows for this verdict (forward placements do not).
 pub fn needs_lookup(verdict: &Verdict) -> bool {
     matches!(
@@ -72,18 +109,24 @@ pub fn resolve(
     source: SourcePosition,
     around: Around<'_>,
 ) -> Action {
-    if !needs_lookup(&verdict) {
-        return Action::Store {
-            status: verdict.status,
-            finding: verdict.finding,
-        };
-    }
     let hash = hex::encode(event.hash);
     if around
         .at
         .is_some_and(|known| known.hash == hash && known.source == source)
     {
         return Action::Skip;
+    }
+    if !needs_lookup(&verdict) {
+        // A forward event finds a trusted row at its key only after a restart from a head
+        // persisted before rows that were stored anyway: the same event is a replay, another a
+        // fork, and the stored row stays.
+        return match around.at.filter(|known| known.trusted) {
+            Some(known) => Action::FindingOnly(repeat(event, &hash, known, None)),
+            None => Action::Store {
+                status: verdict.status,
+                finding: verdict.finding,
+            },
+        };
     }
     let Some(finding) = verdict.finding else {
         // Out-of-order and untrusted verdicts always carry a finding; store as judged otherwise.
@@ -107,17 +150,7 @@ pub fn resolve(
         ..finding.clone()
     };
     match around.at.filter(|known| known.trusted) {
-        Some(known) if known.hash == hash => Action::FindingOnly(retitled(
-            BreakKind::Replay,
-            format!(
-                "seq {} already stored from partition {} offset {}",
-                event.seq, known.source.partition, known.source.offset
-            ),
-        )),
-        Some(_) => Action::FindingOnly(retitled(
-            BreakKind::Fork,
-            format!("seq {} is stored with another hash", event.seq),
-        )),
+        Some(known) => Action::FindingOnly(repeat(event, &hash, known, Some(&finding))),
         None if finding.kind == BreakKind::Stale => {
             let links = links(event, around);
             let (kind, how) = if links {
@@ -215,6 +248,36 @@ mod tests {
             resolve(&events[1], stale(&events[1]), HERE, around),
             Action::Skip
         );
+    }
+
+    #[test]
+    fn a_forward_event_already_stored_above_the_restored_head_is_not_written_twice() {
+        let events = chain();
+        let forward = Verdict {
+            status: EventStatus::Verified,
+            finding: None,
+        };
+        let same = known(&events[2], HERE);
+        let stored = |at| Around {
+            at: Some(at),
+            ..Around::default()
+        };
+        assert_eq!(
+            resolve(&events[2], forward.clone(), HERE, stored(&same)),
+            Action::Skip
+        );
+        let replay = resolve(&events[2], forward.clone(), ELSEWHERE, stored(&same));
+        assert!(matches!(replay, Action::FindingOnly(ref f) if f.kind == BreakKind::Replay));
+        let other = known(&events[3], HERE);
+        let fork = resolve(&events[2], forward.clone(), ELSEWHERE, stored(&other));
+        assert!(matches!(fork, Action::FindingOnly(ref f) if f.kind == BreakKind::Fork));
+        assert!(matches!(
+            resolve(&events[2], forward, HERE, Around::default()),
+            Action::Store {
+                status: EventStatus::Verified,
+                finding: None
+            }
+        ));
     }
 
     #[test]

@@ -11,13 +11,26 @@
 //! Deduplication: `events`, `findings` and `chain_heads` are `ReplacingMergeTree`s keyed by their
 //! identity, so a redelivered Kafka batch never shows twice in query results — readers use `FINAL`
 //! (or `LIMIT 1 BY` the key) where exactness matters.
+//!
+//! Read paths (migration 2): `events` is ordered for the auditor and for chain walks (export,
+//! verification), which no time or tool filter can prune. Two tables fed by materialized views
+//! on `events` serve the compliance questions:
+//! - `events_by_time`: the filterable columns only, ordered by `(kind, tool, time)`, so "newest
+//!   first" pages read a time window of one kind and tool instead of every row;
+//! - `event_counts`: trusted events (not `untrusted`) per hour × kind × agent × tool × risk ×
+//!   decision × upstream, summed on merge, so dashboards aggregate tens of thousands of rows
+//!   instead of millions. It counts rows as inserted, which is exact because the auditor never
+//!   writes an event twice (see `crate::resolve`). Two auditors applying this migration at once,
+//!   or one still writing with the old version, can count rows stored meanwhile twice or not at
+//!   all; the README (operations) shows how to rebuild it from `events FINAL`.
 
 /// `(version, description, statements)`, applied in order.
-pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
-    1,
-    "events, findings, chain heads",
-    &[
-        r"CREATE TABLE IF NOT EXISTS events (
+pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
+        1,
+        "events, findings, chain heads",
+        &[
+            r"CREATE TABLE IF NOT EXISTS events (
     chain_id String,
     seq UInt64,
     -- the gateway's decision time: seconds for partitioning and ranges, nanoseconds for order
@@ -74,7 +87,7 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
 ) ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMM(time)
 ORDER BY (chain_id, seq)",
-        r"CREATE TABLE IF NOT EXISTS findings (
+            r"CREATE TABLE IF NOT EXISTS findings (
     -- bad_signature | unknown_key | key_not_allowed_for_chain | malformed | gap | fork | replay
     -- | reorder | stale | silent_chain
     kind String,
@@ -92,7 +105,7 @@ ORDER BY (chain_id, seq)",
 ) ENGINE = ReplacingMergeTree(detected_at)
 PARTITION BY toYYYYMM(detected_at)
 ORDER BY (chain_id, kind, seq, evidence_sha256)",
-        r"CREATE TABLE IF NOT EXISTS chain_heads (
+            r"CREATE TABLE IF NOT EXISTS chain_heads (
     chain_id String,
     seq UInt64,
     hash String,
@@ -105,5 +118,70 @@ ORDER BY (chain_id, kind, seq, evidence_sha256)",
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY chain_id",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "read paths: events_by_time, event_counts",
+        &[
+            r"CREATE TABLE IF NOT EXISTS events_by_time (
+    time DateTime,
+    time_unix_nanos Int64,
+    chain_id String,
+    seq UInt64,
+    kind String,
+    agent_id String,
+    upstream String,
+    tool String,
+    risk String,
+    decision String,
+    reason String,
+    arguments_json String,
+    target_names Array(String),
+    target_values Array(String),
+    decision_seq UInt64,
+    outcome String,
+    verification String,
+    ingested_at DateTime
+) ENGINE = ReplacingMergeTree(ingested_at)
+PARTITION BY toYYYYMM(time)
+ORDER BY (kind, tool, time_unix_nanos, chain_id, seq)",
+            r"CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_time_feed TO events_by_time AS
+SELECT time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
+       reason, arguments_json, target_names, target_values, decision_seq, outcome,
+       verification, ingested_at
+FROM events",
+            // Rows stored before this migration (a repeat is merged away: same key).
+            r"INSERT INTO events_by_time
+SELECT time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
+       reason, arguments_json, target_names, target_values, decision_seq, outcome,
+       verification, ingested_at
+FROM events",
+            r"CREATE TABLE IF NOT EXISTS event_counts (
+    hour DateTime,
+    kind String,
+    agent_id String,
+    tool String,
+    risk String,
+    decision String,
+    upstream String,
+    events UInt64
+) ENGINE = SummingMergeTree(events)
+PARTITION BY toYYYYMM(hour)
+ORDER BY (hour, kind, agent_id, tool, risk, decision, upstream)",
+            r"CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_feed TO event_counts AS
+SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour,
+       kind, agent_id, tool, risk, decision, upstream, count() AS events
+FROM events
+WHERE verification != 'untrusted'
+GROUP BY hour, kind, agent_id, tool, risk, decision, upstream",
+            // Rows stored before this migration, once: a sum cannot absorb a second copy.
+            r"INSERT INTO event_counts
+SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour,
+       kind, agent_id, tool, risk, decision, upstream, count() AS events
+FROM events FINAL
+WHERE verification != 'untrusted' AND (SELECT count() FROM event_counts) = 0
+GROUP BY hour, kind, agent_id, tool, risk, decision, upstream",
+        ],
+    ),
+];

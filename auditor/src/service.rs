@@ -4,9 +4,10 @@
 //! Shutdown (SIGTERM, ctrl-c) stops polling, finishes the batch in hand, commits it and returns.
 //! While ClickHouse is down the loop waits inside the store step, so nothing more is polled.
 //!
-//! Test hook: [`Auditor::crash_after_insert`] (`VERDICT_AUDITOR_CRASH_AFTER_INSERT=N` in the
-//! binary) aborts the process right after the N-th batch is stored and before its offsets are
-//! committed, the window the redelivery rule in [`crate::resolve`] exists for.
+//! Test hook: [`Auditor::crash_at`] (`VERDICT_AUDITOR_CRASH_AFTER_INSERT=N` in the binary)
+//! aborts the process right after the N-th batch is stored and before its offsets are committed,
+//! the window the redelivery rule in [`crate::resolve`] exists for; `N:rows` aborts after its
+//! events, before its chain heads.
 
 use crate::config::{AuditorConfig, BatchConfig, ConfigError};
 use crate::consumer::AuditConsumer;
@@ -31,7 +32,36 @@ pub struct Auditor {
     consumer: AuditConsumer,
     pipeline: Pipeline,
     batch: BatchConfig,
-    crash_after_insert: Option<u64>,
+    crash_at: Option<CrashPoint>,
+}
+
+/// Where the fault-test hook aborts the auditor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashPoint {
+    /// The 1-based batch.
+    pub batch: u64,
+    /// After its events but before its chain heads (else after both, before the commit).
+    pub before_heads: bool,
+}
+
+impl std::str::FromStr for CrashPoint {
+    type Err = String;
+
+    /// `N` or `N:rows`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (n, before_heads) = match text.split_once(':') {
+            None => (text, false),
+            Some((n, "rows")) => (n, true),
+            Some(_) => return Err(format!("{text:?}: expected N or N:rows")),
+        };
+        let batch = n
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a batch number"))?;
+        Ok(Self {
+            batch,
+            before_heads,
+        })
+    }
 }
 
 impl Auditor {
@@ -59,14 +89,30 @@ impl Auditor {
             consumer,
             pipeline,
             batch: config.batch.clone(),
-            crash_after_insert: None,
+            crash_at: None,
         })
     }
 
-    /// Test hook: abort after storing the `n`-th batch, before committing it.
-    pub fn crash_after_insert(mut self, n: Option<u64>) -> Self {
-        self.crash_after_insert = n;
+    /// Test hook: abort while storing a batch, before committing it.
+    pub fn crash_at(mut self, point: Option<CrashPoint>) -> Self {
+        self.crash_at = point;
         self
+    }
+
+    fn crash_if(&self, inserts: u64, before_heads: bool) {
+        if self.crash_at
+            == Some(CrashPoint {
+                batch: inserts,
+                before_heads,
+            })
+        {
+            tracing::error!(
+                inserts,
+                before_heads,
+                "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: aborting before commit"
+            );
+            std::process::abort();
+        }
     }
 
     /// Runs until `shutdown`; the batch in hand is stored and committed before returning.
@@ -84,15 +130,11 @@ impl Auditor {
             if batch.events.is_empty() && batch.findings.is_empty() && batch.commit.is_empty() {
                 continue;
             }
-            self.pipeline.store(&batch, &shutdown).await?;
             inserts += 1;
-            if self.crash_after_insert == Some(inserts) {
-                tracing::error!(
-                    inserts,
-                    "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: aborting before commit"
-                );
-                std::process::abort();
-            }
+            self.pipeline.store_rows(&batch, &shutdown).await?;
+            self.crash_if(inserts, true);
+            self.pipeline.store_heads(&batch, &shutdown).await?;
+            self.crash_if(inserts, false);
             if let Err(error) = self.consumer.commit(&batch.commit) {
                 // Typically a revoked partition: its new owner rereads the uncommitted tail,
                 // which the redelivery rule absorbs.

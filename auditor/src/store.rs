@@ -145,6 +145,19 @@ impl Store {
             .await?)
     }
 
+    /// The highest stored trusted seq of every chain. Above a chain's persisted head these are
+    /// rows stored before a crash kept the head from being written.
+    pub async fn highest_trusted_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT chain_id, max(seq) FROM events WHERE verification != 'untrusted' \
+                 GROUP BY chain_id",
+            )
+            .fetch_all()
+            .await?)
+    }
+
     /// Stored events of `chain_id` with `first <= seq <= last`, deduplicated.
     pub async fn events_in(
         &self,

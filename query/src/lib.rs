@@ -5,7 +5,8 @@
 //! - [`config`]: TOML + `VERDICT_QUERY_*` settings;
 //! - [`auth`]: query tokens (digests, constant-time comparison);
 //! - [`filter`] and [`paging`]: request filters and cursors → bound SQL fragments;
-//! - [`store`]: the ClickHouse reads; [`service`]: the RPCs;
+//! - [`store`]: the ClickHouse reads; [`summary`]: Summarize from pre-aggregated hours;
+//!   [`service`]: the RPCs;
 //! - [`export`] and [`ocsf`]: export records (shared with the offline `verdict verify --export`);
 //! - [`metrics`]: Prometheus `/metrics` and `/healthz`; [`server`]: wiring it all together.
 
@@ -19,5 +20,6 @@ pub mod paging;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod summary;
 
 pub use config::QueryConfig;

@@ -7,11 +7,67 @@
 //! skipped: rows inserted meanwhile sort either before the cursor (seen later) or after it (never
 //! seen, as with any snapshot-free reader). No OFFSET is used, so deep pages cost the same as the
 //! first.
+//!
+//! ClickHouse 18.16 reads every matching row before it sorts, however small the `LIMIT`; a page
+//! therefore looks in a [`PageWindow`] below its anchor first, widening it until it holds a full
+//! page (see `crate::store`).
 
 use crate::filter::{Bound, Param};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+use verdict_proto::pb;
+
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// How far below its anchor a page looks, widening in turn, before it reads without a bound.
+pub const WINDOWS_SECS: [i64; 4] = [3600, 86_400, 7 * 86_400, 31 * 86_400];
+
+/// Where a newest-first page starts looking: below `anchor` (the cursor's time, the filter's end,
+/// or now), never below `floor` (the filter's start; 0 for none).
+#[derive(Debug, Clone, Copy)]
+pub struct PageWindow {
+    pub anchor: i64,
+    pub floor: i64,
+}
+
+impl PageWindow {
+    /// The lower bounds to try, in turn: widening windows, then `None` (no bound but the
+    /// filter's). A window reaching below the floor is the last one.
+    pub fn lower_bounds(self) -> impl Iterator<Item = Option<i64>> {
+        let bounded = WINDOWS_SECS
+            .iter()
+            .map(move |secs| self.anchor.saturating_sub(secs * NANOS_PER_SEC))
+            .take_while(move |&lower| lower > self.floor)
+            .map(Some);
+        bounded.chain(std::iter::once(None))
+    }
+}
+
+/// The window of a newest-first page: below the cursor, else below the filter's end, else below
+/// now; never below the filter's start.
+pub fn page_window(filter: Option<&pb::EventFilter>, cursor: Option<&Cursor>) -> PageWindow {
+    let (from, to) = filter
+        .and_then(|f| f.time.as_ref())
+        .map_or((0, 0), |t| (t.from_unix_nanos, t.to_unix_nanos));
+    let anchor = match (cursor, to) {
+        (Some(c), _) => c.time,
+        (None, 0) => now_nanos(),
+        (None, to) => to,
+    };
+    PageWindow {
+        anchor,
+        floor: from,
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
@@ -95,6 +151,27 @@ impl Keyset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_widen_until_the_floor_then_open() {
+        let hour = 3600 * NANOS_PER_SEC;
+        let open = PageWindow {
+            anchor: 100 * 24 * hour,
+            floor: 0,
+        };
+        let bounds: Vec<_> = open.lower_bounds().collect();
+        assert_eq!(bounds.len(), WINDOWS_SECS.len() + 1);
+        assert_eq!(bounds[0], Some(99 * 24 * hour + 23 * hour));
+        assert_eq!(bounds.last(), Some(&None));
+        let floored = PageWindow {
+            anchor: 100 * 24 * hour,
+            floor: 99 * 24 * hour,
+        };
+        assert_eq!(
+            floored.lower_bounds().collect::<Vec<_>>(),
+            vec![Some(99 * 24 * hour + 23 * hour), None]
+        );
+    }
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {

@@ -6,17 +6,18 @@
 //! runs in a tracing span and is counted in [`Metrics`].
 
 use crate::config::Limits;
-use crate::export::{ExportRecord, BATCH_ROWS, CHUNK_BYTES};
+use crate::export::{ExportRecord, SeqWalk, CHUNK_BYTES};
 use crate::filter::{self, Conditions, FilterError, FilterLimits, FINDING_TIME};
 use crate::metrics::Metrics;
 use crate::ocsf;
-use crate::paging::{BadToken, Cursor};
+use crate::paging::{now_nanos, page_window, BadToken, Cursor};
 use crate::store::{Store, StoreError};
+use crate::summary::{self, SummaryRow};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -121,13 +122,18 @@ impl QueryService {
         )?;
         let mut cond = self.event_conditions(req.filter.as_ref())?;
         cond.push("kind = 'decision'", vec![]);
-        let mut rows = self.store.events_page(&cond, None, limit + 1).await?;
+        let window = page_window(req.filter.as_ref(), None);
+        let mut rows = self
+            .store
+            .events_page(&cond, None, window, limit + 1)
+            .await?;
         let truncated = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let keys: Vec<(String, u64)> = rows.iter().map(|r| (r.chain_id.clone(), r.seq)).collect();
+        let oldest = rows.iter().map(|r| r.time_unix_nanos).min().unwrap_or(0);
         let outcomes: HashMap<(String, u64), String> = self
             .store
-            .outcomes(&keys)
+            .outcomes(&keys, oldest)
             .await?
             .into_iter()
             .map(|o| ((o.chain_id, o.decision_seq), o.outcome))
@@ -160,9 +166,10 @@ impl QueryService {
         )?;
         let cursor = Cursor::decode(&req.page_token)?;
         let cond = self.event_conditions(req.filter.as_ref())?;
+        let window = page_window(req.filter.as_ref(), cursor.as_ref());
         let mut rows = self
             .store
-            .events_page(&cond, cursor.as_ref(), size + 1)
+            .events_page(&cond, cursor.as_ref(), window, size + 1)
             .await?;
         let more = rows.len() > size as usize;
         rows.truncate(size as usize);
@@ -206,27 +213,52 @@ impl QueryService {
             .collect::<Result<Vec<_>>>()?;
         let mut filter = req.filter.unwrap_or_default();
         let time = filter.time.get_or_insert_with(Default::default);
+        if time.to_unix_nanos == 0 {
+            time.to_unix_nanos = now_nanos();
+        }
         if time.from_unix_nanos == 0 {
             // An aggregate always has a bounded range: max_range_days back from its end.
-            let end = match time.to_unix_nanos {
-                0 => now_nanos(),
-                to => to,
-            };
             time.from_unix_nanos =
-                (end - i64::from(self.limits.max_range_days) * NANOS_PER_DAY).max(1);
+                (time.to_unix_nanos - i64::from(self.limits.max_range_days) * NANOS_PER_DAY).max(1);
         }
+        let range = (time.from_unix_nanos, time.to_unix_nanos);
+        let rows = if summary::by_dimensions_only(&filter) {
+            self.summarize_by_hours(filter, range, &columns).await?
+        } else {
+            let mut cond = self.event_conditions(Some(&filter))?;
+            cond.push("kind = 'decision'", vec![]);
+            self.store.count_rows(&cond, &columns).await?
+        };
+        Ok(pb::SummarizeResponse {
+            rows: summary::merge(rows),
+        })
+    }
+
+    /// Whole hours of `range` from the pre-aggregated counts, its partial hours from rows.
+    async fn summarize_by_hours(
+        &self,
+        mut filter: pb::EventFilter,
+        range: (i64, i64),
+        columns: &[&str],
+    ) -> Result<Vec<SummaryRow>> {
+        let split = summary::split_hours(range);
+        filter.time = None;
         let mut cond = self.event_conditions(Some(&filter))?;
         cond.push("kind = 'decision'", vec![]);
-        let rows = self.store.summarize(&cond, &columns).await?;
-        Ok(pb::SummarizeResponse {
-            rows: rows
-                .into_iter()
-                .map(|r| pb::SummaryRow {
-                    keys: r.keys,
-                    count: r.count,
-                })
-                .collect(),
-        })
+        let mut rows = Vec::new();
+        if let Some(hours) = split.hours {
+            rows.extend(self.store.count_hours(&cond, hours, columns).await?);
+        }
+        for (from, to) in split.edges {
+            filter.time = Some(pb::TimeRange {
+                from_unix_nanos: from,
+                to_unix_nanos: to,
+            });
+            let mut edge = self.event_conditions(Some(&filter))?;
+            edge.push("kind = 'decision'", vec![]);
+            rows.extend(self.store.count_rows(&edge, columns).await?);
+        }
+        Ok(rows)
     }
 
     /// Validates the request and starts the producer task; rows stream as they are read.
@@ -243,7 +275,7 @@ impl QueryService {
             }
         };
         let cond = self.event_conditions(req.filter.as_ref())?;
-        let chains = self.store.chains(&cond).await?;
+        let chains = self.store.chain_ranges(&cond).await?;
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -253,8 +285,9 @@ impl QueryService {
                 if format == pb::ExportFormat::Csv {
                     out.push(ExportRecord::csv_header()).await;
                 }
-                for chain in &chains {
-                    if let Err(e) = export_chain(&store, chain, &cond, format, &mut out).await {
+                for (chain, first, last) in &chains {
+                    let range = (chain.as_str(), *first, *last);
+                    if let Err(e) = export_chain(&store, range, &cond, format, &mut out).await {
                         out.fail(Status::from(QueryError::from(e))).await;
                         return;
                     }
@@ -310,17 +343,16 @@ impl QueryService {
             last_seq: 0,
             ..Default::default()
         };
-        let mut after = from - 1;
+        let mut last_read = 0;
         let all = Conditions::default();
-        loop {
-            let mut cursor = self
-                .store
-                .chain_batch(&chain_id, &all, after, to, BATCH_ROWS)?;
+        let mut walk = SeqWalk::new(from, to);
+        while let Some(window) = walk.next_window() {
+            let mut cursor = self.store.chain_batch(&chain_id, &all, window)?;
             let mut batch = Vec::new();
             let mut read = 0;
             while let Some(row) = cursor.next().await.map_err(StoreError::from)? {
                 read += 1;
-                after = row.seq;
+                last_read = row.seq;
                 match SignedEvent::decode(&row.envelope) {
                     Ok(event) => batch.push(event),
                     Err(e) => report.breaks.push(pb::ChainBreak {
@@ -336,11 +368,14 @@ impl QueryService {
                 verifier.restore(
                     &chain_id,
                     ChainHead {
-                        seq: first.seq - 1,
+                        seq: first.seq.saturating_sub(1),
                         hash: first.prev_hash,
                     },
                 );
                 anchored = true;
+            }
+            if read == 0 {
+                walk.resume_at(self.store.next_seq(&chain_id, window.1).await?);
             }
             if report.events == 0 {
                 report.first_seq = batch.first().map_or(0, |e| e.seq);
@@ -356,11 +391,8 @@ impl QueryService {
                     });
                 }
             }
-            if read < BATCH_ROWS {
-                break;
-            }
         }
-        report.last_seq = after;
+        report.last_seq = last_read;
         report.ok = report.breaks.is_empty() && report.events > 0;
         report.head = Some(self.head(&chain_id, high).await?);
         Ok(report)
@@ -432,13 +464,9 @@ impl QueryService {
         {
             return Ok(head_info(head));
         }
-        let mut cursor = self.store.chain_batch(
-            chain_id,
-            &Conditions::default(),
-            newest_seq - 1,
-            newest_seq,
-            1,
-        )?;
+        let mut cursor =
+            self.store
+                .chain_batch(chain_id, &Conditions::default(), (newest_seq, newest_seq))?;
         let row = cursor
             .next()
             .await
@@ -523,21 +551,20 @@ impl AuditQuery for QueryService {
     }
 }
 
-/// Streams one chain's matching events in `seq` batches.
+/// Streams one chain's matching events with `first <= seq <= last`, one seq window at a time.
 async fn export_chain(
     store: &Store,
-    chain: &str,
+    (chain, first, last): (&str, u64, u64),
     cond: &Conditions,
     format: pb::ExportFormat,
     out: &mut ChunkSender,
 ) -> std::result::Result<(), StoreError> {
-    let mut after = 0;
-    loop {
-        let mut cursor = store.chain_batch(chain, cond, after, u64::MAX, BATCH_ROWS)?;
+    let mut walk = SeqWalk::new(first, last);
+    while let Some(window) = walk.next_window() {
+        let mut cursor = store.chain_batch(chain, cond, window)?;
         let mut read = 0;
         while let Some(row) = cursor.next().await? {
             read += 1;
-            after = row.seq;
             let record = ExportRecord::from_row(&row);
             let line = match format {
                 pb::ExportFormat::Csv => record.to_csv_line(),
@@ -550,10 +577,11 @@ async fn export_chain(
                 return Ok(());
             }
         }
-        if read < BATCH_ROWS {
-            return Ok(());
+        if read == 0 {
+            walk.resume_at(store.next_seq(chain, window.1).await?);
         }
     }
+    Ok(())
 }
 
 /// Buffers whole lines into chunks of about [`CHUNK_BYTES`].
@@ -611,12 +639,6 @@ fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32> {
         v if v > max => Err(QueryError::Invalid(format!("{field}: at most {max}"))),
         v => Ok(v),
     }
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn parse_hash(hex_hash: &str) -> Option<verdict_proto::Hash> {

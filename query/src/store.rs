@@ -5,16 +5,25 @@
 //! more than once (Kafka redelivery; `ReplacingMergeTree` merges them eventually), so every read
 //! deduplicates: `LIMIT 1 BY` the row identity, or `FINAL` for aggregates.
 //!
-//! Wide rows are never sorted: pages pick their keys `(chain_id, seq)` with a narrow sorted
-//! subquery and then read those rows by primary key; exports walk one chain at a time in `seq`
-//! batches along the primary key, streaming each batch through the crate's row cursor.
+//! Wide rows are never sorted, and no read scans the whole table when a window will do:
+//! - pages (Search, WhoTried) pick their keys `(chain_id, seq)` from `events_by_time` (ordered by
+//!   kind, tool, time) inside a time window below the page's anchor, widening the window
+//!   ([`WINDOWS_SECS`]) until it holds a full page, then read those rows from `events` by primary
+//!   key. ClickHouse 18.16 cannot stop reading at a `LIMIT` in sort order, so the window is what
+//!   bounds the work;
+//! - Summarize adds whole hours from `event_counts` and counts only the partial hours at the
+//!   range's edges from rows;
+//! - exports and verification walk one chain at a time in windows of `seq` along the primary
+//!   key, streaming each batch through the crate's row cursor.
 
 use crate::config::ClickHouseConfig;
 use crate::filter::{Bound, Conditions, Param};
-use crate::paging::{Cursor, Keyset};
+use crate::paging::{Cursor, Keyset, PageWindow, NANOS_PER_SEC};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use verdict_auditor::rows::{ChainHeadRow, EventRow, FindingRow};
+
+pub use crate::summary::SummaryRow;
 
 /// Newest-first order of `events`.
 pub const EVENT_KEYSET: Keyset = Keyset {
@@ -28,6 +37,14 @@ pub const FINDING_KEYSET: Keyset = Keyset {
 };
 /// Outcome look-ups per query, keeping the SQL text well under `max_query_size`.
 const OUTCOME_CHUNK: usize = 1000;
+/// `[a, b, ...]` over the grouped columns (names from the service's fixed list).
+fn key_array(columns: &[&str]) -> String {
+    if columns.is_empty() {
+        "emptyArrayString()".to_owned()
+    } else {
+        format!("[{}]", columns.join(", "))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("ClickHouse: {0}")]
@@ -51,12 +68,6 @@ pub struct GroupRow {
     pub count: u64,
     pub first: i64,
     pub last: i64,
-}
-
-#[derive(Debug, Clone, Row, Deserialize)]
-pub struct SummaryRow {
-    pub keys: Vec<String>,
-    pub count: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -84,47 +95,74 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` events matching `cond`, newest first, strictly after `after`.
+    /// Up to `limit` events matching `cond`, newest first, strictly after `after`, read in
+    /// widening windows below `window.anchor` (nanoseconds).
     pub async fn events_page(
         &self,
         cond: &Conditions,
         after: Option<&Cursor>,
+        window: PageWindow,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
         let cond = cond.to_bound();
         let after = after.map_or_else(|| Bound::new("1", vec![]), |c| EVENT_KEYSET.after(c));
         let order = EVENT_KEYSET.order_by();
-        let sql = format!(
-            "SELECT ?fields FROM events WHERE {c} AND (chain_id, seq) IN ( \
-                SELECT chain_id, seq FROM events WHERE {c} AND {a} \
-                ORDER BY {order} LIMIT 1 BY chain_id, seq LIMIT ?) \
-             ORDER BY {order} LIMIT 1 BY chain_id, seq",
-            c = cond.sql,
-            a = after.sql,
-        );
-        let limit = Bound::new("", vec![Param::U64(limit.into())]);
-        Ok(self
-            .query(&sql, &[&cond, &cond, &after, &limit])
-            .fetch_all()
-            .await?)
+        let sql = |lower: &Bound| {
+            format!(
+                "SELECT ?fields FROM events WHERE (chain_id, seq) IN ( \
+                    SELECT chain_id, seq FROM events_by_time WHERE {c} AND {a} AND {w} \
+                    ORDER BY {order} LIMIT 1 BY chain_id, seq LIMIT ?) \
+                 ORDER BY {order} LIMIT 1 BY chain_id, seq",
+                c = cond.sql,
+                a = after.sql,
+                w = lower.sql,
+            )
+        };
+        let limit_param = Bound::new("", vec![Param::U64(limit.into())]);
+        for lower in window.lower_bounds() {
+            let last = lower.is_none();
+            let lower = match lower {
+                Some(nanos) => Bound::new(
+                    "time >= toDateTime(?) AND time_unix_nanos >= ?",
+                    vec![
+                        Param::I64(nanos.div_euclid(NANOS_PER_SEC)),
+                        Param::I64(nanos),
+                    ],
+                ),
+                None => Bound::new("1", vec![]),
+            };
+            let rows: Vec<EventRow> = self
+                .query(&sql(&lower), &[&cond, &after, &lower, &limit_param])
+                .fetch_all()
+                .await?;
+            if rows.len() >= limit as usize || last {
+                return Ok(rows);
+            }
+        }
+        unreachable!("the last window is unbounded")
     }
 
-    /// The outcomes of the given decisions `(chain_id, seq)`.
+    /// The outcomes of the given decisions `(chain_id, seq)`, none decided before `since`
+    /// (nanoseconds): an outcome is never older than its decision.
     pub async fn outcomes(
         &self,
         decisions: &[(String, u64)],
+        since: i64,
     ) -> Result<Vec<OutcomeRef>, StoreError> {
         let mut found = Vec::new();
         for chunk in decisions.chunks(OUTCOME_CHUNK) {
             let tuples = vec!["(?, ?)"; chunk.len()].join(", ");
-            let params = chunk
-                .iter()
-                .flat_map(|(chain, seq)| [Param::Str(chain.clone()), Param::U64(*seq)])
-                .collect();
+            let mut params = vec![Param::I64(since)];
+            params.extend(
+                chunk
+                    .iter()
+                    .flat_map(|(chain, seq)| [Param::Str(chain.clone()), Param::U64(*seq)]),
+            );
             let keys = Bound::new("", params);
             let sql = format!(
-                "SELECT chain_id, decision_seq, outcome FROM events \
-                 WHERE kind = 'outcome' AND (chain_id, decision_seq) IN ({tuples}) \
+                "SELECT chain_id, decision_seq, outcome FROM events_by_time \
+                 WHERE kind = 'outcome' AND tool = '' AND time_unix_nanos >= ? \
+                   AND (chain_id, decision_seq) IN ({tuples}) \
                  LIMIT 1 BY chain_id, decision_seq"
             );
             found.extend(self.query(&sql, &[&keys]).fetch_all::<OutcomeRef>().await?);
@@ -140,7 +178,7 @@ impl Store {
                     min(time_unix_nanos) AS first, max(time_unix_nanos) AS last \
              FROM ( \
                 SELECT agent_id, target_names, target_values, decision, time_unix_nanos \
-                FROM events WHERE {} LIMIT 1 BY chain_id, seq) \
+                FROM events_by_time WHERE {} LIMIT 1 BY chain_id, seq) \
              LEFT ARRAY JOIN target_names AS target_name, target_values AS target_value \
              GROUP BY agent_id, target_name, target_value, decision \
              ORDER BY agent_id, target_name, target_value, decision",
@@ -149,62 +187,100 @@ impl Store {
         Ok(self.query(&sql, &[&cond]).fetch_all().await?)
     }
 
-    /// Decision counts grouped by `columns` (names from the service's fixed list).
-    pub async fn summarize(
+    /// Trusted event counts grouped by `columns` (names from the service's fixed list), counted
+    /// row by row (deduplicated) from `events_by_time`.
+    pub async fn count_rows(
         &self,
         cond: &Conditions,
         columns: &[&str],
     ) -> Result<Vec<SummaryRow>, StoreError> {
         let cond = cond.to_bound();
-        let keys = if columns.is_empty() {
-            "emptyArrayString()".to_owned()
-        } else {
-            format!("[{}]", columns.join(", "))
-        };
         let sql = format!(
-            "SELECT {keys} AS keys, count() AS count FROM events FINAL WHERE {} \
-             GROUP BY keys ORDER BY count DESC, keys",
-            cond.sql
+            "SELECT {keys} AS keys, count() AS count FROM ( \
+                SELECT {cols} FROM events_by_time \
+                WHERE verification != 'untrusted' AND {c} LIMIT 1 BY chain_id, seq) \
+             GROUP BY keys",
+            keys = key_array(columns),
+            cols = ["chain_id", "seq"]
+                .iter()
+                .chain(columns)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", "),
+            c = cond.sql,
         );
         Ok(self.query(&sql, &[&cond]).fetch_all().await?)
     }
 
-    /// Chain ids with events matching `cond`, in order.
-    pub async fn chains(&self, cond: &Conditions) -> Result<Vec<String>, StoreError> {
+    /// Event counts grouped by `columns` over the whole hours `[from_hour, to_hour)` (Unix
+    /// seconds), from the pre-aggregated `event_counts`; `cond` may use only its columns.
+    pub async fn count_hours(
+        &self,
+        cond: &Conditions,
+        (from_hour, to_hour): (i64, i64),
+        columns: &[&str],
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let cond = cond.to_bound();
+        let hours = Bound::new("", vec![Param::I64(from_hour), Param::I64(to_hour)]);
+        let sql = format!(
+            "SELECT {keys} AS keys, sum(events) AS count FROM event_counts \
+             WHERE hour >= toDateTime(?) AND hour < toDateTime(?) AND {c} GROUP BY keys",
+            keys = key_array(columns),
+            c = cond.sql,
+        );
+        Ok(self.query(&sql, &[&hours, &cond]).fetch_all().await?)
+    }
+
+    /// The chains with events matching `cond`, in order, with their lowest and highest matching
+    /// seq.
+    pub async fn chain_ranges(
+        &self,
+        cond: &Conditions,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let cond = cond.to_bound();
         let sql = format!(
-            "SELECT chain_id FROM events WHERE {} GROUP BY chain_id ORDER BY chain_id",
+            "SELECT chain_id, min(seq), max(seq) FROM events WHERE {} \
+             GROUP BY chain_id ORDER BY chain_id",
             cond.sql
         );
         Ok(self.query(&sql, &[&cond]).fetch_all().await?)
     }
 
-    /// A cursor over up to `limit` events of `chain_id` with `after < seq <= to_seq` matching
-    /// `cond`, in `seq` order.
+    /// A cursor over the events of `chain_id` with `from <= seq <= to` matching `cond`, in `seq`
+    /// order; callers keep the range to one [`crate::export::seq_windows`] window.
     pub fn chain_batch(
         &self,
         chain_id: &str,
         cond: &Conditions,
-        after: u64,
-        to_seq: u64,
-        limit: u64,
+        (from, to): (u64, u64),
     ) -> Result<clickhouse::query::RowCursor<EventRow>, StoreError> {
         let cond = cond.to_bound();
         let range = Bound::new(
             "",
             vec![
                 Param::Str(chain_id.to_owned()),
-                Param::U64(after),
-                Param::U64(to_seq),
+                Param::U64(from),
+                Param::U64(to),
             ],
         );
         let sql = format!(
-            "SELECT ?fields FROM events WHERE chain_id = ? AND seq > ? AND seq <= ? AND {} \
-             ORDER BY seq LIMIT 1 BY seq LIMIT ?",
+            "SELECT ?fields FROM events WHERE chain_id = ? AND seq >= ? AND seq <= ? AND {} \
+             ORDER BY seq LIMIT 1 BY seq",
             cond.sql
         );
-        let limit = Bound::new("", vec![Param::U64(limit)]);
-        Ok(self.query(&sql, &[&range, &cond, &limit]).fetch()?)
+        Ok(self.query(&sql, &[&range, &cond]).fetch()?)
+    }
+
+    /// The lowest stored seq of `chain_id` above `after`, if any.
+    pub async fn next_seq(&self, chain_id: &str, after: u64) -> Result<Option<u64>, StoreError> {
+        let (count, next) = self
+            .client
+            .query("SELECT count(), min(seq) FROM events WHERE chain_id = ? AND seq > ?")
+            .bind(chain_id)
+            .bind(after)
+            .fetch_one::<(u64, u64)>()
+            .await?;
+        Ok((count > 0).then_some(next))
     }
 
     /// Lowest and highest stored seq of a chain (`None` for an unknown chain).
