@@ -8,11 +8,13 @@
 //! - [`store`]: the ClickHouse reads; [`summary`]: Summarize from pre-aggregated hours;
 //!   [`service`]: the RPCs;
 //! - [`export`] and [`ocsf`]: export records (shared with the offline `verdict verify --export`);
+//!   [`export_stream`]: reading and encoding an export in two overlapping stages;
 //! - [`metrics`]: Prometheus `/metrics` and `/healthz`; [`server`]: wiring it all together.
 
 pub mod auth;
 pub mod config;
 pub mod export;
+pub mod export_stream;
 pub mod filter;
 pub mod metrics;
 pub mod ocsf;

@@ -6,10 +6,10 @@
 //! runs in a tracing span and is counted in [`Metrics`].
 
 use crate::config::Limits;
-use crate::export::{ExportRecord, SeqWalk, CHUNK_BYTES};
+use crate::export::SeqWalk;
+use crate::export_stream::ExportStream;
 use crate::filter::{self, Conditions, FilterError, FilterLimits, FINDING_TIME};
 use crate::metrics::Metrics;
-use crate::ocsf;
 use crate::paging::{now_nanos, page_window, BadToken, Cursor};
 use crate::store::{Store, StoreError};
 use crate::summary::{self, SummaryRow};
@@ -277,27 +277,18 @@ impl QueryService {
         let cond = self.event_conditions(req.filter.as_ref())?;
         let chains = self.store.chain_ranges(&cond).await?;
         let (tx, rx) = mpsc::channel(4);
-        let store = self.store.clone();
+        let export = ExportStream {
+            store: self.store.clone(),
+            chains,
+            cond,
+            format,
+        };
         let metrics = Arc::clone(&self.metrics);
         tokio::spawn(
             async move {
-                let mut out = ChunkSender::new(tx);
-                if format == pb::ExportFormat::Csv {
-                    out.push(ExportRecord::csv_header()).await;
-                }
-                for (chain, first, last) in &chains {
-                    let range = (chain.as_str(), *first, *last);
-                    if let Err(e) = export_chain(&store, range, &cond, format, &mut out).await {
-                        out.fail(Status::from(QueryError::from(e))).await;
-                        return;
-                    }
-                    if out.closed() {
-                        break;
-                    }
-                }
-                out.finish().await;
-                metrics.export_rows(out.rows);
-                tracing::info!(rows = out.rows, "export finished");
+                let rows = export.run(tx).await;
+                metrics.export_rows(rows);
+                tracing::info!(rows, "export finished");
             }
             .instrument(tracing::info_span!("export")),
         );
@@ -347,11 +338,9 @@ impl QueryService {
         let all = Conditions::default();
         let mut walk = SeqWalk::new(from, to);
         while let Some(window) = walk.next_window() {
-            let mut cursor = self.store.chain_batch(&chain_id, &all, window)?;
+            let rows = self.store.chain_batch(&chain_id, &all, window).await?;
             let mut batch = Vec::new();
-            let mut read = 0;
-            while let Some(row) = cursor.next().await.map_err(StoreError::from)? {
-                read += 1;
+            for row in &rows {
                 last_read = row.seq;
                 match SignedEvent::decode(&row.envelope) {
                     Ok(event) => batch.push(event),
@@ -374,7 +363,7 @@ impl QueryService {
                 );
                 anchored = true;
             }
-            if read == 0 {
+            if rows.is_empty() {
                 walk.resume_at(self.store.next_seq(&chain_id, window.1).await?);
             }
             if report.events == 0 {
@@ -464,13 +453,11 @@ impl QueryService {
         {
             return Ok(head_info(head));
         }
-        let mut cursor =
-            self.store
-                .chain_batch(chain_id, &Conditions::default(), (newest_seq, newest_seq))?;
-        let row = cursor
-            .next()
-            .await
-            .map_err(StoreError::from)?
+        let row = self
+            .store
+            .chain_batch(chain_id, &Conditions::default(), (newest_seq, newest_seq))
+            .await?
+            .pop()
             .ok_or_else(|| QueryError::NotFound(format!("chain {chain_id:?} seq {newest_seq}")))?;
         Ok(pb::ChainHeadInfo {
             chain_id: row.chain_id,
@@ -548,87 +535,6 @@ impl AuditQuery for QueryService {
         _request: Request<pb::ListChainHeadsRequest>,
     ) -> std::result::Result<Response<pb::ListChainHeadsResponse>, Status> {
         self.timed("ListChainHeads", self.list_chain_heads()).await
-    }
-}
-
-/// Streams one chain's matching events with `first <= seq <= last`, one seq window at a time.
-async fn export_chain(
-    store: &Store,
-    (chain, first, last): (&str, u64, u64),
-    cond: &Conditions,
-    format: pb::ExportFormat,
-    out: &mut ChunkSender,
-) -> std::result::Result<(), StoreError> {
-    let mut walk = SeqWalk::new(first, last);
-    while let Some(window) = walk.next_window() {
-        let mut cursor = store.chain_batch(chain, cond, window)?;
-        let mut read = 0;
-        while let Some(row) = cursor.next().await? {
-            read += 1;
-            let record = ExportRecord::from_row(&row);
-            let line = match format {
-                pb::ExportFormat::Csv => record.to_csv_line(),
-                pb::ExportFormat::Ocsf => ocsf::to_ocsf_line(&record),
-                _ => record.to_json_line(),
-            };
-            out.rows += 1;
-            out.push(&line).await;
-            if out.closed() {
-                return Ok(());
-            }
-        }
-        if read == 0 {
-            walk.resume_at(store.next_seq(chain, window.1).await?);
-        }
-    }
-    Ok(())
-}
-
-/// Buffers whole lines into chunks of about [`CHUNK_BYTES`].
-struct ChunkSender {
-    tx: mpsc::Sender<std::result::Result<pb::ExportChunk, Status>>,
-    buf: Vec<u8>,
-    rows: u64,
-    closed: bool,
-}
-
-impl ChunkSender {
-    fn new(tx: mpsc::Sender<std::result::Result<pb::ExportChunk, Status>>) -> Self {
-        Self {
-            tx,
-            buf: Vec::with_capacity(CHUNK_BYTES + 4096),
-            rows: 0,
-            closed: false,
-        }
-    }
-
-    fn closed(&self) -> bool {
-        self.closed
-    }
-
-    async fn push(&mut self, line: &str) {
-        self.buf.extend_from_slice(line.as_bytes());
-        if self.buf.len() >= CHUNK_BYTES {
-            self.flush().await;
-        }
-    }
-
-    async fn flush(&mut self) {
-        if self.buf.is_empty() || self.closed {
-            return;
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
-        // The client went away: stop reading from ClickHouse.
-        self.closed = self.tx.send(Ok(pb::ExportChunk { data })).await.is_err();
-    }
-
-    async fn finish(&mut self) {
-        self.flush().await;
-    }
-
-    async fn fail(&mut self, status: Status) {
-        self.flush().await;
-        let _ = self.tx.send(Err(status)).await;
     }
 }
 

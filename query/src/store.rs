@@ -14,7 +14,7 @@
 //! - Summarize adds whole hours from `event_counts` and counts only the partial hours at the
 //!   range's edges from rows;
 //! - exports and verification walk one chain at a time in windows of `seq` along the primary
-//!   key, streaming each batch through the crate's row cursor.
+//!   key.
 
 use crate::config::ClickHouseConfig;
 use crate::filter::{Bound, Conditions, Param};
@@ -246,14 +246,16 @@ impl Store {
         Ok(self.query(&sql, &[&cond]).fetch_all().await?)
     }
 
-    /// A cursor over the events of `chain_id` with `from <= seq <= to` matching `cond`, in `seq`
-    /// order; callers keep the range to one [`crate::export::seq_windows`] window.
-    pub fn chain_batch(
+    /// The events of `chain_id` with `from <= seq <= to` matching `cond`, in `seq` order, each
+    /// seq once (the newest stored copy, as the table's merges keep); callers keep the range to
+    /// one [`crate::export::SeqWalk`] window. Sorting here rather than in ClickHouse: 18.16
+    /// sorts wide rows at a third of the speed it reads them.
+    pub async fn chain_batch(
         &self,
         chain_id: &str,
         cond: &Conditions,
         (from, to): (u64, u64),
-    ) -> Result<clickhouse::query::RowCursor<EventRow>, StoreError> {
+    ) -> Result<Vec<EventRow>, StoreError> {
         let cond = cond.to_bound();
         let range = Bound::new(
             "",
@@ -264,11 +266,13 @@ impl Store {
             ],
         );
         let sql = format!(
-            "SELECT ?fields FROM events WHERE chain_id = ? AND seq >= ? AND seq <= ? AND {} \
-             ORDER BY seq LIMIT 1 BY seq",
+            "SELECT ?fields FROM events WHERE chain_id = ? AND seq >= ? AND seq <= ? AND {}",
             cond.sql
         );
-        Ok(self.query(&sql, &[&range, &cond]).fetch()?)
+        let mut rows: Vec<EventRow> = self.query(&sql, &[&range, &cond]).fetch_all().await?;
+        rows.sort_unstable_by_key(|row| (row.seq, std::cmp::Reverse(row.ingested_at)));
+        rows.dedup_by_key(|row| row.seq);
+        Ok(rows)
     }
 
     /// The lowest stored seq of `chain_id` above `after`, if any.

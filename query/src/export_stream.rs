@@ -1,0 +1,135 @@
+//! Streaming an export: a reader task walks each chain window by window ([`SeqWalk`]) one batch
+//! ahead of the encoder, which turns rows into lines (JSON lines, CSV or OCSF) and lines into
+//! chunks of about [`CHUNK_BYTES`] for the gRPC stream.
+//!
+//! Two stages so ClickHouse reading and encoding overlap on two cores; the channels between them
+//! are bounded, so a slow client slows the reads instead of filling memory. A client that goes
+//! away stops the encoder, whose dropped receiver stops the reader.
+
+use crate::export::{ExportRecord, SeqWalk, CHUNK_BYTES};
+use crate::filter::Conditions;
+use crate::ocsf;
+use crate::service::QueryError;
+use crate::store::{Store, StoreError};
+use tokio::sync::mpsc;
+use tonic::Status;
+use verdict_auditor::rows::EventRow;
+use verdict_proto::pb;
+
+type ChunkResult = Result<pb::ExportChunk, Status>;
+
+/// One export request, validated: the chains to walk (id, first and last matching seq), the
+/// conditions and the format.
+pub struct ExportStream {
+    pub store: Store,
+    pub chains: Vec<(String, u64, u64)>,
+    pub cond: Conditions,
+    pub format: pb::ExportFormat,
+}
+
+impl ExportStream {
+    /// Streams every matching event into `tx`; returns the number of rows sent.
+    pub async fn run(self, tx: mpsc::Sender<ChunkResult>) -> u64 {
+        let (batches_tx, mut batches) = mpsc::channel(1);
+        tokio::spawn(read_chains(self.store, self.chains, self.cond, batches_tx));
+        let mut out = ChunkSender::new(tx);
+        if self.format == pb::ExportFormat::Csv {
+            out.push(ExportRecord::csv_header()).await;
+        }
+        while let Some(batch) = batches.recv().await {
+            let rows = match batch {
+                Ok(rows) => rows,
+                Err(e) => {
+                    out.fail(Status::from(QueryError::from(e))).await;
+                    return out.rows;
+                }
+            };
+            for row in &rows {
+                out.push(&line(row, self.format)).await;
+                out.rows += 1;
+                if out.closed {
+                    return out.rows;
+                }
+            }
+        }
+        out.flush().await;
+        out.rows
+    }
+}
+
+fn line(row: &EventRow, format: pb::ExportFormat) -> String {
+    let record = ExportRecord::from_row(row);
+    match format {
+        pb::ExportFormat::Csv => record.to_csv_line(),
+        pb::ExportFormat::Ocsf => ocsf::to_ocsf_line(&record),
+        _ => record.to_json_line(),
+    }
+}
+
+/// Reads each chain's matching events, window by window, into `batches`.
+async fn read_chains(
+    store: Store,
+    chains: Vec<(String, u64, u64)>,
+    cond: Conditions,
+    batches: mpsc::Sender<Result<Vec<EventRow>, StoreError>>,
+) {
+    for (chain, first, last) in chains {
+        let mut walk = SeqWalk::new(first, last);
+        while let Some(window) = walk.next_window() {
+            let rows = match store.chain_batch(&chain, &cond, window).await {
+                Ok(rows) if rows.is_empty() => match store.next_seq(&chain, window.1).await {
+                    Ok(next) => {
+                        walk.resume_at(next);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                other => other,
+            };
+            let failed = rows.is_err();
+            if batches.send(rows).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// Buffers whole lines into chunks of about [`CHUNK_BYTES`].
+struct ChunkSender {
+    tx: mpsc::Sender<ChunkResult>,
+    buf: Vec<u8>,
+    rows: u64,
+    closed: bool,
+}
+
+impl ChunkSender {
+    fn new(tx: mpsc::Sender<ChunkResult>) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            rows: 0,
+            closed: false,
+        }
+    }
+
+    async fn push(&mut self, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.buf.is_empty() || self.closed {
+            return;
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+        // The client went away: stop reading from ClickHouse.
+        self.closed = self.tx.send(Ok(pb::ExportChunk { data })).await.is_err();
+    }
+
+    async fn fail(&mut self, status: Status) {
+        self.flush().await;
+        let _ = self.tx.send(Err(status)).await;
+    }
+}
