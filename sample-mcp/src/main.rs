@@ -5,12 +5,17 @@
 //! tools, and a `long_task` that reports progress and honours cancellation. Tool annotations
 //! (`readOnlyHint`, `destructiveHint`) are set where true; `--no-annotations` drops them so tests
 //! can check risk classification from descriptions alone. Serves stdio or Streamable HTTP, in
-//! every protocol revision rmcp knows (both the handshake era and 2026-07-28).
+//! every protocol revision rmcp knows (both the handshake era and 2026-07-28) or, with
+//! `--max-protocol`, up to one. SIGHUP toggles a maintenance mode that withdraws `long_task` and
+//! announces the change outside any request (see `changes.rs`).
 
+mod changes;
 mod tools;
 
+use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
+use rmcp::model::ProtocolVersion;
 use rmcp::transport::streamable_http_server::{
     session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
 };
@@ -39,12 +44,22 @@ struct Args {
     /// Serve only these tools (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Serve protocol revisions up to this one only, e.g. 2025-11-25 for the handshake era alone.
+    #[arg(long, value_name = "VERSION")]
+    max_protocol: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let server = WorkMemory::new(args.page_size, !args.no_annotations, &args.only);
+    let max_protocol = args
+        .max_protocol
+        .map(|v| serde_json::from_value::<ProtocolVersion>(serde_json::Value::String(v)))
+        .transpose()
+        .context("--max-protocol")?;
+    let server = WorkMemory::new(args.page_size, !args.no_annotations, &args.only)
+        .with_max_protocol(max_protocol);
+    tokio::spawn(toggle_on_sighup(server.changes()));
     let ready_file = args.ready_file.clone();
     match args.http {
         None => server
@@ -77,4 +92,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGHUP toggles maintenance (see [`changes`]).
+async fn toggle_on_sighup(changes: std::sync::Arc<changes::ToolChanges>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        changes.toggle().await;
+    }
 }

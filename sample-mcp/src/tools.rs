@@ -3,18 +3,20 @@
 //! `tools/list` is paged by hand (rmcp's generated list is never paged) so that the gateway's
 //! cursor handling meets a server that really pages.
 
+use crate::changes::ToolChanges;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, RequestMetaObject,
-    ServerCapabilities, ServerConfig, Tool,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion,
+    RequestMetaObject, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{tool, tool_router, ErrorData, Peer, RoleServer, ServerHandler};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +77,9 @@ pub struct WorkMemory {
     router: ToolRouter<Self>,
     state: Arc<Mutex<State>>,
     page_size: usize,
+    changes: Arc<ToolChanges>,
+    /// The newest protocol revision served (all rmcp knows when `None`).
+    max_protocol: Option<ProtocolVersion>,
 }
 
 fn text(s: impl Into<String>) -> CallToolResult {
@@ -111,7 +116,19 @@ impl WorkMemory {
             router,
             state: Arc::new(Mutex::new(state)),
             page_size,
+            changes: Arc::default(),
+            max_protocol: None,
         }
+    }
+
+    /// Serves protocol revisions up to `max` only (e.g. the handshake era alone).
+    pub fn with_max_protocol(mut self, max: Option<ProtocolVersion>) -> Self {
+        self.max_protocol = max;
+        self
+    }
+
+    pub fn changes(&self) -> Arc<ToolChanges> {
+        Arc::clone(&self.changes)
     }
 
     #[tool(
@@ -224,9 +241,47 @@ impl WorkMemory {
 
 impl ServerHandler for WorkMemory {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-            Implementation::new("work-memory", env!("CARGO_PKG_VERSION")),
-        )
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        ServerConfig::new(capabilities).with_server_info(Implementation::new(
+            "work-memory",
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        match &self.max_protocol {
+            Some(max) => Cow::Borrowed(ProtocolVersion::known_up_to(max)),
+            None => Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
+        }
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.changes.add_session(context.peer);
+    }
+
+    /// Tool-list changes only (the SDK intersects this with what was requested).
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.changes.subscribe();
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                changed = changes.recv() => {
+                    if changed.is_err() || context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     async fn list_tools(
@@ -234,7 +289,12 @@ impl ServerHandler for WorkMemory {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let all: Vec<Tool> = self.router.list_all();
+        let all: Vec<Tool> = self
+            .router
+            .list_all()
+            .into_iter()
+            .filter(|tool| !self.changes.withdrawn(&tool.name))
+            .collect();
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
             Some(cursor) => cursor
@@ -257,12 +317,21 @@ impl ServerHandler for WorkMemory {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if self.changes.withdrawn(&request.name) {
+            return Err(ErrorData::invalid_params(
+                format!("tool {} is withdrawn for maintenance", request.name),
+                None,
+            ));
+        }
         self.router
             .call(ToolCallContext::new(self, request, context))
             .await
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.router.get(name).cloned()
+        self.router
+            .get(name)
+            .filter(|_| !self.changes.withdrawn(name))
+            .cloned()
     }
 }

@@ -38,8 +38,15 @@ pub struct HttpProcess {
 impl HttpProcess {
     /// `work-memory --http` with extra arguments.
     pub fn work_memory(args: &[&str]) -> Result<Self> {
+        Self::work_memory_at(0, args)
+    }
+
+    /// `work-memory --http 127.0.0.1:<port>` (0: any free port) with extra arguments.
+    pub fn work_memory_at(port: u16, args: &[&str]) -> Result<Self> {
         let mut command = Command::new(work_memory_bin());
-        command.args(["--http", "127.0.0.1:0"]).args(args);
+        command
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(args);
         Self::spawn(
             "work-memory",
             command,
@@ -112,6 +119,11 @@ impl HttpProcess {
 
     pub fn log_tail(&self) -> String {
         self.process.log_tail(50)
+    }
+
+    /// SIGHUP (the sample server toggles maintenance: `long_task` withdrawn or back).
+    pub fn hang_up(&self) {
+        self.process.signal("HUP");
     }
 
     /// SIGKILL: no shutdown code runs.

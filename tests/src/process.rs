@@ -90,14 +90,21 @@ impl ServerProcess {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Sends `signal` (a `kill` name such as `HUP`) to the process, if it runs.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Asks the process to stop (SIGTERM) and waits up to `timeout` before killing it.
     pub fn terminate(&mut self, timeout: Duration) {
+        self.signal("TERM");
         let Some(child) = self.child.as_mut() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(_)) = child.try_wait() {

@@ -1,4 +1,6 @@
-//! Streamable HTTP upstreams: one POST per message, replies as JSON or an SSE stream.
+//! Streamable HTTP upstreams: one POST per message, replies as JSON or an SSE stream, and one
+//! long-lived server→gateway stream per session for what the upstream sends on its own
+//! (tool-list changes, pings): `GET` in the handshake era, `subscriptions/listen` in 2026-07-28.
 //!
 //! Handshake era: the `Mcp-Session-Id` from the `initialize` reply is sent on every later POST;
 //! a 404 means the session expired, so the generation moves on and the next request
@@ -14,7 +16,7 @@ use serde_json::{json, Value};
 use sse_stream::SseStream;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +30,19 @@ pub struct HttpTransport {
     session: RwLock<Option<String>>,
     generation: AtomicU64,
     progress: Arc<NotificationRouter>,
+    /// Stops the server→gateway stream of the current session (see [`super::listen`]).
+    listening: Mutex<Option<CancellationToken>>,
+}
+
+/// How one server→gateway stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The upstream offers none (GET answered 405, or `subscriptions/listen` was refused).
+    Unsupported(String),
+    /// The session is gone (GET answered 404); the next request re-initializes.
+    Expired,
+    /// The stream closed or broke; `opened` says whether it had been established.
+    Closed { opened: bool, why: String },
 }
 
 impl HttpTransport {
@@ -56,7 +71,34 @@ impl HttpTransport {
             session: RwLock::new(None),
             generation: AtomicU64::new(0),
             progress,
+            listening: Mutex::new(None),
         }
+    }
+
+    /// Starts the server→gateway stream for the session just negotiated in `mode`, stopping the
+    /// previous session's.
+    pub fn listen(self: &Arc<Self>, mode: &Mode) {
+        let stop = CancellationToken::new();
+        if let Some(previous) = self
+            .listening
+            .lock()
+            .expect("listening lock")
+            .replace(stop.clone())
+        {
+            previous.cancel();
+        }
+        tokio::spawn(super::listen::run(Arc::clone(self), mode.clone(), stop));
+    }
+
+    /// Asks the gateway to refresh its catalog from every upstream.
+    pub fn resync(&self) {
+        self.progress.resync();
+    }
+
+    /// Forgets an expired session: the next request re-initializes.
+    fn expire_session(&self) {
+        *self.session.write().expect("session lock") = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn generation(&self) -> u64 {
@@ -141,8 +183,7 @@ impl HttpTransport {
         let response = self.post(message, mode).send().await.map_err(unreachable)?;
         let status = response.status();
         if status.as_u16() == 404 && had_session && mode != Some(&Mode::Stateless) {
-            *self.session.write().expect("session lock") = None;
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.expire_session();
             return Err(UpstreamError::SessionExpired);
         }
         if let Some(session) = response
@@ -152,12 +193,7 @@ impl HttpTransport {
         {
             *self.session.write().expect("session lock") = Some(session.to_owned());
         }
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        if is_sse {
+        if is_sse(&response) {
             return self.read_sse(response, id, mode).await;
         }
         let body = response.bytes().await.map_err(unreachable)?;
@@ -191,23 +227,104 @@ impl HttpTransport {
             {
                 return Ok(message);
             }
-            match (message.get("id"), message["method"].as_str()) {
-                (None, Some(_)) => self.progress.forward(message),
-                // A server request in the middle of a call: answer it (POSTed back in the
-                // session) rather than leave the upstream waiting.
-                (Some(request_id), Some(method)) => {
-                    let reply = super::answer_server_request(request_id.clone(), method);
-                    if let Err(error) = self.notify(reply, mode).await {
-                        tracing::warn!(%error, method, "could not answer an upstream's request");
-                    }
-                }
-                _ => {}
-            }
+            self.from_server(message, mode).await;
         }
         Err(UpstreamError::Unreachable(
             "SSE stream ended without a response".into(),
         ))
     }
+
+    /// Handles a message the upstream sent on its own: notifications go to the router, and a
+    /// server request is answered (POSTed back in the session) rather than left waiting.
+    async fn from_server(&self, message: Value, mode: Option<&Mode>) {
+        match (message.get("id"), message["method"].as_str()) {
+            (None, Some(_)) => self.progress.forward(message),
+            (Some(request_id), Some(method)) => {
+                let reply = super::answer_server_request(request_id.clone(), method);
+                if let Err(error) = self.notify(reply, mode).await {
+                    tracing::warn!(%error, method, "could not answer an upstream's request");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens the session's server→gateway stream once and relays what arrives until it ends:
+    /// `GET` in the handshake era, a `subscriptions/listen` request (tool-list changes) in the
+    /// stateless revision. `resync` (a reopened stream) asks for a catalog refresh once it is
+    /// open, since changes announced while it was down are not replayed.
+    pub async fn stream_once(&self, mode: &Mode, resync: bool) -> StreamEnd {
+        let request = match mode {
+            Mode::Handshake(version) => {
+                let mut request = self
+                    .client
+                    .get(&self.url)
+                    .headers(self.headers.clone())
+                    .header(ACCEPT, "text/event-stream")
+                    .header("mcp-protocol-version", version.as_str());
+                if let Some(session) = self.session.read().expect("session lock").as_deref() {
+                    request = request.header(SESSION_HEADER, session);
+                }
+                request
+            }
+            Mode::Stateless => {
+                let mut params = json!({"notifications": {"toolsListChanged": true}});
+                params["_meta"] = mcp::client_meta();
+                let listen = crate::jsonrpc::request(
+                    json!("verdict-listen"),
+                    "subscriptions/listen",
+                    params,
+                );
+                self.post(&listen, Some(mode))
+            }
+        };
+        let closed = |opened, why: String| StreamEnd::Closed { opened, why };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return closed(false, error.to_string()),
+        };
+        match (response.status().as_u16(), mode) {
+            (405, _) => return StreamEnd::Unsupported("GET answered 405".into()),
+            (404, Mode::Handshake(_)) => {
+                self.expire_session();
+                return StreamEnd::Expired;
+            }
+            (200..=299, _) => {}
+            (status, _) => return closed(false, format!("HTTP {status}")),
+        }
+        if !is_sse(&response) {
+            let body = response.text().await.unwrap_or_default();
+            return StreamEnd::Unsupported(format!("answered without a stream: {body:.200}"));
+        }
+        if resync {
+            self.progress.resync();
+        }
+        let mut events = SseStream::from_bytes_stream(response.bytes_stream());
+        while let Some(event) = events.next().await {
+            let data = match event {
+                Ok(event) => event.data.unwrap_or_default(),
+                Err(error) => return closed(true, error.to_string()),
+            };
+            match serde_json::from_str::<Value>(&data) {
+                // A response ends a `subscriptions/listen` stream.
+                Ok(message) if message.get("method").is_none() => {
+                    return closed(true, "the upstream ended the subscription".into())
+                }
+                Ok(message) => self.from_server(message, Some(mode)).await,
+                Err(_) if data.is_empty() => {}
+                Err(_) => tracing::warn!("upstream stream event is not JSON; skipped"),
+            }
+        }
+        closed(true, "the stream ended".into())
+    }
+}
+
+fn is_sse(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
 }
 
 fn unreachable(error: reqwest::Error) -> UpstreamError {

@@ -7,9 +7,11 @@
 //! process, an expired HTTP session).
 //!
 //! Requests get gateway-chosen JSON-RPC ids and progress tokens; [`NotificationRouter`] maps an
-//! upstream's progress notifications back to the agent's own token and reports tool changes.
+//! upstream's progress notifications back to the agent's own token and reports tool changes,
+//! whether they arrive inside a call or on the session's own stream ([`listen`]).
 
 pub mod http;
+mod listen;
 pub mod stdio;
 
 use crate::config::UpstreamConfig;
@@ -95,6 +97,11 @@ impl NotificationRouter {
         self.sinks.lock().expect("progress lock").remove(token);
     }
 
+    /// Asks for a catalog refresh, as a `tools/list_changed` would.
+    pub fn resync(&self) {
+        self.tools_changed.notify_one();
+    }
+
     /// Routes one notification from an upstream (see the type's doc).
     pub fn forward(&self, notification: Value) {
         match notification["method"].as_str() {
@@ -124,7 +131,7 @@ impl NotificationRouter {
 }
 
 enum Transport {
-    Http(http::HttpTransport),
+    Http(Arc<http::HttpTransport>),
     Stdio(stdio::StdioTransport),
 }
 
@@ -184,10 +191,8 @@ impl Upstream {
     pub fn new(name: &str, config: &UpstreamConfig, tools_changed: Arc<Notify>) -> Self {
         let progress = Arc::new(NotificationRouter::new(tools_changed));
         let transport = match config {
-            UpstreamConfig::Http { url, headers } => Transport::Http(http::HttpTransport::new(
-                url,
-                headers,
-                Arc::clone(&progress),
+            UpstreamConfig::Http { url, headers } => Transport::Http(Arc::new(
+                http::HttpTransport::new(url, headers, Arc::clone(&progress)),
             )),
             UpstreamConfig::Stdio { command, args, env } => Transport::Stdio(
                 stdio::StdioTransport::new(name, command, args, env, Arc::clone(&progress)),
@@ -219,6 +224,9 @@ impl Upstream {
             .map_err(|_| UpstreamError::Unreachable("handshake timed out".into()))??;
         tracing::info!(upstream = %self.name, version = mode.version(), "upstream connected");
         *guard = Some((mode.clone(), self.transport.generation()));
+        if let Transport::Http(http) = &self.transport {
+            http.listen(&mode);
+        }
         Ok(mode)
     }
 
