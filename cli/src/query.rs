@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use verdict_auditor::rows::{parse_decision, parse_risk};
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
 
@@ -23,6 +23,15 @@ pub struct Connection {
         default_value = "http://127.0.0.1:8790"
     )]
     query_url: String,
+    /// CA certificate (PEM) to trust for an `https://` query URL, besides the system's roots.
+    #[arg(long, env = "VERDICT_QUERY_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM), for a service that requires one (with --client-key).
+    #[arg(long, env = "VERDICT_QUERY_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Client private key (PEM), with --client-cert.
+    #[arg(long, env = "VERDICT_QUERY_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -176,7 +185,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = Client::connect(&command.connection().query_url).await?;
+        let client = Client::connect(command.connection()).await?;
         let json = command.connection().json;
         match command {
             Command::WhoTried(args) => who_tried(client, args, json).await,
@@ -189,6 +198,21 @@ pub fn run(command: Command) -> Result<ExitCode> {
     })
 }
 
+/// TLS for an `https://` URL: the system roots plus `--ca-cert`, and a client certificate when
+/// given.
+fn client_tls(connection: &Connection) -> Result<ClientTlsConfig> {
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &connection.ca_cert {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&connection.client_cert, &connection.client_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
 /// The gRPC client with the bearer token attached to every request.
 struct Client {
     inner: AuditQueryClient<Channel>,
@@ -196,16 +220,23 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(url: &str) -> Result<Self> {
+    async fn connect(connection: &Connection) -> Result<Self> {
+        let url = connection.query_url.as_str();
         let token = std::env::var("VERDICT_QUERY_TOKEN")
             .context("set VERDICT_QUERY_TOKEN to a query service token")?;
         let authorization = format!("Bearer {token}")
             .parse()
             .context("VERDICT_QUERY_TOKEN must be printable ASCII")?;
-        let inner = AuditQueryClient::connect(url.to_owned())
+        let mut endpoint = Channel::from_shared(url.to_owned())
+            .with_context(|| format!("{url:?} is not a query service URL"))?;
+        if url.starts_with("https://") {
+            endpoint = endpoint.tls_config(client_tls(connection)?)?;
+        }
+        let channel = endpoint
+            .connect()
             .await
-            .with_context(|| format!("connecting to the query service at {url}"))?
-            .max_decoding_message_size(64 << 20);
+            .with_context(|| format!("connecting to the query service at {url}"))?;
+        let inner = AuditQueryClient::new(channel).max_decoding_message_size(64 << 20);
         Ok(Self {
             inner,
             authorization,

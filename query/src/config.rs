@@ -25,8 +25,7 @@ pub struct QueryConfig {
     /// Public key files (PEM) whose signatures `VerifyChain` trusts.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
-    /// Serve TLS directly. Not built into this binary: set it and the service refuses to start;
-    /// terminate TLS in a fronting proxy instead (see README "Query service").
+    /// Serve gRPC over TLS (`[tls]` cert, key, optional client_ca); plaintext when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     #[serde(default)]
@@ -43,8 +42,14 @@ pub use verdict_service::credentials::Credential as TokenConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
     pub cert: PathBuf,
+    /// Its private key (PEM).
     pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM): mutual TLS, on top
+    /// of the bearer token.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,7 +22,8 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 ///   [[tokens]] id = "siem", sha256 = "<hex>"
 ///   [limits] max_page_size = 1000, max_whotried_limit = 10000, max_range_days = 400,
 ///            max_filter_values = 100, request_timeout_secs = 60
-/// TLS is not built in: run it behind a TLS-terminating proxy (see README "Query service").
+///   [tls] cert = "server.pem", key = "server.key", client_ca = "clients-ca.pem" (optional:
+///         require client certificates); without [tls] gRPC is plaintext
 #[derive(Parser)]
 #[command(name = "verdict-query", version, verbatim_doc_comment)]
 struct Args {

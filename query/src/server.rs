@@ -1,5 +1,6 @@
 //! Wiring: the query service behind the token interceptor, plus gRPC health and reflection, on one
-//! listener; `/metrics` and `/healthz` on another. Both stop gracefully on the same signal.
+//! listener (TLS, and client certificates, when configured); `/metrics` and `/healthz` on another.
+//! Both stop gracefully on the same signal.
 //!
 //! Health and reflection need no token: health is for load balancers, and reflection only
 //! describes the public `proto/` contract (it lets grpcurl and SIEM tooling discover the API).
@@ -7,7 +8,7 @@
 //! speak v1alpha.
 
 use crate::auth::{AuthConfigError, Tokens};
-use crate::config::QueryConfig;
+use crate::config::{QueryConfig, TlsConfig};
 use crate::metrics::{self, Metrics};
 use crate::service::QueryService;
 use crate::store::Store;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use verdict_proto::pb::audit_query_server::AuditQueryServer;
 use verdict_proto::{KeyError, PublicKey, TrustedKeys};
 
@@ -26,8 +28,11 @@ pub enum ServeError {
     Auth(#[from] AuthConfigError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("tls is configured, but this build serves plain gRPC only; terminate TLS in a fronting proxy (README \"Query service\")")]
-    TlsUnsupported,
+    #[error("tls: reading {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -36,6 +41,22 @@ pub enum ServeError {
     Metrics(std::io::Error),
     #[error("no query tokens configured: every request would be refused")]
     NoTokens,
+}
+
+/// The TLS settings from the configured PEM files.
+fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }
 
 /// Reads the trusted public key files.
@@ -54,9 +75,6 @@ pub async fn serve(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if config.tls.is_some() {
-        return Err(ServeError::TlsUnsupported);
-    }
     if config.tokens.is_empty() {
         return Err(ServeError::NoTokens);
     }
@@ -103,8 +121,11 @@ pub async fn serve(
                 .await
         })
     });
-    tonic::transport::Server::builder()
-        .timeout(timeout)
+    let mut server = tonic::transport::Server::builder().timeout(timeout);
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(server_tls(tls)?)?;
+    }
+    server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

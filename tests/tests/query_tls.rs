@@ -6,12 +6,17 @@
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
 use verdict_tests::audit_rows;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
+
+/// How long a refused client may take to learn it (a plaintext client to a TLS port gets no
+/// answer at all).
+const REFUSAL_WAIT: Duration = Duration::from_secs(3);
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -75,6 +80,7 @@ async fn findings_over(channel: Channel) -> Result<usize, tonic::Status> {
 async fn tls_channel(url: &str, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
     Channel::from_shared(url.to_owned())
         .unwrap()
+        .timeout(REFUSAL_WAIT)
         .tls_config(tls)?
         .connect()
         .await
@@ -106,7 +112,11 @@ async fn the_service_serves_tls_and_refuses_what_it_must() {
     assert_eq!(findings_over(channel).await.unwrap(), 0);
 
     // Plaintext gRPC to the TLS port fails; so does a client that does not trust the CA.
-    let plain = Channel::from_shared(service.url()).unwrap().connect().await;
+    let plain = Channel::from_shared(service.url())
+        .unwrap()
+        .timeout(REFUSAL_WAIT)
+        .connect()
+        .await;
     if let Ok(channel) = plain {
         assert!(
             findings_over(channel).await.is_err(),

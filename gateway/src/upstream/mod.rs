@@ -223,9 +223,14 @@ impl Upstream {
             .await
             .map_err(|_| UpstreamError::Unreachable("handshake timed out".into()))??;
         tracing::info!(upstream = %self.name, version = mode.version(), "upstream connected");
-        *guard = Some((mode.clone(), self.transport.generation()));
+        let renegotiated = guard.replace((mode.clone(), self.transport.generation()));
         if let Transport::Http(http) = &self.transport {
             http.listen(&mode);
+        }
+        if renegotiated.is_some() {
+            // A new session (a restarted upstream, say): what it announced before we listened
+            // again is lost, so the catalog is refreshed and the agents told.
+            self.progress.resync();
         }
         Ok(mode)
     }
