@@ -129,11 +129,9 @@ impl QueryService {
             .await?;
         let truncated = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let keys: Vec<(String, u64)> = rows.iter().map(|r| (r.chain_id.clone(), r.seq)).collect();
-        let oldest = rows.iter().map(|r| r.time_unix_nanos).min().unwrap_or(0);
         let outcomes: HashMap<(String, u64), String> = self
             .store
-            .outcomes(&keys, oldest)
+            .outcomes(&cond, &rows)
             .await?
             .into_iter()
             .map(|o| ((o.chain_id, o.decision_seq), o.outcome))

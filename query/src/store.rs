@@ -35,8 +35,6 @@ pub const FINDING_KEYSET: Keyset = Keyset {
     time: "detected_unix_nanos",
     tie: Some("concat(kind, '/', evidence_sha256)"),
 };
-/// Outcome look-ups per query, keeping the SQL text well under `max_query_size`.
-const OUTCOME_CHUNK: usize = 1000;
 /// `[a, b, ...]` over the grouped columns (names from the service's fixed list).
 fn key_array(columns: &[&str]) -> String {
     if columns.is_empty() {
@@ -70,6 +68,42 @@ pub struct GroupRow {
     pub last: i64,
 }
 
+/// A page's keys `(chain_id, seq)`, as a narrow sorted subquery on `events_by_time` with its
+/// parameters, through which the wide rows are read from `events` by primary key.
+#[derive(Debug, Clone)]
+struct PageKeys {
+    sql: String,
+    params: Bound,
+}
+
+impl PageKeys {
+    fn new(cond: &Bound, after: &Bound, lower: &Bound, limit: Param) -> Self {
+        let sql = format!(
+            "SELECT chain_id, seq FROM events_by_time WHERE {} AND {} AND {} \
+             ORDER BY {} LIMIT 1 BY chain_id, seq LIMIT ?",
+            cond.sql,
+            after.sql,
+            lower.sql,
+            EVENT_KEYSET.order_by()
+        );
+        let mut params = cond.params.clone();
+        params.extend(after.params.iter().cloned());
+        params.extend(lower.params.iter().cloned());
+        params.push(limit);
+        Self {
+            sql,
+            params: Bound::new("", params),
+        }
+    }
+}
+
+fn limit_value(limit: &Param) -> u64 {
+    match limit {
+        Param::U64(n) => *n,
+        _ => 0,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     client: Client,
@@ -96,7 +130,9 @@ impl Store {
     }
 
     /// Up to `limit` events matching `cond`, newest first, strictly after `after`, read in
-    /// widening windows below `window.anchor` (nanoseconds).
+    /// widening windows below `window.anchor` (nanoseconds): each window's keys are counted on
+    /// `events_by_time` first, and the wide rows are read from `events` once, for the first
+    /// window that holds a full page.
     pub async fn events_page(
         &self,
         cond: &Conditions,
@@ -106,21 +142,9 @@ impl Store {
     ) -> Result<Vec<EventRow>, StoreError> {
         let cond = cond.to_bound();
         let after = after.map_or_else(|| Bound::new("1", vec![]), |c| EVENT_KEYSET.after(c));
-        let order = EVENT_KEYSET.order_by();
-        let sql = |lower: &Bound| {
-            format!(
-                "SELECT ?fields FROM events WHERE (chain_id, seq) IN ( \
-                    SELECT chain_id, seq FROM events_by_time WHERE {c} AND {a} AND {w} \
-                    ORDER BY {order} LIMIT 1 BY chain_id, seq LIMIT ?) \
-                 ORDER BY {order} LIMIT 1 BY chain_id, seq",
-                c = cond.sql,
-                a = after.sql,
-                w = lower.sql,
-            )
-        };
-        let limit_param = Bound::new("", vec![Param::U64(limit.into())]);
-        for lower in window.lower_bounds() {
-            let last = lower.is_none();
+        let limit = Param::U64(limit.into());
+        let mut lower_bounds = window.lower_bounds().peekable();
+        while let Some(lower) = lower_bounds.next() {
             let lower = match lower {
                 Some(nanos) => Bound::new(
                     "time >= toDateTime(?) AND time_unix_nanos >= ?",
@@ -131,43 +155,58 @@ impl Store {
                 ),
                 None => Bound::new("1", vec![]),
             };
-            let rows: Vec<EventRow> = self
-                .query(&sql(&lower), &[&cond, &after, &lower, &limit_param])
-                .fetch_all()
-                .await?;
-            if rows.len() >= limit as usize || last {
-                return Ok(rows);
+            let keys = PageKeys::new(&cond, &after, &lower, limit.clone());
+            if lower_bounds.peek().is_some() {
+                let sql = format!("SELECT count() FROM ({})", keys.sql);
+                let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
+                if found < limit_value(&limit) {
+                    continue;
+                }
             }
+            let sql = format!(
+                "SELECT ?fields FROM events WHERE (chain_id, seq) IN ({}) \
+                 ORDER BY {} LIMIT 1 BY chain_id, seq",
+                keys.sql,
+                EVENT_KEYSET.order_by()
+            );
+            return Ok(self.query(&sql, &[&keys.params]).fetch_all().await?);
         }
         unreachable!("the last window is unbounded")
     }
 
-    /// The outcomes of the given decisions `(chain_id, seq)`, none decided before `since`
-    /// (nanoseconds): an outcome is never older than its decision.
+    /// The outcomes of the decisions `rows` (newest first, as a page returns them) selected with
+    /// `cond`. The decisions are named by their key range and `cond`, not listed (ClickHouse
+    /// 18.16 parses long literal lists slowly): that range may since hold late arrivals too, so
+    /// the caller keeps the outcomes of its own rows. No outcome is older than its decision.
     pub async fn outcomes(
         &self,
-        decisions: &[(String, u64)],
-        since: i64,
+        cond: &Conditions,
+        rows: &[EventRow],
     ) -> Result<Vec<OutcomeRef>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in decisions.chunks(OUTCOME_CHUNK) {
-            let tuples = vec!["(?, ?)"; chunk.len()].join(", ");
-            let mut params = vec![Param::I64(since)];
-            params.extend(
-                chunk
-                    .iter()
-                    .flat_map(|(chain, seq)| [Param::Str(chain.clone()), Param::U64(*seq)]),
-            );
-            let keys = Bound::new("", params);
-            let sql = format!(
-                "SELECT chain_id, decision_seq, outcome FROM events_by_time \
-                 WHERE kind = 'outcome' AND tool = '' AND time_unix_nanos >= ? \
-                   AND (chain_id, decision_seq) IN ({tuples}) \
-                 LIMIT 1 BY chain_id, decision_seq"
-            );
-            found.extend(self.query(&sql, &[&keys]).fetch_all::<OutcomeRef>().await?);
-        }
-        Ok(found)
+        let (Some(newest), Some(oldest)) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
+        let key = |row: &EventRow| Cursor {
+            time: row.time_unix_nanos,
+            chain_id: row.chain_id.clone(),
+            seq: row.seq,
+            tie: String::new(),
+        };
+        let cond = cond.to_bound();
+        let range = EVENT_KEYSET.between(&key(newest), &key(oldest));
+        let since = Bound::new("", vec![Param::I64(oldest.time_unix_nanos)]);
+        let sql = format!(
+            "SELECT chain_id, decision_seq, outcome FROM events_by_time \
+             WHERE kind = 'outcome' AND tool = '' AND time_unix_nanos >= ? \
+               AND (chain_id, decision_seq) IN ( \
+                 SELECT chain_id, seq FROM events_by_time WHERE {} AND {}) \
+             LIMIT 1 BY chain_id, decision_seq",
+            cond.sql, range.sql
+        );
+        Ok(self
+            .query(&sql, &[&since, &cond, &range])
+            .fetch_all()
+            .await?)
     }
 
     /// Decision counts per agent × target (each target of a matching attempt; `''` for none).
