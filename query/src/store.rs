@@ -97,6 +97,10 @@ impl PageKeys {
     }
 }
 
+/// Page sizes above which a window's keys are counted before its wide rows are read: reading up
+/// to a page of wide rows only to find the window too small costs more than counting its keys.
+const PROBE_ABOVE: u64 = 200;
+
 fn limit_value(limit: &Param) -> u64 {
     match limit {
         Param::U64(n) => *n,
@@ -130,9 +134,9 @@ impl Store {
     }
 
     /// Up to `limit` events matching `cond`, newest first, strictly after `after`, read in
-    /// widening windows below `window.anchor` (nanoseconds): each window's keys are counted on
-    /// `events_by_time` first, and the wide rows are read from `events` once, for the first
-    /// window that holds a full page.
+    /// widening windows below `window.anchor` (nanoseconds). For pages over [`PROBE_ABOVE`] rows
+    /// each window's keys are counted on `events_by_time` first, so the wide rows are read from
+    /// `events` once, for the first window that holds a full page; smaller pages read directly.
     pub async fn events_page(
         &self,
         cond: &Conditions,
@@ -156,7 +160,7 @@ impl Store {
                 None => Bound::new("1", vec![]),
             };
             let keys = PageKeys::new(&cond, &after, &lower, limit.clone());
-            if lower_bounds.peek().is_some() {
+            if lower_bounds.peek().is_some() && limit_value(&limit) > PROBE_ABOVE {
                 let sql = format!("SELECT count() FROM ({})", keys.sql);
                 let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
                 if found < limit_value(&limit) {

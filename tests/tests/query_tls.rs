@@ -95,16 +95,23 @@ fn cli_findings(url: &str, extra: &[&str]) -> std::process::Output {
         .expect("running verdict")
 }
 
+/// A query service serving TLS (requiring client certificates with `client_ca`) over a real,
+/// empty ClickHouse.
+async fn tls_service(client_ca: bool) -> (ClickHouse, Pki, QueryService) {
+    let clickhouse = ClickHouse::start().expect("clickhouse");
+    audit_rows::migrate(&clickhouse.client()).await.unwrap();
+    let pki = Pki::new();
+    let service = QueryService::start(&clickhouse.url(), None, &pki.tls_config(client_ca)).unwrap();
+    (clickhouse, pki, service)
+}
+
 fn https(service: &QueryService) -> String {
     format!("https://127.0.0.1:{}", service.port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_serves_tls_and_refuses_what_it_must() {
-    let clickhouse = ClickHouse::start().expect("clickhouse");
-    audit_rows::migrate(&clickhouse.client()).await.unwrap();
-    let pki = Pki::new();
-    let service = QueryService::start(&clickhouse.url(), None, &pki.tls_config(false)).unwrap();
+    let (_clickhouse, pki, service) = tls_service(false).await;
     let url = https(&service);
 
     let trusting = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read("ca.pem")));
@@ -150,10 +157,7 @@ async fn the_service_serves_tls_and_refuses_what_it_must() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_client_ca_only_clients_with_a_certificate_get_in() {
-    let clickhouse = ClickHouse::start().expect("clickhouse");
-    audit_rows::migrate(&clickhouse.client()).await.unwrap();
-    let pki = Pki::new();
-    let service = QueryService::start(&clickhouse.url(), None, &pki.tls_config(true)).unwrap();
+    let (_clickhouse, pki, service) = tls_service(true).await;
     let url = https(&service);
     let ca = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read("ca.pem")));
 
