@@ -160,7 +160,8 @@ impl Store {
                 None => Bound::new("1", vec![]),
             };
             let keys = PageKeys::new(&cond, &after, &lower, limit.clone());
-            if lower_bounds.peek().is_some() && limit_value(&limit) > PROBE_ABOVE {
+            let last = lower_bounds.peek().is_none();
+            if !last && limit_value(&limit) > PROBE_ABOVE {
                 let sql = format!("SELECT count() FROM ({})", keys.sql);
                 let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
                 if found < limit_value(&limit) {
@@ -173,7 +174,10 @@ impl Store {
                 keys.sql,
                 EVENT_KEYSET.order_by()
             );
-            return Ok(self.query(&sql, &[&keys.params]).fetch_all().await?);
+            let rows: Vec<EventRow> = self.query(&sql, &[&keys.params]).fetch_all().await?;
+            if last || rows.len() as u64 >= limit_value(&limit) {
+                return Ok(rows);
+            }
         }
         unreachable!("the last window is unbounded")
     }
