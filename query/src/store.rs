@@ -77,7 +77,7 @@ struct PageKeys {
 }
 
 impl PageKeys {
-    fn new(cond: &Bound, after: &Bound, lower: &Bound, limit: Param) -> Self {
+    fn new(cond: &Bound, after: &Bound, lower: &Bound, limit: u64) -> Self {
         let sql = format!(
             "SELECT chain_id, seq FROM events_by_time WHERE {} AND {} AND {} \
              ORDER BY {} LIMIT 1 BY chain_id, seq LIMIT ?",
@@ -89,7 +89,7 @@ impl PageKeys {
         let mut params = cond.params.clone();
         params.extend(after.params.iter().cloned());
         params.extend(lower.params.iter().cloned());
-        params.push(limit);
+        params.push(Param::U64(limit));
         Self {
             sql,
             params: Bound::new("", params),
@@ -100,13 +100,6 @@ impl PageKeys {
 /// Page sizes above which a window's keys are counted before its wide rows are read: reading up
 /// to a page of wide rows only to find the window too small costs more than counting its keys.
 const PROBE_ABOVE: u64 = 200;
-
-fn limit_value(limit: &Param) -> u64 {
-    match limit {
-        Param::U64(n) => *n,
-        _ => 0,
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -146,7 +139,7 @@ impl Store {
     ) -> Result<Vec<EventRow>, StoreError> {
         let cond = cond.to_bound();
         let after = after.map_or_else(|| Bound::new("1", vec![]), |c| EVENT_KEYSET.after(c));
-        let limit = Param::U64(limit.into());
+        let limit = u64::from(limit);
         let mut lower_bounds = window.lower_bounds().peekable();
         while let Some(lower) = lower_bounds.next() {
             let lower = match lower {
@@ -159,12 +152,12 @@ impl Store {
                 ),
                 None => Bound::new("1", vec![]),
             };
-            let keys = PageKeys::new(&cond, &after, &lower, limit.clone());
+            let keys = PageKeys::new(&cond, &after, &lower, limit);
             let last = lower_bounds.peek().is_none();
-            if !last && limit_value(&limit) > PROBE_ABOVE {
+            if !last && limit > PROBE_ABOVE {
                 let sql = format!("SELECT count() FROM ({})", keys.sql);
                 let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
-                if found < limit_value(&limit) {
+                if found < limit {
                     continue;
                 }
             }
@@ -175,7 +168,7 @@ impl Store {
                 EVENT_KEYSET.order_by()
             );
             let rows: Vec<EventRow> = self.query(&sql, &[&keys.params]).fetch_all().await?;
-            if last || rows.len() as u64 >= limit_value(&limit) {
+            if last || rows.len() as u64 >= limit {
                 return Ok(rows);
             }
         }
