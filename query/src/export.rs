@@ -16,40 +16,8 @@ use verdict_auditor::rows::{EventRow, SourcePosition};
 use verdict_proto::verify::EventStatus;
 use verdict_proto::SignedEvent;
 
-/// Seqs per ClickHouse batch when walking a chain, and bytes per streamed chunk.
-pub const BATCH_ROWS: u64 = 10_000;
+/// Bytes per streamed export chunk.
 pub const CHUNK_BYTES: usize = 256 * 1024;
-
-/// Walks `first..=last` of one chain in inclusive windows of at most [`BATCH_ROWS`] seqs, so
-/// each batch query reads one primary-key range, never the rest of the chain (ClickHouse 18.16
-/// cannot stop at a `LIMIT` in key order). After an empty window the caller says where the next
-/// stored seq is, so a gap (a forged seq near `u64::MAX`, say) costs one query, not billions.
-#[derive(Debug, Clone)]
-pub struct SeqWalk {
-    next: Option<u64>,
-    last: u64,
-}
-
-impl SeqWalk {
-    pub fn new(first: u64, last: u64) -> Self {
-        Self {
-            next: Some(first).filter(|&f| f <= last),
-            last,
-        }
-    }
-
-    pub fn next_window(&mut self) -> Option<(u64, u64)> {
-        let from = self.next?;
-        let to = from.saturating_add(BATCH_ROWS - 1).min(self.last);
-        self.next = to.checked_add(1).filter(|&n| n <= self.last);
-        Some((from, to))
-    }
-
-    /// Continues at `seq` (the next stored seq after an empty window; `None`: there is none).
-    pub fn resume_at(&mut self, seq: Option<u64>) {
-        self.next = seq.filter(|&s| s <= self.last);
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,32 +275,5 @@ mod tests {
         assert!(line.contains("\"a \"\"quoted\"\", reason\""));
         let header_cells = ExportRecord::csv_header().trim_end().split(',').count();
         assert_eq!(header_cells, 36);
-    }
-
-    #[test]
-    fn seq_walk_covers_the_range_once_and_jumps_gaps() {
-        let mut walk = SeqWalk::new(0, 2 * BATCH_ROWS);
-        let windows: Vec<_> = std::iter::from_fn(|| walk.next_window()).collect();
-        assert_eq!(
-            windows,
-            vec![
-                (0, BATCH_ROWS - 1),
-                (BATCH_ROWS, 2 * BATCH_ROWS - 1),
-                (2 * BATCH_ROWS, 2 * BATCH_ROWS)
-            ]
-        );
-        assert_eq!(SeqWalk::new(5, 4).next_window(), None);
-        let mut edge = SeqWalk::new(u64::MAX - 1, u64::MAX);
-        assert_eq!(edge.next_window(), Some((u64::MAX - 1, u64::MAX)));
-        assert_eq!(edge.next_window(), None);
-
-        let mut gap = SeqWalk::new(1, u64::MAX);
-        assert_eq!(gap.next_window(), Some((1, BATCH_ROWS)));
-        gap.resume_at(Some(u64::MAX));
-        assert_eq!(gap.next_window(), Some((u64::MAX, u64::MAX)));
-        let mut end = SeqWalk::new(1, u64::MAX);
-        end.next_window();
-        end.resume_at(None);
-        assert_eq!(end.next_window(), None);
     }
 }

@@ -1,4 +1,4 @@
-//! Streaming an export: a reader task walks each chain window by window ([`SeqWalk`]) one batch
+//! Streaming an export: a reader task walks each chain window by window ([`ChainWalk`]) one batch
 //! ahead of the encoder, which turns rows into lines (JSON lines, CSV or OCSF) and lines into
 //! chunks of about [`CHUNK_BYTES`] for the gRPC stream.
 //!
@@ -6,11 +6,11 @@
 //! are bounded, so a slow client slows the reads instead of filling memory. A client that goes
 //! away stops the encoder, whose dropped receiver stops the reader.
 
-use crate::export::{ExportRecord, SeqWalk, CHUNK_BYTES};
+use crate::export::{ExportRecord, CHUNK_BYTES};
 use crate::filter::Conditions;
 use crate::ocsf;
 use crate::service::QueryError;
-use crate::store::{Store, StoreError};
+use crate::store::{ChainWalk, Store, StoreError};
 use tokio::sync::mpsc;
 use tonic::Status;
 use verdict_auditor::rows::EventRow;
@@ -74,20 +74,10 @@ async fn read_chains(
     batches: mpsc::Sender<Result<Vec<EventRow>, StoreError>>,
 ) {
     for (chain, first, last) in chains {
-        let mut walk = SeqWalk::new(first, last);
-        while let Some(window) = walk.next_window() {
-            let rows = match store.chain_batch(&chain, &cond, window).await {
-                Ok(rows) if rows.is_empty() => match store.next_seq(&chain, window.1).await {
-                    Ok(next) => {
-                        walk.resume_at(next);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-                other => other,
-            };
-            let failed = rows.is_err();
-            if batches.send(rows).await.is_err() || failed {
+        let mut walk = ChainWalk::new(&chain, cond.clone(), (first, last));
+        while let Some(batch) = walk.next_batch(&store).await.transpose() {
+            let failed = batch.is_err();
+            if batches.send(batch).await.is_err() || failed {
                 return;
             }
         }

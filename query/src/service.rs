@@ -6,12 +6,11 @@
 //! runs in a tracing span and is counted in [`Metrics`].
 
 use crate::config::Limits;
-use crate::export::SeqWalk;
 use crate::export_stream::ExportStream;
-use crate::filter::{self, Conditions, FilterError, FilterLimits, FINDING_TIME};
+use crate::filter::{self, Conditions, FilterError, FilterLimits, EVENT_TIME, FINDING_TIME};
 use crate::metrics::Metrics;
 use crate::paging::{now_nanos, page_window, BadToken, Cursor};
-use crate::store::{Store, StoreError};
+use crate::store::{ChainWalk, Store, StoreError};
 use crate::summary::{self, SummaryRow};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +93,13 @@ impl QueryService {
         )?)
     }
 
+    /// [`Self::event_conditions`] for decision events only.
+    fn decision_conditions(&self, filter: Option<&pb::EventFilter>) -> Result<Conditions> {
+        let mut cond = self.event_conditions(filter)?;
+        cond.push("kind = 'decision'", vec![]);
+        Ok(cond)
+    }
+
     /// Runs one RPC body in a span, converting errors and recording metrics.
     async fn timed<T>(
         &self,
@@ -120,8 +126,7 @@ impl QueryService {
             DEFAULT_WHOTRIED_LIMIT,
             self.limits.max_whotried_limit,
         )?;
-        let mut cond = self.event_conditions(req.filter.as_ref())?;
-        cond.push("kind = 'decision'", vec![]);
+        let cond = self.decision_conditions(req.filter.as_ref())?;
         let window = page_window(req.filter.as_ref(), None);
         let mut rows = self
             .store
@@ -223,8 +228,7 @@ impl QueryService {
         let rows = if summary::by_dimensions_only(&filter) {
             self.summarize_by_hours(filter, range, &columns).await?
         } else {
-            let mut cond = self.event_conditions(Some(&filter))?;
-            cond.push("kind = 'decision'", vec![]);
+            let cond = self.decision_conditions(Some(&filter))?;
             self.store.count_rows(&cond, &columns).await?
         };
         Ok(pb::SummarizeResponse {
@@ -241,19 +245,18 @@ impl QueryService {
     ) -> Result<Vec<SummaryRow>> {
         let split = summary::split_hours(range);
         filter.time = None;
-        let mut cond = self.event_conditions(Some(&filter))?;
-        cond.push("kind = 'decision'", vec![]);
+        let cond = self.decision_conditions(Some(&filter))?;
         let mut rows = Vec::new();
         if let Some(hours) = split.hours {
             rows.extend(self.store.count_hours(&cond, hours, columns).await?);
         }
         for (from, to) in split.edges {
-            filter.time = Some(pb::TimeRange {
+            let mut edge = cond.clone();
+            let range = pb::TimeRange {
                 from_unix_nanos: from,
                 to_unix_nanos: to,
-            });
-            let mut edge = self.event_conditions(Some(&filter))?;
-            edge.push("kind = 'decision'", vec![]);
+            };
+            filter::time_range(&mut edge, EVENT_TIME, Some(&range), self.filter_limits())?;
             rows.extend(self.store.count_rows(&edge, columns).await?);
         }
         Ok(rows)
@@ -333,10 +336,8 @@ impl QueryService {
             ..Default::default()
         };
         let mut last_read = 0;
-        let all = Conditions::default();
-        let mut walk = SeqWalk::new(from, to);
-        while let Some(window) = walk.next_window() {
-            let rows = self.store.chain_batch(&chain_id, &all, window).await?;
+        let mut walk = ChainWalk::new(&chain_id, Conditions::default(), (from, to));
+        while let Some(rows) = walk.next_batch(&self.store).await? {
             let mut batch = Vec::new();
             for row in &rows {
                 last_read = row.seq;
@@ -360,9 +361,6 @@ impl QueryService {
                     },
                 );
                 anchored = true;
-            }
-            if rows.is_empty() {
-                walk.resume_at(self.store.next_seq(&chain_id, window.1).await?);
             }
             if report.events == 0 {
                 report.first_seq = batch.first().map_or(0, |e| e.seq);

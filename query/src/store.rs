@@ -101,6 +101,75 @@ impl PageKeys {
 /// to a page of wide rows only to find the window too small costs more than counting its keys.
 const PROBE_ABOVE: u64 = 200;
 
+/// Seqs per ClickHouse batch when walking a chain.
+pub const BATCH_ROWS: u64 = 10_000;
+
+/// Walks `first..=last` of one chain in inclusive windows of at most [`BATCH_ROWS`] seqs, so
+/// each batch query reads one primary-key range, never the rest of the chain (ClickHouse 18.16
+/// cannot stop at a `LIMIT` in key order). After an empty window [`ChainWalk`] says where the
+/// next stored seq is, so a gap (a forged seq near `u64::MAX`, say) costs one query, not billions.
+#[derive(Debug, Clone)]
+struct SeqWalk {
+    next: Option<u64>,
+    last: u64,
+}
+
+impl SeqWalk {
+    fn new(first: u64, last: u64) -> Self {
+        Self {
+            next: Some(first).filter(|&f| f <= last),
+            last,
+        }
+    }
+
+    fn next_window(&mut self) -> Option<(u64, u64)> {
+        let from = self.next?;
+        let to = from.saturating_add(BATCH_ROWS - 1).min(self.last);
+        self.next = to.checked_add(1).filter(|&n| n <= self.last);
+        Some((from, to))
+    }
+
+    /// Continues at `seq` (the next stored seq after an empty window; `None`: there is none).
+    fn resume_at(&mut self, seq: Option<u64>) {
+        self.next = seq.filter(|&s| s <= self.last);
+    }
+}
+
+/// One chain's events matching some conditions, in `seq` order, a [`SeqWalk`] window at a time
+/// (exports, VerifyChain). Empty windows are skipped by jumping to the next stored seq.
+#[derive(Debug)]
+pub struct ChainWalk {
+    chain_id: String,
+    cond: Conditions,
+    seqs: SeqWalk,
+}
+
+impl ChainWalk {
+    /// Walks `first..=last` of `chain_id`.
+    pub fn new(chain_id: &str, cond: Conditions, (first, last): (u64, u64)) -> Self {
+        Self {
+            chain_id: chain_id.to_owned(),
+            cond,
+            seqs: SeqWalk::new(first, last),
+        }
+    }
+
+    /// The next non-empty batch, or `None` once the range is walked.
+    pub async fn next_batch(&mut self, store: &Store) -> Result<Option<Vec<EventRow>>, StoreError> {
+        while let Some(window) = self.seqs.next_window() {
+            let rows = store
+                .chain_batch(&self.chain_id, &self.cond, window)
+                .await?;
+            if !rows.is_empty() {
+                return Ok(Some(rows));
+            }
+            self.seqs
+                .resume_at(store.next_seq(&self.chain_id, window.1).await?);
+        }
+        Ok(None)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     client: Client,
@@ -288,7 +357,7 @@ impl Store {
 
     /// The events of `chain_id` with `from <= seq <= to` matching `cond`, in `seq` order, each
     /// seq once (the newest stored copy, as the table's merges keep); callers keep the range to
-    /// one [`crate::export::SeqWalk`] window. Sorting here rather than in ClickHouse: 18.16
+    /// one [`SeqWalk`] window. Sorting here rather than in ClickHouse: 18.16
     /// sorts wide rows at a third of the speed it reads them.
     pub async fn chain_batch(
         &self,
@@ -316,7 +385,7 @@ impl Store {
     }
 
     /// The lowest stored seq of `chain_id` above `after`, if any.
-    pub async fn next_seq(&self, chain_id: &str, after: u64) -> Result<Option<u64>, StoreError> {
+    async fn next_seq(&self, chain_id: &str, after: u64) -> Result<Option<u64>, StoreError> {
         let (count, next) = self
             .client
             .query("SELECT count(), min(seq) FROM events WHERE chain_id = ? AND seq > ?")
@@ -386,5 +455,37 @@ impl Store {
             cond.sql
         );
         Ok(self.query(&sql, &[&cond]).fetch_all().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_walk_covers_the_range_once_and_jumps_gaps() {
+        let mut walk = SeqWalk::new(0, 2 * BATCH_ROWS);
+        let windows: Vec<_> = std::iter::from_fn(|| walk.next_window()).collect();
+        assert_eq!(
+            windows,
+            vec![
+                (0, BATCH_ROWS - 1),
+                (BATCH_ROWS, 2 * BATCH_ROWS - 1),
+                (2 * BATCH_ROWS, 2 * BATCH_ROWS)
+            ]
+        );
+        assert_eq!(SeqWalk::new(5, 4).next_window(), None);
+        let mut edge = SeqWalk::new(u64::MAX - 1, u64::MAX);
+        assert_eq!(edge.next_window(), Some((u64::MAX - 1, u64::MAX)));
+        assert_eq!(edge.next_window(), None);
+
+        let mut gap = SeqWalk::new(1, u64::MAX);
+        assert_eq!(gap.next_window(), Some((1, BATCH_ROWS)));
+        gap.resume_at(Some(u64::MAX));
+        assert_eq!(gap.next_window(), Some((u64::MAX, u64::MAX)));
+        let mut end = SeqWalk::new(1, u64::MAX);
+        end.next_window();
+        end.resume_at(None);
+        assert_eq!(end.next_window(), None);
     }
 }

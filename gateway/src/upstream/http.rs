@@ -254,30 +254,7 @@ impl HttpTransport {
     /// stateless revision. `resync` (a reopened stream) asks for a catalog refresh once it is
     /// open, since changes announced while it was down are not replayed.
     pub async fn stream_once(&self, mode: &Mode, resync: bool) -> StreamEnd {
-        let request = match mode {
-            Mode::Handshake(version) => {
-                let mut request = self
-                    .client
-                    .get(&self.url)
-                    .headers(self.headers.clone())
-                    .header(ACCEPT, "text/event-stream")
-                    .header("mcp-protocol-version", version.as_str());
-                if let Some(session) = self.session.read().expect("session lock").as_deref() {
-                    request = request.header(SESSION_HEADER, session);
-                }
-                request
-            }
-            Mode::Stateless => {
-                let mut params = json!({"notifications": {"toolsListChanged": true}});
-                params["_meta"] = mcp::client_meta();
-                let listen = crate::jsonrpc::request(
-                    json!("verdict-listen"),
-                    "subscriptions/listen",
-                    params,
-                );
-                self.post(&listen, Some(mode))
-            }
-        };
+        let request = self.stream_request(mode);
         let closed = |opened, why: String| StreamEnd::Closed { opened, why };
         let response = match request.send().await {
             Ok(response) => response,
@@ -316,6 +293,33 @@ impl HttpTransport {
             }
         }
         closed(true, "the stream ended".into())
+    }
+    /// The request that opens the session's server→gateway stream in `mode`.
+    fn stream_request(&self, mode: &Mode) -> reqwest::RequestBuilder {
+        match mode {
+            Mode::Handshake(version) => {
+                let mut request = self
+                    .client
+                    .get(&self.url)
+                    .headers(self.headers.clone())
+                    .header(ACCEPT, "text/event-stream")
+                    .header("mcp-protocol-version", version.as_str());
+                if let Some(session) = self.session.read().expect("session lock").as_deref() {
+                    request = request.header(SESSION_HEADER, session);
+                }
+                request
+            }
+            Mode::Stateless => {
+                let mut params = json!({"notifications": {"toolsListChanged": true}});
+                params["_meta"] = mcp::client_meta();
+                let listen = crate::jsonrpc::request(
+                    json!("verdict-listen"),
+                    "subscriptions/listen",
+                    params,
+                );
+                self.post(&listen, Some(mode))
+            }
+        }
     }
 }
 
