@@ -34,7 +34,7 @@ pub struct Pipeline {
     keys: TrustedKeys,
     verifier: ChainVerifier,
     heads: Heads,
-    /// Per chain, the highest trusted seq stored *above* the restored head: events up to it may
+    /// Per chain, the highest seq stored *above* the restored head: events up to it may
     /// be stored already (a crash between the event and head inserts), so they are looked up
     /// like repeats and a redelivery is skipped instead of written twice.
     stored_above_head: HashMap<String, u64>,
@@ -67,7 +67,7 @@ impl Pipeline {
                 let mut verifier = ChainVerifier::new(self.keys.clone());
                 let mut heads = Heads::default();
                 heads.restore(store, &mut verifier).await?;
-                let highest = store.highest_trusted_seqs().await?;
+                let highest = store.highest_stored_seqs().await?;
                 Ok((verifier, heads, highest))
             })
             .await?;
@@ -161,7 +161,7 @@ impl Pipeline {
                             row.envelope = message.payload.clone();
                             known.insert(
                                 (event.chain_id.clone(), event.seq),
-                                known_row(&row, status, message.source),
+                                known_row(&row, message.source),
                             );
                             if self
                                 .verifier
@@ -226,7 +226,6 @@ impl Pipeline {
             })
             .await?;
             for row in rows {
-                let trusted = row.verification != EventStatus::Untrusted.as_str();
                 let source = SourcePosition {
                     partition: row.kafka_partition,
                     offset: row.kafka_offset,
@@ -236,7 +235,6 @@ impl Pipeline {
                     Known {
                         hash: row.hash,
                         prev_hash: row.prev_hash,
-                        trusted,
                         source,
                     },
                 );
@@ -290,11 +288,10 @@ fn malformed(chain_id: &str, seq: u64, detail: String) -> Finding {
     }
 }
 
-fn known_row(row: &EventRow, status: EventStatus, source: SourcePosition) -> Known {
+fn known_row(row: &EventRow, source: SourcePosition) -> Known {
     Known {
         hash: row.hash.clone(),
         prev_hash: row.prev_hash.clone(),
-        trusted: status != EventStatus::Untrusted,
         source,
     }
 }

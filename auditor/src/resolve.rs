@@ -2,18 +2,18 @@
 //! already stored: the rule that keeps redelivery harmless without hiding a replay or a fork.
 //!
 //! The `events` table is keyed by `(chain_id, seq)` and a later row replaces an earlier one, so
-//! the auditor never writes a *different* envelope at a key that holds a trusted row: a fork or
+//! the auditor never writes a *different* envelope at a key that holds a row: a fork or
 //! a replay goes to `findings` only, with the offending bytes as evidence.
 //!
-//! The rule, for an event placed at or below the chain head (or untrusted), given the row stored
+//! The rule, for a trusted event placed at or below the chain head, given the row stored
 //! at its `(chain_id, seq)` — in ClickHouse or earlier in the same batch:
 //!
 //! 1. **Redelivery** — the stored row has the same hash *and* the same Kafka partition and offset:
 //!    this very message was stored before (a crash or rebalance between insert and offset
 //!    commit). Nothing is written, no finding.
 //! 2. **Replay** — same hash, different partition/offset: the same event was sent again.
-//! 3. **Fork** — a trusted row with a different hash is stored there.
-//! 4. Nothing trusted stored there: a **late arrival**. The verifier has already classified it
+//! 3. **Fork** — a row with a different hash is stored there.
+//! 4. Nothing stored there: a **late arrival**. The verifier has already classified it
 //!    when it remembered the gap (`reorder` or `fork`); when the seq is older than its memory
 //!    (`stale`, e.g. after a restart), the link is checked against the stored neighbours
 //!    (`seq - 1`'s hash is its `prev_hash`, `seq + 1`'s `prev_hash` is its hash): `reorder` if
@@ -23,10 +23,12 @@
 //! persisted head (rows a crash kept the head insert from covering): there rules 1 to 3 apply
 //! too, so a redelivered tail is skipped, never written twice.
 //!
-//! Untrusted events (bad signature, unknown or disallowed key, malformed) always yield their
-//! finding, and are stored as `untrusted` only where no row is stored yet, so a forgery never
-//! displaces a genuine event. A Kafka offset below the committed one cannot be delivered, so the
-//! only repeats the auditor sees are the uncommitted tail, which rule 1 absorbs.
+//! Untrusted events (bad signature, unknown or disallowed key, malformed) are never stored in
+//! `events`: they yield their finding, with the offending bytes as evidence, and nothing else.
+//! `events` is the table of trusted material only, so a forgery can neither occupy the key of a
+//! genuine event that arrives later nor be answered by a read path as if it were one. A Kafka
+//! offset below the committed one cannot be delivered, so the only repeats the auditor sees are
+//! the uncommitted tail, which rule 1 absorbs.
 
 use crate::rows::SourcePosition;
 use verdict_proto::verify::{EventStatus, Verdict};
@@ -37,7 +39,6 @@ use verdict_proto::{BreakKind, Finding, SignedEvent, ZERO_HASH};
 pub struct Known {
     pub hash: String,
     pub prev_hash: String,
-    pub trusted: bool,
     pub source: SourcePosition,
 }
 
@@ -62,7 +63,7 @@ pub enum Action {
     Skip,
 }
 
-/// The finding for `event` (hash `hash`) at a key holding the trusted row `known`: a replay of
+/// The finding for `event` (hash `hash`) at a key holding the row `known`: a replay of
 /// the same event, or a fork. Based on the verifier's `finding` where it made one.
 fn repeat(event: &SignedEvent, hash: &str, known: &Known, finding: Option<&Finding>) -> Finding {
     let (kind, detail) = if known.hash == hash {
@@ -95,12 +96,10 @@ fn repeat(event: &SignedEvent, hash: &str, known: &Known, finding: Option<&Findi
     }
 }
 
-/// Whether [`resolve`] needs the stored rows for this verdict (forward placements do not).
+/// Whether [`resolve`] needs the stored rows for this verdict (forward placements and untrusted
+/// events do not).
 pub fn needs_lookup(verdict: &Verdict) -> bool {
-    matches!(
-        verdict.status,
-        EventStatus::Untrusted | EventStatus::OutOfOrder
-    )
+    verdict.status == EventStatus::OutOfOrder
 }
 
 pub fn resolve(
@@ -109,6 +108,12 @@ pub fn resolve(
     source: SourcePosition,
     around: Around<'_>,
 ) -> Action {
+    if verdict.status == EventStatus::Untrusted {
+        return match verdict.finding {
+            Some(finding) => Action::FindingOnly(finding),
+            None => Action::Skip,
+        };
+    }
     let hash = hex::encode(event.hash);
     if around
         .at
@@ -120,7 +125,7 @@ pub fn resolve(
         // A forward event finds a trusted row at its key only after a restart from a head
         // persisted before rows that were stored anyway: the same event is a replay, another a
         // fork, and the stored row stays.
-        return match around.at.filter(|known| known.trusted) {
+        return match around.at {
             Some(known) => Action::FindingOnly(repeat(event, &hash, known, None)),
             None => Action::Store {
                 status: verdict.status,
@@ -129,27 +134,18 @@ pub fn resolve(
         };
     }
     let Some(finding) = verdict.finding else {
-        // Out-of-order and untrusted verdicts always carry a finding; store as judged otherwise.
+        // Out-of-order verdicts always carry a finding; store as judged otherwise.
         return Action::Store {
             status: verdict.status,
             finding: None,
         };
     };
-    if verdict.status == EventStatus::Untrusted {
-        return match around.at {
-            Some(_) => Action::FindingOnly(finding),
-            None => Action::Store {
-                status: EventStatus::Untrusted,
-                finding: Some(finding),
-            },
-        };
-    }
     let retitled = |kind: BreakKind, detail: String| Finding {
         kind,
         detail,
         ..finding.clone()
     };
-    match around.at.filter(|known| known.trusted) {
+    match around.at {
         Some(known) => Action::FindingOnly(repeat(event, &hash, known, Some(&finding))),
         None if finding.kind == BreakKind::Stale => {
             let links = links(event, around);
@@ -205,7 +201,6 @@ mod tests {
         Known {
             hash: hex::encode(event.hash),
             prev_hash: hex::encode(event.prev_hash),
-            trusted: true,
             source,
         }
     }
@@ -325,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn an_untrusted_event_never_displaces_a_stored_row() {
+    fn an_untrusted_event_is_a_finding_and_never_a_stored_row() {
         let events = chain();
         let at = known(&events[1], ELSEWHERE);
         let untrusted = Verdict {
@@ -345,12 +340,10 @@ mod tests {
             resolve(&forged, untrusted.clone(), HERE, occupied),
             Action::FindingOnly(_)
         ));
+        // Also where nothing is stored yet: the genuine event may still arrive.
         assert!(matches!(
             resolve(&forged, untrusted, HERE, Around::default()),
-            Action::Store {
-                status: EventStatus::Untrusted,
-                ..
-            }
+            Action::FindingOnly(ref f) if f.kind == BreakKind::UnknownKey
         ));
     }
 }

@@ -8,6 +8,13 @@
 //! `policy_sha256`, `arguments_sha256`, `evidence_sha256`) are lowercase hex; `envelope` and
 //! `evidence` hold raw bytes (a ClickHouse `String` is a byte string).
 //!
+//! Trust (migration 3): `events` holds trusted material only — events whose signature verified
+//! with a key trusted for their chain. Anything else (bad signature, unknown or disallowed key,
+//! undecodable bytes) is a `findings` row with the bytes as evidence, outside the key space of
+//! `events`, so for each `(chain_id, seq)` there is at most one genuine event and no read path can
+//! answer with a forgery. `events` is not partitioned by the time an event claims: rows at one key
+//! always land in the one partition, where merges and `FINAL` see them together.
+//!
 //! Deduplication: `events`, `findings` and `chain_heads` are `ReplacingMergeTree`s keyed by their
 //! identity, so a redelivered Kafka batch never shows twice in query results — readers use `FINAL`
 //! (or `LIMIT 1 BY` the key) where exactness matters.
@@ -17,23 +24,20 @@
 //! on `events` serve the compliance questions:
 //! - `events_by_time`: the filterable columns only, ordered by `(kind, tool, time)`, so "newest
 //!   first" pages read a time window of one kind and tool instead of every row;
-//! - `event_counts`: trusted events (not `untrusted`) per hour × kind × agent × tool × risk ×
+//! - `event_counts`: events per hour × kind × agent × tool × risk ×
 //!   decision × upstream, summed on merge, so dashboards aggregate tens of thousands of rows
 //!   instead of millions. It counts rows as inserted, which is exact because the auditor never
 //!   writes an event twice (see `crate::resolve`). Two auditors applying this migration at once,
 //!   or one still writing with the old version, can count rows stored meanwhile twice or not at
 //!   all; the README (operations) shows how to rebuild it from `events FINAL`.
 
-/// `(version, description, statements)`, applied in order.
-pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
-    (
-        1,
-        "events, findings, chain heads",
-        &[
-            r"CREATE TABLE IF NOT EXISTS events (
+/// The columns of `events` (and of the table migration 3 rebuilds it into).
+macro_rules! event_columns {
+    () => {
+        r"
     chain_id String,
     seq UInt64,
-    -- the gateway's decision time: seconds for partitioning and ranges, nanoseconds for order
+    -- the gateway's decision time (as the event claims it): seconds for ranges, nanoseconds for order
     time DateTime,
     time_unix_nanos Int64,
     -- decision | outcome | checkpoint
@@ -79,15 +83,32 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     hash String,
     prev_hash String,
     key_id String,
-    -- verified | after_break | out_of_order | untrusted
+    -- verified | after_break | out_of_order (untrusted events are findings only)
     verification String,
     kafka_partition Int32,
     kafka_offset Int64,
     ingested_at DateTime
-) ENGINE = ReplacingMergeTree(ingested_at)
-PARTITION BY toYYYYMM(time)
-ORDER BY (chain_id, seq)",
-            r"CREATE TABLE IF NOT EXISTS findings (
+"
+    };
+}
+
+/// `events` as migration 1 created it: partitioned by the month of the time the event claims.
+const EVENTS_V1: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS events (",
+    event_columns!(),
+    ") ENGINE = ReplacingMergeTree(ingested_at)\nPARTITION BY toYYYYMM(time)\nORDER BY (chain_id, seq)"
+);
+
+/// `events` since migration 3: trusted events only, one partition, keyed and deduplicated by
+/// `(chain_id, seq)` and the auditor's own `ingested_at` — never by anything the event claims, so
+/// two rows at one key always meet in a merge.
+const EVENTS_V3: &str = concat!(
+    "CREATE TABLE events_rebuilt (",
+    event_columns!(),
+    ") ENGINE = ReplacingMergeTree(ingested_at)\nORDER BY (chain_id, seq)"
+);
+
+const FINDINGS: &str = r"CREATE TABLE IF NOT EXISTS findings (
     -- bad_signature | unknown_key | key_not_allowed_for_chain | malformed | gap | fork | replay
     -- | reorder | stale | silent_chain
     kind String,
@@ -104,8 +125,9 @@ ORDER BY (chain_id, seq)",
     kafka_offset Int64
 ) ENGINE = ReplacingMergeTree(detected_at)
 PARTITION BY toYYYYMM(detected_at)
-ORDER BY (chain_id, kind, seq, evidence_sha256)",
-            r"CREATE TABLE IF NOT EXISTS chain_heads (
+ORDER BY (chain_id, kind, seq, evidence_sha256)";
+
+const CHAIN_HEADS: &str = r"CREATE TABLE IF NOT EXISTS chain_heads (
     chain_id String,
     seq UInt64,
     hash String,
@@ -117,14 +139,9 @@ ORDER BY (chain_id, kind, seq, evidence_sha256)",
     -- ReplacingMergeTree keeps the row with the highest version: the newest head
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
-ORDER BY chain_id",
-        ],
-    ),
-    (
-        2,
-        "read paths: events_by_time, event_counts",
-        &[
-            r"CREATE TABLE IF NOT EXISTS events_by_time (
+ORDER BY chain_id";
+
+const EVENTS_BY_TIME: &str = r"CREATE TABLE IF NOT EXISTS events_by_time (
     time DateTime,
     time_unix_nanos Int64,
     chain_id String,
@@ -145,19 +162,22 @@ ORDER BY chain_id",
     ingested_at DateTime
 ) ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMM(time)
-ORDER BY (kind, tool, time_unix_nanos, chain_id, seq)",
-            r"CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_time_feed TO events_by_time AS
+ORDER BY (kind, tool, time_unix_nanos, chain_id, seq)";
+
+const EVENTS_BY_TIME_FEED: &str = r"CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_time_feed TO events_by_time AS
 SELECT time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
        reason, arguments_json, target_names, target_values, decision_seq, outcome,
        verification, ingested_at
-FROM events",
-            // Rows stored before this migration (a repeat is merged away: same key).
-            r"INSERT INTO events_by_time
+FROM events";
+
+/// Rows stored before the feed existed (a repeat is merged away: same key).
+const EVENTS_BY_TIME_FILL: &str = r"INSERT INTO events_by_time
 SELECT time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
        reason, arguments_json, target_names, target_values, decision_seq, outcome,
        verification, ingested_at
-FROM events",
-            r"CREATE TABLE IF NOT EXISTS event_counts (
+FROM events";
+
+const EVENT_COUNTS: &str = r"CREATE TABLE IF NOT EXISTS event_counts (
     hour DateTime,
     kind String,
     agent_id String,
@@ -168,20 +188,59 @@ FROM events",
     events UInt64
 ) ENGINE = SummingMergeTree(events)
 PARTITION BY toYYYYMM(hour)
-ORDER BY (hour, kind, agent_id, tool, risk, decision, upstream)",
-            r"CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_feed TO event_counts AS
+ORDER BY (hour, kind, agent_id, tool, risk, decision, upstream)";
+
+const EVENT_COUNTS_FEED: &str = r"CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_feed TO event_counts AS
 SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour,
        kind, agent_id, tool, risk, decision, upstream, count() AS events
 FROM events
-WHERE verification != 'untrusted'
-GROUP BY hour, kind, agent_id, tool, risk, decision, upstream",
-            // Rows stored before this migration, once: a sum cannot absorb a second copy.
-            r"INSERT INTO event_counts
+GROUP BY hour, kind, agent_id, tool, risk, decision, upstream";
+
+/// Rows stored before the feed existed, once: a sum cannot absorb a second copy.
+const EVENT_COUNTS_FILL: &str = r"INSERT INTO event_counts
 SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour,
        kind, agent_id, tool, risk, decision, upstream, count() AS events
 FROM events FINAL
-WHERE verification != 'untrusted' AND (SELECT count() FROM event_counts) = 0
-GROUP BY hour, kind, agent_id, tool, risk, decision, upstream",
+WHERE (SELECT count() FROM event_counts) = 0
+GROUP BY hour, kind, agent_id, tool, risk, decision, upstream";
+
+/// `(version, description, statements)`, applied in order.
+pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (1, "events, findings, chain heads", &[EVENTS_V1, FINDINGS, CHAIN_HEADS]),
+    (
+        2,
+        "read paths: events_by_time, event_counts",
+        &[
+            EVENTS_BY_TIME,
+            EVENTS_BY_TIME_FEED,
+            EVENTS_BY_TIME_FILL,
+            EVENT_COUNTS,
+            EVENT_COUNTS_FEED,
+            EVENT_COUNTS_FILL,
+        ],
+    ),
+    (
+        3,
+        "trusted events only, in one partition; read paths rebuilt from them",
+        &[
+            // Nothing may feed the read paths while `events` is swapped.
+            "DROP TABLE IF EXISTS events_by_time_feed",
+            "DROP TABLE IF EXISTS event_counts_feed",
+            "DROP TABLE IF EXISTS events_rebuilt",
+            EVENTS_V3,
+            // Untrusted rows (stored before this version) are already findings with their bytes.
+            "INSERT INTO events_rebuilt SELECT * FROM events FINAL WHERE verification != 'untrusted'",
+            "DROP TABLE IF EXISTS events_before_v3",
+            "RENAME TABLE events TO events_before_v3, events_rebuilt TO events",
+            "DROP TABLE events_before_v3",
+            "DROP TABLE IF EXISTS events_by_time",
+            EVENTS_BY_TIME,
+            EVENTS_BY_TIME_FEED,
+            EVENTS_BY_TIME_FILL,
+            "DROP TABLE IF EXISTS event_counts",
+            EVENT_COUNTS,
+            EVENT_COUNTS_FEED,
+            EVENT_COUNTS_FILL,
         ],
     ),
 ];

@@ -145,15 +145,12 @@ impl Store {
             .await?)
     }
 
-    /// The highest stored trusted seq of every chain. Above a chain's persisted head these are
-    /// rows stored before a crash kept the head from being written.
-    pub async fn highest_trusted_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    /// The highest stored seq of every chain. Above a chain's persisted head these are rows
+    /// stored before a crash kept the head from being written.
+    pub async fn highest_stored_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self
             .client
-            .query(
-                "SELECT chain_id, max(seq) FROM events WHERE verification != 'untrusted' \
-                 GROUP BY chain_id",
-            )
+            .query("SELECT chain_id, max(seq) FROM events GROUP BY chain_id")
             .fetch_all()
             .await?)
     }
@@ -178,13 +175,13 @@ impl Store {
             .await?)
     }
 
-    /// The envelope of the chain's newest stored trusted checkpoint, if any.
+    /// The envelope of the chain's newest stored checkpoint, if any.
     pub async fn last_checkpoint(&self, chain_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .client
             .query(
                 "SELECT envelope FROM events WHERE chain_id = ? AND kind = 'checkpoint' \
-                 AND verification != 'untrusted' ORDER BY seq DESC LIMIT 1",
+                 ORDER BY seq DESC LIMIT 1",
             )
             .bind(chain_id)
             .fetch_optional::<EnvelopeOnly>()

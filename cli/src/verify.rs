@@ -14,6 +14,14 @@
 //! tampering. Any record that fails — bad JSON, a field that differs from the signed envelope, a
 //! bad signature, a broken link, a repeated or backwards seq — is a failure naming its position,
 //! and the exit code is 1.
+//!
+//! What is *missing* fails too, as far as the source can tell ([`Completeness`]): nothing at all
+//! verified is never OK; an export must end with its end line, and that line must agree with the
+//! records before it; a journal must begin at seq 1 (unless the operator says retention pruned
+//! it) and end with the gateway's shutdown checkpoint, or, for a gateway still running, reach the
+//! newest head the caller knows from elsewhere (`--running --head SEQ:HASH`, e.g. from
+//! `verdict verify-chain`). A signed hash chain cannot prove its own end: these checks catch a cut file,
+//! and an outside head is what catches a cut made with care.
 
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -24,7 +32,7 @@ use verdict_journal::JournalReader;
 use verdict_proto::pb::event_body::Kind;
 use verdict_proto::verify::{ChainHead, EventStatus};
 use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys, ZERO_HASH};
-use verdict_query::export::check_jsonl_record;
+use verdict_query::export::{check_jsonl_record, ExportEnd};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
@@ -38,9 +46,31 @@ pub struct Args {
     /// Trusted public key file (PEM; repeatable for rotated keys).
     #[arg(long = "public-key", required = true)]
     public_keys: Vec<PathBuf>,
+    /// The gateway is still running (a journal need not end with a shutdown checkpoint); needs
+    /// --head, the newest head known from outside the journal.
+    #[arg(long, requires = "head")]
+    running: bool,
+    /// A head the journal must contain, as SEQ:HASH (hex), e.g. the auditor's chain head from
+    /// `verdict verify-chain --chain ID`: a journal that ends before it, or holds another event there, fails.
+    #[arg(long, value_parser = parse_head)]
+    head: Option<(u64, [u8; 32])>,
+    /// The journal's oldest segments were pruned by retention after shipping: it may begin
+    /// after seq 1.
+    #[arg(long)]
+    pruned: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_head(text: &str) -> Result<(u64, [u8; 32]), String> {
+    let (seq, hash) = text.split_once(':').ok_or("expected SEQ:HASH")?;
+    let seq = seq.parse().map_err(|e| format!("seq: {e}"))?;
+    let hash = hex::decode(hash)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or("hash: expected 64 hex digits")?;
+    Ok((seq, hash))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -55,7 +85,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             path.display().to_string()
         }
         (None, Some(dir)) => {
-            read_journal(dir, &mut check)?;
+            let expect = Completeness {
+                running: args.running,
+                head: args.head,
+                pruned: args.pruned,
+            };
+            read_journal(dir, &mut check, &expect)?;
             dir.display().to_string()
         }
         (None, None) => unreachable!("clap requires a source"),
@@ -72,6 +107,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = std::io::BufReader::new(file);
+    let mut seen = ExportEnd::default();
+    let mut unreadable = 0u64;
+    let mut end: Option<(String, ExportEnd)> = None;
     for (index, line) in reader.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
         let position = format!("line {}", index + 1);
@@ -83,17 +121,56 @@ fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
                 continue;
             }
         };
-        match check_jsonl_record(text) {
-            Ok(event) => check.add(position, event),
-            Err(e) => check.fail(position, None, e.to_string()),
+        if let Some((at, _)) = &end {
+            check.fail(
+                position,
+                None,
+                format!("a record after the end line ({at})"),
+            );
+            continue;
         }
+        if let Some(stated) = ExportEnd::parse(text) {
+            end = Some((position, stated));
+            continue;
+        }
+        match check_jsonl_record(text) {
+            Ok(event) => {
+                seen.add(&event.chain_id, event.seq, &hex::encode(event.hash));
+                check.add(position, event);
+            }
+            Err(e) => {
+                unreadable += 1;
+                check.fail(position, None, e.to_string());
+            }
+        }
+    }
+    match end {
+        None => check.missing("the export has no end line: it was cut short".into()),
+        // A record that failed already fails the file, and cannot be counted against the end.
+        Some((at, stated)) if stated != seen && unreadable == 0 => check.missing(format!(
+            "the end line ({at}) states {} record(s) in {} chain span(s), the file holds {} in {}: records are missing",
+            stated.records,
+            stated.chains.len(),
+            seen.records,
+            seen.chains.len()
+        )),
+        Some(_) => {}
     }
     Ok(())
 }
 
-fn read_journal(dir: &Path, check: &mut ChainCheck) -> Result<()> {
+/// What a journal must show to be whole, beyond every record verifying.
+struct Completeness {
+    running: bool,
+    head: Option<(u64, [u8; 32])>,
+    pruned: bool,
+}
+
+fn read_journal(dir: &Path, check: &mut ChainCheck, expect: &Completeness) -> Result<()> {
     let mut reader =
         JournalReader::open(dir).with_context(|| format!("opening journal {}", dir.display()))?;
+    let mut first: Option<u64> = None;
+    let mut head_found = None;
     let mut last = None;
     loop {
         let record = match reader.next_record() {
@@ -127,6 +204,13 @@ fn read_journal(dir: &Path, check: &mut ChainCheck) -> Result<()> {
                 check.fail(position, Some((event.chain_id, event.seq)), message);
             }
             Ok(event) => {
+                first.get_or_insert(event.seq);
+                if let Some((seq, hash)) = expect.head.filter(|(seq, _)| *seq == event.seq) {
+                    head_found = Some(event.hash == hash);
+                    if event.hash != hash {
+                        check.missing(format!("{position}: seq {seq} differs from the given head: the journal forked from the chain the head was taken from"));
+                    }
+                }
                 last = Some(event.clone());
                 check.add_in_order(position, event);
             }
@@ -147,11 +231,28 @@ fn read_journal(dir: &Path, check: &mut ChainCheck) -> Result<()> {
     let ended = last.as_ref().is_some_and(|e| {
         matches!(e.decode_body().map(|b| b.kind), Ok(Some(Kind::Checkpoint(c))) if c.reason == "shutdown")
     });
-    check.notes.push(if ended {
-        "the chain ends with a shutdown checkpoint (the gateway stopped cleanly)".into()
+    if let Some(seq) = first.filter(|&seq| seq > 1 && !expect.pruned) {
+        check.missing(format!(
+            "the journal begins at seq {seq}: seqs 1..={} are missing (pass --pruned if retention removed shipped segments)",
+            seq - 1
+        ));
+    }
+    if let Some((seq, _)) = expect.head {
+        if head_found.is_none() {
+            check.missing(format!(
+                "the journal ends before the given head seq {seq}: its tail is missing"
+            ));
+        }
+    }
+    if ended {
+        check
+            .notes
+            .push("the chain ends with a shutdown checkpoint (the gateway stopped cleanly)".into());
+    } else if expect.running {
+        check.notes.push("no shutdown checkpoint at the end: the gateway is running (--running), and the journal reaches the given head".into());
     } else {
-        "no shutdown checkpoint at the end (the gateway is running, or stopped abruptly)".into()
-    });
+        check.missing("the journal does not end with a shutdown checkpoint: its tail may be cut (for a gateway that is still running, pass --running --head SEQ:HASH)".into());
+    }
     Ok(())
 }
 
@@ -283,6 +384,15 @@ impl ChainCheck {
         }
     }
 
+    /// Something the source should hold and does not (a cut tail, a missing end line).
+    pub fn missing(&mut self, message: String) {
+        self.failures.push(Failure {
+            position: "completeness".into(),
+            event: None,
+            message,
+        });
+    }
+
     /// A record that could not even be read as an event.
     pub fn fail(&mut self, position: String, event: Option<(String, u64)>, message: String) {
         self.records += 1;
@@ -346,7 +456,10 @@ impl ChainCheck {
         }
     }
 
-    pub fn finish(self, source: String) -> Report {
+    pub fn finish(mut self, source: String) -> Report {
+        if self.records == 0 {
+            self.missing("no records: nothing was verified".into());
+        }
         Report {
             source,
             records: self.records,

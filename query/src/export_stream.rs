@@ -2,11 +2,14 @@
 //! ahead of the encoder, which turns rows into lines (JSON lines, CSV or OCSF) and lines into
 //! chunks of about [`CHUNK_BYTES`] for the gRPC stream.
 //!
+//! A JSON-lines export ends with its [`ExportEnd`] line, written only after the last row was
+//! read: a stream that fails or is cut has none.
+//!
 //! Two stages so ClickHouse reading and encoding overlap on two cores; the channels between them
 //! are bounded, so a slow client slows the reads instead of filling memory. A client that goes
 //! away stops the encoder, whose dropped receiver stops the reader.
 
-use crate::export::{ExportRecord, CHUNK_BYTES};
+use crate::export::{ExportEnd, ExportRecord, CHUNK_BYTES};
 use crate::filter::Conditions;
 use crate::ocsf;
 use crate::service::QueryError;
@@ -36,6 +39,7 @@ impl ExportStream {
         if self.format == pb::ExportFormat::Csv {
             out.push(ExportRecord::csv_header()).await;
         }
+        let mut end = ExportEnd::default();
         while let Some(batch) = batches.recv().await {
             let rows = match batch {
                 Ok(rows) => rows,
@@ -46,11 +50,15 @@ impl ExportStream {
             };
             for row in &rows {
                 out.push(&line(row, self.format)).await;
+                end.add(&row.chain_id, row.seq, &row.hash);
                 out.rows += 1;
                 if out.closed {
                     return out.rows;
                 }
             }
+        }
+        if !matches!(self.format, pb::ExportFormat::Csv | pb::ExportFormat::Ocsf) {
+            out.push(&end.to_json_line()).await;
         }
         out.flush().await;
         out.rows

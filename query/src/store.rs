@@ -296,8 +296,8 @@ impl Store {
         Ok(self.query(&sql, &[&cond]).fetch_all().await?)
     }
 
-    /// Trusted event counts grouped by `columns` (names from the service's fixed list), counted
-    /// row by row (deduplicated) from `events_by_time`.
+    /// Event counts grouped by `columns` (names from the service's fixed list), counted row by
+    /// row (deduplicated) from `events_by_time`, which holds trusted events only.
     pub async fn count_rows(
         &self,
         cond: &Conditions,
@@ -306,8 +306,7 @@ impl Store {
         let cond = cond.to_bound();
         let sql = format!(
             "SELECT {keys} AS keys, count() AS count FROM ( \
-                SELECT {cols} FROM events_by_time \
-                WHERE verification != 'untrusted' AND {c} LIMIT 1 BY chain_id, seq) \
+                SELECT {cols} FROM events_by_time WHERE {c} LIMIT 1 BY chain_id, seq) \
              GROUP BY keys",
             keys = key_array(columns),
             cols = ["chain_id", "seq"]

@@ -469,6 +469,47 @@ async fn verify_names_the_position_of_a_flipped_byte_a_deleted_record_and_a_swap
         result.1
     };
 
+    // The attack on completeness: the journal cut at a record boundary (after seq 5), and
+    // emptied (its only segment deleted). Both fail; neither is reported OK.
+    let (_, end5) = span(5);
+    for (what, bytes) in [
+        ("cut after seq 5", Some(original[..end5].to_vec())),
+        ("emptied", None),
+    ] {
+        let copy = tempfile::tempdir().unwrap();
+        if let Some(bytes) = bytes {
+            std::fs::write(copy.path().join(&records[0].segment), bytes).unwrap();
+        }
+        let (ok, report) = verify(copy.path(), &key);
+        assert!(!ok && !report.contains("OK:"), "{what} verified:\n{report}");
+    }
+    // A running gateway's journal: accepted without a shutdown checkpoint only up to a head known
+    // from outside; the cut one fails against that head.
+    let last = verdict_proto::SignedEvent::decode(&records[records.len() - 1].payload).unwrap();
+    let head = format!("{}:{}", last.seq, hex::encode(last.hash));
+    let cut = tempfile::tempdir().unwrap();
+    std::fs::write(cut.path().join(&records[0].segment), &original[..end5]).unwrap();
+    let running = |dir: &Path| {
+        let output = Command::new(cargo_bin("verdict"))
+            .args(["verify", "--running", "--head", &head, "--journal"])
+            .arg(dir)
+            .arg("--public-key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, report) = running(&gateway.journal_dir());
+    assert!(ok, "{report}");
+    let (ok, report) = running(cut.path());
+    assert!(
+        !ok && report.contains("ends before the given head"),
+        "{report}"
+    );
+
     // A flipped byte (the last byte of seq 7's signature).
     let (start7, end7) = span(7);
     let mut bytes = original.clone();

@@ -115,11 +115,39 @@ async fn exports_verify_offline_and_tampering_names_the_record() {
     );
     let original = std::fs::read(&export).unwrap();
     let lines: Vec<&str> = std::str::from_utf8(&original).unwrap().lines().collect();
-    assert_eq!(lines.len(), events.len());
+    // Every event, then the end line.
+    assert_eq!(lines.len(), events.len() + 1);
     let (ok, report) = verify(&export, &public);
     assert!(ok, "{report}");
     assert!(report.contains("chain gw-1: seqs 1..=31\n"), "{report}");
     assert!(report.contains("chain gw-2: seqs 1..=14\n"), "{report}");
+
+    // The attack: the same file cut short — its last 10 lines, its end line alone, a cut at a
+    // record boundary in the middle — and emptied. Each fails; none reports what is left as OK.
+    let text = std::str::from_utf8(&original).unwrap();
+    let keep = |n: usize| {
+        lines[..n]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    for (what, content) in [
+        ("last 10 lines removed", keep(lines.len() - 10)),
+        ("end line removed", keep(lines.len() - 1)),
+        ("cut after record 5", keep(5)),
+        ("empty", String::new()),
+        (
+            "end line kept, records cut",
+            format!("{}{}", keep(5), lines[lines.len() - 1]),
+        ),
+    ] {
+        let cut = dir.path().join("cut.jsonl");
+        std::fs::write(&cut, content).unwrap();
+        let (ok, report) = verify(&cut, &public);
+        assert!(!ok, "an export with its {what} verified:\n{report}");
+        assert!(!report.contains("OK:"), "{what}: {report}");
+    }
+    assert!(text.ends_with("\n"));
 
     // One flipped byte: inside the base64 envelope, inside a readable field, in the signature.
     let line7: serde_json::Value = serde_json::from_str(lines[6]).unwrap();
