@@ -5,16 +5,20 @@
 //! means redelivery (absorbed by [`crate::resolve`]), never loss. A partition assignment raises a
 //! flag the pipeline checks before verifying, so chain state is reloaded from ClickHouse for
 //! partitions that another auditor may have advanced.
+//!
+//! The statistics callback also keeps each partition's lag ([`Lags`]): what the watchdog and the
+//! silent-chain check need to know whether this auditor has read the topic to its end.
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::rows::SourcePosition;
+use crate::watchdog::{Backlog, CaughtUp, Lags};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -27,21 +31,27 @@ pub struct RawMessage {
     pub source: SourcePosition,
 }
 
+/// Metadata and offset look-ups of the watchdog; it runs only while the assignment is empty.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct AuditContext {
     assigned: AtomicBool,
     metrics: Metrics,
+    lags: Lags,
 }
 
 impl ClientContext for AuditContext {
     fn stats(&self, statistics: Statistics) {
-        let lag: i64 = statistics
+        let lags: BTreeMap<i32, i64> = statistics
             .topics
             .values()
             .flat_map(|t| t.partitions.iter())
-            .filter(|(&id, p)| id >= 0 && p.consumer_lag >= 0)
-            .map(|(_, p)| p.consumer_lag)
-            .sum();
+            .filter(|(&id, _)| id >= 0)
+            .map(|(&id, p)| (id, p.consumer_lag.max(-1)))
+            .collect();
+        let lag: i64 = lags.values().filter(|&&lag| lag >= 0).sum();
         self.metrics.consumer_lag.set(lag);
+        self.lags.set(lags);
     }
 }
 
@@ -80,6 +90,7 @@ impl AuditConsumer {
         let context = AuditContext {
             assigned: AtomicBool::new(false),
             metrics,
+            lags: Lags::default(),
         };
         let inner: StreamConsumer<AuditContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -87,11 +98,62 @@ impl AuditConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "5000")
+            // A killed auditor's partitions move to the others after 10 s, not librdkafka's 45 s.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000")
             .create_with_context(context)?;
         inner.subscribe(&[&config.topic])?;
         Ok(Self {
             inner,
             topic: config.topic.clone(),
+        })
+    }
+
+    /// The partitions this consumer holds now.
+    pub fn assigned(&self) -> BTreeSet<i32> {
+        self.inner
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The partitions this consumer holds and has read to the end (see [`CaughtUp`]).
+    pub fn caught_up(&self) -> CaughtUp {
+        self.inner.context().lags.caught_up(&self.assigned())
+    }
+
+    /// The group's committed offsets and the topic's end, summed over all its partitions (a
+    /// partition the group never committed counts from its start). Blocking look-ups.
+    pub fn backlog(&self) -> Result<Backlog, KafkaError> {
+        tokio::task::block_in_place(|| {
+            let metadata = self
+                .inner
+                .fetch_metadata(Some(&self.topic), LOOKUP_TIMEOUT)?;
+            let mut list = TopicPartitionList::new();
+            let mut backlog = Backlog {
+                committed: 0,
+                end: 0,
+            };
+            let mut starts = BTreeMap::new();
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                let (low, high) =
+                    self.inner
+                        .fetch_watermarks(&self.topic, partition.id(), LOOKUP_TIMEOUT)?;
+                backlog.end += high;
+                starts.insert(partition.id(), low);
+                list.add_partition(&self.topic, partition.id());
+            }
+            for element in self
+                .inner
+                .committed_offsets(list, LOOKUP_TIMEOUT)?
+                .elements()
+            {
+                backlog.committed += match element.offset() {
+                    Offset::Offset(offset) => offset,
+                    _ => starts.get(&element.partition()).copied().unwrap_or(0),
+                };
+            }
+            Ok(backlog)
         })
     }
 

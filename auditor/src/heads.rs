@@ -5,11 +5,14 @@
 //! A head row's `version` is its seq, so of two auditors racing during a rebalance the one that
 //! got further wins in `chain_heads FINAL`. Besides the head, this module tracks what the
 //! silent-chain check needs: the interval the last checkpoint promised and when the chain was
-//! last heard from (local arrival time, so a backlog being caught up is not "silent"). A chain
-//! whose newest event is a `shutdown` checkpoint is `ended` and never silent.
+//! last heard from (local arrival time, so a backlog being caught up is not "silent") and on which
+//! partition. A chain whose newest event is a `shutdown` checkpoint is `ended` and never silent,
+//! and a chain is judged only where this auditor has read the topic to its end
+//! ([`CaughtUp`]): an auditor that stopped reading is no witness of silence.
 
 use crate::rows::{ChainHeadRow, EventRow, FindingRow};
 use crate::store::{Store, StoreError};
+use crate::watchdog::CaughtUp;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use verdict_proto::pb::event_body::Kind;
@@ -21,6 +24,8 @@ struct HeadInfo {
     row: ChainHeadRow,
     interval_secs: Option<u32>,
     last_heard: Instant,
+    /// Where the chain was last heard (`None`: not since its head was restored).
+    partition: Option<i32>,
     silent_reported_at: Option<u64>,
 }
 
@@ -58,6 +63,7 @@ impl Heads {
                     row,
                     interval_secs,
                     last_heard: Instant::now(),
+                    partition: None,
                     silent_reported_at: None,
                 },
             );
@@ -77,8 +83,10 @@ impl Heads {
                 },
                 interval_secs: None,
                 last_heard: Instant::now(),
+                partition: None,
                 silent_reported_at: None,
             });
+        info.partition = Some(row.kafka_partition);
         info.row.seq = event.seq;
         info.row.hash = row.hash.clone();
         info.row.key_id = event.key_id.clone();
@@ -93,10 +101,11 @@ impl Heads {
         }
     }
 
-    /// Notes that something arrived on the chain (resets the silence timer).
-    pub fn heard(&mut self, chain_id: &str) {
+    /// Notes that something arrived on the chain from `partition` (resets the silence timer).
+    pub fn heard(&mut self, chain_id: &str, partition: i32) {
         if let Some(info) = self.chains.get_mut(chain_id) {
             info.last_heard = Instant::now();
+            info.partition = Some(partition);
         }
     }
 
@@ -109,8 +118,15 @@ impl Heads {
     }
 
     /// One `silent_chain` finding per silence: a chain whose last checkpoint promised an
-    /// interval, not ended, and not heard from for that interval plus `grace`.
-    pub fn silent(&mut self, grace: Duration, now_secs: u32, now_nanos: i64) -> Vec<FindingRow> {
+    /// interval, not ended, not heard from for that interval plus `grace`, on a partition
+    /// `caught_up` covers.
+    pub fn silent(
+        &mut self,
+        grace: Duration,
+        caught_up: &CaughtUp,
+        now_secs: u32,
+        now_nanos: i64,
+    ) -> Vec<FindingRow> {
         let mut findings = Vec::new();
         for (chain_id, info) in &mut self.chains {
             let Some(interval) = info.interval_secs else {
@@ -119,6 +135,7 @@ impl Heads {
             let quiet = info.last_heard.elapsed();
             if info.row.ended != 0
                 || quiet < Duration::from_secs(interval.into()) + grace
+                || !caught_up.covers(info.partition)
                 || info.silent_reported_at == Some(info.row.seq)
             {
                 continue;
@@ -162,7 +179,9 @@ fn checkpoint_interval(event: &SignedEvent) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::rows::SourcePosition;
+    use crate::watchdog::Lags;
     use prost::Message;
+    use std::collections::{BTreeMap, BTreeSet};
     use verdict_proto::pb;
     use verdict_proto::verify::EventStatus;
     use verdict_proto::{ChainWriter, SecretKey};
@@ -193,10 +212,27 @@ mod tests {
             heads.advance(&event, &row);
         }
         std::thread::sleep(Duration::from_millis(1100));
-        let found = heads.silent(Duration::ZERO, 0, 0);
+        let lags = Lags::default();
+        lags.set(BTreeMap::from([(0, 0), (1, 0)]));
+        // An auditor that does not hold partition 0, or has not read it to the end, is no witness.
+        assert!(heads
+            .silent(Duration::ZERO, &lags.caught_up(&BTreeSet::from([1])), 0, 0)
+            .is_empty());
+        lags.set(BTreeMap::from([(0, 3), (1, 0)]));
+        assert!(heads
+            .silent(
+                Duration::ZERO,
+                &lags.caught_up(&BTreeSet::from([0, 1])),
+                0,
+                0
+            )
+            .is_empty());
+        lags.set(BTreeMap::from([(0, 0), (1, 0)]));
+        let caught_up = lags.caught_up(&BTreeSet::from([0]));
+        let found = heads.silent(Duration::ZERO, &caught_up, 0, 0);
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].chain_id.as_str(), found[0].seq), ("gw", 1));
-        assert!(heads.silent(Duration::ZERO, 0, 0).is_empty());
+        assert!(heads.silent(Duration::ZERO, &caught_up, 0, 0).is_empty());
         assert_eq!(heads.rows(["gw-ended"].into_iter())[0].ended, 1);
     }
 }

@@ -3,7 +3,8 @@
 //! It owns reading the audit topic as a consumer group ([`consumer`]), verifying every event with
 //! the shared [`verdict_proto::ChainVerifier`] ([`pipeline`]), telling redeliveries from replays
 //! and forks against stored rows ([`resolve`]), storing events, findings and chain heads
-//! ([`store`], [`heads`]), and reporting on itself ([`metrics`]).
+//! ([`store`], [`heads`]), reporting on itself ([`metrics`]), and noticing when it has stopped
+//! reading ([`watchdog`]).
 //!
 //! It must not: commit an offset before the rows it covers are stored; drop a message (garbage is
 //! a `malformed` finding with the raw bytes); write a different envelope over a stored trusted
@@ -21,6 +22,7 @@ pub mod rows;
 pub mod schema;
 pub mod service;
 pub mod store;
+pub mod watchdog;
 
 pub use config::AuditorConfig;
 pub use metrics::Metrics;

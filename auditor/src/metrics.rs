@@ -2,7 +2,8 @@
 //!
 //! The auditor is the witness of the audit trail, so the numbers that matter are how much it has
 //! verified and stored, how many findings of each kind it raised, how far behind the topic it is,
-//! and whether ClickHouse is reachable (while it is not, consumption pauses and nothing is lost).
+//! whether ClickHouse is reachable (while it is not, consumption pauses and nothing is lost), and
+//! whether it is reading at all (see `crate::watchdog`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,6 +36,8 @@ pub struct Metrics {
     pub insert_seconds: Histogram,
     /// 1 while the last ClickHouse operation succeeded.
     pub clickhouse_up: Gauge,
+    /// 1 while this auditor holds no partitions and the group's backlog stands still.
+    pub stalled: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,6 +49,7 @@ impl Default for Metrics {
         let consumer_lag = Gauge::default();
         let insert_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let clickhouse_up = Gauge::default();
+        let stalled = Gauge::default();
         registry.register(
             "events_verified",
             "Events verified, by stored status",
@@ -68,6 +72,11 @@ impl Default for Metrics {
             "1 while ClickHouse answers, 0 while inserts are being retried",
             clickhouse_up.clone(),
         );
+        registry.register(
+            "stalled",
+            "1 while this auditor holds no partitions and the group's backlog stands still",
+            stalled.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             verified,
@@ -76,6 +85,7 @@ impl Default for Metrics {
             consumer_lag,
             insert_seconds,
             clickhouse_up,
+            stalled,
         }
     }
 }
@@ -107,11 +117,17 @@ async fn metrics(State(metrics): State<Metrics>) -> String {
     metrics.render()
 }
 
-/// 200 while ClickHouse answers; 503 while the auditor is paused waiting for it.
+/// 200 while the auditor stores what it reads; 503 while it is paused waiting for ClickHouse,
+/// or holds no partitions while the group's backlog stands still (it is rejoining).
 async fn healthz(State(metrics): State<Metrics>) -> (StatusCode, &'static str) {
-    if metrics.clickhouse_up.get() == 1 {
-        (StatusCode::OK, "ok\n")
-    } else {
+    if metrics.clickhouse_up.get() != 1 {
         (StatusCode::SERVICE_UNAVAILABLE, "clickhouse unavailable\n")
+    } else if metrics.stalled.get() == 1 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stalled: no partitions assigned while unread messages wait; rejoining the group\n",
+        )
+    } else {
+        (StatusCode::OK, "ok\n")
     }
 }

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::resolve::{needs_lookup, resolve, Action, Around, Known};
 use crate::rows::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
 use crate::store::{with_retry, Stopped, Store};
+use crate::watchdog::CaughtUp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -84,9 +85,12 @@ impl Pipeline {
         Ok(())
     }
 
+    /// `caught_up`: where this auditor has read the topic to its end, the only partitions whose
+    /// chains it may call silent.
     pub async fn process(
         &mut self,
         messages: &[RawMessage],
+        caught_up: &CaughtUp,
         shutdown: &CancellationToken,
     ) -> Result<Batch, Stopped> {
         let now = SystemTime::now()
@@ -136,7 +140,7 @@ impl Pipeline {
         for ((event, verdict), message) in events.iter().zip(verdicts).zip(received) {
             let _span = tracing::debug_span!("event", chain_id = %event.chain_id, seq = event.seq)
                 .entered();
-            self.heads.heard(&event.chain_id);
+            self.heads.heard(&event.chain_id, message.source.partition);
             let around = Around {
                 at: known.get(&(event.chain_id.clone(), event.seq)),
                 before: known.get(&(event.chain_id.clone(), event.seq - 1)),
@@ -185,9 +189,10 @@ impl Pipeline {
                 batch.findings.push(finding_row(finding, message));
             }
         }
-        batch
-            .findings
-            .extend(self.heads.silent(self.grace, now_secs, now_nanos));
+        batch.findings.extend(
+            self.heads
+                .silent(self.grace, caught_up, now_secs, now_nanos),
+        );
         for finding in &batch.findings {
             self.metrics
                 .findings

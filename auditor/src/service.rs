@@ -3,17 +3,20 @@
 //!
 //! Shutdown (SIGTERM, ctrl-c) stops polling, finishes the batch in hand, commits it and returns.
 //! While ClickHouse is down the loop waits inside the store step, so nothing more is polled.
+//! Between batches the [`Watchdog`] checks that an empty assignment is not a stuck one, and
+//! rejoins the group with a fresh consumer when it is.
 //!
 //! Test hook: [`Auditor::crash_at`] (`VERDICT_AUDITOR_CRASH_AFTER_INSERT=N` in the binary)
 //! aborts the process right after the N-th batch is stored and before its offsets are committed,
 //! the window the redelivery rule in [`crate::resolve`] exists for; `N:rows` aborts after its
 //! events, before its chain heads.
 
-use crate::config::{AuditorConfig, BatchConfig, ConfigError};
+use crate::config::{AuditorConfig, BatchConfig, ConfigError, KafkaConfig};
 use crate::consumer::AuditConsumer;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::{with_retry, Stopped, Store};
+use crate::watchdog::{Verdict, Watchdog};
 use rdkafka::error::KafkaError;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +31,15 @@ pub enum AuditorError {
     Stopped(#[from] Stopped),
 }
 
+/// How long an empty assignment over a backlog that does not move is tolerated before the
+/// auditor rejoins: longer than a rebalance after a member's session expires (10 s).
+const STALL_PATIENCE: Duration = Duration::from_secs(15);
+
 pub struct Auditor {
     consumer: AuditConsumer,
+    kafka: KafkaConfig,
+    metrics: Metrics,
+    watchdog: Watchdog,
     pipeline: Pipeline,
     batch: BatchConfig,
     crash_at: Option<CrashPoint>,
@@ -81,12 +91,15 @@ impl Auditor {
         .await?;
         let consumer = AuditConsumer::new(&config.kafka, metrics.clone())?;
         let grace = Duration::from_secs(config.checkpoint_grace_secs);
-        let mut pipeline = Pipeline::new(keys, store, metrics, grace);
+        let mut pipeline = Pipeline::new(keys, store, metrics.clone(), grace);
         pipeline.reload(shutdown).await?;
         // The heads were just loaded; an assignment before the first batch needs no second load.
         consumer.take_assigned();
         Ok(Self {
             consumer,
+            kafka: config.kafka.clone(),
+            metrics,
+            watchdog: Watchdog::new(STALL_PATIENCE),
             pipeline,
             batch: config.batch.clone(),
             crash_at: None,
@@ -126,7 +139,12 @@ impl Auditor {
             if self.consumer.take_assigned() {
                 self.pipeline.reload(&shutdown).await?;
             }
-            let batch = self.pipeline.process(&messages, &shutdown).await?;
+            self.watch()?;
+            let caught_up = self.consumer.caught_up();
+            let batch = self
+                .pipeline
+                .process(&messages, &caught_up, &shutdown)
+                .await?;
             if batch.events.is_empty() && batch.findings.is_empty() && batch.commit.is_empty() {
                 continue;
             }
@@ -142,6 +160,34 @@ impl Auditor {
             }
         }
         tracing::info!("auditor stopped");
+        Ok(())
+    }
+
+    /// Rejoins the group with a fresh consumer when the watchdog finds this one stuck.
+    fn watch(&mut self) -> Result<(), AuditorError> {
+        let assigned = !self.consumer.assigned().is_empty();
+        if assigned {
+            self.metrics.stalled.set(0);
+        }
+        if !self.watchdog.due(assigned) {
+            return Ok(());
+        }
+        let backlog = match self.consumer.backlog() {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the group's backlog");
+                return Ok(());
+            }
+        };
+        if self.watchdog.judge(backlog) == Verdict::Stalled {
+            tracing::warn!(
+                committed = backlog.committed,
+                end = backlog.end,
+                "no partitions assigned while the group's backlog stands still: rejoining with a fresh consumer"
+            );
+            self.metrics.stalled.set(1);
+            self.consumer = AuditConsumer::new(&self.kafka, self.metrics.clone())?;
+        }
         Ok(())
     }
 }

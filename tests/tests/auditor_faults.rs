@@ -158,3 +158,99 @@ async fn clickhouse_down_for_20_seconds_pauses_consumption_and_loses_nothing() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// Event `i` (1-based) of a live test chain: decisions, and every 20th a checkpoint promising the
+/// next within 2 s, so an auditor that stops reading for longer would see the chain as silent.
+fn live_body(i: u64) -> Vec<u8> {
+    use prost::Message;
+    use verdict_proto::pb::{self, event_body::Kind};
+    let kind = if i.is_multiple_of(20) {
+        Kind::Checkpoint(pb::Checkpoint {
+            head_seq: i - 1,
+            head_hash: vec![0; 32],
+            reason: "periodic".into(),
+            interval_secs: 2,
+        })
+    } else {
+        Kind::Decision(pb::Decision {
+            tool: "memory_read".into(),
+            decision: pb::DecisionKind::Allow as i32,
+            ..Default::default()
+        })
+    };
+    pb::EventBody {
+        time_unix_nanos: 1_700_000_000_000_000_000 + i as i64,
+        kind: Some(kind),
+    }
+    .encode_to_vec()
+}
+
+/// The attack on the witness: the auditor is `kill -9`ed and restarted three times while three
+/// gateways keep writing (100 events/s each, a checkpoint every 0.2 s). A restarted member must
+/// not sit on an empty assignment while the topic fills up, and an auditor that is not reading
+/// must not call the chains it does not hear silent: every row is stored within a bound, exactly
+/// once, and there is no finding at all — no `silent_chain` either, with a grace of 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_under_load_catches_up_with_no_false_silence() {
+    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
+    let (setup, key, _dir) = setup("kill9", &broker, &clickhouse).await;
+    let grace = [("VERDICT_AUDITOR_CHECKPOINT_GRACE_SECS", "3")];
+    let mut writers: Vec<_> = ["gw-1", "gw-2", "gw-3"]
+        .into_iter()
+        .map(|id| verdict_proto::ChainWriter::new(id, key.clone()))
+        .collect();
+    let producer = producer(&broker.bootstrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (producer, stop) = (producer.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                let mut tick = Vec::new();
+                for _ in 0..10 {
+                    i += 1;
+                    for writer in &mut writers {
+                        let event = writer.append(live_body(i));
+                        tick.push((event.chain_id.clone(), event.encode()));
+                    }
+                }
+                produce(&producer, TOPIC, &tick).await;
+                sent += tick.len() as u64;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            sent
+        })
+    };
+    let mut auditor = AuditorProcess::start_with_env(&setup, &grace).unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        auditor.kill();
+        auditor = AuditorProcess::start_with_env(&setup, &grace).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.cancel();
+    let total = load.await.unwrap();
+    // The bound: session expiry of the killed member (10 s) plus a rebalance and the backlog.
+    wait_committed(
+        &broker.bootstrap(),
+        "kill9",
+        TOPIC,
+        3,
+        total as i64,
+        Duration::from_secs(90),
+    )
+    .await;
+    let client = clickhouse.client();
+    assert_eq!(
+        count(&client, "SELECT count() FROM events FINAL").await,
+        total
+    );
+    assert_eq!(
+        count(&client, "SELECT count() FROM events").await,
+        total,
+        "written once"
+    );
+    let found = findings(&client).await;
+    assert!(found.is_empty(), "{found:?}\n{}", auditor.log());
+}
