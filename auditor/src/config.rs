@@ -2,15 +2,15 @@
 //! separates nesting, e.g. `VERDICT_AUDITOR_KAFKA__BROKERS=127.0.0.1:9092`).
 //!
 //! Unknown keys are errors, so a misspelt setting is reported instead of silently ignored. The
-//! trusted keys are loaded here too, once, so a weak or unreadable key stops the auditor at start
+//! trusted keys are loaded here too (with the one loader every verifier uses), once, so a weak or unreadable key stops the auditor at start
 //! instead of turning every event into a finding.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use verdict_proto::keys::KeyError;
-use verdict_proto::{PublicKey, TrustedKeys};
+use verdict_proto::{TrustError, TrustedKey, TrustedKeys};
+use verdict_schema::ClickHouseConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,9 +18,10 @@ pub struct AuditorConfig {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub clickhouse: ClickHouseConfig,
-    /// Public key files (`verdict.pub`, SPKI PEM), each optionally restricted to some chains.
+    /// Public key files (`verdict.pub`, SPKI PEM), each optionally restricted to some chains
+    /// (see `verdict_proto::trusted`).
     #[serde(default)]
-    pub trusted_keys: Vec<TrustedKeyConfig>,
+    pub trusted_keys: Vec<TrustedKey>,
     /// A directory whose `*.pub` and `*.pem` files are all trusted for every chain.
     #[serde(default)]
     pub trusted_keys_dir: Option<PathBuf>,
@@ -45,58 +46,6 @@ pub struct KafkaConfig {
     /// Consumer group; every auditor of one deployment shares it.
     #[serde(default = "default_group")]
     pub group: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
-    #[serde(default = "default_clickhouse_url")]
-    pub url: String,
-    #[serde(default = "default_database")]
-    pub database: String,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-impl ClickHouseConfig {
-    /// A client for these settings, shared by the auditor and the query service. Validation is
-    /// off: ClickHouse 18.16 does not speak RowBinaryWithNamesAndTypes.
-    pub fn client(&self) -> clickhouse::Client {
-        let mut client = clickhouse::Client::default()
-            .with_url(&self.url)
-            .with_database(&self.database)
-            .with_validation(false);
-        if let Some(user) = &self.user {
-            client = client.with_user(user);
-        }
-        if let Some(password) = &self.password {
-            client = client.with_password(password);
-        }
-        client
-    }
-}
-
-impl Default for ClickHouseConfig {
-    fn default() -> Self {
-        Self {
-            url: default_clickhouse_url(),
-            database: default_database(),
-            user: None,
-            password: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustedKeyConfig {
-    pub path: PathBuf,
-    /// Chains this key may sign; any chain when absent.
-    #[serde(default)]
-    pub chains: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,12 +80,6 @@ fn default_topic() -> String {
 fn default_group() -> String {
     "verdict-auditor".into()
 }
-fn default_clickhouse_url() -> String {
-    "http://127.0.0.1:8123".into()
-}
-fn default_database() -> String {
-    "default".into()
-}
 fn default_max_events() -> usize {
     5000
 }
@@ -151,13 +94,8 @@ fn default_grace() -> u64 {
 pub enum ConfigError {
     #[error(transparent)]
     Parse(#[from] verdict_service::config::ConfigError),
-    #[error("trusted key: {0}")]
-    Key(#[from] KeyError),
-    #[error("reading trusted_keys_dir {path}: {source}")]
-    KeyDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("no trusted keys configured: every event would be a finding")]
     NoKeys,
     #[error("batch.max_events must be at least 1")]
@@ -179,26 +117,7 @@ impl AuditorConfig {
 
     /// Reads every configured key file (each checked for weakness when parsed).
     pub fn trusted_keys(&self) -> Result<TrustedKeys, ConfigError> {
-        let mut keys = TrustedKeys::default();
-        for entry in &self.trusted_keys {
-            keys.add(PublicKey::read_pem_file(&entry.path)?, entry.chains.clone());
-        }
-        if let Some(dir) = &self.trusted_keys_dir {
-            let io = |source| ConfigError::KeyDir {
-                path: dir.clone(),
-                source,
-            };
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(io)?
-                .map(|entry| entry.map(|e| e.path()))
-                .collect::<Result<_, _>>()
-                .map_err(io)?;
-            paths.retain(|p| p.extension().is_some_and(|e| e == "pub" || e == "pem"));
-            paths.sort();
-            for path in paths {
-                keys.add(PublicKey::read_pem_file(&path)?, None);
-            }
-        }
+        let keys = TrustedKeys::load(&self.trusted_keys, self.trusted_keys_dir.as_deref())?;
         if keys.is_empty() {
             return Err(ConfigError::NoKeys);
         }

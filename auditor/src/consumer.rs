@@ -11,7 +11,6 @@
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
-use crate::rows::SourcePosition;
 use crate::watchdog::{Backlog, CaughtUp, Lags};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -22,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use verdict_schema::SourcePosition;
 
 /// One message as received.
 #[derive(Debug, Clone)]

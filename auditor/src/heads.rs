@@ -10,7 +10,6 @@
 //! and a chain is judged only where this auditor has read the topic to its end
 //! ([`CaughtUp`]): an auditor that stopped reading is no witness of silence.
 
-use crate::rows::{ChainHeadRow, EventRow, FindingRow};
 use crate::store::{Store, StoreError};
 use crate::watchdog::CaughtUp;
 use std::collections::HashMap;
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 use verdict_proto::pb::event_body::Kind;
 use verdict_proto::verify::ChainHead;
 use verdict_proto::{BreakKind, ChainVerifier, SignedEvent};
+use verdict_schema::{ChainHeadRow, EventRow, FindingRow};
 
 #[derive(Debug, Clone)]
 struct HeadInfo {
@@ -178,13 +178,13 @@ fn checkpoint_interval(event: &SignedEvent) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::SourcePosition;
     use crate::watchdog::Lags;
     use prost::Message;
     use std::collections::{BTreeMap, BTreeSet};
     use verdict_proto::pb;
     use verdict_proto::verify::EventStatus;
     use verdict_proto::{ChainWriter, SecretKey};
+    use verdict_schema::SourcePosition;
 
     fn checkpoint(reason: &str, interval_secs: u32) -> Vec<u8> {
         pb::EventBody {

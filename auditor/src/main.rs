@@ -4,8 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
-use verdict_auditor::service::CrashPoint;
-use verdict_auditor::{Auditor, AuditorConfig, Metrics};
+use verdict_auditor::{Auditor, AuditorConfig, CrashPoint, Metrics};
 use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict auditor: consumes the audit topic, verifies every event's signature and chain link

@@ -12,7 +12,6 @@ use crate::consumer::RawMessage;
 use crate::heads::Heads;
 use crate::metrics::Metrics;
 use crate::resolve::{needs_lookup, resolve, Action, Around, Known};
-use crate::rows::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
 use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::CaughtUp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use verdict_proto::verify::EventStatus;
 use verdict_proto::{BreakKind, ChainVerifier, Finding, SignedEvent, TrustedKeys};
+use verdict_schema::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
 
 /// The rows of one batch and the offsets to commit after storing them.
 #[derive(Debug, Default)]

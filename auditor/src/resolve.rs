@@ -30,9 +30,9 @@
 //! offset below the committed one cannot be delivered, so the only repeats the auditor sees are
 //! the uncommitted tail, which rule 1 absorbs.
 
-use crate::rows::SourcePosition;
 use verdict_proto::verify::{EventStatus, Verdict};
 use verdict_proto::{BreakKind, Finding, SignedEvent, ZERO_HASH};
+use verdict_schema::SourcePosition;
 
 /// A stored (or just written) event, as far as the rule needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

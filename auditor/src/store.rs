@@ -5,20 +5,21 @@
 //! `RowBinaryWithNamesAndTypes` format, and plain `RowBinary` works on every release. Every
 //! value in a query is bound with `?`, never spliced into the SQL.
 
-use crate::config::ClickHouseConfig;
 use crate::metrics::Metrics;
-use crate::rows::{ChainHeadRow, EventRow, FindingRow};
-use crate::schema::MIGRATIONS;
 use clickhouse::{Client, Row, RowOwned, RowWrite};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use verdict_schema::{ChainHeadRow, ClickHouseConfig, EventRow, FindingRow};
 
 #[derive(Debug, thiserror::Error)]
-#[error("clickhouse: {0}")]
-pub struct StoreError(#[from] clickhouse::error::Error);
+pub enum StoreError {
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error(transparent)]
+    Migration(#[from] verdict_schema::MigrationError),
+}
 
 /// What the auditor needs to know about an already stored event.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
@@ -31,22 +32,11 @@ pub struct StoredEvent {
     pub kafka_offset: i64,
 }
 
-#[derive(Debug, Row, Serialize, Deserialize)]
-struct MigrationRow {
-    version: u32,
-    description: String,
-}
-
 #[derive(Debug, Row, Deserialize)]
 struct EnvelopeOnly {
     #[serde(with = "serde_bytes")]
     envelope: Vec<u8>,
 }
-
-const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
-    version UInt32,
-    description String
-) ENGINE = ReplacingMergeTree ORDER BY version";
 
 #[derive(Clone)]
 pub struct Store {
@@ -63,40 +53,9 @@ impl Store {
         Self { client }
     }
 
-    /// A store over an already configured client (validation must be off for 18.16).
-    pub fn from_client(client: Client) -> Self {
-        Self { client }
-    }
-
-    /// Applies every migration not yet recorded in `schema_migrations`, in order. Statements are
-    /// idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
+    /// Applies the stored contract's migrations (see `verdict_schema::migrations`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.client.query(CREATE_MIGRATIONS).execute().await?;
-        let applied: BTreeSet<u32> = self
-            .client
-            .query("SELECT version, description FROM schema_migrations FINAL")
-            .fetch_all::<MigrationRow>()
-            .await?
-            .into_iter()
-            .map(|m| m.version)
-            .collect();
-        for &(version, description, statements) in MIGRATIONS {
-            if applied.contains(&version) {
-                continue;
-            }
-            for statement in statements {
-                self.client.query(statement).execute().await?;
-            }
-            self.insert(
-                "schema_migrations",
-                &[MigrationRow {
-                    version,
-                    description: description.into(),
-                }],
-            )
-            .await?;
-            tracing::info!(version, description, "applied migration");
-        }
+        verdict_schema::migrate(&self.client).await?;
         Ok(())
     }
 

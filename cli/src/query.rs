@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use verdict_auditor::rows::{parse_decision, parse_risk};
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
+use verdict_proto::pb::{DecisionKind, OutcomeKind, RiskClass};
+use verdict_proto::Label;
 
 #[derive(clap::Args)]
 pub struct Connection {
@@ -284,11 +285,15 @@ impl Filter {
             time,
             agents: self.agents.clone(),
             tools: self.tools.clone(),
-            // Enum names as stored, from the one mapping the auditor writes with.
-            risks: enums(&self.risks, |v| parse_risk(v).map(|r| r as i32), "risk")?,
+            // Enum names as stored, from the contract's one name table.
+            risks: enums(
+                &self.risks,
+                |v| RiskClass::from_label(v).map(i32::from),
+                "risk",
+            )?,
             decisions: enums(
                 &self.decisions,
-                |v| parse_decision(v).map(|d| d as i32),
+                |v| DecisionKind::from_label(v).map(i32::from),
                 "decision",
             )?,
             targets: self
@@ -385,7 +390,7 @@ fn or_dash(name: &'static str) -> &'static str {
 }
 
 fn decision_name(v: i32) -> &'static str {
-    or_dash(verdict_auditor::rows::decision_name(v))
+    or_dash(DecisionKind::label_of(v))
 }
 
 /// Prints rows as aligned columns.
@@ -426,7 +431,7 @@ fn attempt_row(a: &pb::Attempt) -> Vec<String> {
         a.tool.clone(),
         targets(&a.targets),
         decision_name(a.decision).to_owned(),
-        or_dash(verdict_auditor::rows::outcome_name(a.outcome)).to_owned(),
+        or_dash(OutcomeKind::label_of(a.outcome)).to_owned(),
         a.rule_id.clone(),
         format!("{}:{}", a.chain_id, a.seq),
         a.verification.clone(),
@@ -459,12 +464,12 @@ fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
         "client_version": a.client_version,
         "upstream": a.upstream,
         "tool": a.tool,
-        "risk": verdict_auditor::rows::risk_name(a.risk),
+        "risk": RiskClass::label_of(a.risk),
         "targets": a.targets.iter().map(|t| serde_json::json!({"name": t.name, "value": t.value})).collect::<Vec<_>>(),
-        "decision": verdict_auditor::rows::decision_name(a.decision),
+        "decision": DecisionKind::label_of(a.decision),
         "rule_id": a.rule_id,
         "reason": a.reason,
-        "outcome": verdict_auditor::rows::outcome_name(a.outcome),
+        "outcome": OutcomeKind::label_of(a.outcome),
         "approval_id": a.approval_id,
         "approver": a.approver,
         "chain_id": a.chain_id,

@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use verdict_journal::JournalReader;
 use verdict_proto::pb::event_body::Kind;
 use verdict_proto::verify::{ChainHead, EventStatus};
-use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys, ZERO_HASH};
+use verdict_proto::{ChainVerifier, SignedEvent, TrustedKey, TrustedKeys, ZERO_HASH};
 use verdict_query::export::{check_jsonl_record, ExportEnd};
 
 #[derive(clap::Args)]
@@ -43,9 +43,14 @@ pub struct Args {
     /// A gateway journal directory (`[audit] journal_dir`).
     #[arg(long, group = "source")]
     journal: Option<PathBuf>,
-    /// Trusted public key file (PEM; repeatable for rotated keys).
-    #[arg(long = "public-key", required = true)]
+    /// Trusted public key file (PEM; repeatable for rotated keys), trusted for every chain.
+    #[arg(long = "public-key", required_unless_present = "trusted_keys")]
     public_keys: Vec<PathBuf>,
+    /// A service config (the auditor's or the query service's TOML) whose `trusted_keys` and
+    /// `trusted_keys_dir` to trust, with their chain scopes: the same keys, loaded the same way,
+    /// give the same verdict offline as in the auditor and VerifyChain.
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
     /// The gateway is still running (a journal need not end with a shutdown checkpoint); needs
     /// --head, the newest head known from outside the journal.
     #[arg(long, requires = "head")]
@@ -73,11 +78,38 @@ fn parse_head(text: &str) -> Result<(u64, [u8; 32]), String> {
     Ok((seq, hash))
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
-    let mut keys = TrustedKeys::default();
-    for path in &args.public_keys {
-        keys.add(PublicKey::read_pem_file(path)?, None);
+/// The trusted keys of a service config; its other settings are not read.
+#[derive(serde::Deserialize)]
+struct KeysConfig {
+    #[serde(default)]
+    trusted_keys: Vec<TrustedKey>,
+    #[serde(default)]
+    trusted_keys_dir: Option<PathBuf>,
+}
+
+fn trusted_keys(args: &Args) -> Result<TrustedKeys> {
+    let mut entries: Vec<TrustedKey> = args
+        .public_keys
+        .iter()
+        .cloned()
+        .map(TrustedKey::Path)
+        .collect();
+    let mut dir = None;
+    if let Some(path) = &args.trusted_keys {
+        let config: KeysConfig =
+            verdict_service::config::load("trusted keys", Some(path), "VERDICT_VERIFY_", &[])?;
+        entries.extend(config.trusted_keys);
+        dir = config.trusted_keys_dir;
     }
+    let keys = TrustedKeys::load(&entries, dir.as_deref())?;
+    if keys.is_empty() {
+        anyhow::bail!("no trusted keys: give --public-key or a config with trusted_keys");
+    }
+    Ok(keys)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let keys = trusted_keys(&args)?;
     let mut check = ChainCheck::new(keys);
     let source = match (&args.export, &args.journal) {
         (Some(path), _) => {

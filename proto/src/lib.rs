@@ -2,9 +2,11 @@
 //! third-party verifier.
 //!
 //! This crate owns:
-//! - the protobuf messages and gRPC services generated from `proto/verdict/v1/*.proto` ([`pb`]);
+//! - the protobuf messages and gRPC services generated from `proto/verdict/v1/*.proto` ([`pb`]),
+//!   and the one name table of their enumerations ([`Label`]);
 //! - the event hash layout ([`hash`]) and Ed25519 key handling and key files ([`keys`]);
 //! - decoding shipped envelopes into checked values ([`envelope`]);
+//! - which keys are trusted for which chains ([`TrustedKeys`], one loader for every verifier);
 //! - appending to a chain ([`ChainWriter`]) and verifying one ([`ChainVerifier`]).
 //!
 //! It must not do I/O beyond reading and writing key files, and it never re-encodes a received
@@ -14,13 +16,17 @@ pub mod chain;
 pub mod envelope;
 pub mod hash;
 pub mod keys;
+pub mod names;
+pub mod trusted;
 pub mod verify;
 
 pub use chain::ChainWriter;
 pub use envelope::{EnvelopeError, SignedEvent};
 pub use hash::{event_hash, Hash, ZERO_HASH};
 pub use keys::{KeyError, PublicKey, SecretKey};
-pub use verify::{BreakKind, ChainVerifier, Finding, TrustedKeys, Verdict};
+pub use names::Label;
+pub use trusted::{TrustError, TrustedKey, TrustedKeys};
+pub use verify::{BreakKind, ChainVerifier, Finding, Verdict};
 
 /// Generated protobuf messages and gRPC services of package `verdict.v1`.
 pub mod pb {

@@ -11,9 +11,9 @@
 
 use crate::envelope::SignedEvent;
 use crate::hash::{Hash, ZERO_HASH};
-use crate::keys::PublicKey;
+use crate::trusted::TrustedKeys;
 use ed25519_dalek::{Signature, VerifyingKey};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Signatures verified together; one bad signature costs re-verifying only its chunk.
 const BATCH_CHUNK: usize = 64;
@@ -124,38 +124,6 @@ pub struct Verdict {
 pub struct ChainHead {
     pub seq: u64,
     pub hash: Hash,
-}
-
-/// Trusted public keys, each optionally restricted to the chains it may sign.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedKeys {
-    keys: HashMap<String, (PublicKey, Option<HashSet<String>>)>,
-}
-
-impl TrustedKeys {
-    /// `chains = None` lets the key sign any chain. Keys were checked for weakness when built.
-    pub fn add(&mut self, key: PublicKey, chains: Option<Vec<String>>) {
-        let chains = chains.map(|c| c.into_iter().collect());
-        self.keys.insert(key.key_id().to_owned(), (key, chains));
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    fn key_for(&self, event: &SignedEvent) -> Result<&PublicKey, BreakKind> {
-        let (key, chains) = self.keys.get(&event.key_id).ok_or(BreakKind::UnknownKey)?;
-        match chains {
-            Some(allowed) if !allowed.contains(&event.chain_id) => {
-                Err(BreakKind::KeyNotAllowedForChain)
-            }
-            _ => Ok(key),
-        }
-    }
 }
 
 #[derive(Debug, Default)]

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use verdict_proto::TrustedKey;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,9 +23,11 @@ pub struct QueryConfig {
     /// Bearer tokens of query clients (separate from the agents' API keys).
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
-    /// Public key files (PEM) whose signatures `VerifyChain` trusts.
+    /// Public key files (PEM) whose signatures `VerifyChain` trusts, each a path or a table
+    /// `{ path, chains }` scoping it to some chains — the auditor's shape and loader
+    /// (`verdict_proto::trusted`), so both give a chain the same verdict.
     #[serde(default)]
-    pub trusted_keys: Vec<PathBuf>,
+    pub trusted_keys: Vec<TrustedKey>,
     /// Serve gRPC over TLS (`[tls]` cert, key, optional client_ca); plaintext when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -34,7 +37,7 @@ pub struct QueryConfig {
 
 /// ClickHouse connection settings, the same as the auditor's (`[clickhouse]`: url, database, user,
 /// password).
-pub use verdict_auditor::config::ClickHouseConfig;
+pub use verdict_schema::ClickHouseConfig;
 
 /// A query client's token: `id` (who holds it; appears in logs) and `sha256` of the token.
 pub use verdict_service::credentials::Credential as TokenConfig;

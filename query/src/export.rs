@@ -19,9 +19,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use verdict_auditor::rows::{EventRow, SourcePosition};
 use verdict_proto::verify::EventStatus;
 use verdict_proto::SignedEvent;
+use verdict_schema::{EventRow, SourcePosition};
 
 /// Bytes per streamed export chunk.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -142,26 +142,32 @@ impl ExportRecord {
         line
     }
 
-    /// CSV header line, the field names in order.
-    pub fn csv_header() -> &'static str {
-        "chain_id,seq,time_unix_nanos,kind,agent_id,session,client_name,client_version,\
-         remote_addr,upstream,method,tool,risk,decision,rule_id,reason,policy_sha256,request_id,\
-         approval_id,approver,redaction,arguments_json,arguments_sha256,targets,decision_seq,\
-         outcome,outcome_message,latency_micros,checkpoint_reason,verification,hash,prev_hash,\
-         key_id,signature,body,envelope\n"
+    /// The field names in declaration order: the JSON key order, the CSV columns and header.
+    pub fn fields() -> &'static [&'static str] {
+        serde_aux::serde_introspection::serde_introspect::<Self>()
     }
 
-    /// One RFC 4180 line; `targets` is a JSON array in its cell.
+    /// CSV header line: [`ExportRecord::fields`], comma-separated.
+    pub fn csv_header() -> String {
+        let mut line = Self::fields().join(",");
+        line.push('\n');
+        line
+    }
+
+    /// One RFC 4180 line, the cells in [`ExportRecord::fields`] order; `targets` is a JSON array
+    /// in its cell.
     pub fn to_csv_line(&self) -> String {
-        let json = serde_json::to_value(self).expect("a record serialises");
-        let serde_json::Value::Object(fields) = json else {
+        let serde_json::Value::Object(mut values) =
+            serde_json::to_value(self).expect("a record serialises")
+        else {
             unreachable!("a record is an object")
         };
-        let cells: Vec<String> = fields
-            .into_iter()
-            .map(|(_, value)| match value {
-                serde_json::Value::String(s) => csv_cell(&s),
-                other => csv_cell(&other.to_string()),
+        let cells: Vec<String> = Self::fields()
+            .iter()
+            .map(|field| match values.remove(*field) {
+                Some(serde_json::Value::String(s)) => csv_cell(&s),
+                Some(other) => csv_cell(&other.to_string()),
+                None => String::new(),
             })
             .collect();
         let mut line = cells.join(",");
@@ -363,10 +369,30 @@ mod tests {
     }
 
     #[test]
-    fn csv_lines_quote_and_match_the_header() {
-        let line = record().to_csv_line();
-        assert!(line.contains("\"a \"\"quoted\"\", reason\""));
-        let header_cells = ExportRecord::csv_header().trim_end().split(',').count();
-        assert_eq!(header_cells, 36);
+    fn csv_columns_follow_the_header_by_name() {
+        let record = record();
+        let header = ExportRecord::csv_header();
+        let names: Vec<&str> = header.trim_end().split(',').collect();
+        assert_eq!(names.len(), 36);
+        assert_eq!(names[..4], ["chain_id", "seq", "time_unix_nanos", "kind"]);
+        // Every named column holds that field's value (the reason is quoted: it has a comma).
+        let line = record.to_csv_line();
+        let quoted = "\"a \"\"quoted\"\", reason\"";
+        let cells: Vec<String> = line
+            .trim_end()
+            .replace(quoted, "REASON")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(cells.len(), names.len());
+        let cell = |name: &str| cells[names.iter().position(|n| *n == name).unwrap()].clone();
+        assert_eq!(cell("chain_id"), record.chain_id);
+        assert_eq!(cell("seq"), record.seq.to_string());
+        assert_eq!(cell("tool"), "session_manager");
+        assert_eq!(cell("decision"), "deny");
+        assert_eq!(cell("reason"), "REASON");
+        assert_eq!(cell("hash"), record.hash);
+        assert_eq!(cell("envelope"), record.envelope);
+        assert_eq!(cell("targets"), "[]");
     }
 }

@@ -9,15 +9,15 @@
 //! are bounded, so a slow client slows the reads instead of filling memory. A client that goes
 //! away stops the encoder, whose dropped receiver stops the reader.
 
+use crate::api::QueryError;
 use crate::export::{ExportEnd, ExportRecord, CHUNK_BYTES};
 use crate::filter::Conditions;
 use crate::ocsf;
-use crate::service::QueryError;
 use crate::store::{ChainWalk, Store, StoreError};
 use tokio::sync::mpsc;
 use tonic::Status;
-use verdict_auditor::rows::EventRow;
 use verdict_proto::pb;
+use verdict_schema::EventRow;
 
 type ChunkResult = Result<pb::ExportChunk, Status>;
 
@@ -37,7 +37,7 @@ impl ExportStream {
         tokio::spawn(read_chains(self.store, self.chains, self.cond, batches_tx));
         let mut out = ChunkSender::new(tx);
         if self.format == pb::ExportFormat::Csv {
-            out.push(ExportRecord::csv_header()).await;
+            out.push(&ExportRecord::csv_header()).await;
         }
         let mut end = ExportEnd::default();
         while let Some(batch) = batches.recv().await {

@@ -10,8 +10,9 @@
 //! malformed filter never reaches ClickHouse.
 
 use serde::Serialize;
-use verdict_auditor::rows::{decision_name, risk_name};
 use verdict_proto::pb;
+use verdict_proto::pb::{DecisionKind, RiskClass};
+use verdict_proto::Label;
 
 /// Longest string accepted in any filter field, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
@@ -204,9 +205,14 @@ pub fn event_filter(
             .unzip();
         c.push(format!("({})", sql.join(" OR ")), params);
     }
-    let risks = enum_names("risks", &filter.risks, limits, risk_name)?;
+    let risks = enum_names("risks", &filter.risks, limits, RiskClass::label_of)?;
     c.any_equal("risk", risks);
-    let decisions = enum_names("decisions", &filter.decisions, limits, decision_name)?;
+    let decisions = enum_names(
+        "decisions",
+        &filter.decisions,
+        limits,
+        DecisionKind::label_of,
+    )?;
     c.any_equal("decision", decisions);
     if filter.targets.len() > limits.max_values {
         return Err(FilterError::TooMany {

@@ -2,26 +2,31 @@
 //! ClickHouse, served as `verdict.v1.AuditQuery` (tonic gRPC) with health, reflection and bearer
 //! token auth.
 //!
-//! - [`config`]: TOML + `VERDICT_QUERY_*` settings;
-//! - [`auth`]: query tokens (digests, constant-time comparison);
-//! - [`filter`] and [`paging`]: request filters and cursors → bound SQL fragments;
-//! - [`store`]: the ClickHouse reads; [`summary`]: Summarize from pre-aggregated hours;
-//!   [`service`]: the RPCs;
-//! - [`export`] and [`ocsf`]: export records (shared with the offline `verdict verify --export`);
-//!   [`export_stream`]: reading and encoding an export in two overlapping stages;
-//! - [`metrics`]: Prometheus `/metrics` and `/healthz`; [`server`]: wiring it all together.
+//! - `config`: TOML + `VERDICT_QUERY_*` settings;
+//! - `auth`: query tokens (digests, constant-time comparison);
+//! - `filter` and `paging`: request filters and cursors → bound SQL fragments;
+//! - `store`: the ClickHouse reads, through the stored contract (`verdict-schema`); `summary`:
+//!   Summarize from pre-aggregated hours; `api`: the RPCs;
+//! - `export` and `ocsf`: export records (the JSON-lines check is shared with the offline
+//!   `verdict verify --export`); `export_stream`: reading and encoding an export in two
+//!   overlapping stages;
+//! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
+//!
+//! It must not write to ClickHouse, splice a request value into SQL (every value is bound), or
+//! answer with anything but trusted events: untrusted material is a finding, never an event.
 
-pub mod auth;
-pub mod config;
+mod api;
+mod auth;
+mod config;
 pub mod export;
-pub mod export_stream;
-pub mod filter;
-pub mod metrics;
-pub mod ocsf;
-pub mod paging;
-pub mod server;
-pub mod service;
-pub mod store;
-pub mod summary;
+mod export_stream;
+mod filter;
+mod metrics;
+mod ocsf;
+mod paging;
+mod server;
+mod store;
+mod summary;
 
-pub use config::QueryConfig;
+pub use config::{ConfigError, QueryConfig};
+pub use server::{serve, ServeError};

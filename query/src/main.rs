@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, address.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    verdict_query::server::serve(config, grpc, metrics, shutdown_signal()).await?;
+    verdict_query::serve(config, grpc, metrics, shutdown_signal()).await?;
     tracing::info!("query service stopped");
     Ok(())
 }

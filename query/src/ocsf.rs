@@ -6,6 +6,8 @@
 
 use crate::export::ExportRecord;
 use serde_json::{json, Value};
+use verdict_proto::pb::{DecisionKind, RiskClass};
+use verdict_proto::Label;
 
 pub const CLASS_UID: u32 = 6003;
 const CATEGORY_UID: u32 = 6;
@@ -14,10 +16,10 @@ const OCSF_VERSION: &str = "1.3.0";
 /// OCSF `activity_id` of API Activity from the risk class: read → 2 Read, write → 3 Update,
 /// destructive → 4 Delete, otherwise 99 Other.
 fn activity(risk: &str) -> (u32, &'static str) {
-    match risk {
-        "read" => (2, "Read"),
-        "write" => (3, "Update"),
-        "destructive" => (4, "Delete"),
+    match RiskClass::from_label(risk) {
+        Some(RiskClass::Read) => (2, "Read"),
+        Some(RiskClass::Write) => (3, "Update"),
+        Some(RiskClass::Destructive) => (4, "Delete"),
         _ => (99, "Other"),
     }
 }
@@ -25,11 +27,11 @@ fn activity(risk: &str) -> (u32, &'static str) {
 /// `(status_id, severity_id)`: allowed and approved calls succeed (informational); refusals fail
 /// (medium); errors fail (high); outcomes and checkpoints are unknown-status informational.
 fn status(decision: &str) -> (u32, u32) {
-    match decision {
-        "allow" | "approved" => (1, 1),
-        "error" => (2, 4),
-        "" => (0, 1),
-        _ => (2, 3),
+    match DecisionKind::from_label(decision) {
+        Some(DecisionKind::Allow | DecisionKind::Approved) => (1, 1),
+        Some(DecisionKind::Error) => (2, 4),
+        None => (0, 1),
+        Some(_) => (2, 3),
     }
 }
 

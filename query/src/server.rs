@@ -7,10 +7,10 @@
 //! Reflection is served as v1 and v1alpha, since grpcurl 1.8 and Python's grpcio-reflection only
 //! speak v1alpha.
 
+use crate::api::QueryService;
 use crate::auth::{AuthConfigError, Tokens};
 use crate::config::{QueryConfig, TlsConfig};
 use crate::metrics::{self, Metrics};
-use crate::service::QueryService;
 use crate::store::Store;
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use verdict_proto::pb::audit_query_server::AuditQueryServer;
-use verdict_proto::{KeyError, PublicKey, TrustedKeys};
+use verdict_proto::{TrustError, TrustedKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Keys(#[from] TrustError),
     #[error("tls: reading {path}: {source}")]
     TlsFile {
         path: PathBuf,
@@ -59,15 +59,6 @@ fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
     Ok(config)
 }
 
-/// Reads the trusted public key files.
-pub fn trusted_keys(paths: &[PathBuf]) -> Result<TrustedKeys, KeyError> {
-    let mut keys = TrustedKeys::default();
-    for path in paths {
-        keys.add(PublicKey::read_pem_file(path)?, None);
-    }
-    Ok(keys)
-}
-
 /// Serves until `shutdown` completes, then drains in-flight requests.
 pub async fn serve(
     config: QueryConfig,
@@ -79,7 +70,7 @@ pub async fn serve(
         return Err(ServeError::NoTokens);
     }
     let tokens = Tokens::from_config(&config.tokens)?;
-    let keys = trusted_keys(&config.trusted_keys)?;
+    let keys = TrustedKeys::load(&config.trusted_keys, None)?;
     let timeout = Duration::from_secs(config.limits.request_timeout_secs);
     let store = Store::new(&config.clickhouse, config.limits.request_timeout_secs);
     let metrics = Arc::new(Metrics::new());

@@ -21,7 +21,7 @@ use crate::filter::{Bound, Conditions, Param};
 use crate::paging::{Cursor, Keyset, PageWindow, NANOS_PER_SEC};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use verdict_auditor::rows::{ChainHeadRow, EventRow, FindingRow};
+use verdict_schema::{ChainHeadRow, EventRow, FindingRow};
 
 pub use crate::summary::SummaryRow;
 

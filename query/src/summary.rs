@@ -2,7 +2,7 @@
 //! splits into whole hours (read from `event_counts`) and partial hours at its edges (counted from
 //! rows), and how the parts add up.
 //!
-//! `event_counts` (see `verdict_auditor::schema`) holds one count per hour × kind × agent × tool ×
+//! `event_counts` (see `verdict_schema::migrations`) holds one count per hour × kind × agent × tool ×
 //! risk × decision × upstream. A filter on anything else (targets, argument values, reason text,
 //! chain ids) cannot be answered from it, and falls back to counting rows.
 

@@ -1,22 +1,24 @@
-//! Rows for query tests, stored the way the auditor stores them: its migrations and its
-//! `Store`, with `events` rows built by its own mapping ([`EventRow::from_event`]) from real
+//! Rows for query tests, stored the way the auditor stores them: the stored contract's
+//! migrations, with `events` rows built by its one mapping ([`EventRow::from_event`]) from real
 //! `ChainWriter`-signed events, so the query service reads exactly what the auditor writes.
 
 use clickhouse::Client;
 use prost::Message;
-use verdict_auditor::rows::{EventRow, SourcePosition};
-use verdict_auditor::store::{Store, StoreError};
 use verdict_proto::pb::{self, event_body::Kind};
 use verdict_proto::verify::EventStatus;
 use verdict_proto::SignedEvent;
+use verdict_schema::{EventRow, MigrationError, SourcePosition};
 
 /// Creates the tables, as the auditor does at start-up.
-pub async fn migrate(client: &Client) -> Result<(), StoreError> {
-    Store::from_client(client.clone()).migrate().await
+pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
+    verdict_schema::migrate(client).await
 }
 
 /// Inserts events as the auditor stores verified events (not from Kafka: position -1).
-pub async fn store_events(client: &Client, events: &[SignedEvent]) -> Result<(), StoreError> {
+pub async fn store_events(
+    client: &Client,
+    events: &[SignedEvent],
+) -> Result<(), clickhouse::error::Error> {
     let unplaced = SourcePosition {
         partition: -1,
         offset: -1,
@@ -28,9 +30,11 @@ pub async fn store_events(client: &Client, events: &[SignedEvent]) -> Result<(),
                 .expect("test events have decodable bodies")
         })
         .collect();
-    Store::from_client(client.clone())
-        .insert_events(&rows)
-        .await
+    let mut insert = client.insert::<EventRow>("events").await?;
+    for row in &rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
 }
 
 /// A tool call decision, as the gateway would record it.

@@ -285,7 +285,7 @@ pub async fn statuses(client: &clickhouse::Client) -> Vec<StoredStatus> {
 }
 
 /// Every stored finding, deduplicated, ordered by chain, kind and seq.
-pub async fn findings(client: &clickhouse::Client) -> Vec<verdict_auditor::rows::FindingRow> {
+pub async fn findings(client: &clickhouse::Client) -> Vec<verdict_schema::FindingRow> {
     client
         .query(
             "SELECT kind, chain_id, seq, last_seq, detail, detected_at, detected_unix_nanos, \

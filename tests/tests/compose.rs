@@ -141,6 +141,6 @@ fn compose_runs_kafka_kraft_clickhouse_and_the_services_as_the_demo_does() {
 fn compose_configs_are_accepted_by_the_services_loaders() {
     let dir = root().join("deploy/compose");
     verdict_gateway::GatewayConfig::load(Some(&dir.join("gateway.toml"))).unwrap();
-    verdict_auditor::config::AuditorConfig::load(Some(&dir.join("auditor.toml"))).unwrap();
-    verdict_query::config::QueryConfig::load(Some(&dir.join("query.toml"))).unwrap();
+    verdict_auditor::AuditorConfig::load(Some(&dir.join("auditor.toml"))).unwrap();
+    verdict_query::QueryConfig::load(Some(&dir.join("query.toml"))).unwrap();
 }

@@ -82,7 +82,7 @@ async fn load(db: &clickhouse::Client, now: i64) -> Vec<Expected> {
             seq: event.seq,
             agent,
             tool,
-            decision: verdict_auditor::rows::decision_name(decision as i32),
+            decision: verdict_proto::Label::label(decision),
         });
         signed.push(event);
     }

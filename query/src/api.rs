@@ -21,10 +21,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
-use verdict_auditor::rows::{parse_decision, parse_outcome, parse_risk, ChainHeadRow, EventRow};
 use verdict_proto::pb::{self, audit_query_server::AuditQuery};
 use verdict_proto::verify::ChainHead;
+use verdict_proto::Label;
 use verdict_proto::{ChainVerifier, SignedEvent, TrustedKeys};
+use verdict_schema::{ChainHeadRow, EventRow};
 
 const DEFAULT_WHOTRIED_LIMIT: u32 = 1000;
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -557,7 +558,7 @@ fn attempt(row: &EventRow, outcome: &str) -> pb::Attempt {
         client_version: row.client_version.clone(),
         upstream: row.upstream.clone(),
         tool: row.tool.clone(),
-        risk: parse_risk(&row.risk).map_or(0, |r| r as i32),
+        risk: pb::RiskClass::from_label(&row.risk).map_or(0, i32::from),
         targets: row
             .target_names
             .iter()
@@ -567,10 +568,10 @@ fn attempt(row: &EventRow, outcome: &str) -> pb::Attempt {
                 value: value.clone(),
             })
             .collect(),
-        decision: parse_decision(&row.decision).map_or(0, |d| d as i32),
+        decision: pb::DecisionKind::from_label(&row.decision).map_or(0, i32::from),
         rule_id: row.rule_id.clone(),
         reason: row.reason.clone(),
-        outcome: parse_outcome(outcome).map_or(0, |o| o as i32),
+        outcome: pb::OutcomeKind::from_label(outcome).map_or(0, i32::from),
         approval_id: row.approval_id.clone(),
         approver: row.approver.clone(),
         chain_id: row.chain_id.clone(),
@@ -601,7 +602,7 @@ fn group(rows: Vec<crate::store::GroupRow>) -> Vec<pb::AttemptGroup> {
         group.first_unix_nanos = group.first_unix_nanos.min(row.first);
         group.last_unix_nanos = group.last_unix_nanos.max(row.last);
         group.counts.push(pb::DecisionCount {
-            decision: parse_decision(&row.decision).map_or(0, |d| d as i32),
+            decision: pb::DecisionKind::from_label(&row.decision).map_or(0, i32::from),
             count: row.count,
         });
     }

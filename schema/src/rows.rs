@@ -1,15 +1,15 @@
-//! Rows of the ClickHouse tables (see [`crate::schema`]), and the one mapping from a signed event
-//! to its `events` row.
+//! Rows of the ClickHouse tables (see [`crate::migrations`]), and the one mapping from a signed
+//! event to its `events` row.
 //!
 //! The auditor writes these structs and the query service reads them, so a column exists in one
-//! place only. Enumerations become their lowercase names ([`risk_name`], [`decision_name`],
-//! [`outcome_name`]); the query service maps them back with the same functions.
+//! place only. Enumerations are stored under their names from the contract's one name table
+//! ([`Label`]); readers map them back with the same table.
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use verdict_proto::pb::{self, event_body::Kind};
 use verdict_proto::verify::EventStatus;
-use verdict_proto::{EnvelopeError, SignedEvent};
+use verdict_proto::{EnvelopeError, Label, SignedEvent};
 
 /// One stored event: every body field as a column, plus the envelope for re-verification.
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
@@ -116,13 +116,13 @@ impl EventRow {
         self.upstream = d.upstream;
         self.method = d.method;
         self.tool = d.tool;
-        self.risk = risk_name(d.risk).into();
-        self.redaction = redaction_name(d.redaction).into();
+        self.risk = pb::RiskClass::label_of(d.risk).into();
+        self.redaction = pb::Redaction::label_of(d.redaction).into();
         self.arguments_json = d.arguments_json;
         self.arguments_sha256 = hex::encode(d.arguments_sha256);
         (self.target_names, self.target_values) =
             d.targets.into_iter().map(|t| (t.name, t.value)).unzip();
-        self.decision = decision_name(d.decision).into();
+        self.decision = pb::DecisionKind::label_of(d.decision).into();
         self.rule_id = d.rule_id;
         self.policy_sha256 = hex::encode(d.policy_sha256);
         self.reason = d.reason;
@@ -134,7 +134,7 @@ impl EventRow {
     fn fill_outcome(&mut self, o: pb::Outcome) {
         self.kind = "outcome".into();
         self.decision_seq = o.decision_seq;
-        self.outcome = outcome_name(o.kind).into();
+        self.outcome = pb::OutcomeKind::label_of(o.kind).into();
         self.jsonrpc_error_code = o.jsonrpc_error_code;
         self.outcome_message = o.message;
         self.latency_micros = o.latency_micros;
@@ -158,7 +158,7 @@ pub struct FindingRow {
     pub kafka_offset: i64,
 }
 
-/// The newest trusted event of a chain, as persisted for resumption and listing.
+/// The newest event of a chain, as persisted for resumption and listing.
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 pub struct ChainHeadRow {
     pub chain_id: String,
@@ -171,51 +171,3 @@ pub struct ChainHeadRow {
     pub updated_at: u32,
     pub version: u64,
 }
-
-macro_rules! names {
-    ($(#[$doc:meta])* $fn:ident, $parse:ident, $ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
-        $(#[$doc])*
-        pub fn $fn(value: i32) -> &'static str {
-            match <$ty>::try_from(value) {
-                $(Ok(<$ty>::$variant) => $name,)*
-                _ => "",
-            }
-        }
-
-        /// The enumeration value for a stored name (`None` for an unknown name).
-        pub fn $parse(name: &str) -> Option<$ty> {
-            match name {
-                $($name => Some(<$ty>::$variant),)*
-                _ => None,
-            }
-        }
-    };
-}
-
-names!(
-    /// `read`, `write`, `destructive`, or `""`.
-    risk_name, parse_risk, pb::RiskClass {
-        Read => "read", Write => "write", Destructive => "destructive",
-    }
-);
-names!(
-    /// The stored name of a decision kind, e.g. `rate_limited`.
-    decision_name, parse_decision, pb::DecisionKind {
-        Allow => "allow", Deny => "deny", Hide => "hide", RateLimited => "rate_limited",
-        ApprovalRequested => "approval_requested", Approved => "approved", Rejected => "rejected",
-        ApprovalExpired => "approval_expired", Error => "error",
-    }
-);
-names!(
-    /// The stored name of an outcome kind, e.g. `tool_error`.
-    outcome_name, parse_outcome, pb::OutcomeKind {
-        Ok => "ok", ToolError => "tool_error", JsonrpcError => "jsonrpc_error",
-        UpstreamUnreachable => "upstream_unreachable", Cancelled => "cancelled",
-    }
-);
-names!(
-    /// `full`, `redacted` or `hash`.
-    redaction_name, parse_redaction, pb::Redaction {
-        Full => "full", Redacted => "redacted", Hash => "hash",
-    }
-);

@@ -1,8 +1,7 @@
-//! The ClickHouse schema: the contract between the auditor (which writes it) and the query
-//! service (which reads it).
+//! The ClickHouse tables and their migrations.
 //!
 //! Migrations are versioned and idempotent: each runs once, in order, and is recorded in
-//! `schema_migrations`. The SQL is the subset common to ClickHouse 18.16 (Debian's package, used in
+//! `schema_migrations`; the auditor applies them at start ([`migrate`]). The SQL is the subset common to ClickHouse 18.16 (Debian's package, used in
 //! tests and local runs) and current releases: no DateTime64, Map, JSON, LowCardinality or TTL.
 //! Enumerations are stored as their lowercase names (`String`). Hashes (`hash`, `prev_hash`,
 //! `policy_sha256`, `arguments_sha256`, `evidence_sha256`) are lowercase hex; `envelope` and
@@ -27,9 +26,60 @@
 //! - `event_counts`: events per hour × kind × agent × tool × risk ×
 //!   decision × upstream, summed on merge, so dashboards aggregate tens of thousands of rows
 //!   instead of millions. It counts rows as inserted, which is exact because the auditor never
-//!   writes an event twice (see `crate::resolve`). Two auditors applying this migration at once,
+//!   writes an event twice (see the auditor's `resolve` module). Two auditors applying this migration at once,
 //!   or one still writing with the old version, can count rows stored meanwhile twice or not at
 //!   all; the README (operations) shows how to rebuild it from `events FINAL`.
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// A migration could not be read or applied.
+#[derive(Debug, thiserror::Error)]
+#[error("clickhouse migration: {0}")]
+pub struct MigrationError(#[from] clickhouse::error::Error);
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct MigrationRow {
+    version: u32,
+    description: String,
+}
+
+const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    description String
+) ENGINE = ReplacingMergeTree ORDER BY version";
+
+/// Applies every migration not yet recorded in `schema_migrations`, in order. Statements are
+/// idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
+pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
+    client.query(CREATE_MIGRATIONS).execute().await?;
+    let applied: BTreeSet<u32> = client
+        .query("SELECT version, description FROM schema_migrations FINAL")
+        .fetch_all::<MigrationRow>()
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    for &(version, description, statements) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        for statement in statements {
+            client.query(statement).execute().await?;
+        }
+        let mut insert = client.insert::<MigrationRow>("schema_migrations").await?;
+        insert
+            .write(&MigrationRow {
+                version,
+                description: description.into(),
+            })
+            .await?;
+        insert.end().await?;
+        tracing::info!(version, description, "applied migration");
+    }
+    Ok(())
+}
 
 /// The columns of `events` (and of the table migration 3 rebuilds it into).
 macro_rules! event_columns {

@@ -1,0 +1,177 @@
+//! Which public keys are trusted, and for which chains: the one type, config shape and loader
+//! used by every verifier — the auditor, the query service's VerifyChain and `verdict verify`.
+//!
+//! One loader, so the same chain gets the same verdict everywhere: a key scoped to some chains
+//! (`chains = [...]`) signs only those for all three, and an event it signs for another chain is
+//! `key_not_allowed_for_chain` in the auditor, in VerifyChain and offline alike.
+//!
+//! In a config file (TOML) an entry is either a path (trusted for every chain) or a table:
+//!
+//! ```toml
+//! trusted_keys = ["gw-1.pub", { path = "gw-2.pub", chains = ["gw-2"] }]
+//! trusted_keys_dir = "keys/"   # every *.pub / *.pem in it, for every chain
+//! ```
+
+use crate::envelope::SignedEvent;
+use crate::keys::{KeyError, PublicKey};
+use crate::verify::BreakKind;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Trusted public keys, each optionally restricted to the chains it may sign.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: HashMap<String, (PublicKey, Option<HashSet<String>>)>,
+}
+
+impl TrustedKeys {
+    /// `chains = None` lets the key sign any chain. Keys were checked for weakness when built.
+    pub fn add(&mut self, key: PublicKey, chains: Option<Vec<String>>) {
+        let chains = chains.map(|c| c.into_iter().collect());
+        self.keys.insert(key.key_id().to_owned(), (key, chains));
+    }
+
+    /// Reads every key of `entries`, then every `*.pub` / `*.pem` file of `dir` (for any chain).
+    pub fn load(entries: &[TrustedKey], dir: Option<&Path>) -> Result<Self, TrustError> {
+        let mut keys = Self::default();
+        for entry in entries {
+            let (path, chains) = match entry {
+                TrustedKey::Path(path) => (path, None),
+                TrustedKey::Scoped { path, chains } => (path, chains.clone()),
+            };
+            keys.add(PublicKey::read_pem_file(path)?, chains);
+        }
+        if let Some(dir) = dir {
+            for path in key_files(dir)? {
+                keys.add(PublicKey::read_pem_file(&path)?, None);
+            }
+        }
+        Ok(keys)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub(crate) fn key_for(&self, event: &SignedEvent) -> Result<&PublicKey, BreakKind> {
+        let (key, chains) = self.keys.get(&event.key_id).ok_or(BreakKind::UnknownKey)?;
+        match chains {
+            Some(allowed) if !allowed.contains(&event.chain_id) => {
+                Err(BreakKind::KeyNotAllowedForChain)
+            }
+            _ => Ok(key),
+        }
+    }
+}
+
+/// One configured key: a path (any chain), or a path with the only chains it may sign.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum TrustedKey {
+    Path(PathBuf),
+    Scoped {
+        path: PathBuf,
+        #[serde(default)]
+        chains: Option<Vec<String>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("trusted key: {0}")]
+    Key(#[from] KeyError),
+    #[error("reading the trusted keys directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The key files of `dir`, sorted.
+fn key_files(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {
+    let io = |source| TrustError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    paths.retain(|p| p.extension().is_some_and(|e| e == "pub" || e == "pem"));
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::write_keypair;
+    use crate::{ChainVerifier, ChainWriter, SecretKey};
+
+    #[test]
+    fn entries_are_paths_or_scoped_tables() {
+        #[derive(Deserialize)]
+        struct Config {
+            trusted_keys: Vec<TrustedKey>,
+        }
+        let config: Config = serde_json::from_str(
+            r#"{"trusted_keys": ["a.pub", {"path": "b.pub", "chains": ["gw-2"]}, {"path": "c.pub"}]}"#,
+        )
+        .unwrap();
+        let misspelt = serde_json::from_str::<Config>(
+            r#"{"trusted_keys": [{"path": "b.pub", "chainz": ["x"]}]}"#,
+        );
+        assert!(
+            misspelt.is_err(),
+            "a misspelt scope must not widen the key's trust"
+        );
+        assert_eq!(
+            config.trusted_keys,
+            vec![
+                TrustedKey::Path("a.pub".into()),
+                TrustedKey::Scoped {
+                    path: "b.pub".into(),
+                    chains: Some(vec!["gw-2".into()])
+                },
+                TrustedKey::Scoped {
+                    path: "c.pub".into(),
+                    chains: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scoped_key_signs_only_its_chains_and_a_directory_adds_keys_for_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let scoped = SecretKey::generate();
+        let (_, scoped_pub) = write_keypair(&dir.path().join("scoped"), &scoped, false).unwrap();
+        let any = SecretKey::generate();
+        write_keypair(&dir.path().join("many"), &any, false).unwrap();
+        let keys = TrustedKeys::load(
+            &[TrustedKey::Scoped {
+                path: scoped_pub,
+                chains: Some(vec!["gw-1".into()]),
+            }],
+            Some(&dir.path().join("many")),
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 2);
+        let mut verifier = ChainVerifier::new(keys);
+        let own = ChainWriter::new("gw-1", scoped.clone()).append(vec![1]);
+        let other = ChainWriter::new("gw-2", scoped).append(vec![1]);
+        assert!(verifier.verify(&own).finding.is_none());
+        assert_eq!(
+            verifier.verify(&other).finding.map(|f| f.kind),
+            Some(BreakKind::KeyNotAllowedForChain)
+        );
+        let anywhere = ChainWriter::new("gw-3", any).append(vec![1]);
+        assert!(verifier.verify(&anywhere).finding.is_none());
+    }
+}
