@@ -24,15 +24,16 @@ pub struct QueryService {
 
 impl QueryService {
     /// Starts `verdict-query` for the ClickHouse at `clickhouse_url`, trusting `public_key`
-    /// (a PEM file) for `VerifyChain`. `extra` is appended to the TOML config.
+    /// (a PEM file) for `VerifyChain` on every chain. `extra` is appended to the TOML config
+    /// (with no `public_key`, it may set `trusted_keys` itself).
     pub fn start(clickhouse_url: &str, public_key: Option<&Path>, extra: &str) -> Result<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = public_key
-            .map(|p| format!("{:?}", p.display().to_string()))
+            .map(|p| format!("trusted_keys = [{:?}]\n", p.display().to_string()))
             .unwrap_or_default();
         let config = format!(
             "listen = \"127.0.0.1:0\"\n\
-             trusted_keys = [{keys}]\n\
+             {keys}\
              {extra}\n\
              [clickhouse]\nurl = \"{clickhouse_url}\"\n\
              [[tokens]]\nid = \"test\"\nsha256 = \"{}\"\n",
