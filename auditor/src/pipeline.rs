@@ -17,7 +17,6 @@ use crate::watchdog::CaughtUp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use verdict_proto::verify::EventStatus;
 use verdict_proto::{BreakKind, ChainVerifier, Finding, SignedEvent, TrustedKeys};
 use verdict_schema::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
 

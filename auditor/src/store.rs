@@ -59,11 +59,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client.query("SELECT 1").execute().await?;
-        Ok(())
-    }
-
     pub async fn insert_events(&self, rows: &[EventRow]) -> Result<(), StoreError> {
         self.insert("events", rows).await
     }
