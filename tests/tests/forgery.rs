@@ -224,7 +224,8 @@ async fn a_keyless_forgery_at_future_seqs_hides_no_genuine_event() {
         "a forged attempt is answered: {:?}",
         everyone.attempts
     );
-    let grouped: Vec<(String, String, Vec<(i32, u64)>)> = everyone
+    type Group = (String, String, Vec<(i32, u64)>);
+    let grouped: Vec<Group> = everyone
         .groups
         .iter()
         .map(|g| {

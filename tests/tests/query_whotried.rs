@@ -165,7 +165,8 @@ async fn who_tried_to_delete_sessions() {
     assert_eq!(got, expected());
     assert!(!response.truncated);
 
-    let groups: Vec<(String, String, String, Vec<(i32, u64)>, i64, i64)> = response
+    type Group = (String, String, String, Vec<(i32, u64)>, i64, i64);
+    let groups: Vec<Group> = response
         .groups
         .iter()
         .map(|g| {
