@@ -1,0 +1,26 @@
+//! Every integration test in one binary: each module is one area, and they share one link of the
+//! gateway, auditor, query service and rdkafka instead of one per file (much cheaper on two
+//! cores). Run one area with `cargo test -p verdict-tests --test it -- MODULE::`.
+
+mod auditor_faults;
+mod auditor_group;
+mod auditor_stream;
+mod auditor_tamper;
+mod compose;
+mod end_to_end;
+mod forgery;
+mod gateway_approvals;
+mod gateway_audit;
+mod gateway_bad_input;
+mod gateway_policy;
+mod gateway_proxy;
+mod gateway_upstream_notifications;
+mod gateway_upstream_requests;
+mod query_bad_input;
+mod query_export;
+mod query_paging;
+mod query_tls;
+mod query_whotried;
+mod query_windows;
+mod smoke;
+mod trusted_keys;
