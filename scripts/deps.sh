@@ -1,5 +1,6 @@
 # Installs what Verdict's tests and demo need and a fresh Debian machine lacks. Sourced by
 # scripts/test and scripts/demo; every step is skipped when its tool is already there.
+#   - the clippy and rustfmt components (scripts/test checks lints and formatting)
 #   - clickhouse-server (Debian package; tests start private instances, never the system service)
 #   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
 #   - grpcio for Python (the query API's cross-language client test)
@@ -15,6 +16,11 @@ need_root() {
     echo sudo
   fi
 }
+
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+  say "adding the clippy and rustfmt components"
+  rustup component add clippy rustfmt
+fi
 
 if ! command -v clickhouse-server >/dev/null 2>&1; then
   say "installing clickhouse-server (apt)"
