@@ -227,7 +227,7 @@ impl HttpTransport {
             {
                 return Ok(message);
             }
-            self.from_server(message, mode).await;
+            self.handle_unsolicited(message, mode).await;
         }
         Err(UpstreamError::Unreachable(
             "SSE stream ended without a response".into(),
@@ -236,7 +236,7 @@ impl HttpTransport {
 
     /// Handles a message the upstream sent on its own: notifications go to the router, and a
     /// server request is answered (POSTed back in the session) rather than left waiting.
-    async fn from_server(&self, message: Value, mode: Option<&Mode>) {
+    async fn handle_unsolicited(&self, message: Value, mode: Option<&Mode>) {
         match (message.get("id"), message["method"].as_str()) {
             (None, Some(_)) => self.progress.forward(message),
             (Some(request_id), Some(method)) => {
@@ -287,7 +287,7 @@ impl HttpTransport {
                 Ok(message) if message.get("method").is_none() => {
                     return closed(true, "the upstream ended the subscription".into())
                 }
-                Ok(message) => self.from_server(message, Some(mode)).await,
+                Ok(message) => self.handle_unsolicited(message, Some(mode)).await,
                 Err(_) if data.is_empty() => {}
                 Err(_) => tracing::warn!("upstream stream event is not JSON; skipped"),
             }

@@ -132,7 +132,7 @@ impl NotificationRouter {
 
 enum Transport {
     Http(Arc<http::HttpTransport>),
-    Stdio(stdio::StdioTransport),
+    Stdio(Box<stdio::StdioTransport>),
 }
 
 impl Transport {
@@ -194,9 +194,9 @@ impl Upstream {
             UpstreamConfig::Http { url, headers } => Transport::Http(Arc::new(
                 http::HttpTransport::new(url, headers, Arc::clone(&progress)),
             )),
-            UpstreamConfig::Stdio { command, args, env } => Transport::Stdio(
+            UpstreamConfig::Stdio { command, args, env } => Transport::Stdio(Box::new(
                 stdio::StdioTransport::new(name, command, args, env, Arc::clone(&progress)),
-            ),
+            )),
         };
         Self {
             name: name.to_owned(),
