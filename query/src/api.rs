@@ -7,7 +7,7 @@
 
 use crate::config::Limits;
 use crate::export_stream::ExportStream;
-use crate::filter::{self, Conditions, FilterError, FilterLimits, EVENT_TIME, FINDING_TIME};
+use crate::filter::{self, Conditions, FilterError, FilterLimits, EVENT_TIME};
 use crate::metrics::Metrics;
 use crate::paging::{now_nanos, page_window, BadToken, Cursor};
 use crate::store::{ChainWalk, Store, StoreError};
@@ -97,7 +97,7 @@ impl QueryService {
     /// [`Self::event_conditions`] for decision events only.
     fn decision_conditions(&self, filter: Option<&pb::EventFilter>) -> Result<Conditions> {
         let mut cond = self.event_conditions(filter)?;
-        cond.push("kind = 'decision'", vec![]);
+        filter::decisions_only(&mut cond);
         Ok(cond)
     }
 
@@ -395,14 +395,7 @@ impl QueryService {
             self.limits.max_page_size,
         )?;
         let cursor = Cursor::decode(&req.page_token)?;
-        let limits = self.filter_limits();
-        let mut cond = Conditions::default();
-        filter::time_range(&mut cond, FINDING_TIME, req.time.as_ref(), limits)?;
-        cond.any_equal("kind", filter::texts("kinds", &req.kinds, limits)?);
-        cond.any_equal(
-            "chain_id",
-            filter::texts("chain_ids", &req.chain_ids, limits)?,
-        );
+        let cond = filter::finding_filter(&req, self.filter_limits())?;
         let mut rows = self
             .store
             .findings_page(&cond, cursor.as_ref(), size + 1)

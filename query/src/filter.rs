@@ -315,6 +315,23 @@ pub fn glob_to_like(glob: &str) -> Option<String> {
     Some(pattern)
 }
 
+/// Decision events only (WhoTried and its grouped view).
+pub fn decisions_only(cond: &mut Conditions) {
+    cond.push("kind = 'decision'", vec![]);
+}
+
+/// `ListFindings`' filter: detection time, finding kinds and chains.
+pub fn finding_filter(
+    req: &pb::ListFindingsRequest,
+    limits: FilterLimits,
+) -> Result<Conditions, FilterError> {
+    let mut cond = Conditions::default();
+    time_range(&mut cond, FINDING_TIME, req.time.as_ref(), limits)?;
+    cond.any_equal("kind", texts("kinds", &req.kinds, limits)?);
+    cond.any_equal("chain_id", texts("chain_ids", &req.chain_ids, limits)?);
+    Ok(cond)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
