@@ -62,12 +62,16 @@ async fn main() -> anyhow::Result<()> {
         true => Some(stop_signals().context("installing signal handlers")?),
         false => None,
     };
-    if let (Some(url), Some(stop)) = (&args.connect, stdio_stop) {
-        let key = std::env::var(API_KEY_ENV)
-            .with_context(|| format!("--connect needs the agent's API key in {API_KEY_ENV}"))?;
-        downstream::relay::run(url, &key, tokio::io::stdin(), tokio::io::stdout(), stop).await?;
-        return Ok(());
-    }
+    let stdio_stop = match (&args.connect, stdio_stop) {
+        (Some(url), Some(stop)) => {
+            let key = std::env::var(API_KEY_ENV)
+                .with_context(|| format!("--connect needs the agent's API key in {API_KEY_ENV}"))?;
+            let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
+            downstream::relay::run(url, &key, input, output, stop).await?;
+            return Ok(());
+        }
+        (_, stop) => stop,
+    };
     let config = GatewayConfig::load(args.config.as_deref())?;
     let mode = if args.stdio { "stdio" } else { "http" };
     let audit = Audit::open(&config.audit, mode).context("opening the audit trail")?;

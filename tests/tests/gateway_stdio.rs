@@ -101,9 +101,14 @@ async fn a_second_process_on_the_same_journal_is_refused_and_records_nothing() {
         );
     }
     let lock = first.journal_dir().join(verdict_journal::LOCK_FILE);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&lock).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&lock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(journal_events(&first.journal_dir()).len(), before, "nothing recorded by the refused processes");
+    assert_eq!(
+        journal_events(&first.journal_dir()).len(),
+        before,
+        "nothing recorded by the refused processes"
+    );
 
     // The first keeps deciding and recording.
     let client = verdict_tests::mcp::connect(&first.url(), AGENT_KEY).await;
@@ -126,10 +131,18 @@ async fn a_second_process_on_the_same_journal_is_refused_and_records_nothing() {
         .arg(first.public_key())
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}\n{}", String::from_utf8_lossy(&verify.stdout), stderr(&verify));
+    assert!(
+        verify.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        stderr(&verify)
+    );
     let events = journal_events(&first.journal_dir());
     assert!(trail::findings(&events, &first.public_key()).is_empty());
-    assert!(events.iter().filter_map(trail::decision).any(|d| d.rule_id == "no-delete"));
+    assert!(events
+        .iter()
+        .filter_map(trail::decision)
+        .any(|d| d.rule_id == "no-delete"));
 }
 
 /// The TypeScript SDK 2.x way: launch, `server/discover`, then stop (by `how`). The upstream
@@ -139,28 +152,52 @@ async fn stops_cleanly(how: &str) {
     let config = write_config(dir.path(), &config(dir.path(), &["--stay-after-eof"], ""));
     let mut gateway = stdio_gateway(dir.path(), &config, &[]);
     let discover = gateway
-        .request(1, "server/discover", json!({"_meta": {
+        .request(
+            1,
+            "server/discover",
+            json!({"_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": "ts-sdk", "version": "2.0.0"},
-            "io.modelcontextprotocol/clientCapabilities": {}}}))
+            "io.modelcontextprotocol/clientCapabilities": {}}}),
+        )
         .await;
-    assert!(discover["result"]["supportedVersions"].is_array(), "{discover}");
+    assert!(
+        discover["result"]["supportedVersions"].is_array(),
+        "{discover}"
+    );
     let gateway_pid = gateway.pid();
-    let children: Vec<_> = processes().into_iter().filter(|p| p.1 == gateway_pid).collect();
+    let children: Vec<_> = processes()
+        .into_iter()
+        .filter(|p| p.1 == gateway_pid)
+        .collect();
     let [(child, _, group)] = children.as_slice() else {
         panic!("expected one upstream child, found {children:?}");
     };
-    assert_eq!(child, group, "the upstream runs in a process group of its own");
+    assert_eq!(
+        child, group,
+        "the upstream runs in a process group of its own"
+    );
 
     match how {
         "EOF" => gateway.close_stdin(),
         signal => gateway.signal(signal),
     }
     let status = gateway.wait().await;
-    assert!(status.success(), "exit status after {how}: {status:?}; log:\n{}", gateway.log());
-    assert_eq!(proc_stat(*child), None, "the upstream (pid {child}) outlived the gateway");
+    assert!(
+        status.success(),
+        "exit status after {how}: {status:?}; log:\n{}",
+        gateway.log()
+    );
+    assert_eq!(
+        proc_stat(*child),
+        None,
+        "the upstream (pid {child}) outlived the gateway"
+    );
     let left: Vec<_> = processes().into_iter().filter(|p| p.2 == *group).collect();
-    assert!(left.is_empty(), "processes left in the upstream's group: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes left in the upstream's group: {left:?}"
+    );
 
     let events = journal_events(&dir.path().join("journal"));
     let last = events.last().unwrap().decode_body().unwrap();
@@ -216,7 +253,10 @@ fn pending(admin_url: &str, session_id: &str) -> String {
             assert_eq!(one["agent"], "agent-a");
             return one["approval_id"].as_str().unwrap().to_owned();
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the call was never held");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the call was never held"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -230,26 +270,46 @@ async fn approvals_work_for_a_stdio_launched_agent() {
     );
     let config = write_config(dir.path(), &config(dir.path(), &[], &admin));
     let ready = dir.path().join("ready");
-    let mut gateway = stdio_gateway(dir.path(), &config, &["--ready-file", ready.to_str().unwrap()]);
+    let mut gateway = stdio_gateway(
+        dir.path(),
+        &config,
+        &["--ready-file", ready.to_str().unwrap()],
+    );
     gateway.initialize("2025-06-18").await;
     for (id, session) in [(1, "s1"), (2, "s2")] {
         gateway
             .send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": delete_session(session)}))
             .await;
     }
-    let admin_url = format!("http://{}", std::fs::read_to_string(ready.with_extension("admin")).unwrap().trim());
+    let admin_url = format!(
+        "http://{}",
+        std::fs::read_to_string(ready.with_extension("admin"))
+            .unwrap()
+            .trim()
+    );
     let s1 = tokio::task::block_in_place(|| pending(&admin_url, "s1"));
     let s2 = tokio::task::block_in_place(|| pending(&admin_url, "s2"));
     let approved = tokio::task::block_in_place(|| approvals(&admin_url, &["approve", &s1]));
     assert!(approved.status.success(), "{}", stderr(&approved));
     let rejected = tokio::task::block_in_place(|| {
-        approvals(&admin_url, &["reject", &s2, "--reason", "세션은 사람이 삭제합니다"])
+        approvals(
+            &admin_url,
+            &["reject", &s2, "--reason", "세션은 사람이 삭제합니다"],
+        )
     });
     assert!(rejected.status.success(), "{}", stderr(&rejected));
-    let (reply1, reply2) = (gateway.reply_to(&json!(1)).await, gateway.reply_to(&json!(2)).await);
-    assert!(!text(&reply1).starts_with("[approval"), "approved: the call went on: {reply1}");
+    let (reply1, reply2) = (
+        gateway.reply_to(&json!(1)).await,
+        gateway.reply_to(&json!(2)).await,
+    );
     assert!(
-        text(&reply2).starts_with("[approval rejected] rule human-deletes by alice: 세션은 사람이 삭제합니다"),
+        !text(&reply1).starts_with("[approval"),
+        "approved: the call went on: {reply1}"
+    );
+    assert!(
+        text(&reply2).starts_with(
+            "[approval rejected] rule human-deletes by alice: 세션은 사람이 삭제합니다"
+        ),
         "{reply2}"
     );
     gateway.close_stdin();
@@ -260,7 +320,13 @@ async fn approvals_work_for_a_stdio_launched_agent() {
         .iter()
         .filter_map(trail::decision)
         .filter(|d| d.tool == "session_manager")
-        .map(|d| (d.approval_id, DecisionKind::try_from(d.decision).unwrap(), d.approver))
+        .map(|d| {
+            (
+                d.approval_id,
+                DecisionKind::try_from(d.decision).unwrap(),
+                d.approver,
+            )
+        })
         .collect();
     steps.sort();
     let mut expected = vec![
@@ -283,7 +349,10 @@ async fn a_line_that_is_not_utf8_gets_a_parse_error_and_serving_goes_on() {
     assert_eq!(error["error"]["code"], -32700, "{error}");
     assert_eq!(error["id"], Value::Null);
     let reply = gateway.initialize("2025-06-18").await;
-    assert_eq!(reply["result"]["protocolVersion"], "2025-06-18", "still serving: {reply}");
+    assert_eq!(
+        reply["result"]["protocolVersion"], "2025-06-18",
+        "still serving: {reply}"
+    );
     let pong = gateway.request(1, "ping", json!({})).await;
     assert_eq!(pong["result"], json!({}));
     gateway.close_stdin();
@@ -298,20 +367,40 @@ async fn a_2024_11_05_client_is_answered_in_2024_11_05_over_stdio() {
     let reply = gateway.initialize("2024-11-05").await;
     assert_eq!(reply["result"]["protocolVersion"], "2024-11-05", "{reply}");
     let tools = gateway.request(1, "tools/list", json!({})).await;
-    let names: Vec<_> = tools["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].clone()).collect();
+    let names: Vec<_> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
     assert!(names.contains(&json!("session_manager")), "{tools}");
-    let denied = gateway.request(2, "tools/call", delete_session("s-denied")).await;
-    assert!(text(&denied).starts_with("[policy denied] rule no-delete"), "{denied}");
+    let denied = gateway
+        .request(2, "tools/call", delete_session("s-denied"))
+        .await;
+    assert!(
+        text(&denied).starts_with("[policy denied] rule no-delete"),
+        "{denied}"
+    );
     gateway.close_stdin();
     assert!(gateway.wait().await.success());
 }
 
 /// The JSON-RPC message of an HTTP reply, JSON or a one-message SSE stream.
 async fn http_reply(response: reqwest::Response) -> Value {
-    let sse = response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream");
+    let sse = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream");
     let body = response.text().await.unwrap();
     let json = match sse {
-        true => body.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty()).last().unwrap().to_owned(),
+        true => body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .last()
+            .unwrap()
+            .to_owned(),
         false => body,
     };
     serde_json::from_str(&json).unwrap()
@@ -337,12 +426,23 @@ async fn a_2024_11_05_client_is_answered_in_2024_11_05_over_http() {
         "protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "old-host", "version": "1"}}}), None)
         .await
         .unwrap();
-    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let reply = http_reply(init).await;
     assert_eq!(reply["result"]["protocolVersion"], "2024-11-05", "{reply}");
-    let initialized = post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), Some(&session)).await.unwrap();
+    let initialized = post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(&session),
+    )
+    .await
+    .unwrap();
     assert!(initialized.status().is_success());
     // 2024-11-05 clients send no MCP-Protocol-Version header.
     let denied = http_reply(post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": delete_session("s-denied")}), Some(&session)).await.unwrap()).await;
-    assert!(text(&denied).starts_with("[policy denied] rule no-delete"), "{denied}");
+    assert!(
+        text(&denied).starts_with("[policy denied] rule no-delete"),
+        "{denied}"
+    );
 }

@@ -70,8 +70,13 @@ async fn try_delete(relay: &mut StdioProcess, index: usize, agent: &str) {
         params["_meta"] = stateless_meta(agent);
     }
     let reply = relay.request(1, "tools/call", params).await;
-    let text = reply["result"]["content"][0]["text"].as_str().unwrap_or_default();
-    assert!(text.starts_with("[policy denied] rule no-delete"), "{agent}: {reply}");
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("[policy denied] rule no-delete"),
+        "{agent}: {reply}"
+    );
 }
 
 /// Rewrites the policy (same rules, new bytes) until every handshake-era relay has been told
@@ -127,7 +132,13 @@ async fn several_relays_at_once_leave_one_clean_trail_that_names_every_agent() {
     // All copies launched at the same moment, then driven concurrently.
     let relays: Vec<StdioProcess> = AGENTS
         .iter()
-        .map(|agent| relay(&gateway.url(), &agent_key(agent), &dir.path().join(format!("{agent}.log"))))
+        .map(|agent| {
+            relay(
+                &gateway.url(),
+                &agent_key(agent),
+                &dir.path().join(format!("{agent}.log")),
+            )
+        })
         .collect();
     let sessions = relays.into_iter().enumerate().map(|(index, mut relay)| {
         tokio::spawn(async move {
@@ -147,50 +158,93 @@ async fn several_relays_at_once_leave_one_clean_trail_that_names_every_agent() {
             _ => relay.signal("TERM"),
         }
         let status = relay.wait().await;
-        assert!(status.success(), "{}: {status:?}\n{}", AGENTS[index], relay.log());
-        assert!(!relay.log().contains(&agent_key(AGENTS[index])), "the key is never logged");
+        assert!(
+            status.success(),
+            "{}: {status:?}\n{}",
+            AGENTS[index],
+            relay.log()
+        );
+        assert!(
+            !relay.log().contains(&agent_key(AGENTS[index])),
+            "the key is never logged"
+        );
     }
 
     // A refused key and an unreachable gateway are JSON-RPC errors for the request.
-    let mut stranger = relay(&gateway.url(), "not-a-key", &dir.path().join("stranger.log"));
+    let mut stranger = relay(
+        &gateway.url(),
+        "not-a-key",
+        &dir.path().join("stranger.log"),
+    );
     let refused = stranger.initialize("2025-06-18").await;
     assert_eq!(refused["error"]["code"], -32001, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("VERDICT_API_KEY (HTTP 401"));
-    let closed = format!("http://127.0.0.1:{}/mcp", verdict_tests::process::free_port());
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("VERDICT_API_KEY (HTTP 401"));
+    let closed = format!(
+        "http://127.0.0.1:{}/mcp",
+        verdict_tests::process::free_port()
+    );
     let mut lost = relay(&closed, &agent_key("desk-a"), &dir.path().join("lost.log"));
     let unreachable = lost.initialize("2025-06-18").await;
     assert_eq!(unreachable["error"]["code"], -32000, "{unreachable}");
-    assert!(unreachable["error"]["message"].as_str().unwrap().contains("unreachable"));
+    assert!(unreachable["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unreachable"));
 
     // The answer: every agent's denied delete, verified, and no finding.
     let filter = pb::EventFilter {
         tools: vec!["session_manager".into()],
-        arguments: vec![pb::ArgumentMatch { key: "action".into(), value: "delete_session".into() }],
+        arguments: vec![pb::ArgumentMatch {
+            key: "action".into(),
+            value: "delete_session".into(),
+        }],
         ..Default::default()
     };
     let mut client = query.client().await;
     let start = Instant::now();
     let attempts = loop {
         let answer = client
-            .who_tried(authed(pb::WhoTriedRequest { filter: Some(filter.clone()), grouped: false, limit: 0 }, TOKEN))
+            .who_tried(authed(
+                pb::WhoTriedRequest {
+                    filter: Some(filter.clone()),
+                    grouped: false,
+                    limit: 0,
+                },
+                TOKEN,
+            ))
             .await
             .unwrap()
             .into_inner();
         if answer.attempts.len() >= AGENTS.len() {
             break answer.attempts;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "not queryable within 60 s: {answer:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not queryable within 60 s: {answer:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let named: BTreeSet<_> = attempts
         .iter()
         .map(|a| {
-            assert_eq!((a.chain_id.as_str(), a.verification.as_str()), (CHAIN, "verified"));
-            assert_eq!(DecisionKind::try_from(a.decision).unwrap(), DecisionKind::Deny);
+            assert_eq!(
+                (a.chain_id.as_str(), a.verification.as_str()),
+                (CHAIN, "verified")
+            );
+            assert_eq!(
+                DecisionKind::try_from(a.decision).unwrap(),
+                DecisionKind::Deny
+            );
             (a.agent_id.clone(), a.targets[0].value.clone())
         })
         .collect();
-    let expected: BTreeSet<_> = AGENTS.iter().map(|a| (a.to_string(), format!("s-{a}"))).collect();
+    let expected: BTreeSet<_> = AGENTS
+        .iter()
+        .map(|a| (a.to_string(), format!("s-{a}")))
+        .collect();
     assert_eq!(named, expected);
     let findings = client
         .list_findings(authed(pb::ListFindingsRequest::default(), TOKEN))
@@ -200,7 +254,14 @@ async fn several_relays_at_once_leave_one_clean_trail_that_names_every_agent() {
         .findings;
     assert!(findings.is_empty(), "no integrity findings: {findings:?}");
     let report = client
-        .verify_chain(authed(pb::VerifyChainRequest { chain_id: CHAIN.into(), from_seq: 0, to_seq: 0 }, TOKEN))
+        .verify_chain(authed(
+            pb::VerifyChainRequest {
+                chain_id: CHAIN.into(),
+                from_seq: 0,
+                to_seq: 0,
+            },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();

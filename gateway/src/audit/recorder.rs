@@ -105,12 +105,13 @@ pub struct Recorder {
 impl Recorder {
     /// Opens the journal, continues the chain from its last record, and starts the thread.
     pub fn open(settings: RecorderSettings) -> Result<Self, OpenError> {
-        let lock = JournalLock::acquire(&settings.journal_dir, settings.writer_mode).map_err(
-            |error| match error {
-                locked @ JournalError::Locked { .. } => OpenError::InUse(locked),
-                other => OpenError::Journal(other),
-            },
-        )?;
+        let lock =
+            JournalLock::acquire(&settings.journal_dir, settings.writer_mode).map_err(|error| {
+                match error {
+                    locked @ JournalError::Locked { .. } => OpenError::InUse(locked),
+                    other => OpenError::Journal(other),
+                }
+            })?;
         let (journal, recovery) = JournalWriter::open(
             &settings.journal_dir,
             settings.segment_bytes,

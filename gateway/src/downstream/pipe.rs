@@ -47,7 +47,11 @@ pub struct PipeReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> PipeReader<R> {
-    pub fn new(input: R, max_bytes: usize, stop: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub fn new(
+        input: R,
+        max_bytes: usize,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
         Self {
             lines: BufReader::new(input).split(b'\n'),
             max_bytes,

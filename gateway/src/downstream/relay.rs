@@ -79,7 +79,8 @@ pub async fn run(
         let message = match serde_json::from_slice::<Value>(&line) {
             Ok(message) => message,
             Err(error) => {
-                let reply = jsonrpc::error(Value::Null, PARSE_ERROR, &format!("Parse error: {error}"));
+                let reply =
+                    jsonrpc::error(Value::Null, PARSE_ERROR, &format!("Parse error: {error}"));
                 let _ = out.send(reply).await;
                 continue;
             }
@@ -127,13 +128,18 @@ impl Relay {
         let response = match self.post(&message).send().await {
             Ok(response) => response,
             Err(error) => {
-                let why = format!("the Verdict gateway at {} is unreachable: {error}", self.url);
+                let why = format!(
+                    "the Verdict gateway at {} is unreachable: {error}",
+                    self.url
+                );
                 return self.fail(id, UPSTREAM_UNAVAILABLE, why).await;
             }
         };
         let status = response.status();
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            let why = format!("the Verdict gateway refused the API key in VERDICT_API_KEY (HTTP {status})");
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let why = format!(
+                "the Verdict gateway refused the API key in VERDICT_API_KEY (HTTP {status})"
+            );
             return self.fail(id, UNAUTHORIZED, why).await;
         }
         let initialize = message["method"] == "initialize";
@@ -163,7 +169,9 @@ impl Relay {
                 }
             }
             _ => {
-                let why = format!("the Verdict gateway answered HTTP {status} without a JSON-RPC response");
+                let why = format!(
+                    "the Verdict gateway answered HTTP {status} without a JSON-RPC response"
+                );
                 self.fail(id, UPSTREAM_UNAVAILABLE, why).await;
             }
         }

@@ -61,9 +61,7 @@ pub async fn serve(
                     let _ = out.send(Value::Array(replies)).await;
                 }
             },
-            Ok(Body::Single(message)) => {
-                dispatch(&gateway, &session, message, &out, &mut inflight)
-            }
+            Ok(Body::Single(message)) => dispatch(&gateway, &session, message, &out, &mut inflight),
         }
     }
     inflight.drain().await;

@@ -12,19 +12,19 @@
 
 use super::{NotificationRouter, UpstreamError};
 use crate::jsonrpc;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 /// Lines queued for the child's stdin.
@@ -203,7 +203,9 @@ impl StdioTransport {
 fn signal_group(group: Pid, signal: Signal) {
     match killpg(group, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(error) => tracing::warn!(%error, ?signal, "could not signal a stdio upstream's process group"),
+        Err(error) => {
+            tracing::warn!(%error, ?signal, "could not signal a stdio upstream's process group")
+        }
     }
 }
 
