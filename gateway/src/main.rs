@@ -53,8 +53,16 @@ struct Args {
 /// Where a relay finds the agent's API key (never argv, which other local users can read).
 const API_KEY_ENV: &str = "VERDICT_API_KEY";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let result = runtime.block_on(run());
+    // Stdin is read by a blocking thread that cannot be interrupted; waiting for it would keep a
+    // stopped stdio gateway alive until its client writes another line.
+    runtime.shutdown_background();
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
     // Installed first: a client that signals right after the handshake must not kill us uncleanly.
