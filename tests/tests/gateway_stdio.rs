@@ -398,7 +398,7 @@ async fn http_reply(response: reqwest::Response) -> Value {
             .filter_map(|l| l.strip_prefix("data:"))
             .map(str::trim)
             .filter(|d| !d.is_empty())
-            .last()
+            .next_back()
             .unwrap()
             .to_owned(),
         false => body,

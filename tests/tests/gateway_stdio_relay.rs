@@ -63,7 +63,7 @@ fn stateless_meta(agent: &str) -> Value {
 async fn try_delete(relay: &mut StdioProcess, index: usize, agent: &str) {
     let mut params = json!({"name": "session_manager",
         "arguments": {"action": "delete_session", "session_id": format!("s-{agent}"), "confirm": true}});
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         let init = relay.initialize("2025-06-18").await;
         assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
     } else {
