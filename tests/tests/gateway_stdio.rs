@@ -1,8 +1,9 @@
 //! The standalone stdio gateway (`--stdio --agent`) as desktop clients run it: one writer per
 //! journal (a second process on the same config is refused and records nothing), stopped by
 //! SIGTERM/SIGINT/SIGHUP or the end of stdin with a shutdown checkpoint and no orphaned upstream,
-//! approvals through the admin API, a parse error (not an exit) for bytes that are not UTF-8, and
-//! the 2024-11-05 revision for older clients, over stdio and Streamable HTTP.
+//! approvals through the admin API (standalone, and behind a `--connect` relay), a parse error
+//! (not an exit) for bytes that are not UTF-8, and the 2024-11-05 revision for older clients,
+//! over stdio and Streamable HTTP.
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -261,46 +262,36 @@ fn pending(admin_url: &str, session_id: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approvals_work_for_a_stdio_launched_agent() {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = format!(
+fn admin_config() -> String {
+    format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nid = \"alice\"\napi_key_sha256 = \"{}\"\n",
         key_digest(ADMIN_TOKEN)
-    );
-    let config = write_config(dir.path(), &config(dir.path(), &[], &admin));
-    let ready = dir.path().join("ready");
-    let mut gateway = stdio_gateway(
-        dir.path(),
-        &config,
-        &["--ready-file", ready.to_str().unwrap()],
-    );
-    gateway.initialize("2025-06-18").await;
+    )
+}
+
+/// Over `client` (initialized), two deletes are held; a human approves the first and rejects
+/// the second with `verdict approvals`; the client reads each outcome, and `journal` records
+/// both steps of each, bound to their approval ids. Input ends and the client exits 0.
+async fn approve_one_reject_one(mut client: StdioProcess, admin_url: &str, journal: &Path) {
     for (id, session) in [(1, "s1"), (2, "s2")] {
-        gateway
+        client
             .send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": delete_session(session)}))
             .await;
     }
-    let admin_url = format!(
-        "http://{}",
-        std::fs::read_to_string(ready.with_extension("admin"))
-            .unwrap()
-            .trim()
-    );
-    let s1 = tokio::task::block_in_place(|| pending(&admin_url, "s1"));
-    let s2 = tokio::task::block_in_place(|| pending(&admin_url, "s2"));
-    let approved = tokio::task::block_in_place(|| approvals(&admin_url, &["approve", &s1]));
+    let s1 = tokio::task::block_in_place(|| pending(admin_url, "s1"));
+    let s2 = tokio::task::block_in_place(|| pending(admin_url, "s2"));
+    let approved = tokio::task::block_in_place(|| approvals(admin_url, &["approve", &s1]));
     assert!(approved.status.success(), "{}", stderr(&approved));
     let rejected = tokio::task::block_in_place(|| {
         approvals(
-            &admin_url,
+            admin_url,
             &["reject", &s2, "--reason", "세션은 사람이 삭제합니다"],
         )
     });
     assert!(rejected.status.success(), "{}", stderr(&rejected));
     let (reply1, reply2) = (
-        gateway.reply_to(&json!(1)).await,
-        gateway.reply_to(&json!(2)).await,
+        client.reply_to(&json!(1)).await,
+        client.reply_to(&json!(2)).await,
     );
     assert!(
         !text(&reply1).starts_with("[approval"),
@@ -312,11 +303,10 @@ async fn approvals_work_for_a_stdio_launched_agent() {
         ),
         "{reply2}"
     );
-    gateway.close_stdin();
-    assert!(gateway.wait().await.success());
+    client.close_stdin();
+    assert!(client.wait().await.success());
 
-    let events = journal_events(&dir.path().join("journal"));
-    let mut steps: Vec<_> = events
+    let mut steps: Vec<_> = journal_events(journal)
         .iter()
         .filter_map(trail::decision)
         .filter(|d| d.tool == "session_manager")
@@ -337,6 +327,35 @@ async fn approvals_work_for_a_stdio_launched_agent() {
     ];
     expected.sort();
     assert_eq!(steps, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_work_for_a_standalone_stdio_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config(dir.path(), &[], &admin_config()));
+    let ready = dir.path().join("ready");
+    let mut gateway = stdio_gateway(
+        dir.path(),
+        &config,
+        &["--ready-file", ready.to_str().unwrap()],
+    );
+    gateway.initialize("2025-06-18").await;
+    let admin = std::fs::read_to_string(ready.with_extension("admin")).unwrap();
+    let admin_url = format!("http://{}", admin.trim());
+    approve_one_reject_one(gateway, &admin_url, &dir.path().join("journal")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_work_for_an_agent_behind_a_stdio_relay() {
+    let setup = tempfile::tempdir().unwrap();
+    let gateway = HttpProcess::gateway(&config(setup.path(), &[], &admin_config())).unwrap();
+    let mut command = tokio::process::Command::new(gateway_bin());
+    command
+        .args(["--stdio", "--connect", &gateway.url()])
+        .env("VERDICT_API_KEY", AGENT_KEY);
+    let mut relay = StdioProcess::spawn(command, &setup.path().join("relay.log"));
+    relay.initialize("2025-06-18").await;
+    approve_one_reject_one(relay, &gateway.admin_url(), &gateway.journal_dir()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
