@@ -416,8 +416,7 @@ async fn http_reply(response: reqwest::Response) -> Value {
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .next_back()
+            .rfind(|d| !d.is_empty())
             .unwrap()
             .to_owned(),
         false => body,
