@@ -98,6 +98,11 @@ impl Gateway {
         self.refresh_catalog().await;
     }
 
+    /// Stops the upstream processes the gateway launched (at shutdown, after the last call).
+    pub async fn stop_upstreams(&self) {
+        futures_util::future::join_all(self.upstreams.iter().map(Upstream::stop)).await;
+    }
+
     /// Handles one request. Notifications for the agent go to `out`.
     pub async fn handle_request(
         &self,

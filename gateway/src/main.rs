@@ -14,26 +14,35 @@ use verdict_gateway::audit::{Audit, Recorder};
 use verdict_gateway::downstream;
 use verdict_gateway::{Gateway, GatewayConfig};
 use verdict_service::credentials::Credentials;
-use verdict_service::process::{init_tracing, shutdown_signal};
+use verdict_service::process::{init_tracing, shutdown_signal, stop_signals};
 
 /// Verdict gateway: an MCP proxy that decides and audits every agent tool call.
 ///
 /// Serves Streamable HTTP at http://LISTEN/mcp (agents authenticate with `Authorization: Bearer
-/// <api key>`), or stdio with --stdio for clients that launch a command. Every setting in the
-/// TOML config can be overridden by an environment variable VERDICT_GATEWAY_<KEY> (nested keys
-/// joined with `__`).
+/// <api key>`), or stdio with --stdio for clients that launch a command: standalone with
+/// `--agent` (its own journal, which only one process may write), or relaying to a running HTTP
+/// gateway with `--connect` (any number of copies; the agent's key in VERDICT_API_KEY). Every
+/// setting in the TOML config can be overridden by an environment variable VERDICT_GATEWAY_<KEY>
+/// (nested keys joined with `__`). In stdio mode SIGTERM, SIGINT, SIGHUP and the end of stdin all
+/// stop the gateway cleanly.
 #[derive(Parser)]
 #[command(name = "verdict-gateway", version)]
+#[command(group(clap::ArgGroup::new("stdio_front").args(["agent", "connect"])))]
 struct Args {
-    /// TOML config file (see README "Gateway configuration").
+    /// TOML config file (see README "Gateway configuration"); not used with --connect.
     #[arg(long, env = "VERDICT_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
-    /// Serve one agent over stdin/stdout instead of HTTP.
-    #[arg(long, requires = "agent")]
+    /// Serve one agent over stdin/stdout instead of HTTP (with --agent or --connect).
+    #[arg(long, requires = "stdio_front")]
     stdio: bool,
-    /// The agent id for --stdio (the launching user is trusted as this agent).
-    #[arg(long)]
+    /// The agent id for a standalone --stdio gateway (the launching user is trusted as this agent).
+    #[arg(long, requires = "stdio")]
     agent: Option<String>,
+    /// Relay --stdio to the running HTTP gateway at this URL (e.g. http://127.0.0.1:8780/mcp),
+    /// authenticated with the API key in the environment variable VERDICT_API_KEY. No journal,
+    /// no upstreams: that gateway decides and records every call.
+    #[arg(long, requires = "stdio", value_name = "URL")]
+    connect: Option<String>,
     /// Once listening, write the bound address (e.g. 127.0.0.1:8780) to this file; with
     /// `listen = "127.0.0.1:0"` this is how scripts and tests learn the port. The admin API's
     /// address goes to the same path with the extension `.admin`.
@@ -41,12 +50,39 @@ struct Args {
     ready_file: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Where a relay finds the agent's API key (never argv, which other local users can read).
+const API_KEY_ENV: &str = "VERDICT_API_KEY";
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let result = runtime.block_on(run());
+    // Stdin is read by a blocking thread that cannot be interrupted; waiting for it would keep a
+    // stopped stdio gateway alive until its client writes another line.
+    runtime.shutdown_background();
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
+    // Installed first: a client that signals right after the handshake must not kill us uncleanly.
+    let stdio_stop = match args.stdio {
+        true => Some(stop_signals().context("installing signal handlers")?),
+        false => None,
+    };
+    let stdio_stop = match (&args.connect, stdio_stop) {
+        (Some(url), Some(stop)) => {
+            let key = std::env::var(API_KEY_ENV)
+                .with_context(|| format!("--connect needs the agent's API key in {API_KEY_ENV}"))?;
+            let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
+            downstream::relay::run(url, &key, input, output, stop).await?;
+            return Ok(());
+        }
+        (_, stop) => stop,
+    };
     let config = GatewayConfig::load(args.config.as_deref())?;
-    let audit = Audit::open(&config.audit).context("opening the audit trail")?;
+    let mode = if args.stdio { "stdio" } else { "http" };
+    let audit = Audit::open(&config.audit, mode).context("opening the audit trail")?;
     let recorder = Arc::clone(&audit.recorder);
     recorder.spawn_timers();
     let stop_shipping = CancellationToken::new();
@@ -80,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
         gateway = gateway.with_decider(Box::new(Arc::clone(&decider)));
         policy = Some(decider);
     }
-    if policy.is_none() {
+    if policy.is_none() && !args.stdio {
         // SIGHUP's default action would kill the gateway; with no policy there is nothing to reload.
         tokio::spawn(async {
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -101,10 +137,14 @@ async fn main() -> anyhow::Result<()> {
         decider.watch(move || notify.sessions.broadcast(&changed));
     }
     gateway.warm_up().await;
-    if args.stdio {
-        let agent = args.agent.context("--stdio needs --agent")?;
-        downstream::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await;
-        finish(&recorder, stop_shipping, shipping).await;
+    if let Some(admin) = config.admin.listen {
+        serve_admin(admin, &config, &gateway, args.ready_file.as_deref()).await?;
+    }
+    if let (Some(agent), Some(stop)) = (args.agent, stdio_stop) {
+        let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
+        downstream::stdio::serve(Arc::clone(&gateway), agent, input, output, stop).await;
+        finish(&gateway, &recorder, stop_shipping, shipping).await;
+        tracing::info!("gateway stopped");
         return Ok(());
     }
     let reaper = Arc::clone(&gateway);
@@ -123,26 +163,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, address.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(admin) = config.admin.listen {
-        let tokens = Credentials::from_config(&config.admin.tokens)?;
-        let listener = tokio::net::TcpListener::bind(admin)
-            .await
-            .with_context(|| format!("binding the admin API to {admin}"))?;
-        let address = listener.local_addr()?;
-        tracing::info!(%address, "admin API (approvals) listening");
-        if let Some(path) = &args.ready_file {
-            let path = path.with_extension("admin");
-            std::fs::write(&path, address.to_string())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        let service = AdminService::server(Arc::clone(&gateway), tokens);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal()),
-        );
-    }
-    let app = downstream::http::router(gateway)
+    let app = downstream::http::router(Arc::clone(&gateway))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Replies are small writes (SSE events): without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
     let listener = listener.tap_io(|tcp| {
@@ -151,14 +172,43 @@ async fn main() -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    finish(&recorder, stop_shipping, shipping).await;
+    finish(&gateway, &recorder, stop_shipping, shipping).await;
     tracing::info!("gateway stopped");
     Ok(())
 }
 
-/// After the last call: the shutdown checkpoint, a final fsync, and what the shipper can still
-/// deliver (the rest ships at the next start).
+/// The approvals API (gRPC `GatewayAdmin`) on `listen`, in either mode; its address goes to the
+/// ready file's `.admin` sibling.
+async fn serve_admin(
+    listen: std::net::SocketAddr,
+    config: &GatewayConfig,
+    gateway: &Arc<Gateway>,
+    ready_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let tokens = Credentials::from_config(&config.admin.tokens)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the admin API to {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "admin API (approvals) listening");
+    if let Some(path) = ready_file {
+        let path = path.with_extension("admin");
+        std::fs::write(&path, address.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let service = AdminService::server(Arc::clone(gateway), tokens);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal()),
+    );
+    Ok(())
+}
+
+/// After the last call: the shutdown checkpoint, a final fsync, what the shipper can still
+/// deliver (the rest ships at the next start), and the upstream processes stopped.
 async fn finish(
+    gateway: &Gateway,
     recorder: &Recorder,
     stop_shipping: CancellationToken,
     shipping: Option<tokio::task::JoinHandle<()>>,
@@ -168,4 +218,5 @@ async fn finish(
         stop_shipping.cancel();
         let _ = shipping.await;
     }
+    gateway.stop_upstreams().await;
 }

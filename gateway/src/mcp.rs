@@ -1,13 +1,19 @@
 //! MCP protocol revisions and the fields the gateway reads or writes itself.
 //!
-//! Two eras: the handshake era (`initialize`, `Mcp-Session-Id`) in revisions 2025-03-26,
-//! 2025-06-18 and 2025-11-25, and the stateless revision 2026-07-28 (no handshake; protocol
-//! version, client info and capabilities in each request's `_meta`; `server/discover`).
+//! Two eras: the handshake era (`initialize`, `Mcp-Session-Id`) in revisions 2024-11-05,
+//! 2025-03-26, 2025-06-18 and 2025-11-25, and the stateless revision 2026-07-28 (no handshake;
+//! protocol version, client info and capabilities in each request's `_meta`; `server/discover`).
+//! A client is answered in the revision it asked for; each upstream is spoken to in its own
+//! newest one, and the gateway translates between the two. 2024-11-05 clients are served over
+//! stdio and Streamable HTTP; that revision's own HTTP+SSE transport (`GET /sse` plus a POST
+//! endpoint) is not served (see README "Protocol").
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-pub const HANDSHAKE_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// The one revision with JSON-RPC batches (added in 2025-03-26, removed in 2025-06-18).
+pub const BATCH_VERSION: &str = "2025-03-26";
 pub const LATEST_HANDSHAKE: &str = "2025-11-25";
 pub const STATELESS: &str = "2026-07-28";
 
@@ -174,6 +180,7 @@ mod tests {
 
     #[test]
     fn negotiates_known_versions_and_falls_back_to_the_newest_handshake() {
+        assert_eq!(negotiate(Some("2024-11-05")), "2024-11-05");
         assert_eq!(negotiate(Some("2025-03-26")), "2025-03-26");
         assert_eq!(negotiate(Some("2026-07-28")), LATEST_HANDSHAKE);
         assert_eq!(negotiate(None), LATEST_HANDSHAKE);

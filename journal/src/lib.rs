@@ -20,13 +20,16 @@
 //! This crate owns the file format and nothing else: it does not sign, decide or ship. The gateway
 //! owns what goes in ([`JournalWriter`]), the shipper and `verdict verify --journal` read it
 //! ([`JournalReader`]), and [`ShippedMark`] records how far a shipper's broker acknowledged.
+//! [`JournalLock`] keeps a journal to one writing process.
 
+mod lock;
 mod reader;
 mod record;
 mod segment;
 mod shipped;
 mod writer;
 
+pub use lock::{JournalLock, LOCK_FILE};
 pub use reader::JournalReader;
 pub use record::{Record, MAX_PAYLOAD};
 pub use shipped::ShippedMark;
@@ -66,6 +69,8 @@ pub enum JournalError {
     TooLarge(usize),
     #[error("an earlier fsync of the journal failed ({0}); written records may not be on disk, so it refuses writes until the gateway restarts and rescans it")]
     Poisoned(String),
+    #[error("journal {dir} is locked by another writer ({holder}); one process appends to a chain at a time")]
+    Locked { dir: PathBuf, holder: String },
     #[error("journal record seq {got} does not follow {last}")]
     OutOfOrder { last: u64, got: u64 },
 }

@@ -47,6 +47,9 @@ struct Args {
     /// Serve protocol revisions up to this one only, e.g. 2025-11-25 for the handshake era alone.
     #[arg(long, value_name = "VERSION")]
     max_protocol: Option<String>,
+    /// Stdio: keep running after stdin closes, until SIGTERM, as the real Work Memory server does.
+    #[arg(long)]
+    stay_after_eof: bool,
 }
 
 #[tokio::main]
@@ -62,12 +65,18 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(toggle_on_sighup(server.changes()));
     let ready_file = args.ready_file.clone();
     match args.http {
-        None => server
-            .serve(rmcp::transport::stdio())
-            .await?
-            .waiting()
-            .await
-            .map(drop)?,
+        None => {
+            server
+                .serve(rmcp::transport::stdio())
+                .await?
+                .waiting()
+                .await?;
+            if args.stay_after_eof {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?
+                    .recv()
+                    .await;
+            }
+        }
         Some(addr) => {
             let service = StreamableHttpService::new(
                 move || Ok(server.clone()),

@@ -67,6 +67,7 @@ fn recorder(dir: &std::path::Path, fsync: FsyncPolicy) -> Arc<Recorder> {
         segment_bytes: 64 << 20,
         fsync,
         checkpoint_secs: 60,
+        writer_mode: "bench",
     })
     .unwrap();
     let recorder = Arc::new(recorder);

@@ -16,6 +16,7 @@ pub mod clickhouse;
 pub mod mcp;
 pub mod process;
 pub mod query;
+pub mod stdio;
 pub mod trail;
 
 pub use broker::Broker;

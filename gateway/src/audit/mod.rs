@@ -39,8 +39,9 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Loads (or creates) the signing key, and opens the journal and the chain.
-    pub fn open(config: &AuditConfig) -> Result<Self, AuditError> {
+    /// Loads (or creates) the signing key, and opens (and locks) the journal and the chain;
+    /// `writer_mode` (`http`, `stdio`) names this process in the journal's lock file.
+    pub fn open(config: &AuditConfig, writer_mode: &'static str) -> Result<Self, AuditError> {
         let key = load_or_create_key(&config.key)?;
         let chain_id = config
             .chain_id
@@ -59,6 +60,7 @@ impl Audit {
             segment_bytes: config.segment_bytes,
             fsync,
             checkpoint_secs: config.checkpoint_secs,
+            writer_mode,
         })?;
         Ok(Self {
             events: EventBuilder::new(config),

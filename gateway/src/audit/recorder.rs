@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use verdict_journal::{FsyncPolicy, JournalWriter};
+use verdict_journal::{FsyncPolicy, JournalError, JournalLock, JournalWriter};
 use verdict_proto::pb;
 use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 
@@ -46,6 +46,8 @@ pub enum RecordError {
 /// Why the recorder could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error("{0}. Connect this client to the gateway that holds it instead (`verdict-gateway --stdio --connect http://HOST:PORT/mcp` with the agent's key in VERDICT_API_KEY), or give this gateway its own `[audit] journal_dir` and `chain_id`")]
+    InUse(verdict_journal::JournalError),
     #[error(transparent)]
     Journal(#[from] verdict_journal::JournalError),
     #[error("journal {dir} holds chain {found:?}, but this gateway's chain is {configured:?}")]
@@ -66,6 +68,9 @@ pub struct RecorderSettings {
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
     pub checkpoint_secs: u32,
+    /// How this process serves agents (`http`, `stdio`), recorded in the journal's lock file so a
+    /// refused second writer can name the holder.
+    pub writer_mode: &'static str,
 }
 
 enum Command {
@@ -93,11 +98,20 @@ pub struct Recorder {
     chain_id: String,
     checkpoint_every: Duration,
     tick_every: Duration,
+    /// Held for the process's life: no other process appends to this chain meanwhile.
+    _lock: JournalLock,
 }
 
 impl Recorder {
     /// Opens the journal, continues the chain from its last record, and starts the thread.
     pub fn open(settings: RecorderSettings) -> Result<Self, OpenError> {
+        let lock =
+            JournalLock::acquire(&settings.journal_dir, settings.writer_mode).map_err(|error| {
+                match error {
+                    locked @ JournalError::Locked { .. } => OpenError::InUse(locked),
+                    other => OpenError::Journal(other),
+                }
+            })?;
         let (journal, recovery) = JournalWriter::open(
             &settings.journal_dir,
             settings.segment_bytes,
@@ -154,6 +168,7 @@ impl Recorder {
             chain_id: settings.chain_id,
             checkpoint_every: Duration::from_secs(settings.checkpoint_secs.max(1).into()),
             tick_every,
+            _lock: lock,
         };
         recorder.send_now(Command::Checkpoint("startup"));
         Ok(recorder)

@@ -1,7 +1,10 @@
 //! How agents reach the gateway: Streamable HTTP ([`http`]) and stdio ([`stdio`]). Both hand
-//! parsed messages to [`crate::Gateway`]; neither decides anything itself.
+//! parsed messages to [`crate::Gateway`]; neither decides anything itself. [`relay`] is a stdio
+//! front for another process's HTTP gateway; [`pipe`] is the line framing both stdio fronts share.
 
 pub mod http;
+pub mod pipe;
+pub mod relay;
 pub mod stdio;
 
 use crate::jsonrpc::{self, Message, INVALID_REQUEST};
@@ -19,7 +22,7 @@ pub(crate) async fn answer_batch(
     session: &Arc<Session>,
     items: Vec<Result<Message, Value>>,
 ) -> Result<Vec<Value>, Value> {
-    if session.client().protocol_version != mcp::HANDSHAKE_VERSIONS[0] {
+    if session.client().protocol_version != mcp::BATCH_VERSION {
         return Err(jsonrpc::error(
             Value::Null,
             INVALID_REQUEST,

@@ -3,26 +3,29 @@
 //! One process is one agent session: the agent id comes from the command line (whoever can
 //! launch the process is trusted as that agent, as with any local stdio server). Requests run
 //! concurrently; every outgoing line goes through one writer so messages never interleave.
+//! Input ends at EOF or on the stop signal; the calls in flight then finish (see [`pipe`]) before
+//! [`serve`] returns, so the caller can append the shutdown checkpoint after the last decision.
 
 use crate::downstream::answer_batch;
+use crate::downstream::pipe::{self, InFlight, PipeReader};
 use crate::jsonrpc::{self, Body, Message};
 use crate::mcp::{self, ClientInfo};
 use crate::session::Session;
 use crate::Gateway;
 use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-/// Outgoing messages buffered before request handlers wait for the writer.
-const OUT_BUFFER: usize = 256;
-
-/// Serves one agent over `input`/`output` until `input` ends.
+/// Serves one agent over `input`/`output` until `input` ends or `stop` resolves, then waits for
+/// the calls in flight.
 pub async fn serve(
     gateway: Arc<Gateway>,
     agent: String,
     input: impl AsyncRead + Unpin,
-    mut output: impl AsyncWrite + Unpin + Send + 'static,
+    output: impl AsyncWrite + Unpin + Send + 'static,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) {
     // Registered like an HTTP session so gateway-wide notifications (tools/list_changed) reach it.
     let session = gateway.sessions.insert(Session::new(
@@ -32,7 +35,7 @@ pub async fn serve(
         "stdio".into(),
         ClientInfo::default(),
     ));
-    let (out, mut outgoing) = mpsc::channel::<Value>(OUT_BUFFER);
+    let (out, writer) = pipe::spawn_writer(output);
     let mut notices = session.subscribe();
     let notices_out = out.clone();
     let relay = tokio::spawn(async move {
@@ -42,32 +45,10 @@ pub async fn serve(
             }
         }
     });
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let mut line = message.to_string();
-            line.push('\n');
-            if output.write_all(line.as_bytes()).await.is_err() || output.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = BufReader::new(input).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.len() > gateway.max_body_bytes {
-            let message = format!("Message exceeds the {}-byte limit", gateway.max_body_bytes);
-            let _ = out
-                .send(jsonrpc::error(
-                    Value::Null,
-                    jsonrpc::INVALID_REQUEST,
-                    &message,
-                ))
-                .await;
-            continue;
-        }
-        match jsonrpc::parse_body(line.as_bytes()) {
+    let mut reader = PipeReader::new(input, gateway.max_body_bytes, stop);
+    let mut inflight = InFlight::default();
+    while let Some(line) = reader.next(&out).await {
+        match jsonrpc::parse_body(&line) {
             Err(error) => {
                 let _ = out.send(error).await;
             }
@@ -80,9 +61,10 @@ pub async fn serve(
                     let _ = out.send(Value::Array(replies)).await;
                 }
             },
-            Ok(Body::Single(message)) => dispatch(&gateway, &session, message, &out),
+            Ok(Body::Single(message)) => dispatch(&gateway, &session, message, &out, &mut inflight),
         }
     }
+    inflight.drain().await;
     relay.abort();
     gateway.sessions.remove(&session.id, &session.agent);
     drop(out);
@@ -94,6 +76,7 @@ fn dispatch(
     session: &Arc<Session>,
     message: Message,
     out: &mpsc::Sender<Value>,
+    inflight: &mut InFlight,
 ) {
     match message {
         Message::Response(_) => {}
@@ -106,10 +89,10 @@ fn dispatch(
             }
             let (gateway, session, out) = (Arc::clone(gateway), Arc::clone(session), out.clone());
             // Registered before the next line is read, so a cancel right behind it finds it.
-            let inflight = session.track(&id);
-            tokio::spawn(async move {
+            let tracked = session.track(&id);
+            inflight.spawn(async move {
                 if let Some(reply) = gateway
-                    .handle_request(&session, id, &method, params, &out, &inflight.token)
+                    .handle_request(&session, id, &method, params, &out, &tracked.token)
                     .await
                 {
                     let _ = out.send(reply).await;

@@ -114,18 +114,7 @@ impl HttpTransport {
             .header(CONTENT_TYPE, "application/json")
             .body(message.to_string());
         match mode {
-            Some(Mode::Stateless) => {
-                request = request.header("mcp-protocol-version", mcp::STATELESS);
-                if let Some(method) = message["method"].as_str() {
-                    request = request.header("mcp-method", method);
-                }
-                if let Some(name) = message["params"]["name"]
-                    .as_str()
-                    .or(message["params"]["uri"].as_str())
-                {
-                    request = request.header("mcp-name", mcp::encode_header_value(name));
-                }
-            }
+            Some(Mode::Stateless) => request = stateless_headers(request, message),
             Some(Mode::Handshake(version)) => {
                 request = request.header("mcp-protocol-version", version.as_str())
             }
@@ -323,7 +312,26 @@ impl HttpTransport {
     }
 }
 
-fn is_sse(response: &reqwest::Response) -> bool {
+/// The headers a 2026-07-28 POST carries besides its body, mirroring it: protocol version,
+/// `Mcp-Method`, and `Mcp-Name` (the tool's name or the resource's URI).
+pub(crate) fn stateless_headers(
+    mut request: reqwest::RequestBuilder,
+    message: &Value,
+) -> reqwest::RequestBuilder {
+    request = request.header("mcp-protocol-version", mcp::STATELESS);
+    if let Some(method) = message["method"].as_str() {
+        request = request.header("mcp-method", method);
+    }
+    if let Some(name) = message["params"]["name"]
+        .as_str()
+        .or(message["params"]["uri"].as_str())
+    {
+        request = request.header("mcp-name", mcp::encode_header_value(name));
+    }
+    request
+}
+
+pub(crate) fn is_sse(response: &reqwest::Response) -> bool {
     response
         .headers()
         .get(CONTENT_TYPE)

@@ -155,6 +155,13 @@ impl Transport {
         }
     }
 
+    /// Stops what the gateway launched (stdio children); HTTP upstreams outlive the gateway.
+    async fn stop(&self) {
+        if let Transport::Stdio(t) = self {
+            t.stop().await
+        }
+    }
+
     fn generation(&self) -> u64 {
         match self {
             Transport::Http(t) => t.generation(),
@@ -349,6 +356,11 @@ impl Upstream {
             self.progress.unregister(&token);
         }
         result
+    }
+
+    /// Stops this upstream's child process, if the gateway launched one (at shutdown).
+    pub async fn stop(&self) {
+        self.transport.stop().await
     }
 
     /// Every tool of this upstream, following `nextCursor` (bounded, against a looping server).

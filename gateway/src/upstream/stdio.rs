@@ -4,15 +4,24 @@
 //! launch is a new generation, so the upstream handshakes again). Replies are matched to
 //! requests by id; progress notifications go to the [`NotificationRouter`]; requests the server makes
 //! of the gateway are answered (`ping`) or refused (`-32601`), never left hanging.
+//!
+//! Each child runs in a process group of its own, so the gateway can stop it and anything it
+//! started: [`StdioTransport::stop`] sends the group SIGTERM and, after a grace period, SIGKILL.
+//! Closing stdin is not enough (the real Work Memory server keeps running after stdin EOF), and
+//! its own group also keeps a terminal's Ctrl-C meant for the gateway from killing it mid-drain.
 
 use super::{NotificationRouter, UpstreamError};
 use crate::jsonrpc;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
@@ -20,13 +29,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Lines queued for the child's stdin.
 const WRITE_QUEUE: usize = 256;
+/// How long a stopped child's process group has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 
 struct Connection {
     writer: mpsc::Sender<String>,
     dead: CancellationToken,
-    _child: Child,
+    child: Child,
 }
 
 pub struct StdioTransport {
@@ -38,6 +49,8 @@ pub struct StdioTransport {
     pending: Pending,
     connection: tokio::sync::Mutex<Option<Connection>>,
     generation: AtomicU64,
+    /// Set by [`Self::stop`]: the child is not relaunched.
+    stopped: AtomicBool,
 }
 
 impl StdioTransport {
@@ -57,6 +70,7 @@ impl StdioTransport {
             pending: Pending::default(),
             connection: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -67,6 +81,11 @@ impl StdioTransport {
     /// The live connection's writer and death signal, launching the child if needed.
     async fn connection(&self) -> Result<(mpsc::Sender<String>, CancellationToken), UpstreamError> {
         let mut guard = self.connection.lock().await;
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(UpstreamError::Unreachable(
+                "the gateway is shutting down".into(),
+            ));
+        }
         if let Some(conn) = guard.as_ref().filter(|c| !c.dead.is_cancelled()) {
             return Ok((conn.writer.clone(), conn.dead.clone()));
         }
@@ -83,6 +102,7 @@ impl StdioTransport {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
@@ -113,8 +133,32 @@ impl StdioTransport {
         Ok(Connection {
             writer,
             dead,
-            _child: child,
+            child,
         })
+    }
+
+    /// Stops the child for good: SIGTERM to its process group, SIGKILL to the group if the child
+    /// has not exited within [`STOP_GRACE`] (and to whatever of the group outlived it).
+    pub async fn stop(&self) {
+        let mut guard = self.connection.lock().await;
+        self.stopped.store(true, Ordering::SeqCst);
+        let Some(mut conn) = guard.take() else {
+            return;
+        };
+        let Some(pid) = conn.child.id() else {
+            return; // already reaped
+        };
+        let group = Pid::from_raw(pid as i32);
+        signal_group(group, Signal::SIGTERM);
+        match tokio::time::timeout(STOP_GRACE, conn.child.wait()).await {
+            Ok(_) => tracing::info!(upstream = %self.name, pid, "stdio upstream stopped"),
+            Err(_) => {
+                tracing::warn!(upstream = %self.name, pid, grace = ?STOP_GRACE, "stdio upstream ignored SIGTERM; killing its process group");
+            }
+        }
+        signal_group(group, Signal::SIGKILL);
+        let _ = conn.child.wait().await;
+        conn.dead.cancel();
     }
 
     pub async fn notify(&self, message: Value) -> Result<(), UpstreamError> {
@@ -151,6 +195,16 @@ impl StdioTransport {
                 let _ = writer.send(line(&note)).await;
                 Err(UpstreamError::Cancelled)
             }
+        }
+    }
+}
+
+/// Signals a process group; one that is already gone (ESRCH) is not an error.
+fn signal_group(group: Pid, signal: Signal) {
+    match killpg(group, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => {
+            tracing::warn!(%error, ?signal, "could not signal a stdio upstream's process group")
         }
     }
 }
