@@ -14,6 +14,8 @@ mod gateway_audit;
 mod gateway_bad_input;
 mod gateway_policy;
 mod gateway_proxy;
+mod gateway_stdio;
+mod gateway_stdio_relay;
 mod gateway_upstream_notifications;
 mod gateway_upstream_requests;
 mod query_bad_input;
