@@ -1,7 +1,6 @@
 //! `verdict-gateway`: the MCP proxy agents talk to.
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,15 +141,12 @@ async fn main() -> anyhow::Result<()> {
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal()),
         );
     }
-    let app = downstream::http::router(gateway)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Replies are small writes (SSE events): without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    if let Some(address) = config.metrics_listen {
+        downstream::http::serve_metrics(address, Arc::clone(&gateway), args.ready_file.as_deref())
+            .await
+            .with_context(|| format!("serving /metrics on {address}"))?;
+    }
+    downstream::http::serve(listener, gateway, config.http.limits(), shutdown_signal()).await;
     finish(&recorder, stop_shipping, shipping).await;
     tracing::info!("gateway stopped");
     Ok(())

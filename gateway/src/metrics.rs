@@ -1,11 +1,14 @@
-//! What an operator watches on `/metrics`: decisions by kind, call outcomes, how far the journal
-//! has got, and how far behind it the Kafka shipper is.
+//! What an operator watches on `/metrics` (served on `metrics_listen` only, never on the agents'
+//! port): decisions by kind, call outcomes, refusals before authentication, open HTTP
+//! connections, how far the journal has got, its disk space, and how far behind it the Kafka
+//! shipper is.
 //!
 //! Journal and shipper positions are read when scraped, so they cost nothing on the call path.
 
 use crate::audit::event::decision_label;
 use crate::audit::shipper::ShipperStatus;
 use crate::audit::Recorder;
+use crate::audit::RefusalReason;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +26,10 @@ pub struct GatewayMetrics {
     outcomes: Family<Labels, Counter>,
     journal_seq: Gauge,
     journal_writable: Gauge,
+    journal_free_bytes: Gauge,
+    journal_space: Gauge,
+    refusals: Family<Labels, Counter>,
+    connections: Gauge,
     shipped_seq: Gauge,
     shipper_lag: Gauge,
     shipper: OnceLock<Arc<ShipperStatus>>,
@@ -36,6 +43,10 @@ impl Default for GatewayMetrics {
             outcomes: Family::default(),
             journal_seq: Gauge::default(),
             journal_writable: Gauge::default(),
+            journal_free_bytes: Gauge::default(),
+            journal_space: Gauge::default(),
+            refusals: Family::default(),
+            connections: Gauge::default(),
             shipped_seq: Gauge::default(),
             shipper_lag: Gauge::default(),
             shipper: OnceLock::new(),
@@ -60,6 +71,26 @@ impl Default for GatewayMetrics {
             "journal_writable",
             "1 while the journal accepts writes; 0: calls are refused",
             metrics.journal_writable.clone(),
+        );
+        registry.register(
+            "journal_free_bytes",
+            "Free bytes on the journal's file system (for an unprivileged writer)",
+            metrics.journal_free_bytes.clone(),
+        );
+        registry.register(
+            "journal_space",
+            "Journal disk space: 0 ample, 1 below alarm_free_bytes, 2 below min_free_bytes (refusals only counted)",
+            metrics.journal_space.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Requests refused before authentication, by reason (journaled in aggregate)",
+            metrics.refusals.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open on the agents' listener",
+            metrics.connections.clone(),
         );
         registry.register(
             "shipped_seq",
@@ -101,6 +132,19 @@ impl GatewayMetrics {
         }
     }
 
+    /// Counts a request refused before authentication.
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refusals
+            .get_or_create(&[("reason", reason.label().to_owned())])
+            .inc();
+    }
+
+    /// Counts an open HTTP connection until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
+    }
+
     /// Reports the shipper's progress from now on.
     pub fn watch_shipper(&self, status: Arc<ShipperStatus>) {
         let _ = self.shipper.set(status);
@@ -111,6 +155,10 @@ impl GatewayMetrics {
         let written = *recorder.written().borrow();
         self.journal_seq.set(written as i64);
         self.journal_writable.set(i64::from(recorder.healthy()));
+        let space = recorder.space();
+        self.journal_free_bytes
+            .set(i64::try_from(space.free_bytes()).unwrap_or(i64::MAX));
+        self.journal_space.set(space.level() as i64);
         if let Some(shipper) = self.shipper.get() {
             let shipped = shipper.acknowledged.load(Ordering::Relaxed);
             self.shipped_seq.set(shipped as i64);
@@ -119,5 +167,14 @@ impl GatewayMetrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// An open connection, counted in `verdict_gateway_http_connections` while it lives.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
