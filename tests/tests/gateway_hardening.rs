@@ -458,3 +458,48 @@ async fn metrics_are_for_operators_and_refused_admin_calls_are_recorded() {
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
 }
+
+/// Partitions of `topic` as the broker reports them.
+fn partitions(bootstrap: &str, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_kafka_topic_is_created_and_shipped_to() {
+    let broker = verdict_tests::Broker::start().unwrap();
+    let topic = "hardening.created-by-the-gateway";
+    let gateway = gateway(
+        "",
+        &format!(
+            "[audit.kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ntopic_partitions = 2\ntopic_replication = 1",
+            broker.bootstrap()
+        ),
+    );
+    authenticated_call_works(&gateway, "shipped-to-a-new-topic").await;
+    let messages = trail::consume(&broker.bootstrap(), topic, Duration::from_secs(60), |m| {
+        m.iter().any(|m| {
+            trail::decision(&m.event)
+                .is_some_and(|d| d.arguments_json.contains("shipped-to-a-new-topic"))
+        })
+    })
+    .await;
+    assert!(
+        messages.iter().any(|m| trail::decision(&m.event)
+            .is_some_and(|d| d.arguments_json.contains("shipped-to-a-new-topic"))),
+        "{}",
+        gateway.log_tail()
+    );
+    assert_eq!(partitions(&broker.bootstrap(), topic), 2);
+    assert!(!gateway.log_tail().contains("UnknownTopicOrPartition"));
+}
