@@ -287,8 +287,7 @@ async fn huge_session_names_leave_memory_bounded() {
         let reply: Value = response.json().await.unwrap();
         // Allowed and forwarded: the sample server's own answer, no policy refusal.
         assert_eq!(
-            reply["result"]["content"][0]["text"],
-            "no memory item k",
+            reply["result"]["content"][0]["text"], "no memory item k",
             "{reply}"
         );
     }
