@@ -47,3 +47,37 @@ fn writes_a_0600_private_key_and_refuses_to_overwrite_without_force() {
     let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// The README's commands: `openssl pkey` reads both files (OpenSSL 3.0 included) and derives the
+/// same public key from the private one. Skipped with a notice where openssl is not installed.
+#[test]
+fn openssl_pkey_reads_both_key_files() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: openssl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    assert!(keygen(dir.path(), &[]).status.success());
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let private = openssl(&["pkey", "-in", "verdict.key", "-noout", "-text"]);
+    assert!(private.contains("ED25519 Private-Key"), "{private}");
+    let public = openssl(&["pkey", "-pubin", "-in", "verdict.pub", "-noout", "-text"]);
+    assert!(public.contains("ED25519 Public-Key"), "{public}");
+    let derived = openssl(&["pkey", "-in", "verdict.key", "-pubout"]);
+    assert_eq!(
+        derived,
+        std::fs::read_to_string(dir.path().join("verdict.pub")).unwrap()
+    );
+}

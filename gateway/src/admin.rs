@@ -2,12 +2,16 @@
 //!
 //! Approvers authenticate with bearer tokens from `[admin] tokens` (separate from agents' keys, so
 //! an agent cannot approve its own call); the token's id is the approver recorded in the event.
+//! A request with a missing or unknown token is refused and counted into the aggregate refusal
+//! event like any unauthenticated request ([`crate::audit::refusals`], rule `admin.auth`); a
+//! source over its refusal limit gets RESOURCE_EXHAUSTED.
 //! A decision is journaled before the held call is released: an approval that cannot be recorded
 //! releases nothing (the call is refused and the approver gets UNAVAILABLE).
 
 use crate::approvals::{DecideError, Resolution};
-use crate::audit::event;
+use crate::audit::{event, Admission, RefusalReason};
 use crate::Gateway;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use verdict_proto::pb::gateway_admin_server::{GatewayAdmin, GatewayAdminServer};
@@ -30,10 +34,21 @@ impl AdminService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.tokens
-            .authenticate(authorization)
-            .map(str::to_owned)
-            .ok_or_else(|| Status::unauthenticated("missing or unknown admin token"))
+        if let Some(approver) = self.tokens.authenticate(authorization) {
+            return Ok(approver.to_owned());
+        }
+        let source = request
+            .remote_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let reason = RefusalReason::AdminToken;
+        tracing::debug!(%source, "admin API: refused a missing or unknown token");
+        self.gateway.metrics.refused(reason);
+        match self.gateway.audit.refusals.note(source, reason) {
+            Admission::Refuse => Err(Status::unauthenticated("missing or unknown admin token")),
+            Admission::Throttled => Err(Status::resource_exhausted(
+                "too many refused requests from this address; retry later",
+            )),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,13 @@ pub struct GatewayConfig {
     /// Address of the Streamable HTTP endpoint (`/mcp`) and `/healthz`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address for Prometheus `/metrics` and `/healthz`, for operators (not agents); off when
+    /// unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Timeouts and the connection limit of the `listen` endpoint.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Largest request body accepted, in bytes (larger: HTTP 413).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -48,6 +56,39 @@ pub struct GatewayConfig {
     /// The admin gRPC API (approvals).
     #[serde(default)]
     pub admin: AdminConfig,
+}
+
+/// What the HTTP listener allows a connection, so that slow or stalled clients cannot hold it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds to send a whole request header; also how long a kept-alive connection may sit
+    /// idle between requests. Closed past it.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds to send a whole request body (HTTP 408 past it).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once; further ones wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        // Same defaults as an empty `[http]` table.
+        serde_json::from_value(serde_json::json!({})).expect("http defaults")
+    }
+}
+
+impl HttpConfig {
+    pub fn limits(&self) -> crate::downstream::http::Limits {
+        crate::downstream::http::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 /// The admin API, off unless `listen` is set. Tokens are separate from agents' keys: an agent can
@@ -93,10 +134,27 @@ pub struct AuditConfig {
     /// A signed checkpoint of the chain head is appended at least this often, even when idle.
     #[serde(default = "default_checkpoint_secs")]
     pub checkpoint_secs: u32,
-    /// How arguments are stored in events: `full`, `redacted` or `hash`.
+    /// Refusals of unauthenticated requests are journaled as one aggregate event (counts per
+    /// source and reason) this often, never one event per request.
+    #[serde(default = "default_refusal_interval")]
+    pub refusal_interval_secs: u64,
+    /// Refusals one source address may cause per interval; past it, HTTP 429 and the connection
+    /// is closed.
+    #[serde(default = "default_refusals_per_source")]
+    pub refusals_per_source: u64,
+    /// Free space on the journal's disk kept for decisions: below it, refusals of strangers are
+    /// only counted in memory.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
+    /// Below this much free space, the log warns, `/healthz` says degraded and
+    /// `verdict_gateway_journal_space` rises.
+    #[serde(default = "default_alarm_free")]
+    pub alarm_free_bytes: u64,
+    /// How arguments are stored in events: `redacted` (the default), `full` or `hash`.
     #[serde(default)]
     pub redaction: RedactionMode,
-    /// Argument keys (any depth, case-insensitive) whose values `redacted` replaces.
+    /// Words that mark an argument key as secret for `redacted`: a key (any depth) whose name,
+    /// lowercased and without `_`, `-`, `.`, contains one of them has its value replaced.
     #[serde(default = "default_sensitive_keys")]
     pub sensitive_keys: Vec<String>,
     /// Per tool, the argument names recorded as targets; tools not listed use arguments named
@@ -119,8 +177,8 @@ pub enum FsyncMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedactionMode {
-    #[default]
     Full,
+    #[default]
     Redacted,
     Hash,
 }
@@ -136,6 +194,15 @@ pub struct KafkaConfig {
     /// `acks=all` cannot be turned off.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Create the topic at start when it does not exist (through the Kafka admin API).
+    #[serde(default = "default_true")]
+    pub create_topic: bool,
+    /// Partitions of a topic the gateway creates (one chain always stays in one partition).
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of a topic the gateway creates.
+    #[serde(default = "default_topic_replication")]
+    pub topic_replication: i32,
 }
 
 impl Default for AuditConfig {
@@ -170,6 +237,15 @@ pub enum UpstreamConfig {
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8780).into()
 }
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_body_read_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
+}
 fn default_max_body() -> usize {
     4 << 20
 }
@@ -200,6 +276,27 @@ fn default_segment_bytes() -> u64 {
 fn default_checkpoint_secs() -> u32 {
     60
 }
+fn default_refusal_interval() -> u64 {
+    60
+}
+fn default_refusals_per_source() -> u64 {
+    1000
+}
+fn default_min_free() -> u64 {
+    256 << 20
+}
+fn default_alarm_free() -> u64 {
+    1 << 30
+}
+fn default_true() -> bool {
+    true
+}
+fn default_topic_partitions() -> i32 {
+    3
+}
+fn default_topic_replication() -> i32 {
+    1
+}
 fn default_topic() -> String {
     "verdict.events".into()
 }
@@ -207,16 +304,15 @@ fn default_sensitive_keys() -> Vec<String> {
     [
         "password",
         "passwd",
+        "passphrase",
         "secret",
         "token",
-        "api_key",
         "apikey",
         "authorization",
-        "access_token",
-        "refresh_token",
-        "private_key",
+        "privatekey",
         "cookie",
-        "credentials",
+        "credential",
+        "signature",
     ]
     .map(String::from)
     .to_vec()

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use verdict_proto::pb::{self, DecisionKind, OutcomeKind};
+use verdict_proto::Label;
 use verdict_service::credentials::Credentials;
 
 pub struct Gateway {
@@ -439,7 +440,7 @@ impl Gateway {
             Err(error) => {
                 let message = error.to_string();
                 if let Some(pb::event_body::Kind::Decision(decision)) = &mut body.kind {
-                    let decided = crate::audit::event::decision_label(decision.decision);
+                    let decided = DecisionKind::label_of(decision.decision);
                     decision.reason = format!(
                         "{message} (the policy decided {decided}: {})",
                         decision.reason

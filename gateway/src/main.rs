@@ -1,7 +1,6 @@
 //! `verdict-gateway`: the MCP proxy agents talk to.
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,6 +139,11 @@ async fn run() -> anyhow::Result<()> {
     if let Some(admin) = config.admin.listen {
         serve_admin(admin, &config, &gateway, args.ready_file.as_deref()).await?;
     }
+    if let Some(address) = config.metrics_listen {
+        downstream::http::serve_metrics(address, Arc::clone(&gateway), args.ready_file.as_deref())
+            .await
+            .with_context(|| format!("serving /metrics on {address}"))?;
+    }
     if let (Some(agent), Some(stop)) = (args.agent, stdio_stop) {
         let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
         downstream::stdio::serve(Arc::clone(&gateway), agent, input, output, stop).await;
@@ -163,15 +167,13 @@ async fn run() -> anyhow::Result<()> {
         std::fs::write(path, address.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let app = downstream::http::router(Arc::clone(&gateway))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Replies are small writes (SSE events): without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    downstream::http::serve(
+        listener,
+        Arc::clone(&gateway),
+        config.http.limits(),
+        shutdown_signal(),
+    )
+    .await;
     finish(&gateway, &recorder, stop_shipping, shipping).await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -1,11 +1,13 @@
-//! What an operator watches on `/metrics`: decisions by kind, call outcomes, how far the journal
-//! has got, and how far behind it the Kafka shipper is.
+//! What an operator watches on `/metrics` (served on `metrics_listen` only, never on the agents'
+//! port): decisions by kind, call outcomes, refusals before authentication, open HTTP
+//! connections, how far the journal has got, its disk space, and how far behind it the Kafka
+//! shipper is.
 //!
 //! Journal and shipper positions are read when scraped, so they cost nothing on the call path.
 
-use crate::audit::event::decision_label;
 use crate::audit::shipper::ShipperStatus;
 use crate::audit::Recorder;
+use crate::audit::RefusalReason;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +16,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use verdict_proto::pb::{self, event_body::Kind};
+use verdict_proto::Label;
 
 type Labels = [(&'static str, String); 1];
 
@@ -23,6 +26,10 @@ pub struct GatewayMetrics {
     outcomes: Family<Labels, Counter>,
     journal_seq: Gauge,
     journal_writable: Gauge,
+    journal_free_bytes: Gauge,
+    journal_space: Gauge,
+    refusals: Family<Labels, Counter>,
+    connections: Gauge,
     shipped_seq: Gauge,
     shipper_lag: Gauge,
     shipper: OnceLock<Arc<ShipperStatus>>,
@@ -36,6 +43,10 @@ impl Default for GatewayMetrics {
             outcomes: Family::default(),
             journal_seq: Gauge::default(),
             journal_writable: Gauge::default(),
+            journal_free_bytes: Gauge::default(),
+            journal_space: Gauge::default(),
+            refusals: Family::default(),
+            connections: Gauge::default(),
             shipped_seq: Gauge::default(),
             shipper_lag: Gauge::default(),
             shipper: OnceLock::new(),
@@ -62,6 +73,26 @@ impl Default for GatewayMetrics {
             metrics.journal_writable.clone(),
         );
         registry.register(
+            "journal_free_bytes",
+            "Free bytes on the journal's file system (for an unprivileged writer)",
+            metrics.journal_free_bytes.clone(),
+        );
+        registry.register(
+            "journal_space",
+            "Journal disk space: 0 ample, 1 below alarm_free_bytes, 2 below min_free_bytes (refusals only counted)",
+            metrics.journal_space.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Requests refused before authentication, by reason (journaled in aggregate)",
+            metrics.refusals.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open on the agents' listener",
+            metrics.connections.clone(),
+        );
+        registry.register(
             "shipped_seq",
             "Highest seq the Kafka broker acknowledged",
             metrics.shipped_seq.clone(),
@@ -84,21 +115,31 @@ impl GatewayMetrics {
         match &body.kind {
             Some(Kind::Decision(d)) => {
                 self.decisions
-                    .get_or_create(&[("decision", decision_label(d.decision))])
+                    .get_or_create(&[(
+                        "decision",
+                        pb::DecisionKind::label_of(d.decision).to_owned(),
+                    )])
                     .inc();
             }
             Some(Kind::Outcome(o)) => {
-                let kind = pb::OutcomeKind::try_from(o.kind)
-                    .map(|k| {
-                        k.as_str_name()
-                            .trim_start_matches("OUTCOME_KIND_")
-                            .to_lowercase()
-                    })
-                    .unwrap_or_default();
+                let kind = pb::OutcomeKind::label_of(o.kind).to_owned();
                 self.outcomes.get_or_create(&[("outcome", kind)]).inc();
             }
             _ => {}
         }
+    }
+
+    /// Counts a request refused before authentication.
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refusals
+            .get_or_create(&[("reason", reason.label().to_owned())])
+            .inc();
+    }
+
+    /// Counts an open HTTP connection until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
     }
 
     /// Reports the shipper's progress from now on.
@@ -111,6 +152,10 @@ impl GatewayMetrics {
         let written = *recorder.written().borrow();
         self.journal_seq.set(written as i64);
         self.journal_writable.set(i64::from(recorder.healthy()));
+        let space = recorder.space();
+        self.journal_free_bytes
+            .set(i64::try_from(space.free_bytes()).unwrap_or(i64::MAX));
+        self.journal_space.set(space.level() as i64);
         if let Some(shipper) = self.shipper.get() {
             let shipped = shipper.acknowledged.load(Ordering::Relaxed);
             self.shipped_seq.set(shipped as i64);
@@ -119,5 +164,14 @@ impl GatewayMetrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// An open connection, counted in `verdict_gateway_http_connections` while it lives.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -4,14 +4,19 @@
 //! records and learns of any failure synchronously: if a record could not be written, the caller
 //! must not act as though it was (the gateway then fails closed). A failed append leaves no
 //! partial record behind: the segment is cut back to its last whole record before the next write.
+//! Files it creates are 0600 and directories 0700 (the owner's alone).
 
 use crate::record::{self, MAX_PAYLOAD};
 use crate::segment::{self, Segment, MAGIC};
 use crate::{JournalError, Record};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+const PRIVATE_FILE_MODE: u32 = 0o600;
+const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// When appended records reach the disk (not only the page cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +68,11 @@ impl JournalWriter {
         segment_bytes: u64,
         policy: FsyncPolicy,
     ) -> Result<(Self, Recovery), JournalError> {
-        fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(dir)
+            .map_err(JournalError::io(dir))?;
         let segments = segment::list(dir)?;
         let mut recovery = Recovery::default();
         let segment = match segments.last() {
@@ -241,11 +250,25 @@ fn preserve_tail(path: &Path, offset: u64) -> Result<(), JournalError> {
     }
     let mut kept = path.as_os_str().to_owned();
     kept.push(format!(".torn-{offset}"));
-    fs::write(&kept, tail).map_err(JournalError::io(PathBuf::from(kept)))
+    let kept = PathBuf::from(kept);
+    create_private(&kept)
+        .and_then(|mut file| file.write_all(tail))
+        .map_err(JournalError::io(kept))
+}
+
+/// Creates (or truncates) `path` readable by the gateway's user only: events carry arguments,
+/// targets and agents' addresses, which other local users have no business reading.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
 }
 
 fn create_segment(segment: &Segment) -> Result<(), JournalError> {
-    let mut file = File::create(&segment.path).map_err(JournalError::io(&segment.path))?;
+    let mut file = create_private(&segment.path).map_err(JournalError::io(&segment.path))?;
     file.write_all(MAGIC)
         .and_then(|()| file.sync_all())
         .map_err(JournalError::io(&segment.path))

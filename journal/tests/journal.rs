@@ -207,3 +207,35 @@ fn a_limited_reader_does_not_pass_the_limit_and_reports_an_unread_tail() {
     let (_, _, bytes) = reader.unread_tail().unwrap();
     assert_eq!(bytes, 3);
 }
+
+#[test]
+fn journal_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("nested").join("journal");
+    write(&dir, 1..=200, 1024);
+    let last = segment_files(&dir).pop().unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .set_len(std::fs::metadata(&last).unwrap().len() - 3)
+        .unwrap();
+    write(&dir, 200..=200, 1024);
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&root.path().join("nested")), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        files.len() > 2,
+        "rolled segments and a torn tail: {files:?}"
+    );
+    assert!(files.iter().any(|f| f.to_string_lossy().contains(".torn-")));
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! Key files are PEM: the private key as PKCS#8 (`-----BEGIN PRIVATE KEY-----`), the public key as
 //! SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`), the formats `openssl pkey` reads and
-//! writes, so a third party needs no Verdict code to inspect them. Private key files are created
+//! writes (the private key as PKCS#8 v1, which OpenSSL 3.0 reads too), so a third party needs no Verdict code to inspect them. Private key files are created
 //! with mode 0600 and never overwritten unless asked. Secret material is never formatted: the
 //! `Debug` impl of [`SecretKey`] prints only the key id.
 
@@ -192,10 +192,14 @@ pub fn write_keypair(
             }
         }
     }
-    let private_pem = key
-        .key
-        .to_pkcs8_pem(LineEnding::LF)
-        .expect("encoding a 32-byte seed into PKCS#8 cannot fail");
+    // PKCS#8 v1 (RFC 8410: the seed only). The v2 form with the public key embedded is what
+    // `SigningKey::to_pkcs8_pem` writes, and OpenSSL 3.0/3.1 `openssl pkey` cannot read it.
+    let private_pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .expect("encoding a 32-byte seed into PKCS#8 cannot fail");
     write_file(&private_path, private_pem.as_bytes(), 0o600)?;
     write_file(&public_path, key.public.to_pem().as_bytes(), 0o644)?;
     Ok((private_path, public_path))

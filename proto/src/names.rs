@@ -51,7 +51,7 @@ names!(RiskClass {
 names!(DecisionKind {
     Allow => "allow", Deny => "deny", Hide => "hide", RateLimited => "rate_limited",
     ApprovalRequested => "approval_requested", Approved => "approved", Rejected => "rejected",
-    ApprovalExpired => "approval_expired", Error => "error",
+    ApprovalExpired => "approval_expired", Error => "error", Refused => "refused",
 });
 names!(OutcomeKind {
     Ok => "ok", ToolError => "tool_error", JsonrpcError => "jsonrpc_error",

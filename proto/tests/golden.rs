@@ -67,6 +67,7 @@ fn decision(tool: &str, args: &str, kind: pb::DecisionKind, rule: &str, reason: 
         request_id: "7".into(),
         approval_id: String::new(),
         approver: String::new(),
+        refusals: Vec::new(),
     })
 }
 

@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
+use verdict_proto::envelope::MAX_CHAIN_ID_BYTES;
 use verdict_proto::pb;
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -79,6 +80,12 @@ pub struct Cursor {
     pub tie: String,
 }
 
+/// A finding's tie-breaker is `<kind>/<hex SHA-256>`: far below this.
+const MAX_TIE_BYTES: usize = 256;
+/// The longest token [`Cursor::encode`] can produce, with room to spare: base64 of a cursor with
+/// a 128-byte chain id (JSON-escaped at most 6× per byte) and the longest tie.
+const MAX_TOKEN_CHARS: usize = 4 * (6 * MAX_CHAIN_ID_BYTES + MAX_TIE_BYTES + 128) / 3 + 4;
+
 #[derive(Debug, thiserror::Error)]
 #[error("page_token is not a token this service issued")]
 pub struct BadToken;
@@ -88,15 +95,23 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
     }
 
-    /// `None` for an empty token (the first page).
+    /// `None` for an empty token (the first page). A token this service could not have issued —
+    /// too long, or naming a chain id no envelope can carry — is refused here, before it reaches
+    /// a query (a forged 1 MB chain id would otherwise fail in ClickHouse as UNAVAILABLE).
     pub fn decode(token: &str) -> Result<Option<Self>, BadToken> {
         if token.is_empty() {
             return Ok(None);
         }
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(BadToken);
+        }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| BadToken)?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|_| BadToken)
+        let cursor: Self = serde_json::from_slice(&bytes).map_err(|_| BadToken)?;
+        let chain_ok = (1..=MAX_CHAIN_ID_BYTES).contains(&cursor.chain_id.len());
+        if !chain_ok || cursor.tie.len() > MAX_TIE_BYTES {
+            return Err(BadToken);
+        }
+        Ok(Some(cursor))
     }
 }
 
@@ -199,5 +214,28 @@ mod tests {
         assert_eq!(Cursor::decode("").unwrap(), None);
         assert!(Cursor::decode("not a token!").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("[1,2]")).is_err());
+        let forged = |chain_id: String, tie: String| {
+            Cursor::decode(
+                &Cursor {
+                    time: 1,
+                    chain_id,
+                    seq: 1,
+                    tie,
+                }
+                .encode(),
+            )
+        };
+        assert!(
+            forged("c".repeat(1 << 20), String::new()).is_err(),
+            "1 MB chain id"
+        );
+        assert!(forged("c".repeat(129), String::new()).is_err());
+        assert!(forged(String::new(), String::new()).is_err());
+        assert!(forged("c".repeat(128), "t".repeat(257)).is_err());
+        let longest = "\u{1}".repeat(128);
+        assert!(
+            forged(longest, "t".repeat(256)).unwrap().is_some(),
+            "every issued token decodes"
+        );
     }
 }

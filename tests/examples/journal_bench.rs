@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use verdict_gateway::audit::recorder::{Recorder, RecorderSettings};
+use verdict_gateway::audit::refusals::RefusalLedger;
 use verdict_gateway::audit::shipper::Shipper;
+use verdict_gateway::audit::space::SpaceWatch;
 use verdict_gateway::audit::{DecisionFacts, EventBuilder};
 use verdict_gateway::config::{AuditConfig, KafkaConfig};
 use verdict_journal::FsyncPolicy;
@@ -68,6 +70,9 @@ fn recorder(dir: &std::path::Path, fsync: FsyncPolicy) -> Arc<Recorder> {
         fsync,
         checkpoint_secs: 60,
         writer_mode: "bench",
+        refusals: Arc::new(RefusalLedger::new(1_000)),
+        refusal_every: Duration::from_secs(60),
+        space: Arc::new(SpaceWatch::new(dir.to_owned(), 0, 0)),
     })
     .unwrap();
     let recorder = Arc::new(recorder);
@@ -101,11 +106,10 @@ async fn main() {
             window: Duration::from_millis(5),
         },
     );
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap(),
-        topic: "bench".into(),
-        properties: Default::default(),
-    };
+    let kafka: KafkaConfig = serde_json::from_value(
+        serde_json::json!({"brokers": broker.bootstrap(), "topic": "bench"}),
+    )
+    .unwrap();
     let shipper = Shipper::new(&kafka, "bench", dir.path().to_owned(), None).unwrap();
     let status = Arc::clone(&shipper.status);
     let stop = CancellationToken::new();

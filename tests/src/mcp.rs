@@ -113,6 +113,18 @@ impl HttpProcess {
         Ok((process, port))
     }
 
+    /// The process id, e.g. to read its memory from `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The `metrics_listen` address (when its config sets one), e.g. `http://127.0.0.1:PORT`.
+    pub fn metrics_url(&self) -> String {
+        let address = std::fs::read_to_string(self.dir.path().join("ready.metrics"))
+            .expect("the gateway wrote its metrics address");
+        format!("http://{}", address.trim())
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }

@@ -61,6 +61,11 @@ impl ServerProcess {
         })
     }
 
+    /// The process id (0 once it was reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Waits until `ready` returns true, or fails with the tail of the log.
     pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
         let start = Instant::now();

@@ -1,9 +1,12 @@
 //! Where an audit event is born: the body of every decision and outcome, built from what the
 //! gateway knew when it decided.
 //!
-//! Arguments are stored per the redaction mode (`full`, `redacted`: sensitive keys' values
-//! replaced at any depth, `hash`: none), always with the SHA-256 of their canonical JSON as
-//! received. Targets — what a call acts on, e.g. `session_id=s1` — are extracted from the
+//! Arguments are stored per the redaction mode (`redacted`, the default: values under
+//! secret-looking keys replaced at any depth; `full`; `hash`: none), always with the SHA-256 of
+//! their canonical JSON as received, so equality checks work on redacted events too. A key is
+//! secret-looking when its name, lowercased and stripped of `_`, `-` and `.`, contains one of the
+//! configured words (`api_key`, `X-Api-Key` and `githubToken` all contain `apikey`/`token`):
+//! a false positive costs a redacted value, a false negative leaks a secret. Targets — what a call acts on, e.g. `session_id=s1` — are extracted from the
 //! top-level arguments (configured names per tool, else names like `*_id`, `id`, `session*`,
 //! `name`, `path`) after redaction, so a sensitive value never becomes a target. Every field is
 //! bounded (arguments over 64 KiB are kept as their hash only), so no request makes an event too
@@ -58,7 +61,8 @@ impl EventBuilder {
             sensitive_keys: config
                 .sensitive_keys
                 .iter()
-                .map(|k| k.to_lowercase())
+                .map(|k| normalized_key(k))
+                .filter(|k| !k.is_empty())
                 .collect(),
             targets: config.targets.clone(),
         }
@@ -110,7 +114,7 @@ impl EventBuilder {
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(key, value)| {
-                        let sensitive = self.sensitive_keys.contains(&key.to_lowercase());
+                        let sensitive = self.is_sensitive(key);
                         let value = if sensitive {
                             Value::String(REDACTED.into())
                         } else {
@@ -123,6 +127,11 @@ impl EventBuilder {
             Value::Array(items) => Value::Array(items.iter().map(|v| self.redact(v)).collect()),
             other => other.clone(),
         }
+    }
+
+    fn is_sensitive(&self, key: &str) -> bool {
+        let key = normalized_key(key);
+        self.sensitive_keys.iter().any(|word| key.contains(word))
     }
 
     fn extract_targets(&self, tool: &str, arguments: &Value) -> Vec<pb::Target> {
@@ -156,6 +165,14 @@ impl EventBuilder {
         targets.truncate(MAX_TARGETS);
         targets
     }
+}
+
+/// `key` lowercased without the separators people put between words (`api_key`, `api-key`).
+fn normalized_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn is_default_target(name: &str) -> bool {
@@ -260,16 +277,6 @@ pub fn now_nanos() -> i64 {
 }
 
 /// The lowercase name of a decision kind, e.g. `rate_limited`.
-pub fn decision_label(kind: i32) -> String {
-    pb::DecisionKind::try_from(kind)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("DECISION_KIND_")
-                .to_lowercase()
-        })
-        .unwrap_or_default()
-}
-
 fn risk_class(risk: RiskName) -> pb::RiskClass {
     match risk {
         RiskName::Read => pb::RiskClass::Read,
@@ -334,6 +341,24 @@ mod tests {
         let hashed = decide(&builder(RedactionMode::Hash), "session_manager", &args);
         assert!(hashed.arguments_json.is_empty());
         assert_eq!(hashed.targets, full.targets);
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_default_at_any_depth() {
+        let args = json!({"password": "pw-1", "api_key": "ak-2", "note": "keep",
+                          "auth": {"nested": [{"Token": "tk-3"}], "X-Api-Key": "ak-4"},
+                          "githubToken": "tk-5", "clientSecret": {"inner": "s-6"}});
+        let d = decide(&builder(AuditConfig::default().redaction), "tool", &args);
+        assert_eq!(d.redaction, pb::Redaction::Redacted as i32);
+        for secret in ["pw-1", "ak-2", "tk-3", "ak-4", "tk-5", "s-6"] {
+            assert!(!d.arguments_json.contains(secret), "{secret} stored");
+        }
+        assert!(d.arguments_json.contains(r#""note":"keep""#));
+        assert_eq!(
+            d.arguments_sha256,
+            sha256(canonical_json(&args).as_bytes()).to_vec(),
+            "digest of the arguments as received"
+        );
     }
 
     #[test]

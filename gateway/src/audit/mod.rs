@@ -5,16 +5,21 @@
 //! - [`shipper`]: the journal is tailed and produced to Kafka, resuming where the broker last
 //!   acknowledged.
 //!
-//! [`canonical`] is the one JSON encoding that argument hashes are computed over.
+//! [`canonical`] is the one JSON encoding that argument hashes are computed over; [`refusals`]
+//! counts the refusals of unauthenticated requests into one event per interval; [`space`] watches
+//! the journal's disk.
 
 pub mod canonical;
 pub mod event;
 pub mod recorder;
+pub mod refusals;
 pub mod shipper;
+pub mod space;
 
 use crate::config::{AuditConfig, FsyncMode};
 pub use event::{DecisionFacts, EventBuilder};
 pub use recorder::{RecordError, Recorder};
+pub use refusals::{Admission, RefusalLedger, RefusalReason};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +41,7 @@ pub enum AuditError {
 pub struct Audit {
     pub events: EventBuilder,
     pub recorder: Arc<Recorder>,
+    pub refusals: Arc<RefusalLedger>,
 }
 
 impl Audit {
@@ -53,6 +59,12 @@ impl Audit {
                 window: Duration::from_millis(config.fsync_window_ms),
             },
         };
+        let refusals = Arc::new(RefusalLedger::new(config.refusals_per_source));
+        let space = space::SpaceWatch::new(
+            config.journal_dir.clone(),
+            config.min_free_bytes,
+            config.alarm_free_bytes,
+        );
         let recorder = Recorder::open(recorder::RecorderSettings {
             chain_id,
             key,
@@ -61,10 +73,14 @@ impl Audit {
             fsync,
             checkpoint_secs: config.checkpoint_secs,
             writer_mode,
+            refusals: Arc::clone(&refusals),
+            refusal_every: Duration::from_secs(config.refusal_interval_secs.max(1)),
+            space: Arc::new(space),
         })?;
         Ok(Self {
             events: EventBuilder::new(config),
             recorder: Arc::new(recorder),
+            refusals,
         })
     }
 }

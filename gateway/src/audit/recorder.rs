@@ -11,8 +11,15 @@
 //! [`Recorder::healthy`] turns false. Refusals made meanwhile are [`Recorder::defer`]red in
 //! memory and written first once the journal accepts writes again, which a periodic tick retries.
 //! Checkpoints of the chain head are appended at start, every `checkpoint_secs`, and at shutdown.
+//!
+//! Refusals of unauthenticated requests are not appended one by one: every `refusal_every` the
+//! thread appends one aggregate event from the [`RefusalLedger`] (and a last one at shutdown),
+//! unless the journal's disk is below its reserve ([`SpaceWatch`]), in which case the tallies are
+//! carried over until there is room.
 
 use super::event;
+use super::refusals::RefusalLedger;
+use super::space::{SpaceLevel, SpaceWatch};
 use prost::Message;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -71,7 +78,13 @@ pub struct RecorderSettings {
     /// How this process serves agents (`http`, `stdio`), recorded in the journal's lock file so a
     /// refused second writer can name the holder.
     pub writer_mode: &'static str,
+    pub refusals: Arc<RefusalLedger>,
+    pub refusal_every: Duration,
+    pub space: Arc<SpaceWatch>,
 }
+
+/// How often the journal's free space is measured.
+const SPACE_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 enum Command {
     Append {
@@ -80,6 +93,7 @@ enum Command {
     },
     Defer(Vec<u8>),
     Checkpoint(&'static str),
+    Refusals,
     Tick,
     Shutdown(oneshot::Sender<()>),
 }
@@ -100,6 +114,8 @@ pub struct Recorder {
     tick_every: Duration,
     /// Held for the process's life: no other process appends to this chain meanwhile.
     _lock: JournalLock,
+    refusal_every: Duration,
+    space: Arc<SpaceWatch>,
 }
 
 impl Recorder {
@@ -152,6 +168,8 @@ impl Recorder {
             deferred: VecDeque::new(),
             overflow: 0,
             checkpoint_secs: settings.checkpoint_secs,
+            refusals: settings.refusals,
+            space: Arc::clone(&settings.space),
         };
         std::thread::Builder::new()
             .name("audit-recorder".into())
@@ -169,7 +187,10 @@ impl Recorder {
             checkpoint_every: Duration::from_secs(settings.checkpoint_secs.max(1).into()),
             tick_every,
             _lock: lock,
+            refusal_every: settings.refusal_every.max(Duration::from_millis(100)),
+            space: settings.space,
         };
+        recorder.space.check();
         recorder.send_now(Command::Checkpoint("startup"));
         Ok(recorder)
     }
@@ -213,17 +234,33 @@ impl Recorder {
         self.written.clone()
     }
 
-    /// Starts the periodic fsync / retry tick and the periodic checkpoint.
+    /// The journal's disk space, as last measured.
+    pub fn space(&self) -> &SpaceWatch {
+        &self.space
+    }
+
+    /// Starts the periodic fsync / retry tick, the periodic checkpoint, the aggregate of
+    /// refusals, and the disk space check.
     pub fn spawn_timers(self: &Arc<Self>) {
         let recorder = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(recorder.tick_every);
             let mut checkpoint = tokio::time::interval(recorder.checkpoint_every);
-            checkpoint.tick().await; // the first tick is immediate; startup already checkpointed
+            let mut refusals = tokio::time::interval(recorder.refusal_every);
+            let mut space = tokio::time::interval(SPACE_CHECK_EVERY);
+            // The first ticks are immediate; startup already checkpointed and measured.
+            checkpoint.tick().await;
+            refusals.tick().await;
+            space.tick().await;
             loop {
                 let command = tokio::select! {
                     _ = tick.tick() => Command::Tick,
                     _ = checkpoint.tick() => Command::Checkpoint("periodic"),
+                    _ = refusals.tick() => Command::Refusals,
+                    _ = space.tick() => {
+                        recorder.space.check();
+                        continue;
+                    }
                 };
                 if recorder.tx.send(command).await.is_err() {
                     return;
@@ -257,6 +294,8 @@ struct RecorderThread {
     /// Deferred bodies that did not fit in memory.
     overflow: u64,
     checkpoint_secs: u32,
+    refusals: Arc<RefusalLedger>,
+    space: Arc<SpaceWatch>,
 }
 
 /// One event of a group: its body, and who waits for its seq.
@@ -299,8 +338,10 @@ impl RecorderThread {
                         reply: None,
                         checkpoint: Some(reason),
                     }),
+                    Command::Refusals => self.take_refusals(&mut pending),
                     Command::Tick => {}
                     Command::Shutdown(reply) => {
+                        self.take_refusals(&mut pending);
                         pending.push(Pending {
                             body: Vec::new(),
                             reply: None,
@@ -312,7 +353,7 @@ impl RecorderThread {
             }
             self.write(pending);
             if let Err(e) = self.journal.sync_if_due() {
-                self.failed(&e.to_string());
+                self.failed(&e);
             }
             self.publish_synced();
             if let Some(reply) = shutdown {
@@ -330,6 +371,21 @@ impl RecorderThread {
                 let _ = reply.send(());
                 return;
             }
+        }
+    }
+
+    /// The aggregate of the refusals since the last one, unless the disk is below its reserve.
+    fn take_refusals(&self, pending: &mut Vec<Pending>) {
+        if self.space.level() == SpaceLevel::Reserved {
+            self.refusals.carry_over();
+            return;
+        }
+        if let Some(body) = self.refusals.take_event() {
+            pending.push(Pending {
+                body: body.encode_to_vec(),
+                reply: None,
+                checkpoint: None,
+            });
         }
     }
 
@@ -395,8 +451,7 @@ impl RecorderThread {
             }
             Err(e) => {
                 self.chain.rewind(seq_before, hash_before);
-                let error = e.to_string();
-                self.failed(&error);
+                let error = self.failed(&e);
                 for item in pending {
                     match item.reply {
                         Some(reply) => {
@@ -427,10 +482,25 @@ impl RecorderThread {
         }
     }
 
-    fn failed(&self, error: &str) {
+    /// Marks the journal unwritable; returns the reason callers, agents and `/healthz` see.
+    fn failed(&self, error: &JournalError) -> String {
+        let public = public_reason(error);
         if self.status.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(%error, "audit journal cannot be written: refusing every call until it can (fail closed)");
         }
-        *self.status.last_error.lock().expect("status lock") = Some(error.to_owned());
+        *self.status.last_error.lock().expect("status lock") = Some(public.clone());
+        public
+    }
+}
+
+/// What an agent or an unauthenticated `/healthz` reader may learn of a journal failure: the
+/// kind of failure, never a server path (the full error, path included, goes to the log).
+fn public_reason(error: &JournalError) -> String {
+    match error {
+        JournalError::Io { source, .. } => format!("journal I/O error: {source}"),
+        JournalError::BadMagic { .. } | JournalError::Corrupt { .. } => {
+            "journal segment damaged".to_owned()
+        }
+        other => other.to_string(),
     }
 }

@@ -7,14 +7,27 @@
 //! outage librdkafka keeps retrying without reordering or duplicating; the journal keeps growing
 //! meanwhile and calls are unaffected. Only a restart between an acknowledgement and the mark
 //! being stored sends an event twice, and consumers deduplicate by `(chain_id, seq)`.
+//!
+//! Before shipping, the topic is created through the admin API (`create_topic`, with
+//! `topic_partitions` and `topic_replication`; an existing topic is left as it is). When that is
+//! not allowed, the log says exactly which command creates it, and shipping starts anyway (an
+//! auto-creating broker or an operator may still create it). librdkafka's own messages go through
+//! [`QuietContext`]: its log lines at debug level, its errors deduplicated — one line per distinct
+//! error per minute, with how many repeats were suppressed — so a broker outage does not print the
+//! same error several times a second, twice each.
 
 use crate::config::KafkaConfig;
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use rdkafka::config::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +37,12 @@ use verdict_journal::{JournalError, JournalReader, ShippedMark};
 const IN_FLIGHT: usize = 10_000;
 /// How often the acknowledged mark is persisted while events flow.
 const MARK_EVERY: Duration = Duration::from_millis(200);
+/// The same librdkafka error is logged at most once per this period.
+const REPEAT_QUIET: Duration = Duration::from_secs(60);
+/// Distinct librdkafka errors remembered for deduplication; past it, the table starts over.
+const MAX_REMEMBERED: usize = 256;
+/// How long topic creation may take before shipping starts without it.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipperError {
@@ -41,8 +60,57 @@ pub struct ShipperStatus {
     pub acknowledged: AtomicU64,
 }
 
+/// librdkafka's logs and errors, deduplicated and rate-limited (see the module docs).
+#[derive(Default)]
+pub struct QuietContext {
+    /// Per distinct error text: when it was last logged and the repeats since.
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl QuietContext {
+    /// `Some(repeats suppressed since the last line)` when `message` is due to be logged.
+    fn due(&self, message: &str, now: Instant) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_REMEMBERED && !seen.contains_key(message) {
+            seen.clear();
+        }
+        match seen.get_mut(message) {
+            Some((last, repeats)) if now.duration_since(*last) < REPEAT_QUIET => {
+                *repeats += 1;
+                None
+            }
+            Some((last, repeats)) => {
+                *last = now;
+                Some(std::mem::take(repeats))
+            }
+            None => {
+                seen.insert(message.to_owned(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // Every failure that matters also arrives through `error`, once; these are its echoes.
+        tracing::debug!(?level, fac, "librdkafka: {log_message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let message = format!("{error}: {reason}");
+        if let Some(suppressed) = self.due(&message, Instant::now()) {
+            tracing::warn!(suppressed, "kafka: {message}");
+        }
+    }
+}
+
 pub struct Shipper {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
+    /// For the short-lived admin client that creates the topic.
+    client: ClientConfig,
+    new_topic: Option<(i32, i32)>,
+    brokers: String,
     topic: String,
     chain_id: String,
     journal_dir: PathBuf,
@@ -72,7 +140,12 @@ impl Shipper {
             // Room for everything in flight, so handing a message over never fails for space.
             .set("queue.buffering.max.messages", "100000");
         Ok(Self {
-            producer: client.create()?,
+            producer: client.create_with_context(QuietContext::default())?,
+            client: client.clone(),
+            new_topic: config
+                .create_topic
+                .then_some((config.topic_partitions, config.topic_replication)),
+            brokers: config.brokers.clone(),
             topic: config.topic.clone(),
             chain_id: chain_id.to_owned(),
             mark: ShippedMark::new(&journal_dir, "kafka"),
@@ -84,6 +157,10 @@ impl Shipper {
 
     /// Ships until `stop`, then waits (bounded) for what is in flight and stores the mark.
     pub async fn run(self, mut written: watch::Receiver<u64>, stop: CancellationToken) {
+        tokio::select! {
+            _ = self.create_topic() => {}
+            _ = stop.cancelled() => return,
+        }
         loop {
             match self.ship(&mut written, &stop).await {
                 Ok(()) => return,
@@ -180,6 +257,52 @@ impl Shipper {
         Ok(())
     }
 
+    /// Creates the topic if configured to and it does not exist; says what to run when it cannot.
+    async fn create_topic(&self) {
+        let Some((partitions, replication)) = self.new_topic else {
+            return;
+        };
+        let topic = NewTopic::new(
+            &self.topic,
+            partitions,
+            TopicReplication::Fixed(replication),
+        );
+        let admin: AdminClient<QuietContext> = match self
+            .client
+            .create_with_context(QuietContext::default())
+        {
+            Ok(admin) => admin,
+            Err(error) => {
+                tracing::error!(%error, "cannot create a Kafka admin client to create the topic");
+                return;
+            }
+        };
+        let options = AdminOptions::new().operation_timeout(Some(CREATE_TIMEOUT));
+        let created =
+            tokio::time::timeout(CREATE_TIMEOUT, admin.create_topics([&topic], &options)).await;
+        let outcome = match created {
+            Ok(Ok(results)) => results.into_iter().next(),
+            Ok(Err(error)) => Some(Err((self.topic.clone(), error_code(&error)))),
+            Err(_) => Some(Err((
+                self.topic.clone(),
+                RDKafkaErrorCode::OperationTimedOut,
+            ))),
+        };
+        match outcome {
+            Some(Ok(_)) => {
+                tracing::info!(topic = %self.topic, partitions, replication, "created the Kafka topic")
+            }
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => {}
+            Some(Err((_, code))) => tracing::error!(
+                topic = %self.topic,
+                error = %code,
+                "could not create the Kafka topic; create it with: kafka-topics.sh --bootstrap-server {} --create --if-not-exists --topic {} --partitions {partitions} --replication-factor {replication}",
+                self.brokers,
+                self.topic,
+            ),
+        }
+    }
+
     /// Hands one record to the producer now (so messages enter its queue in seq order) and
     /// returns the wait for its acknowledgement.
     fn produce(
@@ -212,5 +335,33 @@ impl Shipper {
             }
         }
         Ok(())
+    }
+}
+
+fn error_code(error: &KafkaError) -> RDKafkaErrorCode {
+    error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_errors_are_logged_once_per_period_with_the_count() {
+        let context = QuietContext::default();
+        let t0 = Instant::now();
+        assert_eq!(context.due("broker down", t0), Some(0));
+        for i in 1..=50 {
+            assert_eq!(
+                context.due("broker down", t0 + Duration::from_millis(i * 100)),
+                None
+            );
+        }
+        assert_eq!(
+            context.due("other error", t0),
+            Some(0),
+            "distinct errors are not hidden"
+        );
+        assert_eq!(context.due("broker down", t0 + REPEAT_QUIET), Some(50));
     }
 }

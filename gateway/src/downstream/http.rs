@@ -1,19 +1,31 @@
-//! Streamable HTTP front end: `POST|GET|DELETE /mcp`, `/healthz` (503 while decisions cannot be
-//! recorded) and `/metrics` (Prometheus).
+//! Streamable HTTP front end: `POST|GET|DELETE /mcp` and `/healthz` (503 while decisions cannot be
+//! recorded, `degraded` while the journal's disk is low). Prometheus `/metrics` is served only on
+//! the separate `metrics_listen` address ([`serve_metrics`]), never to agents.
+//!
+//! The listener ([`serve`]) closes what would otherwise hold it open: a connection that has not
+//! sent a whole request header within `header_read_timeout_secs` (which is also how long a kept-
+//! alive connection may sit idle between requests), a body not received within
+//! `body_read_timeout_secs` (408), and at most `max_connections` connections are served at once
+//! (further ones wait in the kernel's accept queue). HTTP/1.1 only.
 //!
 //! Order of checks on a POST, each with its own clear refusal: Origin (403), bearer API key
-//! (401), body size (413), JSON (400, -32700), JSON-RPC shape (400, -32600), then the protocol
+//! (401; 429 and the connection closed for a source over its refusal limit), body size (413),
+//! body time (408), JSON (400, -32700), JSON-RPC shape (400, -32600), then the protocol
 //! era: `initialize` opens a session; a request whose `_meta` names 2026-07-28 is stateless and
 //! its `MCP-Protocol-Version` / `Mcp-Method` / `Mcp-Name` headers must match the body (400,
 //! -32020); anything else needs a known `Mcp-Session-Id` (400 without, 404 unknown).
 //! Requests are answered as SSE when the client accepts it (so progress can stream), else JSON.
 //! Closing an SSE response cancels its request.
+//!
+//! Refusals before authentication (Origin, API key) are not journaled one by one: they are
+//! counted per source and reason and journaled as one aggregate event per interval
+//! ([`crate::audit::refusals`]), so a stranger cannot fill the journal.
 
 // Refusals travel as `Err(Response)`: large, but only on the cold path, and it keeps each check
 // a plain function that returns exactly what the client gets.
 #![allow(clippy::result_large_err)]
 
-use crate::audit::DecisionFacts;
+use crate::audit::{Admission, DecisionFacts, RefusalReason};
 use crate::downstream::answer_batch;
 use crate::jsonrpc::{
     self, Body as RpcBody, Message, HEADER_MISMATCH, INVALID_REQUEST, UNAUTHORIZED,
@@ -27,38 +39,143 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
 use verdict_proto::pb;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 /// Notifications buffered per streamed request before progress updates are dropped.
 const STREAM_BUFFER: usize = 64;
 
+/// How long open connections may take to finish once shutdown begins.
+const DRAIN: Duration = Duration::from_secs(10);
+
 type Shared = Arc<Gateway>;
 
-pub fn router(gateway: Shared) -> Router {
+/// What the HTTP listener allows a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// To send a whole request header, and to sit idle between kept-alive requests.
+    pub header_read_timeout: Duration,
+    /// To send a whole request body.
+    pub body_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+fn router(gateway: Shared) -> Router {
     Router::new()
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
         .route("/healthz", get(healthz))
+        .with_state(gateway)
+}
+
+/// Serves `/mcp` and `/healthz` on `listener` within `limits` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Shared,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = router(Arc::clone(&gateway)).layer(Extension(limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit,
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permit else { break };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Replies are small writes (SSE events): without TCP_NODELAY, Nagle and delayed ACKs add
+        // 40 ms.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(peer))));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        let open = gateway.metrics.connection_opened();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+            drop((permit, open));
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// Binds `address` and serves `/metrics` (Prometheus) and `/healthz` there, for operators only;
+/// with a `ready_file`, writes the bound address to it with the extension `.metrics`.
+pub async fn serve_metrics(
+    address: SocketAddr,
+    gateway: Shared,
+    ready_file: Option<&Path>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "serving /metrics and /healthz");
+    if let Some(path) = ready_file {
+        std::fs::write(path.with_extension("metrics"), address.to_string())?;
+    }
+    let app = Router::new()
         .route(
             "/metrics",
             get(|State(gateway): State<Shared>| async move {
                 gateway.metrics.render(&gateway.audit.recorder)
             }),
         )
-        .with_state(gateway)
+        .route("/healthz", get(healthz))
+        .with_state(gateway);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
-/// Healthy while decisions can be recorded: a gateway that fails closed says so here.
+/// Healthy while decisions can be recorded: a gateway that fails closed says so here, and one
+/// whose journal disk runs low says `degraded` (still 200: calls are served). No paths.
 async fn healthz(State(gateway): State<Shared>) -> Response {
-    match gateway.audit.recorder.last_error() {
-        None if gateway.audit.recorder.healthy() => "ok".into_response(),
+    let recorder = &gateway.audit.recorder;
+    match recorder.last_error() {
+        None if recorder.healthy() => match recorder.space().describe() {
+            None => "ok".into_response(),
+            Some(low) => format!("degraded: {low}").into_response(),
+        },
         error => {
             let reason = error.unwrap_or_else(|| "audit journal unavailable".into());
             let body =
@@ -91,79 +208,71 @@ fn origin_allowed(headers: &HeaderMap) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
-/// The agent behind the request, or the refusal to send. Refusals are recorded (without the
-/// presented key).
-async fn authenticate(
+/// The agent behind the request, or the refusal to send. Refusals are counted into the next
+/// aggregate refusal event (without the presented key).
+fn authenticate(
     gateway: &Gateway,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<String, Response> {
-    let (response, rule, reason) = if !origin_allowed(headers) {
-        let response = refuse(
+    let reason = if !origin_allowed(headers) {
+        RefusalReason::Origin
+    } else if let Some(agent) = gateway.keys.authenticate(header(headers, "authorization")) {
+        return Ok(agent.to_owned());
+    } else if headers.contains_key("authorization") {
+        RefusalReason::UnknownKey
+    } else {
+        RefusalReason::NoKey
+    };
+    tracing::debug!(%peer, reason = reason.label(), "refused before authentication");
+    gateway.metrics.refused(reason);
+    if gateway.audit.refusals.note(peer.ip(), reason) == Admission::Throttled {
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            UNAUTHORIZED,
+            "Too many refused requests from this address; retry later",
+        );
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return Err(response);
+    }
+    Err(match reason {
+        RefusalReason::Origin => refuse(
             StatusCode::FORBIDDEN,
             INVALID_REQUEST,
             "Forbidden: origin not allowed",
-        );
-        (
-            response,
-            "gateway.origin",
-            "request from a non-local Origin (DNS rebinding guard)",
-        )
-    } else if let Some(agent) = gateway.keys.authenticate(header(headers, "authorization")) {
-        return Ok(agent.to_owned());
-    } else {
-        let presented = headers.contains_key("authorization");
-        tracing::warn!(presented, "refused: missing or unknown API key");
-        let mut response = refuse(
-            StatusCode::UNAUTHORIZED,
-            UNAUTHORIZED,
-            "Unauthorized: missing or invalid API key",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            "Bearer realm=\"verdict\"".parse().expect("static header"),
-        );
-        let reason = if presented {
-            "authentication failed: unknown API key"
-        } else {
-            "authentication failed: no bearer API key"
-        };
-        (response, "gateway.auth", reason)
-    };
-    let actor = pb::Actor {
-        transport: "http".into(),
-        remote_addr: peer.to_string(),
-        ..Default::default()
-    };
-    let facts = DecisionFacts {
-        decision: pb::DecisionKind::Deny,
-        rule_id: rule,
-        reason,
-        ..Default::default()
-    };
-    gateway.record_refusal(actor, &facts).await;
-    Err(response)
+        ),
+        _ => {
+            let mut response = refuse(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHORIZED,
+                "Unauthorized: missing or invalid API key",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"verdict\""),
+            );
+            response
+        }
+    })
 }
 
 async fn post_mcp(
     State(gateway): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(limits): Extension<Limits>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let agent = match authenticate(&gateway, &headers, peer).await {
+    let agent = match authenticate(&gateway, &headers, peer) {
         Ok(agent) => agent,
         Err(refusal) => return refusal,
     };
-    let bytes = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+    let bytes = match read_body(&gateway, limits.body_read_timeout, body).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            let message = format!(
-                "Request body exceeds the {}-byte limit",
-                gateway.max_body_bytes
-            );
-            return refuse(StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST, &message);
-        }
+        Err(refusal) => return refusal,
     };
     let message = match jsonrpc::parse_body(&bytes) {
         Ok(RpcBody::Single(message)) => message,
@@ -201,6 +310,41 @@ async fn post_mcp(
                     .insert(SESSION_HEADER, id.parse().expect("uuid is a valid header"));
             }
             response
+        }
+    }
+}
+
+/// The whole request body, within the size and time limits.
+async fn read_body(
+    gateway: &Gateway,
+    timeout: Duration,
+    body: Body,
+) -> Result<bytes::Bytes, Response> {
+    let read = axum::body::to_bytes(body, gateway.max_body_bytes);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => {
+            let message = format!(
+                "Request body exceeds the {}-byte limit",
+                gateway.max_body_bytes
+            );
+            Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                &message,
+            ))
+        }
+        Err(_) => {
+            let mut response = refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                INVALID_REQUEST,
+                "Request body not received in time",
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(response)
         }
     }
 }
@@ -397,7 +541,7 @@ async fn get_mcp(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let agent = match authenticate(&gateway, &headers, peer).await {
+    let agent = match authenticate(&gateway, &headers, peer) {
         Ok(agent) => agent,
         Err(refusal) => return refusal,
     };
@@ -434,7 +578,7 @@ async fn delete_mcp(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let agent = match authenticate(&gateway, &headers, peer).await {
+    let agent = match authenticate(&gateway, &headers, peer) {
         Ok(agent) => agent,
         Err(refusal) => return refusal,
     };

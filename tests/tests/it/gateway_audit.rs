@@ -360,9 +360,19 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
             text.contains("-32030") || text.contains("audit journal"),
             "{text}"
         );
+        let server_path = gateway.dir.path().to_string_lossy().into_owned();
+        assert!(
+            !text.contains(&server_path),
+            "agents learn no paths: {text}"
+        );
         let response = reqwest::get(&health).await.unwrap();
         assert_eq!(response.status(), 503);
-        assert!(response.text().await.unwrap().contains("audit journal"));
+        let body = response.text().await.unwrap();
+        assert!(body.contains("audit journal"), "{body}");
+        assert!(
+            !body.contains(&server_path),
+            "/healthz shows no paths: {body}"
+        );
     }
     let start = Instant::now();
     while reqwest::get(&health).await.unwrap().status() != 200 {

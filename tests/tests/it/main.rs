@@ -12,6 +12,7 @@ mod forgery;
 mod gateway_approvals;
 mod gateway_audit;
 mod gateway_bad_input;
+mod gateway_hardening;
 mod gateway_policy;
 mod gateway_proxy;
 mod gateway_stdio;

@@ -240,6 +240,23 @@ async fn hostile_filters_are_values_never_sql() {
         );
     }
 
+    // A forged page token with a 1 MB chain id: INVALID_ARGUMENT, never sent to ClickHouse.
+    use base64::Engine;
+    let forged = serde_json::json!({"time": 1, "chain_id": "c".repeat(1 << 20), "seq": 1});
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+    let err = client
+        .search(authed(
+            pb::SearchRequest {
+                page_size: 10,
+                page_token: token,
+                ..Default::default()
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
     // Non-UTF-8 bytes in a string field: the request is refused while decoding (tonic answers
     // INTERNAL for a message it cannot decode), before any service code or SQL runs.
     let err = raw_who_tried(&service, b"\xff\xfeagent").await.unwrap_err();
