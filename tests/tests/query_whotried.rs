@@ -41,8 +41,8 @@ fn call<'a>(
 /// other actions on the same tool, other tools with the same argument.
 fn scenario() -> Vec<SignedEvent> {
     let key = SecretKey::from_seed(&[1; 32]);
-    let del1 = r#"{"action":"delete","session_id":"s1"}"#;
-    let del2 = r#"{"action":"delete","session_id":"s2"}"#;
+    let del1 = r#"{"action":"delete_session","session_id":"s1"}"#;
+    let del2 = r#"{"action":"delete_session","session_id":"s2"}"#;
     let s1: &[(&str, &str)] = &[("session_id", "s1")];
     let s2: &[(&str, &str)] = &[("session_id", "s2")];
     let mut gw1 = ChainWriter::new("gw-1", key.clone());
@@ -61,7 +61,7 @@ fn scenario() -> Vec<SignedEvent> {
         gw1.append(call(
             4,
             "agent-b",
-            "memory_read",
+            "list_work_memories",
             r#"{"key":"x"}"#,
             &[],
             D::Allow,
@@ -73,8 +73,8 @@ fn scenario() -> Vec<SignedEvent> {
     events.push(gw1.append(call(
         8,
         "agent-a",
-        "memory_write",
-        r#"{"action":"delete","key":"k"}"#,
+        "add_work_memory",
+        r#"{"action":"delete_session","key":"k"}"#,
         &[],
         D::Allow,
     )));
@@ -87,7 +87,7 @@ fn delete_filter() -> pb::EventFilter {
         tools: vec!["session_manager".into()],
         arguments: vec![pb::ArgumentMatch {
             key: "action".into(),
-            value: "delete".into(),
+            value: "delete_session".into(),
         }],
         ..Default::default()
     }
