@@ -148,7 +148,7 @@ fn an_upstream_that_cannot_be_launched_is_an_error() {
     let (dir, policy, config) = sample_setup(r#"{"version": "1", "default": "deny"}"#);
     std::fs::write(
         dir.path().join("gateway.toml"),
-        "[upstreams.gone]\ncommand = \"./no/such/server\"\n",
+        "[upstreams.gone]\ncommand = \"no/such/server\"\n",
     )
     .unwrap();
     let (ok, _, stderr) = verdict(&["policy", "check", &policy, "--gateway-config", &config]);

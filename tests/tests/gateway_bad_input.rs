@@ -344,8 +344,17 @@ async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
         .collect();
     assert_eq!(
         names.len(),
-        6,
+        7,
         "the healthy upstreams' tools are listed, the broken ones' absent: {names:?}"
+    );
+    // A tool the gateway does not know may be one of the unreachable upstreams': -32000 naming
+    // them, as for any call to an upstream that is down (not -32602 "Unknown tool").
+    let unknown = json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}});
+    let unknown = raw.rpc(Some(&session), unknown).await;
+    assert_eq!(code(&unknown), -32000, "{:?}", unknown.body);
+    assert_eq!(
+        unknown.body["error"]["message"],
+        "upstream dead, garbage unreachable; tool no_such_tool is not available"
     );
     assert!(
         names.contains(&"memory__search_work_memory")

@@ -197,6 +197,9 @@ pub fn classify(tool: &Value) -> RiskName {
 
 /// Collects the `enum` and `const` strings of action-like properties anywhere in `schema`.
 fn action_values<'a>(schema: &'a Value, out: &mut Vec<&'a str>) {
+    if !schema.is_object() {
+        return;
+    }
     if let Some(properties) = schema["properties"].as_object() {
         for (name, property) in properties {
             if is_action_like(name) {
