@@ -176,7 +176,7 @@ async fn refusals_are_clear_and_the_gateway_keeps_serving() {
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(
         listed.body["result"]["tools"].as_array().unwrap().len(),
-        5,
+        6,
         "still serving after all of the above"
     );
 }

@@ -22,7 +22,7 @@ const KEY_A: &str = "key-agent-a";
 const KEY_B: &str = "key-agent-b";
 /// Tools of the stdio upstream; the HTTP upstream serves the rest.
 const STDIO_TOOLS: &str = "add_work_memory,list_work_memories,long_task";
-const HTTP_TOOLS: &str = "session_manager,search_work_memory";
+const HTTP_TOOLS: &str = "session_manager,search_work_memory,delete_work_memory";
 
 #[derive(Clone)]
 struct Recorder {
@@ -324,8 +324,8 @@ async fn colliding_tool_names_are_prefixed_by_upstream() {
         [
             "long_task",
             "memory__list_work_memories",
-            "search_work_memory",
-            "remote__list_work_memories"
+            "remote__list_work_memories",
+            "search_work_memory"
         ]
     );
     call(&client, "remote__list_work_memories", json!({"key": "x"})).await;
@@ -348,8 +348,8 @@ async fn tools_list_pages_through_a_paging_upstream() {
     let all = client.list_all_tools().await.unwrap();
     assert_eq!(
         all.len(),
-        5,
-        "3 stdio tools + 2 tools paged one by one from the HTTP upstream"
+        6,
+        "3 stdio tools + 3 tools paged one by one from the HTTP upstream"
     );
     client.cancel().await.unwrap();
 }
