@@ -1,5 +1,5 @@
 //! The seed's compliance question, answered over real gRPC by the real `verdict-query` against a
-//! real ClickHouse: which agents tried `session_manager` with `action=delete`, on which session,
+//! real ClickHouse: which agents tried `session_manager` with `action=delete_session`, on which session,
 //! and what was decided — from Rust, from the `verdict` CLI, and from a Python grpcio client
 //! generated from `proto/`.
 
@@ -222,14 +222,15 @@ async fn who_tried_to_delete_sessions() {
     );
     assert!(limited.truncated);
 
-    // The CLI gives the same answer.
+    // The CLI gives the same answer, asked with a glob (matched ignoring case, as the gateway's
+    // argument rules match) that covers both delete actions.
     let output = Command::new(cargo_bin("verdict"))
         .args([
             "who-tried",
             "--tool",
             "session_manager",
             "--arg",
-            "action=delete",
+            "action=DELETE_SESSION*",
             "--grouped",
             "--json",
         ])
@@ -321,7 +322,12 @@ fn python_client_agrees(service: &QueryService) {
             "--token",
             TOKEN,
         ])
-        .args(["--tool", "session_manager", "--arg", "action=delete"])
+        .args([
+            "--tool",
+            "session_manager",
+            "--arg",
+            "action=delete_session",
+        ])
         .output()
         .expect("running python3");
     if output.status.code() == Some(3) && std::env::var_os("CI").is_none() {
