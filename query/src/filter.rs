@@ -267,9 +267,14 @@ pub fn event_filter(
                 "visitParamExtractString(arguments_json, ?) = ?",
                 vec![Param::Str(key), Param::Str(value)],
             ),
+            // The key must be there: an absent one extracts as "", which `*` would match.
             Some(pattern) => c.push(
-                "lowerUTF8(visitParamExtractString(arguments_json, ?)) LIKE ?",
-                vec![Param::Str(key), Param::Str(pattern.to_lowercase())],
+                "(visitParamHas(arguments_json, ?) AND lowerUTF8(visitParamExtractString(arguments_json, ?)) LIKE ?)",
+                vec![
+                    Param::Str(key.clone()),
+                    Param::Str(key),
+                    Param::Str(pattern.to_lowercase()),
+                ],
             ),
         }
     }
@@ -370,11 +375,12 @@ mod tests {
         let bound = event_filter(&filter, LIMITS).unwrap().to_bound();
         assert_eq!(
             bound.sql,
-            "lowerUTF8(visitParamExtractString(arguments_json, ?)) LIKE ?"
+            "(visitParamHas(arguments_json, ?) AND lowerUTF8(visitParamExtractString(arguments_json, ?)) LIKE ?)"
         );
         assert_eq!(
             bound.params,
             vec![
+                Param::Str("action".into()),
                 Param::Str("action".into()),
                 Param::Str(r"delete\_\%%".into())
             ]
