@@ -132,7 +132,7 @@ impl NotificationRouter {
 
 enum Transport {
     Http(Arc<http::HttpTransport>),
-    Stdio(stdio::StdioTransport),
+    Stdio(Box<stdio::StdioTransport>),
 }
 
 impl Transport {
@@ -202,7 +202,7 @@ impl Upstream {
                 env,
                 cwd,
                 ..
-            } => Transport::Stdio(stdio::StdioTransport::new(
+            } => Transport::Stdio(Box::new(stdio::StdioTransport::new(
                 name,
                 stdio::Launch {
                     command,
@@ -211,7 +211,7 @@ impl Upstream {
                     cwd: cwd.as_deref(),
                 },
                 Arc::clone(&progress),
-            )),
+            ))),
         };
         Self {
             name: name.to_owned(),
