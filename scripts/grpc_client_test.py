@@ -7,7 +7,7 @@ code), calls AuditQuery.WhoTried with a bearer token, and prints the attempts as
 Rust client's answer.
 
 Needs: python3 -m pip install grpcio grpcio-tools
-Usage: grpc_client_test.py --addr 127.0.0.1:8790 --token TOKEN --tool session_manager --arg action=delete
+Usage: grpc_client_test.py --addr 127.0.0.1:8790 --token TOKEN --tool session_manager --arg action=delete_session
 Exit codes: 0 ok, 3 the grpc modules are missing, 1 any other failure.
 """
 import argparse

@@ -21,9 +21,30 @@ pub struct Connection {
         default_value = "http://127.0.0.1:8781"
     )]
     admin_url: String,
-    /// An admin token from `[admin] tokens` (read from the environment, never from argv).
-    #[arg(long, env = "VERDICT_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
+}
+
+/// The environment variable holding an admin token from `[admin] tokens`. It is read from the
+/// environment only, never from argv, where every user of the machine could see it.
+const TOKEN_ENV: &str = "VERDICT_ADMIN_TOKEN";
+
+fn admin_token() -> Result<String> {
+    match std::env::var(TOKEN_ENV) {
+        Ok(token) if !token.is_empty() => Ok(token),
+        _ => bail!(
+            "no admin token: set {TOKEN_ENV} to one of the gateway's [admin] tokens (it is read from the environment only)"
+        ),
+    }
+}
+
+/// A refusal from the admin API in words (not raw tonic text).
+fn admin_status(status: tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => anyhow::anyhow!(
+            "the gateway refused the admin token in {TOKEN_ENV} ({}); check it against [admin] tokens",
+            status.message()
+        ),
+        code => anyhow::anyhow!("admin API: {code:?}: {}", status.message()),
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -80,21 +101,22 @@ async fn client(connection: &Connection) -> Result<GatewayAdminClient<Channel>> 
     Ok(GatewayAdminClient::new(channel))
 }
 
-fn authorized<T>(connection: &Connection, message: T) -> Result<Request<T>> {
+fn authorized<T>(message: T) -> Result<Request<T>> {
     let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {}", connection.admin_token)
+    let value: MetadataValue<_> = format!("Bearer {}", admin_token()?)
         .parse()
-        .context("the admin token is not a valid header value")?;
+        .with_context(|| format!("{TOKEN_ENV} is not a valid header value"))?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }
 
 async fn pending(connection: &Connection) -> Result<Vec<pb::PendingApproval>> {
-    let request = authorized(connection, pb::ListApprovalsRequest {})?;
+    let request = authorized(pb::ListApprovalsRequest {})?;
     Ok(client(connection)
         .await?
         .list_approvals(request)
-        .await?
+        .await
+        .map_err(admin_status)?
         .into_inner()
         .approvals)
 }
@@ -154,19 +176,17 @@ async fn decide(
     else {
         bail!("no pending approval {id} (decided, expired, or never existed)");
     };
-    let request = authorized(
-        connection,
-        pb::DecideApprovalRequest {
-            approval_id: id.to_owned(),
-            approve,
-            reason,
-            arguments_sha256: held.arguments_sha256,
-        },
-    )?;
+    let request = authorized(pb::DecideApprovalRequest {
+        approval_id: id.to_owned(),
+        approve,
+        reason,
+        arguments_sha256: held.arguments_sha256,
+    })?;
     let decided = client(connection)
         .await?
         .decide_approval(request)
-        .await?
+        .await
+        .map_err(admin_status)?
         .into_inner();
     let what = if decided.decision == DecisionKind::Approved as i32 {
         "approved"

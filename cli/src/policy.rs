@@ -3,15 +3,20 @@
 //! With `--gateway-config`, it asks every configured upstream for its tools (as the gateway does)
 //! and prints each tool's risk class and the decision an argument-less call would get, plus the
 //! rules whose tool/server patterns can apply (argument rules may change the outcome per call).
+//! Then it checks argument rules against each tool's input schema (a literal no `enum` value
+//! matches is an error, an equality that leaves out longer enum values a warning). An upstream
+//! that cannot be reached or launched, or any error, makes the exit status non-zero: a policy
+//! checked against nothing is not "valid".
 
 use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use verdict_gateway::catalog::Catalog;
-use verdict_gateway::decision::CallInfo;
+use verdict_gateway::decision::{CallInfo, Outcome};
 use verdict_gateway::mcp::ClientInfo;
 use verdict_gateway::policy::file::RiskName;
+use verdict_gateway::policy::schema_check::Severity;
 use verdict_gateway::policy::Policy;
 use verdict_gateway::upstream::Upstream;
 use verdict_gateway::GatewayConfig;
@@ -48,10 +53,10 @@ pub fn run(command: Command) -> Result<ExitCode> {
         args.policy.display(),
         hex::encode(policy.sha256)
     );
-    let Some(config_path) = args.gateway_config else {
+    let Some(config_path) = &args.gateway_config else {
         return Ok(ExitCode::SUCCESS);
     };
-    let config = GatewayConfig::load(Some(&config_path))?;
+    let config = GatewayConfig::load(Some(config_path))?;
     let runtime = tokio::runtime::Runtime::new()?;
     let upstreams: Vec<Upstream> = config
         .upstreams
@@ -59,8 +64,42 @@ pub fn run(command: Command) -> Result<ExitCode> {
         .map(|(name, upstream)| Upstream::new(name, upstream, Default::default()))
         .collect();
     let catalog = runtime.block_on(Catalog::fetch(&upstreams));
+    print_table(&policy, &catalog, &upstreams, &args.agent);
+    let mut errors = 0;
+    for (upstream, error) in catalog.unreachable() {
+        eprintln!("error: upstream {upstream} cannot be reached or launched: {error}");
+        errors += 1;
+    }
+    for tool in catalog.tools() {
+        let upstream = &upstreams[tool.upstream].name;
+        for finding in policy.check_schema(upstream, [&tool.name, &tool.exposed], &tool.definition)
+        {
+            let label = match finding.severity {
+                Severity::Error => {
+                    errors += 1;
+                    "error"
+                }
+                Severity::Warning => "warning",
+            };
+            eprintln!(
+                "{}:{}: {label}: rule {}: {}",
+                args.policy.display(),
+                finding.line,
+                finding.rule_id,
+                finding.message
+            );
+        }
+    }
+    Ok(match errors {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// One row per tool: its risk class and what an argument-less call by `agent` gets.
+fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent: &str) {
     println!(
-        "\n{:<28} {:<14} {:<12} {:<20} {:<22} may also apply",
+        "\n{:<28} {:<14} {:<12} {:<24} {:<22} may also apply",
         "TOOL", "UPSTREAM", "RISK", "DECISION", "RULE"
     );
     let client = ClientInfo::default();
@@ -72,7 +111,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             ("hide".to_owned(), "hide".to_owned())
         } else {
             let call = CallInfo {
-                agent: &args.agent,
+                agent,
                 session: "",
                 client: &client,
                 upstream,
@@ -82,10 +121,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 arguments: &no_arguments,
             };
             let verdict = policy.evaluate(&call, risk);
-            (
-                format!("{:?}", verdict.outcome).to_lowercase(),
-                verdict.rule_id,
-            )
+            (decision_label(&verdict.outcome), verdict.rule_id)
         };
         let others: Vec<&str> = policy
             .rules_for(upstream, [&tool.name, &tool.exposed])
@@ -93,7 +129,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             .filter(|r| *r != rule)
             .collect();
         println!(
-            "{:<28} {:<14} {:<12} {:<20} {:<22} {}",
+            "{:<28} {:<14} {:<12} {:<24} {:<22} {}",
             tool.exposed,
             upstream,
             risk_name(risk),
@@ -102,7 +138,18 @@ pub fn run(command: Command) -> Result<ExitCode> {
             others.join(", ")
         );
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn decision_label(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Allow => "allow".into(),
+        Outcome::Deny => "deny".into(),
+        Outcome::Hide => "hide".into(),
+        Outcome::RateLimited { .. } => "rate_limited".into(),
+        Outcome::RequireApproval { timeout } => {
+            format!("require_approval {}s", timeout.as_secs())
+        }
+    }
 }
 
 fn risk_name(risk: RiskName) -> &'static str {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use unicode_width::UnicodeWidthStr;
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
 use verdict_proto::pb::{DecisionKind, OutcomeKind, RiskClass};
 use verdict_proto::Label;
@@ -57,7 +58,8 @@ pub struct Filter {
     /// Target `name=value`, `name=` (any value) or `=value` (any name) (repeatable).
     #[arg(long = "target")]
     targets: Vec<String>,
-    /// Argument `key=value` (top-level string arguments; all must match).
+    /// Argument `key=value` (string arguments; all must match); a value with `*` or `?` is a glob
+    /// matched ignoring case, e.g. `action=delete*` (repeatable).
     #[arg(long = "arg")]
     arguments: Vec<String>,
     /// Upstream server name (repeatable).
@@ -393,26 +395,32 @@ fn decision_name(v: i32) -> &'static str {
     or_dash(DecisionKind::label_of(v))
 }
 
-/// Prints rows as aligned columns.
+/// Prints rows as aligned columns, measured in terminal columns (Hangul and other wide
+/// characters take two), so tables stay aligned whatever the arguments and reasons contain.
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    print!("{}", render_table(header, rows));
+}
+
+fn render_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
     let line = |cells: Vec<String>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.width()))))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        format!("{}\n", padded.join("  ").trim_end())
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row);
+        out.push_str(&line(row));
     }
+    out
 }
 
 fn targets(targets: &[pb::Target]) -> String {
@@ -777,6 +785,23 @@ async fn findings(mut client: Client, args: FindingsArgs, json: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_align_wide_characters_by_display_width() {
+        let out = render_table(
+            &["REASON", "DECISION"],
+            vec![
+                vec!["세션은 사람이 삭제합니다".into(), "deny".into()],
+                vec!["ok".into(), "allow".into()],
+            ],
+        );
+        // The second column starts at the same terminal column on every line.
+        let starts: Vec<usize> = out
+            .lines()
+            .map(|l| l[..l.rfind(' ').unwrap() + 1].width())
+            .collect();
+        assert_eq!(starts, [26, 26, 26], "{out}");
+    }
 
     #[test]
     fn formats_utc_times() {

@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
             _ => format!(r#"{{"match":{{"server":"srv_{i}","arguments":{{"action":{{"one_of":["a","b"]}}}}}},"action":"deny"}}"#),
         })
         .collect();
-    rules.push(r#"{"id":"no-delete","match":{"tool":"session_*","arguments":{"action":"delete"}},"action":"deny","reason":"humans only"}"#.into());
+    rules.push(r#"{"id":"no-delete","match":{"tool":"session_*","arguments":{"action":"delete_session"}},"action":"deny","reason":"humans only"}"#.into());
     let text = format!(
         r#"{{"version":"1","default":"allow","rules":[{}]}}"#,
         rules.join(",")
@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let decider = PolicyDecider::load(&path).unwrap();
     let client = ClientInfo::default();
     let definition = json!({"name": "session_manager", "description": "세션을 관리합니다. 세션 삭제", "annotations": {"destructiveHint": true}});
-    let arguments = json!({"action": "delete", "session_id": "s1"});
+    let arguments = json!({"action": "delete_session", "session_id": "s1"});
     let call = CallInfo {
         agent: "agent-a",
         session: "sess",

@@ -34,6 +34,8 @@ pub struct CatalogTool {
 pub struct Catalog {
     tools: Vec<CatalogTool>,
     by_name: HashMap<String, usize>,
+    /// Upstreams whose tools could not be listed (so are absent), with the error.
+    unreachable: Vec<(String, String)>,
 }
 
 impl Catalog {
@@ -43,20 +45,38 @@ impl Catalog {
         let lists = futures_util::future::join_all(upstreams.iter().map(|u| async move {
             let listed = tokio::time::timeout(LIST_TIMEOUT, u.list_tools()).await;
             let tools = match listed {
-                Ok(Ok(tools)) => tools,
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %u.name, error = %e, "tools/list failed; its tools are absent until it answers");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %u.name, "tools/list timed out; its tools are absent until it answers");
-                    Vec::new()
-                }
+                Ok(Ok(tools)) => Ok(tools),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "tools/list took longer than {} s",
+                    LIST_TIMEOUT.as_secs()
+                )),
             };
             (u.name.clone(), tools)
         }))
         .await;
-        Self::build(&lists)
+        let mut unreachable = Vec::new();
+        let listed: Vec<(String, Vec<Value>)> = lists
+            .into_iter()
+            .map(|(name, tools)| match tools {
+                Ok(tools) => (name, tools),
+                Err(error) => {
+                    tracing::warn!(upstream = %name, %error, "tools/list failed; its tools are absent until it answers");
+                    unreachable.push((name.clone(), error));
+                    (name, Vec::new())
+                }
+            })
+            .collect();
+        Self {
+            unreachable,
+            ..Self::build(&listed)
+        }
+    }
+
+    /// Upstreams whose tools are absent because they could not be listed, with the errors (for
+    /// operators; agents get the names only).
+    pub fn unreachable(&self) -> &[(String, String)] {
+        &self.unreachable
     }
 
     /// Builds the catalog from each upstream's `(name, tools)`, in upstream order.

@@ -2,8 +2,9 @@
 //! (`__` separates nesting, e.g. `VERDICT_GATEWAY_LISTEN=127.0.0.1:9000`).
 //!
 //! Unknown keys are errors, so a misspelt setting is reported instead of silently ignored.
-//! Relative paths in the file (policy, journal, key) resolve against the file's directory, so a
-//! config works the same from any working directory.
+//! Relative paths in the file (policy, journal, key, an upstream's `command` and `cwd`) resolve
+//! against the file's directory, so a config works the same from any working directory (a desktop
+//! client launches the gateway from its own).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -223,15 +224,56 @@ pub enum UpstreamConfig {
         /// Extra headers sent upstream, e.g. the upstream's own Authorization.
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        #[serde(default)]
+        failure_text_prefixes: Vec<String>,
     },
     /// A command the gateway launches and speaks to over stdio (restarted if it dies).
     Stdio {
+        /// A bare name (`node`) is looked up on `PATH`; a path with a directory in it
+        /// (`bin/server`) resolves against the config file's directory.
         command: PathBuf,
         #[serde(default)]
         args: Vec<String>,
+        /// Added to the gateway's own environment.
         #[serde(default)]
         env: BTreeMap<String, String>,
+        /// The child's working directory (relative: against the config file's directory);
+        /// default the gateway's.
+        #[serde(default)]
+        cwd: Option<PathBuf>,
+        #[serde(default)]
+        failure_text_prefixes: Vec<String>,
     },
+}
+
+impl UpstreamConfig {
+    /// Result texts that mean the call failed, for servers that report failures as plain text
+    /// instead of `isError` (the Work Memory server starts them with `❌`): a result whose first
+    /// text starts with one of them (after leading whitespace) is recorded as `tool_error`.
+    pub fn failure_text_prefixes(&self) -> &[String] {
+        match self {
+            UpstreamConfig::Http {
+                failure_text_prefixes,
+                ..
+            }
+            | UpstreamConfig::Stdio {
+                failure_text_prefixes,
+                ..
+            } => failure_text_prefixes,
+        }
+    }
+
+    /// Resolves a relative `command` (one with a directory part) and `cwd` against `base`.
+    fn resolve_against(&mut self, base: &Path) {
+        if let UpstreamConfig::Stdio { command, cwd, .. } = self {
+            if command.is_relative() && command.components().count() > 1 {
+                *command = base.join(&*command);
+            }
+            if let Some(cwd) = cwd {
+                *cwd = base.join(&*cwd);
+            }
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -338,6 +380,9 @@ impl GatewayConfig {
         .flatten()
         {
             *relative = base.join(&*relative);
+        }
+        for upstream in config.upstreams.values_mut() {
+            upstream.resolve_against(&base);
         }
         Ok(config)
     }

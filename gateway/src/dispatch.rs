@@ -193,7 +193,7 @@ impl Gateway {
                 ..Default::default()
             };
             return Some(match self.record(session, &facts).await {
-                Ok(_) => unknown_tool(id, name),
+                Ok(_) => absent_tool(&catalog, id, name),
                 Err(refused) => jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused),
             });
         };
@@ -263,7 +263,7 @@ impl Gateway {
         span.record("seq", seq);
         span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
         if decision.outcome == Outcome::Hide {
-            return Some(unknown_tool(id, name));
+            return Some(absent_tool(&catalog, id, name));
         }
         let mut refusal = refusal;
         if let Outcome::RequireApproval { timeout } = decision.outcome {
@@ -335,7 +335,7 @@ impl Gateway {
                 &format!("upstream {}: {error}", upstream.name),
             )),
         };
-        let mut outcome = outcome_of(reply.as_ref());
+        let mut outcome = outcome_of(reply.as_ref(), &upstream.failure_text_prefixes);
         outcome.latency_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.record_outcome(seq, outcome).await;
         reply
@@ -477,12 +477,13 @@ enum Held {
     Gone,
 }
 
-/// What became of a forwarded call, from the reply the agent gets (`None`: cancelled).
-fn outcome_of(reply: Option<&Value>) -> pb::Outcome {
+/// What became of a forwarded call, from the reply the agent gets (`None`: cancelled); a result
+/// whose text starts with one of `failure_prefixes` failed as surely as one with `isError`.
+fn outcome_of(reply: Option<&Value>, failure_prefixes: &[String]) -> pb::Outcome {
     let (kind, code, message) = match reply {
         None => (OutcomeKind::Cancelled, 0, String::new()),
         Some(reply) => match (reply.get("result"), reply.get("error")) {
-            (Some(result), _) if result["isError"] == json!(true) => {
+            (Some(result), _) if tool_failed(result, failure_prefixes) => {
                 let text = result["content"][0]["text"].as_str().unwrap_or_default();
                 (OutcomeKind::ToolError, 0, text.chars().take(512).collect())
             }
@@ -512,6 +513,14 @@ fn outcome_of(reply: Option<&Value>) -> pb::Outcome {
     }
 }
 
+fn tool_failed(result: &Value, failure_prefixes: &[String]) -> bool {
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    result["isError"] == json!(true)
+        || failure_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && text.trim_start().starts_with(p.as_str()))
+}
+
 /// Puts the decision's event id (`chain:seq`) in a result's `_meta`, so the agent's operator can
 /// find the event.
 fn stamp_event(mut result: Value, event_id: &str) -> Value {
@@ -522,6 +531,28 @@ fn stamp_event(mut result: Value, event_id: &str) -> Value {
         }
     }
     result
+}
+
+/// The error for a tool the catalog does not route, or that the policy hides (the same answer,
+/// so hiding leaks nothing): while an upstream cannot be listed the tool may be one of its, so
+/// the answer is `-32000` naming that upstream, else `-32602 Unknown tool`.
+fn absent_tool(catalog: &Catalog, id: Value, name: &str) -> Value {
+    if catalog.unreachable().is_empty() {
+        return unknown_tool(id, name);
+    }
+    let names: Vec<&str> = catalog
+        .unreachable()
+        .iter()
+        .map(|(upstream, _)| upstream.as_str())
+        .collect();
+    jsonrpc::error(
+        id,
+        UPSTREAM_UNAVAILABLE,
+        &format!(
+            "upstream {} unreachable; tool {name} is not available",
+            names.join(", ")
+        ),
+    )
 }
 
 /// The error for a tool that does not exist (and, by design, for one the policy hides).

@@ -1,7 +1,7 @@
 //! `verdict-loadgen`: how much latency the gateway adds to a `tools/call`.
 //!
 //! It starts the sample `work-memory` server and a gateway in front of it (binaries from the same
-//! target directory), then sends `tools/call memory_read` at a fixed rate, open loop, to the
+//! target directory), then sends `tools/call list_work_memories` at a fixed rate, open loop, to the
 //! server directly and through the gateway in alternating phases (A B A B ...), so both see the
 //! same machine conditions. Latency is measured from each call's scheduled send time, so a
 //! stalled system cannot hide its queueing (no coordinated omission). Both paths speak the

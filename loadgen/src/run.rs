@@ -64,8 +64,8 @@ impl Target {
     /// Stores the value the measured calls read.
     pub async fn prepare(&self) -> anyhow::Result<()> {
         self.call(
-            "memory_write",
-            json!({"key": "bench", "value": "세션 메모"}),
+            "add_work_memory",
+            json!({"project": "bench", "content": "세션 메모"}),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", self.name))
@@ -127,7 +127,9 @@ pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: 
             .expect("semaphore open");
         let (target, stats) = (Arc::clone(&target), Arc::clone(&stats));
         tasks.push(tokio::spawn(async move {
-            let result = target.call("memory_read", json!({"key": "bench"})).await;
+            let result = target
+                .call("list_work_memories", json!({"project": "bench"}))
+                .await;
             let micros = scheduled.elapsed().as_micros() as u64;
             drop(permit);
             let mut stats = stats.lock().expect("stats lock");

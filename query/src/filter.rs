@@ -2,8 +2,8 @@
 //!
 //! Every value a client sends becomes a `?` placeholder filled by the `clickhouse` crate's
 //! `.bind()`, which writes it as an escaped literal; no client text is ever formatted into SQL.
-//! Column names come only from this file's constants. Tool globs (`*`, `?`) become `LIKE`
-//! patterns with `%`, `_` and `\` escaped first, bound like any other value.
+//! Column names come only from this file's constants. Tool and argument-value globs (`*`, `?`)
+//! become `LIKE` patterns with `%`, `_` and `\` escaped first, bound like any other value.
 //!
 //! Invalid input (NUL bytes, unknown enum values, empty keys, inverted or too long time ranges,
 //! too many values) is a [`FilterError`], which the service returns as `INVALID_ARGUMENT`: a
@@ -265,11 +265,24 @@ pub fn event_filter(
         }
         let value = text("arguments.value", &argument.value)?;
         // JSONExtractString is missing from ClickHouse 18.16; visitParamExtractString exists in
-        // every release. It reads the first `"key":"string"` pair at any depth.
-        c.push(
-            "visitParamExtractString(arguments_json, ?) = ?",
-            vec![Param::Str(key), Param::Str(value)],
-        );
+        // every release. It reads the first `"key":"string"` pair at any depth. A value with `*`
+        // or `?` is a glob (`action=delete*` finds both delete actions), matched ignoring case,
+        // as the gateway's own argument rules do.
+        match glob_to_like(&value) {
+            None => c.push(
+                "visitParamExtractString(arguments_json, ?) = ?",
+                vec![Param::Str(key), Param::Str(value)],
+            ),
+            // The key must be there: an absent one extracts as "", which `*` would match.
+            Some(pattern) => c.push(
+                "(visitParamHas(arguments_json, ?) AND lowerUTF8(visitParamExtractString(arguments_json, ?)) LIKE ?)",
+                vec![
+                    Param::Str(key.clone()),
+                    Param::Str(key),
+                    Param::Str(pattern.to_lowercase()),
+                ],
+            ),
+        }
     }
     Ok(c)
 }
@@ -369,6 +382,30 @@ mod tests {
                 Param::Str("' OR 1=1 --".into()),
                 Param::Str("action".into()),
                 Param::Str("delete".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn argument_globs_are_bound_like_patterns() {
+        let filter = pb::EventFilter {
+            arguments: vec![pb::ArgumentMatch {
+                key: "action".into(),
+                value: "Delete_%*".into(),
+            }],
+            ..Default::default()
+        };
+        let bound = event_filter(&filter, LIMITS).unwrap().to_bound();
+        assert_eq!(
+            bound.sql,
+            "(visitParamHas(arguments_json, ?) AND lowerUTF8(visitParamExtractString(arguments_json, ?)) LIKE ?)"
+        );
+        assert_eq!(
+            bound.params,
+            vec![
+                Param::Str("action".into()),
+                Param::Str("action".into()),
+                Param::Str(r"delete\_\%%".into())
             ]
         );
     }

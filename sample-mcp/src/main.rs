@@ -1,10 +1,10 @@
 //! `work-memory`: a sample upstream MCP server for Verdict's demo and tests.
 //!
-//! It is modelled on a "work memory" server: a `session_manager` tool whose Korean description
-//! says it deletes sessions (the dangerous tool Verdict exists for), memory read/write/search
-//! tools, and a `long_task` that reports progress and honours cancellation. Tool annotations
-//! (`readOnlyHint`, `destructiveHint`) are set where true; `--no-annotations` drops them so tests
-//! can check risk classification from descriptions alone. Serves stdio or Streamable HTTP, in
+//! It stands in for the real Work Memory server (see `tools.rs`): `session_manager` (the dangerous
+//! tool Verdict exists for, with the real action names and `confirm`), `add_work_memory`,
+//! `list_work_memories`, `search_work_memory` and `delete_work_memory`, all published exactly as the real server
+//! publishes them (Korean descriptions, no annotations, failures as ❌ text), plus the sample's own
+//! `long_task` that reports progress and honours cancellation. Serves stdio or Streamable HTTP, in
 //! every protocol revision rmcp knows (both the handshake era and 2026-07-28) or, with
 //! `--max-protocol`, up to one. SIGHUP toggles a maintenance mode that withdraws `long_task` and
 //! announces the change outside any request (see `changes.rs`).
@@ -35,9 +35,6 @@ struct Args {
     /// Tools per `tools/list` page (0: all in one page).
     #[arg(long, default_value_t = 0)]
     page_size: usize,
-    /// Omit MCP tool annotations (readOnlyHint, destructiveHint).
-    #[arg(long)]
-    no_annotations: bool,
     /// Once listening (--http), write the bound address to this file (for port 0).
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
@@ -60,8 +57,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|v| serde_json::from_value::<ProtocolVersion>(serde_json::Value::String(v)))
         .transpose()
         .context("--max-protocol")?;
-    let server = WorkMemory::new(args.page_size, !args.no_annotations, &args.only)
-        .with_max_protocol(max_protocol);
+    let server = WorkMemory::new(args.page_size, &args.only).with_max_protocol(max_protocol);
     tokio::spawn(toggle_on_sighup(server.changes()));
     let ready_file = args.ready_file.clone();
     match args.http {

@@ -2,7 +2,7 @@
 //! `cargo run -p verdict-tests --example e2e_bench [CALLS_PER_SEC] [SECONDS]` (default 1000, 60).
 //!
 //! Real tansu, ClickHouse, gateway (with the demo policy), auditor and query service, the sample
-//! MCP server over HTTP. Load: `memory_write` calls at the given rate from 8 rmcp clients. Probe:
+//! MCP server over HTTP. Load: `add_work_memory` calls at the given rate from 8 rmcp clients. Probe:
 //! every 200 ms another agent tries `session_manager delete` on a fresh session id (denied by
 //! policy); from the moment the gateway answers, WhoTried is polled for that session until the
 //! attempt is visible. Reported: probe latency percentiles, and whether every load call's decision
@@ -71,8 +71,8 @@ async fn main() {
                 let mut i = 0;
                 while Instant::now() < deadline {
                     tick.tick().await;
-                    let args = json!({"key": format!("k-{c}-{i}"), "value": "v"});
-                    call_tool(&client, "memory_write", args)
+                    let args = json!({"project": format!("k-{c}-{i}"), "content": "v"});
+                    call_tool(&client, "add_work_memory", args)
                         .await
                         .expect("load call");
                     sent.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +92,7 @@ async fn main() {
         call_tool(
             &probe,
             "session_manager",
-            json!({"action": "delete", "session_id": session}),
+            json!({"action": "delete_session", "session_id": session}),
         )
         .await
         .unwrap();

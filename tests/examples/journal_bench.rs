@@ -34,7 +34,7 @@ async fn record_all(recorder: Arc<Recorder>, n: usize) -> (Duration, Histogram<u
                 let mut latencies = Histogram::<u64>::new(3).unwrap();
                 for i in (caller..n).step_by(CALLERS) {
                     let arguments =
-                        serde_json::json!({"action": "delete", "session_id": format!("s-{i}")});
+                        serde_json::json!({"action": "delete_session", "session_id": format!("s-{i}")});
                     let facts = DecisionFacts {
                         upstream: "memory",
                         method: "tools/call",

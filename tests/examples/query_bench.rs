@@ -20,12 +20,12 @@ const CHAINS: usize = 4;
 const DAY: i64 = 86_400 * 1_000_000_000;
 const TOOLS: [&str; 5] = [
     "session_manager",
-    "memory_read",
-    "memory_write",
+    "list_work_memories",
+    "add_work_memory",
     "search",
     "shell",
 ];
-const ACTIONS: [&str; 4] = ["delete", "set_active", "unset_active", "toggle_auto_link"];
+const ACTIONS: [&str; 4] = ["delete_session", "set_active", "clear", "enable_auto_link"];
 const DECISIONS: [DecisionKind; 4] = [
     DecisionKind::Allow,
     DecisionKind::Deny,
@@ -141,7 +141,7 @@ async fn main() {
         tools: vec!["session_manager".into()],
         arguments: vec![pb::ArgumentMatch {
             key: "action".into(),
-            value: "delete".into(),
+            value: "delete_session".into(),
         }],
         ..Default::default()
     };

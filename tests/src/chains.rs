@@ -9,8 +9,8 @@ use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 
 const AGENTS: [&str; 3] = ["agent-a", "agent-b", "agent-c"];
 const TOOLS: [(&str, i32); 3] = [
-    ("memory_read", pb::RiskClass::Read as i32),
-    ("memory_write", pb::RiskClass::Write as i32),
+    ("list_work_memories", pb::RiskClass::Read as i32),
+    ("add_work_memory", pb::RiskClass::Write as i32),
     ("session_manager", pb::RiskClass::Destructive as i32),
 ];
 /// Every this many events, a periodic checkpoint.

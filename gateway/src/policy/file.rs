@@ -64,24 +64,31 @@ pub enum ActionName {
 }
 
 /// A glob compiled once, at load time. `*` and `?` do not cross `/` (use `**` for that), so an
-/// argument glob like `/tmp/*` does not match `/tmp/../etc/passwd`. Values are not normalised.
+/// argument glob like `/tmp/*` does not match `/tmp/../etc/passwd` (paths are not normalised).
 #[derive(Debug, Clone)]
 pub struct Pattern {
     pub text: String,
     pub matcher: GlobMatcher,
 }
 
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+impl Pattern {
+    /// Compiles `text`; `any_case` makes it case-insensitive (argument values).
+    fn compile(text: String, any_case: bool) -> Result<Self, String> {
         let glob = GlobBuilder::new(&text)
             .literal_separator(true)
+            .case_insensitive(any_case)
             .build()
-            .map_err(|e| de::Error::custom(format!("bad glob {text:?}: {}", e.kind())))?;
+            .map_err(|e| format!("bad glob {text:?}: {}", e.kind()))?;
         Ok(Self {
             matcher: glob.compile_matcher(),
             text,
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::compile(String::deserialize(deserializer)?, false).map_err(de::Error::custom)
     }
 }
 
@@ -119,12 +126,19 @@ pub struct MatchFile {
 }
 
 /// How one argument must look: a JSON value (equality), or one of the operators.
+///
+/// Strings compare normalised (surrounding whitespace trimmed, case folded) unless the operator
+/// is `exact`, and globs ignore case: an agent cannot slip past a rule on `"delete"` by sending
+/// `"DELETE"` or `"delete "`. How array arguments are matched is the rule's business (see
+/// `Rule::matches`).
 #[derive(Debug, Clone)]
 pub enum ArgumentMatch {
     Equals(Value),
     OneOf(Vec<Value>),
     Glob(Pattern),
     Present(bool),
+    /// Exact JSON equality, case and whitespace included.
+    Exact(Value),
 }
 
 impl<'de> Deserialize<'de> for ArgumentMatch {
@@ -133,22 +147,26 @@ impl<'de> Deserialize<'de> for ArgumentMatch {
         #[serde(deny_unknown_fields)]
         struct Operator {
             one_of: Option<Vec<Value>>,
-            glob: Option<Pattern>,
+            glob: Option<String>,
             present: Option<bool>,
+            exact: Option<Value>,
         }
         let value = Value::deserialize(deserializer)?;
         if !value.is_object() {
             return Ok(ArgumentMatch::Equals(value));
         }
         let op: Operator = serde_json::from_value(value).map_err(|e| {
-            de::Error::custom(format!("argument match must be a value or one of {{\"one_of\": [...]}}, {{\"glob\": \"...\"}}, {{\"present\": true}} ({e})"))
+            de::Error::custom(format!("argument match must be a value or one of {{\"one_of\": [...]}}, {{\"glob\": \"...\"}}, {{\"present\": true}}, {{\"exact\": ...}} ({e})"))
         })?;
-        match (op.one_of, op.glob, op.present) {
-            (Some(values), None, None) => Ok(ArgumentMatch::OneOf(values)),
-            (None, Some(glob), None) => Ok(ArgumentMatch::Glob(glob)),
-            (None, None, Some(present)) => Ok(ArgumentMatch::Present(present)),
+        match (op.one_of, op.glob, op.present, op.exact) {
+            (Some(values), None, None, None) => Ok(ArgumentMatch::OneOf(values)),
+            (None, Some(glob), None, None) => Pattern::compile(glob, true)
+                .map(ArgumentMatch::Glob)
+                .map_err(de::Error::custom),
+            (None, None, Some(present), None) => Ok(ArgumentMatch::Present(present)),
+            (None, None, None, Some(exact)) => Ok(ArgumentMatch::Exact(exact)),
             _ => Err(de::Error::custom(
-                "an argument match takes exactly one of one_of, glob, present",
+                "an argument match takes exactly one of one_of, glob, present, exact",
             )),
         }
     }
@@ -294,4 +312,52 @@ pub fn parse(text: &str) -> Result<PolicyFile, PolicyError> {
             message,
         }
     })
+}
+
+/// The line on which each rule of valid policy `text` starts, in order (serde reports no
+/// positions for valid input, and checks against tool schemas name the rule's line).
+pub fn rule_lines(text: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let (mut line, mut depth) = (1, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut last_key = String::new();
+    let mut current = String::new();
+    let mut rules_depth = None;
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+        }
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                (false, _) => current.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                current.clear();
+            }
+            ':' if depth == 1 => last_key = std::mem::take(&mut current),
+            '{' | '[' => {
+                depth += 1;
+                if c == '[' && depth == 2 && last_key == "rules" {
+                    rules_depth = Some(depth);
+                } else if c == '{' && rules_depth.is_some_and(|d| depth == d + 1) {
+                    lines.push(line);
+                }
+            }
+            '}' | ']' => {
+                if rules_depth == Some(depth) {
+                    rules_depth = None;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    lines
 }

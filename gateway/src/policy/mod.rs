@@ -11,6 +11,7 @@
 pub mod file;
 pub mod rate;
 pub mod risk;
+pub mod schema_check;
 
 use crate::decision::{CallInfo, Decider, Decision, Outcome};
 use file::{ActionName, ArgumentMatch, DefaultAction, Pattern, PolicyError, PolicyFile, RiskName};
@@ -46,6 +47,8 @@ enum Action {
 #[derive(Debug)]
 struct Rule {
     id: String,
+    /// Line of the policy file where the rule starts.
+    line: usize,
     tools: Option<Vec<Pattern>>,
     servers: Option<Vec<Pattern>>,
     risks: Option<Vec<RiskName>>,
@@ -89,7 +92,14 @@ pub struct Verdict {
 impl Policy {
     pub fn from_text(text: &str) -> Result<Self, PolicyError> {
         let parsed: PolicyFile = file::parse(text)?;
-        let rules = parsed.rules.0.into_iter().map(compile_rule).collect();
+        let lines = file::rule_lines(text);
+        let rules = parsed
+            .rules
+            .0
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| compile_rule(rule, lines.get(i).copied().unwrap_or(0)))
+            .collect();
         Ok(Self {
             sha256: Sha256::digest(text.as_bytes()).into(),
             default: parsed.default,
@@ -192,7 +202,7 @@ fn any_match(patterns: &Option<Vec<Pattern>>, value: &str) -> bool {
         .is_none_or(|ps| ps.iter().any(|p| p.matcher.is_match(value)))
 }
 
-fn compile_rule(rule: file::RuleFile) -> Rule {
+fn compile_rule(rule: file::RuleFile, line: usize) -> Rule {
     let action = match rule.action {
         ActionName::Allow => Action::Allow {
             rate_limit: rule.rate_limit.map(|r| RateLimit {
@@ -211,6 +221,7 @@ fn compile_rule(rule: file::RuleFile) -> Rule {
     let m = rule.matcher;
     Rule {
         id: rule.id,
+        line,
         tools: m.tool.map(file::OneOrMany::into_vec),
         servers: m.server.map(file::OneOrMany::into_vec),
         risks: m.risk.map(file::OneOrMany::into_vec),
@@ -222,12 +233,24 @@ fn compile_rule(rule: file::RuleFile) -> Rule {
 
 impl Rule {
     fn matches(&self, call: &CallInfo<'_>, risk: RiskName) -> bool {
+        let elements = self.array_elements();
         self.risks.as_ref().is_none_or(|rs| rs.contains(&risk))
             && any_match(&self.agents, call.agent)
             && self
                 .arguments
                 .iter()
-                .all(|(key, m)| argument_matches(call.arguments.get(key), m))
+                .all(|(key, m)| argument_matches(call.arguments.get(key), m, elements))
+    }
+
+    /// How an array argument meets a rule on one value: a refusing rule (deny, approval) applies
+    /// when any element matches, so `["delete"]` is caught; an allow rule only when every element
+    /// does, so `["list_sessions", "delete_session"]` is not let through by a rule on
+    /// `list_sessions`.
+    fn array_elements(&self) -> Elements {
+        match self.action {
+            Action::Allow { .. } => Elements::Every,
+            Action::Deny { .. } | Action::RequireApproval { .. } => Elements::Any,
+        }
     }
 
     fn verdict(&self) -> Verdict {
@@ -251,14 +274,55 @@ impl Rule {
     }
 }
 
-fn argument_matches(value: Option<&Value>, m: &ArgumentMatch) -> bool {
+/// Which elements of an array argument must match a rule written for one value.
+#[derive(Debug, Clone, Copy)]
+enum Elements {
+    Any,
+    Every,
+}
+
+fn argument_matches(value: Option<&Value>, m: &ArgumentMatch, elements: Elements) -> bool {
     match (m, value) {
         (ArgumentMatch::Present(want), v) => v.is_some_and(|v| !v.is_null()) == *want,
         (_, None) => false,
-        (ArgumentMatch::Equals(expected), Some(v)) => v == expected,
-        (ArgumentMatch::OneOf(options), Some(v)) => options.contains(v),
-        (ArgumentMatch::Glob(p), Some(v)) => v.as_str().is_some_and(|s| p.matcher.is_match(s)),
+        (ArgumentMatch::Exact(expected), Some(v)) => v == expected,
+        (_, Some(v)) if value_matches(v, m) => true,
+        (_, Some(Value::Array(items))) => match elements {
+            Elements::Any => items.iter().any(|item| value_matches(item, m)),
+            Elements::Every => !items.is_empty() && items.iter().all(|item| value_matches(item, m)),
+        },
+        (_, Some(_)) => false,
     }
+}
+
+/// One value against an equality, `one_of` or glob match, strings normalised.
+fn value_matches(value: &Value, m: &ArgumentMatch) -> bool {
+    match m {
+        ArgumentMatch::Equals(expected) => same_value(value, expected),
+        ArgumentMatch::OneOf(options) => options.iter().any(|o| same_value(value, o)),
+        ArgumentMatch::Glob(p) => value.as_str().is_some_and(|s| p.matcher.is_match(s.trim())),
+        ArgumentMatch::Present(_) | ArgumentMatch::Exact(_) => false,
+    }
+}
+
+/// JSON equality in which strings (at any depth) compare trimmed and case-folded.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => normalized(a) == normalized(b),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|other| same_value(v, other)))
+        }
+        _ => a == b,
+    }
+}
+
+fn normalized(text: &str) -> String {
+    text.trim().to_lowercase()
 }
 
 /// The gateway's decider over a policy file that may change while the gateway runs.

@@ -11,7 +11,7 @@ fn accepts_the_common_gateway_form() {
         Policy::from_text(r#"{"version":"1","default":"deny","hide":["session_manager"]}"#)
             .unwrap();
     assert!(policy.hides(&["session_manager"]));
-    assert!(!policy.hides(&["memory_read"]));
+    assert!(!policy.hides(&["list_work_memories"]));
 }
 
 #[test]
@@ -55,10 +55,10 @@ const SEED_POLICY: &str = r#"{
   "version": "1",
   "default": "deny",
   "hide": ["secret_*"],
-  "risk": {"memory_search": "write"},
+  "risk": {"search_work_memory": "write"},
   "rules": [
-    {"id": "no-delete", "match": {"tool": "session_manager", "arguments": {"action": "delete"}}, "action": "deny", "reason": "sessions are deleted by humans only"},
-    {"id": "session-ops", "match": {"tool": "session_manager", "arguments": {"action": {"one_of": ["set_active", "unset_active"]}}}, "action": "allow"},
+    {"id": "no-delete", "match": {"tool": "session_manager", "arguments": {"action": "delete_session"}}, "action": "deny", "reason": "sessions are deleted by humans only"},
+    {"id": "session-ops", "match": {"tool": "session_manager", "arguments": {"action": {"one_of": ["set_active", "clear"]}}}, "action": "allow"},
     {"id": "s-prefixed", "match": {"tool": "session_manager", "arguments": {"session_id": {"glob": "tmp-*"}, "action": {"present": true}}}, "action": "allow"},
     {"id": "bot-reads", "match": {"agent": "bot-*", "risk": "read"}, "action": "allow", "rate_limit": {"max": 3, "window": 2}},
     {"id": "approve-destructive", "match": {"risk": "destructive", "server": "memory"}, "action": "require_approval", "timeout": 60},
@@ -104,7 +104,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             "memory",
             "session_manager",
             destructive.clone(),
-            json!({"action": "delete", "session_id": "s1"}),
+            json!({"action": "delete_session", "session_id": "s1"}),
             "no-delete",
             Outcome::Deny,
         ),
@@ -147,25 +147,25 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
         (
             "bot-7",
             "memory",
-            "memory_read",
+            "list_work_memories",
             read.clone(),
-            json!({"key": "k"}),
+            json!({"project": "k"}),
             "bot-reads",
             Outcome::Allow,
         ),
         (
             "agent-a",
             "memory",
-            "memory_read",
+            "list_work_memories",
             read.clone(),
-            json!({"key": "k"}),
+            json!({"project": "k"}),
             "reads",
             Outcome::Allow,
         ),
         (
             "agent-a",
             "memory",
-            "memory_search",
+            "search_work_memory",
             read.clone(),
             json!({"query": "q"}),
             "default",
@@ -174,9 +174,9 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
         (
             "agent-a",
             "memory",
-            "memory_write",
+            "add_work_memory",
             json!({}),
-            json!({"key": "k"}),
+            json!({"project": "k"}),
             "default",
             Outcome::Deny,
         ),
@@ -191,7 +191,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
     }
     assert_eq!(
         policy.risk_of(
-            ["memory_search", "memory_search"],
+            ["search_work_memory", "search_work_memory"],
             super::risk::classify(&read)
         ),
         RiskName::Write,
@@ -218,9 +218,12 @@ fn rate_limit_and_hide_through_the_decider() {
         arguments: &arguments,
     };
     for _ in 0..3 {
-        assert_eq!(decider.decide(&call("memory_read")).outcome, Outcome::Allow);
+        assert_eq!(
+            decider.decide(&call("list_work_memories")).outcome,
+            Outcome::Allow
+        );
     }
-    let limited = decider.decide(&call("memory_read"));
+    let limited = decider.decide(&call("list_work_memories"));
     assert!(
         matches!(limited.outcome, Outcome::RateLimited { .. }),
         "{limited:?}"
@@ -362,4 +365,49 @@ fn per_agent_rate_limits_span_sessions() {
         [true, true, false],
         "a new session does not reset a per-agent limit"
     );
+}
+
+/// Issue 15 item 11: `"DELETE"`, `"delete "` and `["delete"]` once passed a rule on `"delete"`.
+#[test]
+fn argument_values_match_normalised_and_inside_arrays() {
+    let policy = Policy::from_text(
+        r#"{"version":"1","default":"deny","rules":[
+        {"id":"no-delete","match":{"arguments":{"action":"delete_session"}},"action":"deny"},
+        {"id":"no-deletes","match":{"arguments":{"action":{"glob":"DELETE_*"}}},"action":"deny"},
+        {"id":"exact","match":{"arguments":{"action":{"exact":"Clear"}}},"action":"deny"},
+        {"id":"listing","match":{"arguments":{"action":{"one_of":["list_sessions"]}}},"action":"allow"}]}"#,
+    )
+    .unwrap();
+    let rule = |action: Value| {
+        decide(
+            &policy,
+            "a",
+            "memory",
+            "session_manager",
+            json!({}),
+            json!({"action": action}),
+        )
+        .0
+    };
+    for spelling in [
+        json!("DELETE_SESSION"),
+        json!("delete_session "),
+        json!("\tDelete_Session"),
+        json!(["delete_session"]),
+        json!(["x", "delete_session"]),
+    ] {
+        assert_eq!(rule(spelling.clone()), "no-delete", "{spelling}");
+    }
+    assert_eq!(rule(json!("delete_session_cascade")), "no-deletes");
+    assert_eq!(rule(json!(["Delete_Session_Cascade"])), "no-deletes");
+    assert_eq!(rule(json!("Clear")), "exact");
+    assert_eq!(rule(json!("clear")), "default", "exact means exact");
+    assert_eq!(rule(json!(" LIST_SESSIONS")), "listing");
+    assert_eq!(rule(json!(["list_sessions", "list_sessions"])), "listing");
+    assert_eq!(
+        rule(json!(["list_sessions", "set_active"])),
+        "default",
+        "an allow rule needs every element to match"
+    );
+    assert_eq!(rule(json!([])), "default");
 }

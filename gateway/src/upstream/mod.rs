@@ -186,6 +186,8 @@ fn answer_server_request(id: Value, method: &str) -> Value {
 
 pub struct Upstream {
     pub name: String,
+    /// Result texts that mean failure (see [`UpstreamConfig::failure_text_prefixes`]).
+    pub failure_text_prefixes: Vec<String>,
     transport: Transport,
     progress: Arc<NotificationRouter>,
     next_id: AtomicU64,
@@ -198,15 +200,29 @@ impl Upstream {
     pub fn new(name: &str, config: &UpstreamConfig, tools_changed: Arc<Notify>) -> Self {
         let progress = Arc::new(NotificationRouter::new(tools_changed));
         let transport = match config {
-            UpstreamConfig::Http { url, headers } => Transport::Http(Arc::new(
+            UpstreamConfig::Http { url, headers, .. } => Transport::Http(Arc::new(
                 http::HttpTransport::new(url, headers, Arc::clone(&progress)),
             )),
-            UpstreamConfig::Stdio { command, args, env } => Transport::Stdio(Box::new(
-                stdio::StdioTransport::new(name, command, args, env, Arc::clone(&progress)),
-            )),
+            UpstreamConfig::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+                ..
+            } => Transport::Stdio(Box::new(stdio::StdioTransport::new(
+                name,
+                stdio::Launch {
+                    command,
+                    args,
+                    env,
+                    cwd: cwd.as_deref(),
+                },
+                Arc::clone(&progress),
+            ))),
         };
         Self {
             name: name.to_owned(),
+            failure_text_prefixes: config.failure_text_prefixes().to_vec(),
             transport,
             progress,
             next_id: AtomicU64::new(1),

@@ -40,11 +40,20 @@ struct Connection {
     child: Child,
 }
 
+/// How to launch a stdio upstream.
+pub struct Launch<'a> {
+    pub command: &'a Path,
+    pub args: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub cwd: Option<&'a Path>,
+}
+
 pub struct StdioTransport {
     name: String,
     command: PathBuf,
     args: Vec<String>,
     env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
     progress: Arc<NotificationRouter>,
     pending: Pending,
     connection: tokio::sync::Mutex<Option<Connection>>,
@@ -54,18 +63,13 @@ pub struct StdioTransport {
 }
 
 impl StdioTransport {
-    pub fn new(
-        name: &str,
-        command: &Path,
-        args: &[String],
-        env: &BTreeMap<String, String>,
-        progress: Arc<NotificationRouter>,
-    ) -> Self {
+    pub fn new(name: &str, launch: Launch<'_>, progress: Arc<NotificationRouter>) -> Self {
         Self {
             name: name.to_owned(),
-            command: command.to_owned(),
-            args: args.to_vec(),
-            env: env.clone(),
+            command: launch.command.to_owned(),
+            args: launch.args.to_vec(),
+            env: launch.env.clone(),
+            cwd: launch.cwd.map(Path::to_owned),
             progress,
             pending: Pending::default(),
             connection: tokio::sync::Mutex::new(None),
@@ -96,7 +100,11 @@ impl StdioTransport {
     }
 
     fn spawn(&self) -> Result<Connection, UpstreamError> {
-        let mut child = Command::new(&self.command)
+        let mut command = Command::new(&self.command);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(&self.args)
             .envs(&self.env)
             .stdin(Stdio::piped())

@@ -42,7 +42,7 @@ fn delete_filter() -> pb::EventFilter {
         tools: vec!["session_manager".into()],
         arguments: vec![pb::ArgumentMatch {
             key: "action".into(),
-            value: "delete".into(),
+            value: "delete_session".into(),
         }],
         ..Default::default()
     }
@@ -76,15 +76,16 @@ async fn the_pipeline_answers_who_tried_to_delete_which_session() {
     let a = connect(&gateway.url(), &agent_key("agent-a")).await;
     let b = connect(&gateway.url(), &agent_key("agent-b")).await;
     let ops = std::sync::Arc::new(connect(&gateway.url(), &agent_key("ops-agent")).await);
-    let delete = |session: &str| json!({"action": "delete", "session_id": session});
+    let delete =
+        |session: &str| json!({"action": "delete_session", "session_id": session, "confirm": true});
     let refused = call_tool(&a, "session_manager", delete("s1"))
         .await
         .unwrap();
     assert!(refused.is_error.unwrap_or(false));
     call_tool(
         &a,
-        "memory_write",
-        json!({"key": "notes", "value": "세션 정리"}),
+        "add_work_memory",
+        json!({"project": "notes", "content": "세션 정리"}),
     )
     .await
     .unwrap();
@@ -128,9 +129,13 @@ async fn the_pipeline_answers_who_tried_to_delete_which_session() {
         .await
         .unwrap();
     let approved = held.await.unwrap();
+    let approved_text = serde_json::to_value(&approved).unwrap()["content"][0]["text"].clone();
     assert!(
-        !approved.is_error.unwrap_or(false),
-        "the approved delete reached the upstream"
+        approved_text
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("✅ 세션 삭제 완료"),
+        "the approved delete reached the upstream: {approved_text}"
     );
     let decided_at = Instant::now();
 

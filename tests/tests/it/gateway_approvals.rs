@@ -19,9 +19,9 @@ const POLICY: &str = r#"{
   "version": "1",
   "default": "allow",
   "rules": [
-    {"id": "quick-expiry", "match": {"tool": "session_manager", "arguments": {"action": "delete", "session_id": "s3"}},
+    {"id": "quick-expiry", "match": {"tool": "session_manager", "arguments": {"action": "delete_session", "session_id": "s3"}},
      "action": "require_approval", "timeout": 1},
-    {"id": "human-deletes", "match": {"tool": "session_manager", "arguments": {"action": "delete"}},
+    {"id": "human-deletes", "match": {"tool": "session_manager", "arguments": {"action": "delete_session"}},
      "action": "require_approval", "timeout": 60}
   ]
 }"#;
@@ -91,7 +91,7 @@ async fn held_calls_are_approved_rejected_or_expire_and_every_step_is_recorded()
             call_tool(
                 &client,
                 "session_manager",
-                json!({"action": "delete", "session_id": session}),
+                json!({"action": "delete_session", "session_id": session, "confirm": true}),
             )
             .await
             .unwrap()
@@ -116,7 +116,11 @@ async fn held_calls_are_approved_rejected_or_expire_and_every_step_is_recorded()
         String::from_utf8_lossy(&output.stderr)
     );
     let result = approved_call.await.unwrap();
-    assert!(!result.is_error.unwrap_or(false), "{}", text(&result));
+    assert!(
+        text(&result).starts_with("✅ 세션 삭제 완료"),
+        "{}",
+        text(&result)
+    );
     let replay = approvals(&gateway, ADMIN_TOKEN, &["approve", &s1]);
     assert!(!replay.status.success(), "an approval is used once");
     assert!(String::from_utf8_lossy(&replay.stderr).contains("no pending approval"));

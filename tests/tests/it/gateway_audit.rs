@@ -47,12 +47,16 @@ fn is_error(result: &rmcp::model::CallToolResult) -> bool {
     result.is_error.unwrap_or(false)
 }
 
-/// A `memory_write` of `key` that must succeed.
+/// A `add_work_memory` of `key` that must succeed.
 async fn write_ok(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, key: &str) {
-    let result = call_tool(client, "memory_write", json!({"key": key, "value": "v"}))
-        .await
-        .unwrap();
-    assert!(!is_error(&result), "memory_write {key}");
+    let result = call_tool(
+        client,
+        "add_work_memory",
+        json!({"project": key, "content": "v"}),
+    )
+    .await
+    .unwrap();
+    assert!(!is_error(&result), "add_work_memory {key}");
 }
 
 /// Seqs that appear more than once, and the range they should cover.
@@ -89,8 +93,8 @@ async fn ten_thousand_calls_from_eight_agents_reach_the_topic_exactly_once() {
             tokio::spawn(async move {
                 let client = connect(&url, &api_key(agent)).await;
                 for i in 0..1250 {
-                    let args = json!({"key": format!("a{agent}-{i}"), "value": "v"});
-                    let result = call_tool(&client, "memory_write", args).await.unwrap();
+                    let args = json!({"project": format!("a{agent}-{i}"), "content": "v"});
+                    let result = call_tool(&client, "add_work_memory", args).await.unwrap();
                     assert!(!is_error(&result));
                 }
                 let _ = client.cancel().await;
@@ -121,7 +125,7 @@ async fn ten_thousand_calls_from_eight_agents_reach_the_topic_exactly_once() {
     let decisions: Vec<_> = events.iter().filter_map(trail::decision).collect();
     let writes = decisions
         .iter()
-        .filter(|d| d.tool == "memory_write" && d.decision == DecisionKind::Allow as i32)
+        .filter(|d| d.tool == "add_work_memory" && d.decision == DecisionKind::Allow as i32)
         .count();
     assert_eq!(writes, 10_000);
     let agents: BTreeSet<_> = decisions
@@ -152,8 +156,8 @@ async fn a_broker_outage_delays_shipping_but_loses_and_duplicates_nothing() {
                 let client = connect(&url, &api_key(agent)).await;
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let args = json!({"key": format!("outage-{agent}-{i}"), "value": "v"});
-                    let result = call_tool(&client, "memory_write", args).await.unwrap();
+                    let args = json!({"project": format!("outage-{agent}-{i}"), "content": "v"});
+                    let result = call_tool(&client, "add_work_memory", args).await.unwrap();
                     assert!(
                         !is_error(&result),
                         "calls keep succeeding during the outage"
@@ -194,7 +198,7 @@ async fn a_broker_outage_delays_shipping_but_loses_and_duplicates_nothing() {
     let writes = journal
         .iter()
         .filter_map(trail::decision)
-        .filter(|d| d.tool == "memory_write")
+        .filter(|d| d.tool == "add_work_memory")
         .count() as u64;
     assert_eq!(
         writes,
@@ -214,8 +218,9 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
             tokio::spawn(async move {
                 let client = connect(&url, &api_key(agent)).await;
                 for i in 0.. {
-                    let args = json!({"key": format!("kill-{agent}-{i}"), "value": "v"});
-                    if call_tool(&client, "memory_write", args).await.is_err() {
+                    let key = format!("kill-{agent}-{i}");
+                    let args = json!({"project": key, "content": key});
+                    if call_tool(&client, "add_work_memory", args).await.is_err() {
                         return i;
                     }
                 }
@@ -236,8 +241,8 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
     for i in 0..10 {
         let result = call_tool(
             &client,
-            "memory_write",
-            json!({"key": format!("after-{i}"), "value": "v"}),
+            "add_work_memory",
+            json!({"project": format!("after-{i}"), "content": "v"}),
         )
         .await
         .unwrap();
@@ -261,7 +266,7 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
         .filter_map(trail::decision)
         .filter(|d| d.decision == DecisionKind::Allow as i32)
         .map(|d| {
-            serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["key"]
+            serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["project"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -269,7 +274,7 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
         .collect();
     // Ask the upstream itself what reached it.
     let direct = connect(&upstream.url(), "").await;
-    let listed = call_tool(&direct, "memory_search", json!({"query": "kill-"}))
+    let listed = call_tool(&direct, "search_work_memory", json!({"query": "kill-"}))
         .await
         .unwrap();
     let listed = serde_json::to_value(&listed).unwrap()["content"][0]["text"]
@@ -350,8 +355,8 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
         let _guard = Immutable::set(&journal);
         let refused = call_tool(
             &client,
-            "memory_write",
-            json!({"key": "refused", "value": "v"}),
+            "add_work_memory",
+            json!({"project": "refused", "content": "v"}),
         )
         .await;
         let error = refused.expect_err("fails closed");
@@ -390,12 +395,13 @@ async fn an_unwritable_journal_fails_closed_and_records_the_refusals_later() {
     let decisions: Vec<_> = events
         .iter()
         .filter_map(trail::decision)
-        .filter(|d| d.tool == "memory_write")
+        .filter(|d| d.tool == "add_work_memory")
         .collect();
     let keys: Vec<_> = decisions
         .iter()
         .map(|d| {
-            let key = serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()["key"]
+            let key = serde_json::from_str::<serde_json::Value>(&d.arguments_json).unwrap()
+                ["project"]
                 .as_str()
                 .unwrap()
                 .to_owned();
@@ -440,8 +446,8 @@ async fn verify_names_the_position_of_a_flipped_byte_a_deleted_record_and_a_swap
     for i in 0..10 {
         call_tool(
             &client,
-            "memory_write",
-            json!({"key": format!("k{i}"), "value": "세션 삭제"}),
+            "add_work_memory",
+            json!({"project": format!("k{i}"), "content": "세션 삭제"}),
         )
         .await
         .unwrap();

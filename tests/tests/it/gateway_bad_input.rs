@@ -176,7 +176,7 @@ async fn refusals_are_clear_and_the_gateway_keeps_serving() {
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(
         listed.body["result"]["tools"].as_array().unwrap().len(),
-        5,
+        6,
         "still serving after all of the above"
     );
 }
@@ -242,7 +242,7 @@ async fn a_session_survives_reconnects_and_ends_with_delete() {
 async fn stateless_headers_must_match_the_body() {
     let (_gateway, raw) = start("");
     let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"}});
-    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"memory_read","arguments":{"key":"k"},"_meta":meta}});
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_work_memories","arguments":{"project":"k"},"_meta":meta}});
     let headers = |method: &'static str, name: &'static str| {
         vec![
             ("mcp-protocol-version", "2026-07-28"),
@@ -255,7 +255,7 @@ async fn stateless_headers_must_match_the_body() {
             Some(KEY),
             None,
             call.to_string(),
-            &headers("tools/call", "memory_read"),
+            &headers("tools/call", "list_work_memories"),
         )
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
@@ -265,7 +265,7 @@ async fn stateless_headers_must_match_the_body() {
             Some(KEY),
             None,
             call.to_string(),
-            &headers("tools/call", "memory_write"),
+            &headers("tools/call", "add_work_memory"),
         )
         .await;
     assert_eq!(
@@ -277,7 +277,7 @@ async fn stateless_headers_must_match_the_body() {
             Some(KEY),
             None,
             call.to_string(),
-            &headers("tools/list", "memory_read"),
+            &headers("tools/list", "list_work_memories"),
         )
         .await;
     assert_eq!(
@@ -295,7 +295,7 @@ async fn stateless_headers_must_match_the_body() {
             &[
                 ("mcp-protocol-version", "2099-01-01"),
                 ("mcp-method", "tools/call"),
-                ("mcp-name", "memory_read"),
+                ("mcp-name", "list_work_memories"),
             ],
         )
         .await;
@@ -327,7 +327,7 @@ async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
     });
     let dead_port = verdict_tests::process::free_port();
     // And one that works until it is killed.
-    let mut dying = HttpProcess::work_memory(&["--only", "memory_search"]).unwrap();
+    let mut dying = HttpProcess::work_memory(&["--only", "search_work_memory"]).unwrap();
     let extra = format!(
         "[upstreams.garbage]\nurl = \"{garbage_url}\"\n[upstreams.dead]\nurl = \"http://127.0.0.1:{dead_port}/mcp\"\n[upstreams.dying]\nurl = \"{}\"\n",
         dying.url()
@@ -344,16 +344,26 @@ async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
         .collect();
     assert_eq!(
         names.len(),
-        6,
+        7,
         "the healthy upstreams' tools are listed, the broken ones' absent: {names:?}"
     );
+    // A tool the gateway does not know may be one of the unreachable upstreams': -32000 naming
+    // them, as for any call to an upstream that is down (not -32602 "Unknown tool").
+    let unknown = json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}});
+    let unknown = raw.rpc(Some(&session), unknown).await;
+    assert_eq!(code(&unknown), -32000, "{:?}", unknown.body);
+    assert_eq!(
+        unknown.body["error"]["message"],
+        "upstream dead, garbage unreachable; tool no_such_tool is not available"
+    );
     assert!(
-        names.contains(&"memory__memory_search") && names.contains(&"dying__memory_search"),
+        names.contains(&"memory__search_work_memory")
+            && names.contains(&"dying__search_work_memory"),
         "{names:?}"
     );
 
     dying.kill();
-    let search = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"dying__memory_search","arguments":{"query":"x"}}});
+    let search = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"dying__search_work_memory","arguments":{"query":"x"}}});
     let failed = raw.rpc(Some(&session), search).await;
     assert_eq!(code(&failed), -32000);
     assert!(
@@ -365,7 +375,7 @@ async fn a_dead_or_garbage_upstream_fails_only_its_own_calls() {
         failed.body
     );
 
-    let read = raw.rpc(Some(&session), json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"memory_read","arguments":{"key":"x"}}})).await;
+    let read = raw.rpc(Some(&session), json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_work_memories","arguments":{"project":"x"}}})).await;
     assert!(
         read.body["result"].is_object(),
         "other upstreams keep serving: {:?}",
@@ -392,11 +402,16 @@ async fn a_stdio_upstream_that_dies_is_relaunched() {
     let stored = raw
         .rpc(
             Some(&session),
-            call(1, "memory_write", json!({"key": "k", "value": "v"})),
+            call(
+                1,
+                "add_work_memory",
+                json!({"project": "k", "content": "v"}),
+            ),
         )
         .await;
     assert_eq!(
-        stored.body["result"]["content"][0]["text"], "stored k",
+        stored.body["result"]["content"][0]["text"],
+        "✅ 새로운 메모리가 저장되었습니다.\nID: mem_1",
         "{:?}",
         stored.body
     );
@@ -412,7 +427,7 @@ async fn a_stdio_upstream_that_dies_is_relaunched() {
         reply = raw
             .rpc(
                 Some(&session),
-                call(10 + attempt, "memory_read", json!({"key": "k"})),
+                call(10 + attempt, "list_work_memories", json!({"project": "k"})),
             )
             .await
             .body;
@@ -426,8 +441,7 @@ async fn a_stdio_upstream_that_dies_is_relaunched() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // A new process: the call went through, and the old process's memory is gone.
-    assert_eq!(reply["result"]["isError"], true, "{reply:?}");
-    assert_eq!(reply["result"]["content"][0]["text"], "no memory item k");
+    assert_eq!(reply["result"]["content"][0]["text"], "", "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +505,7 @@ async fn a_call_past_its_timeout_is_cancelled_upstream_and_answered() {
         let read = raw
             .rpc(
                 Some(&session),
-                call(id, "memory_read", json!({"key": "long_task:last"})),
+                call(id, "list_work_memories", json!({"project": "long_task"})),
             )
             .await;
         last = read.body["result"]["content"][0]["text"]

@@ -1,6 +1,7 @@
-//! Policies enforced by the real gateway on real MCP traffic (rmcp client, sample server):
-//! default deny, hide, deny with a reason the agent reads, argument rules, rate limits per
-//! session, and hot reload.
+//! Policies enforced by the real gateway on real MCP traffic (rmcp client, sample server in the
+//! real Work Memory server's shape): default deny, hide, deny with a reason the agent reads,
+//! argument rules (and the spellings that used to slip past them), rate limits per session, hot
+//! reload, and plain-text failures recorded as `tool_error`.
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RunningService, ServiceError};
@@ -9,33 +10,40 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use verdict_proto::pb::OutcomeKind;
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::mcp::{work_memory_bin, HttpProcess};
+use verdict_tests::trail::{self, journal_events};
 
 const KEY: &str = "policy-test-key";
 
 const POLICY: &str = r#"{
   "version": "1",
   "default": "deny",
-  "hide": ["memory_search"],
+  "hide": ["search_work_memory"],
   "rules": [
-    {"id": "no-delete", "match": {"tool": "session_manager", "arguments": {"action": "delete"}}, "action": "deny", "reason": "sessions are deleted by humans only"},
+    {"id": "no-delete", "match": {"tool": "session_manager", "arguments": {"action": "delete_session"}}, "action": "deny", "reason": "sessions are deleted by humans only"},
     {"id": "session-ops", "match": {"tool": "session_manager", "arguments": {"action": "set_active"}}, "action": "allow"},
     {"id": "reads", "match": {"risk": "read"}, "action": "allow", "rate_limit": {"max": 3, "window": 2}}
   ]
 }"#;
 
 struct Setup {
-    _gateway: HttpProcess,
+    gateway: HttpProcess,
     policy_dir: tempfile::TempDir,
     url: String,
 }
 
 fn setup(policy: &str) -> Setup {
+    setup_with(policy, "")
+}
+
+/// `upstream_extra`: more keys for the upstream's table.
+fn setup_with(policy: &str, upstream_extra: &str) -> Setup {
     let policy_dir = tempfile::tempdir().unwrap();
     std::fs::write(policy_dir.path().join("policy.json"), policy).unwrap();
     let config = format!(
-        "policy = \"{}\"\n[[agents]]\nid = \"agent-a\"\napi_key_sha256 = \"{}\"\n[upstreams.memory]\ncommand = \"{}\"\n",
+        "policy = \"{}\"\n[[agents]]\nid = \"agent-a\"\napi_key_sha256 = \"{}\"\n[upstreams.memory]\ncommand = \"{}\"\n{upstream_extra}\n",
         policy_dir.path().join("policy.json").display(),
         key_digest(KEY),
         work_memory_bin().display()
@@ -43,7 +51,7 @@ fn setup(policy: &str) -> Setup {
     let gateway = HttpProcess::gateway(&config).unwrap();
     let url = gateway.url();
     Setup {
-        _gateway: gateway,
+        gateway,
         policy_dir,
         url,
     }
@@ -91,7 +99,7 @@ async fn default_deny_hide_argument_rules_and_reasons_reach_the_agent() {
         .map(|t| t.name.to_string())
         .collect();
     assert!(
-        !names.contains(&"memory_search".to_owned()),
+        !names.contains(&"search_work_memory".to_owned()),
         "hidden tool listed: {names:?}"
     );
     assert!(names.contains(&"session_manager".to_owned()));
@@ -99,7 +107,7 @@ async fn default_deny_hide_argument_rules_and_reasons_reach_the_agent() {
     let denied = call(
         &client,
         "session_manager",
-        json!({"action": "delete", "session_id": "s1"}),
+        json!({"action": "delete_session", "session_id": "s1", "confirm": true}),
     )
     .await
     .unwrap();
@@ -118,10 +126,13 @@ async fn default_deny_hide_argument_rules_and_reasons_reach_the_agent() {
     .unwrap();
     assert_eq!(
         (allowed.is_error, text(&allowed)),
-        (Some(false), "활성 세션: s1".to_owned())
+        (
+            None,
+            "✅ 활성 세션이 설정되었습니다.\n세션 ID: s1".to_owned()
+        )
     );
 
-    let by_default = call(&client, "memory_write", json!({"key": "k", "value": "v"}))
+    let by_default = call(&client, "add_work_memory", json!({"content": "v"}))
         .await
         .unwrap();
     assert!(
@@ -131,7 +142,7 @@ async fn default_deny_hide_argument_rules_and_reasons_reach_the_agent() {
     );
 
     // A hidden tool fails exactly like a tool that does not exist.
-    let hidden = call(&client, "memory_search", json!({"query": "x"}))
+    let hidden = call(&client, "search_work_memory", json!({"query": "x"}))
         .await
         .unwrap_err();
     let missing = call(&client, "no_such_tool", json!({"query": "x"}))
@@ -141,7 +152,7 @@ async fn default_deny_hide_argument_rules_and_reasons_reach_the_agent() {
         ServiceError::McpError(data) => (
             data.code.0,
             data.message
-                .replace("memory_search", "NAME")
+                .replace("search_work_memory", "NAME")
                 .replace("no_such_tool", "NAME"),
             data.data.clone(),
         ),
@@ -158,14 +169,10 @@ async fn rate_limit_is_per_session_and_resets_after_the_window() {
     let first = client(&setup.url).await;
     let start = Instant::now();
     for _ in 0..3 {
-        let ok = call(&first, "memory_read", json!({"key": "k"}))
-            .await
-            .unwrap();
+        let ok = call(&first, "list_work_memories", json!({})).await.unwrap();
         assert!(!text(&ok).starts_with('['), "{}", text(&ok));
     }
-    let limited = call(&first, "memory_read", json!({"key": "k"}))
-        .await
-        .unwrap();
+    let limited = call(&first, "list_work_memories", json!({})).await.unwrap();
     assert_eq!(limited.is_error, Some(true));
     assert!(
         text(&limited).starts_with(
@@ -178,7 +185,7 @@ async fn rate_limit_is_per_session_and_resets_after_the_window() {
     let second = client(&setup.url).await;
     assert!(
         !text(
-            &call(&second, "memory_read", json!({"key": "k"}))
+            &call(&second, "list_work_memories", json!({}))
                 .await
                 .unwrap()
         )
@@ -190,9 +197,7 @@ async fn rate_limit_is_per_session_and_resets_after_the_window() {
         Duration::from_secs(2).saturating_sub(start.elapsed()) + Duration::from_millis(100),
     )
     .await;
-    let again = call(&first, "memory_read", json!({"key": "k"}))
-        .await
-        .unwrap();
+    let again = call(&first, "list_work_memories", json!({})).await.unwrap();
     assert!(
         !text(&again).starts_with('['),
         "allowed again after the window: {}",
@@ -206,7 +211,7 @@ async fn rate_limit_is_per_session_and_resets_after_the_window() {
 async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
     let setup = setup(POLICY);
     let client = client(&setup.url).await;
-    let write = || call(&client, "memory_write", json!({"key": "k", "value": "v"}));
+    let write = || call(&client, "add_work_memory", json!({"content": "v"}));
     assert!(text(&write().await.unwrap()).starts_with("[policy denied]"));
 
     let path = setup.policy_dir.path().join("policy.json");
@@ -221,7 +226,7 @@ async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let result = write().await.unwrap();
-        if text(&result) == "stored k" {
+        if text(&result).starts_with("✅") {
             break;
         }
         assert!(
@@ -232,4 +237,122 @@ async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     client.cancel().await.unwrap();
+}
+
+/// The attack of issue 15 item 11: spellings of a denied value that the upstream may still accept
+/// (case, whitespace, a one-element array) once passed an equality rule and reached an allow rule
+/// behind it. They are denied by the rule now; `{"exact": ...}` keeps exact equality on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spellings_of_a_denied_value_are_denied_too() {
+    let setup = setup(
+        r#"{"version": "1", "default": "deny", "rules": [
+          {"id": "no-delete", "match": {"tool": "session_manager", "arguments": {"action": "delete_session"}}, "action": "deny", "reason": "humans only"},
+          {"id": "no-cascade", "match": {"tool": "session_manager", "arguments": {"action": {"glob": "delete_session_c*"}}}, "action": "deny", "reason": "humans only"},
+          {"id": "exactly-clear", "match": {"tool": "session_manager", "arguments": {"action": {"exact": "clear"}}}, "action": "deny", "reason": "exact"},
+          {"id": "session-ops", "match": {"tool": "session_manager"}, "action": "allow"}]}"#,
+    );
+    let client = client(&setup.url).await;
+    let denied_by = |rule: &str| format!("[policy denied] rule {rule}: ");
+    for (action, rule) in [
+        (json!("DELETE_SESSION"), "no-delete"),
+        (json!("delete_session "), "no-delete"),
+        (json!(" Delete_Session\t"), "no-delete"),
+        (json!(["delete_session"]), "no-delete"),
+        (json!(["list_sessions", "delete_session"]), "no-delete"),
+        (json!("DELETE_SESSION_CASCADE"), "no-cascade"),
+        (json!(["delete_session_cascade"]), "no-cascade"),
+    ] {
+        let arguments = json!({"action": action, "session_id": "s1", "confirm": true});
+        let result = call(&client, "session_manager", arguments.clone()).await;
+        let result =
+            result.unwrap_or_else(|e| panic!("{arguments}: not decided by the policy: {e}"));
+        assert!(
+            text(&result).starts_with(&denied_by(rule)),
+            "{arguments}: {}",
+            text(&result)
+        );
+    }
+    let exact = call(&client, "session_manager", json!({"action": "CLEAR"}))
+        .await
+        .unwrap();
+    assert!(
+        !text(&exact).starts_with('['),
+        "exact match is exact: {}",
+        text(&exact)
+    );
+    let cleared = call(&client, "session_manager", json!({"action": "clear"}))
+        .await
+        .unwrap();
+    assert!(
+        text(&cleared).starts_with(&denied_by("exactly-clear")),
+        "{}",
+        text(&cleared)
+    );
+    client.cancel().await.unwrap();
+}
+
+/// The real server reports failures as ❌ text without `isError`: with `failure_text_prefixes`
+/// the trail tells a refused (unconfirmed) delete from a real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_text_failures_are_recorded_as_tool_errors() {
+    let setup = setup_with(
+        r#"{"version": "1", "default": "allow"}"#,
+        "failure_text_prefixes = [\"❌\"]",
+    );
+    let client = client(&setup.url).await;
+    let unconfirmed = call(
+        &client,
+        "session_manager",
+        json!({"action": "delete_session", "session_id": "s1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (unconfirmed.is_error, text(&unconfirmed)),
+        (
+            None,
+            "❌ 세션 삭제시에는 confirm=true가 필요합니다.".to_owned()
+        ),
+        "the agent gets the upstream's reply untouched"
+    );
+    let deleted = call(
+        &client,
+        "session_manager",
+        json!({"action": "delete_session", "session_id": "s1", "confirm": true}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        text(&deleted).starts_with("✅ 세션 삭제 완료"),
+        "{}",
+        text(&deleted)
+    );
+    client.cancel().await.unwrap();
+
+    let journal = setup.gateway.dir.path().join("journal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcomes = loop {
+        let outcomes: Vec<_> = journal_events(&journal)
+            .iter()
+            .filter_map(trail::outcome)
+            .collect();
+        if outcomes.len() >= 2 || Instant::now() > deadline {
+            break outcomes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kinds: Vec<(i32, &str)> = outcomes
+        .iter()
+        .map(|o| (o.kind, o.message.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                OutcomeKind::ToolError as i32,
+                "❌ 세션 삭제시에는 confirm=true가 필요합니다."
+            ),
+            (OutcomeKind::Ok as i32, ""),
+        ]
+    );
 }

@@ -21,8 +21,8 @@ use verdict_tests::mcp::{gateway_bin, work_memory_bin, write_config, HttpProcess
 const KEY_A: &str = "key-agent-a";
 const KEY_B: &str = "key-agent-b";
 /// Tools of the stdio upstream; the HTTP upstream serves the rest.
-const STDIO_TOOLS: &str = "memory_write,memory_read,long_task";
-const HTTP_TOOLS: &str = "session_manager,memory_search";
+const STDIO_TOOLS: &str = "add_work_memory,list_work_memories,long_task";
+const HTTP_TOOLS: &str = "session_manager,search_work_memory,delete_work_memory";
 
 #[derive(Clone)]
 struct Recorder {
@@ -124,7 +124,7 @@ async fn call(client: &Client, tool: &str, arguments: Value) -> String {
 #[derive(Debug, PartialEq)]
 struct Transcript {
     tools: Vec<String>,
-    session_manager_destructive: bool,
+    session_manager_definition: Value,
     results: Vec<String>,
     progress_updates: usize,
     cancellation_reached_server: String,
@@ -138,19 +138,16 @@ async fn scenario(client: &Client, progress: &AtomicUsize) -> Transcript {
         .iter()
         .find(|t| t.name == "session_manager")
         .expect("session_manager listed");
-    let session_manager_destructive = session_manager
-        .annotations
-        .as_ref()
-        .and_then(|a| a.destructive_hint)
-        == Some(true);
+    // The real server's definition (Korean description, the action enum) passes through as is.
+    let session_manager_definition = serde_json::to_value(session_manager).unwrap();
     let results = vec![
         call(
             client,
-            "memory_write",
-            json!({"key": "k1", "value": "세션 메모"}),
+            "add_work_memory",
+            json!({"project": "k1", "content": "세션 메모"}),
         )
         .await,
-        call(client, "memory_read", json!({"key": "k1"})).await,
+        call(client, "list_work_memories", json!({"project": "k1"})).await,
         call(
             client,
             "session_manager",
@@ -160,7 +157,7 @@ async fn scenario(client: &Client, progress: &AtomicUsize) -> Transcript {
         call(
             client,
             "session_manager",
-            json!({"action": "delete", "session_id": "nope"}),
+            json!({"action": "delete_session", "session_id": "nope"}),
         )
         .await,
         call(client, "long_task", json!({"steps": 3, "delay_ms": 20})).await,
@@ -188,8 +185,12 @@ async fn scenario(client: &Client, progress: &AtomicUsize) -> Transcript {
     );
     let mut cancellation_reached_server = String::new();
     for _ in 0..50 {
-        cancellation_reached_server =
-            call(client, "memory_read", json!({"key": "long_task:last"})).await;
+        cancellation_reached_server = call(
+            client,
+            "list_work_memories",
+            json!({"project": "long_task"}),
+        )
+        .await;
         if cancellation_reached_server.starts_with("cancelled") {
             break;
         }
@@ -203,7 +204,7 @@ async fn scenario(client: &Client, progress: &AtomicUsize) -> Transcript {
         .to_owned();
     Transcript {
         tools,
-        session_manager_destructive,
+        session_manager_definition,
         results,
         progress_updates,
         cancellation_reached_server,
@@ -301,8 +302,9 @@ async fn stdio_stateless_matches_direct() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colliding_tool_names_are_prefixed_by_upstream() {
-    let remote = HttpProcess::work_memory(&["--only", "memory_read,memory_search"]).unwrap();
-    let config = gateway_config(&remote.url()).replace(STDIO_TOOLS, "memory_read,long_task");
+    let remote =
+        HttpProcess::work_memory(&["--only", "list_work_memories,search_work_memory"]).unwrap();
+    let config = gateway_config(&remote.url()).replace(STDIO_TOOLS, "list_work_memories,long_task");
     let gateway = HttpProcess::gateway(&config).unwrap();
     let (client, _) = connect(
         http_transport(&gateway.url(), Some(KEY_A)),
@@ -321,12 +323,12 @@ async fn colliding_tool_names_are_prefixed_by_upstream() {
         names,
         [
             "long_task",
-            "memory__memory_read",
-            "memory_search",
-            "remote__memory_read"
+            "memory__list_work_memories",
+            "remote__list_work_memories",
+            "search_work_memory"
         ]
     );
-    call(&client, "remote__memory_read", json!({"key": "x"})).await;
+    call(&client, "remote__list_work_memories", json!({"key": "x"})).await;
     client.cancel().await.unwrap();
 }
 
@@ -346,8 +348,8 @@ async fn tools_list_pages_through_a_paging_upstream() {
     let all = client.list_all_tools().await.unwrap();
     assert_eq!(
         all.len(),
-        5,
-        "3 stdio tools + 2 tools paged one by one from the HTTP upstream"
+        6,
+        "3 stdio tools + 3 tools paged one by one from the HTTP upstream"
     );
     client.cancel().await.unwrap();
 }

@@ -25,5 +25,6 @@ mod query_paging;
 mod query_tls;
 mod query_whotried;
 mod query_windows;
+mod real_work_memory;
 mod smoke;
 mod trusted_keys;

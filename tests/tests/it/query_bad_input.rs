@@ -63,7 +63,7 @@ async fn hostile_filters_are_values_never_sql() {
     for (agent, tool) in [
         (ODD_AGENT, ODD_TOOL),
         ("plain", "toolXYZx"),
-        ("plain", "memory_read"),
+        ("plain", "list_work_memories"),
     ] {
         events.push(
             writer.append(
@@ -131,7 +131,7 @@ async fn hostile_filters_are_values_never_sql() {
             let expected: Vec<(String, String)> = match (*nasty, filter.tools.is_empty()) {
                 // Globs: `*` matches every tool, `?` every one-character tool (none).
                 ("*", false) => vec![
-                    ("plain".into(), "memory_read".into()),
+                    ("plain".into(), "list_work_memories".into()),
                     ("plain".into(), "toolXYZx".into()),
                     (ODD_AGENT.into(), ODD_TOOL.into()),
                 ],

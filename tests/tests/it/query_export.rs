@@ -28,7 +28,7 @@ fn chain(id: &str, key: &SecretKey, calls: usize) -> Vec<SignedEvent> {
                 session: "sess, \"quoted\"",
                 tool: "session_manager",
                 risk: RiskClass::Destructive,
-                arguments_json: r#"{"action":"delete","session_id":"s1"}"#,
+                arguments_json: r#"{"action":"delete_session","session_id":"s1"}"#,
                 targets: &[("session_id", "s1")],
                 decision: if i % 2 == 0 {
                     DecisionKind::Deny

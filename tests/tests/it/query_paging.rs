@@ -22,7 +22,7 @@ fn events(writer: &mut ChainWriter, count: usize, time: impl Fn(usize) -> i64) -
                     time_unix_nanos: time(i),
                     agent: if i % 2 == 0 { "agent-a" } else { "agent-b" },
                     session: "s",
-                    tool: "memory_read",
+                    tool: "list_work_memories",
                     risk: RiskClass::Read,
                     arguments_json: "{}",
                     targets: &[],

@@ -1,5 +1,5 @@
 //! The seed's compliance question, answered over real gRPC by the real `verdict-query` against a
-//! real ClickHouse: which agents tried `session_manager` with `action=delete`, on which session,
+//! real ClickHouse: which agents tried `session_manager` with `action=delete_session`, on which session,
 //! and what was decided — from Rust, from the `verdict` CLI, and from a Python grpcio client
 //! generated from `proto/`.
 
@@ -41,8 +41,8 @@ fn call<'a>(
 /// other actions on the same tool, other tools with the same argument.
 fn scenario() -> Vec<SignedEvent> {
     let key = SecretKey::from_seed(&[1; 32]);
-    let del1 = r#"{"action":"delete","session_id":"s1"}"#;
-    let del2 = r#"{"action":"delete","session_id":"s2"}"#;
+    let del1 = r#"{"action":"delete_session","session_id":"s1"}"#;
+    let del2 = r#"{"action":"delete_session","session_id":"s2"}"#;
     let s1: &[(&str, &str)] = &[("session_id", "s1")];
     let s2: &[(&str, &str)] = &[("session_id", "s2")];
     let mut gw1 = ChainWriter::new("gw-1", key.clone());
@@ -61,7 +61,7 @@ fn scenario() -> Vec<SignedEvent> {
         gw1.append(call(
             4,
             "agent-b",
-            "memory_read",
+            "list_work_memories",
             r#"{"key":"x"}"#,
             &[],
             D::Allow,
@@ -73,8 +73,8 @@ fn scenario() -> Vec<SignedEvent> {
     events.push(gw1.append(call(
         8,
         "agent-a",
-        "memory_write",
-        r#"{"action":"delete","key":"k"}"#,
+        "add_work_memory",
+        r#"{"action":"delete_session","key":"k"}"#,
         &[],
         D::Allow,
     )));
@@ -87,7 +87,7 @@ fn delete_filter() -> pb::EventFilter {
         tools: vec!["session_manager".into()],
         arguments: vec![pb::ArgumentMatch {
             key: "action".into(),
-            value: "delete".into(),
+            value: "delete_session".into(),
         }],
         ..Default::default()
     }
@@ -223,14 +223,15 @@ async fn who_tried_to_delete_sessions() {
     );
     assert!(limited.truncated);
 
-    // The CLI gives the same answer.
+    // The CLI gives the same answer, asked with a glob (matched ignoring case, as the gateway's
+    // argument rules match) that covers both delete actions.
     let output = Command::new(cargo_bin("verdict"))
         .args([
             "who-tried",
             "--tool",
             "session_manager",
             "--arg",
-            "action=delete",
+            "action=DELETE_SESSION*",
             "--grouped",
             "--json",
         ])
@@ -322,7 +323,12 @@ fn python_client_agrees(service: &QueryService) {
             "--token",
             TOKEN,
         ])
-        .args(["--tool", "session_manager", "--arg", "action=delete"])
+        .args([
+            "--tool",
+            "session_manager",
+            "--arg",
+            "action=delete_session",
+        ])
         .output()
         .expect("running python3");
     if output.status.code() == Some(3) && std::env::var_os("CI").is_none() {

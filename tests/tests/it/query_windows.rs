@@ -15,7 +15,7 @@ use verdict_tests::ClickHouse;
 const EVENTS: usize = 3_000;
 const HOUR: i64 = 3_600_000_000_000;
 const DAY: i64 = 24 * HOUR;
-const TOOLS: [&str; 3] = ["session_manager", "memory_read", "memory_write"];
+const TOOLS: [&str; 3] = ["session_manager", "list_work_memories", "add_work_memory"];
 const AGENTS: [&str; 4] = ["agent-a", "agent-b", "agent-c", "agent-d"];
 const DECISIONS: [DecisionKind; 3] = [
     DecisionKind::Allow,
@@ -119,7 +119,7 @@ async fn windowed_pages_and_hourly_counts_are_exact() {
     let mut client = service.client().await;
 
     // Search pages, unfiltered and by tool: every event once, newest first, across all windows.
-    for tools in [vec![], vec!["memory_write".to_owned()]] {
+    for tools in [vec![], vec!["add_work_memory".to_owned()]] {
         let filter = pb::EventFilter {
             tools: tools.clone(),
             ..Default::default()
