@@ -13,13 +13,13 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use verdict_gateway::catalog::Catalog;
-use verdict_gateway::decision::{CallInfo, Outcome};
+use verdict_gateway::decision::{CallInfo, Ruling};
 use verdict_gateway::mcp::ClientInfo;
-use verdict_gateway::policy::file::RiskName;
 use verdict_gateway::policy::schema_check::Severity;
 use verdict_gateway::policy::Policy;
 use verdict_gateway::upstream::Upstream;
 use verdict_gateway::GatewayConfig;
+use verdict_proto::Label;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -121,7 +121,7 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
                 arguments: &no_arguments,
             };
             let verdict = policy.evaluate(&call, risk);
-            (decision_label(&verdict.outcome), verdict.rule_id)
+            (decision_label(&verdict.ruling), verdict.rule_id)
         };
         let others: Vec<&str> = policy
             .rules_for(upstream, [&tool.name, &tool.exposed])
@@ -132,7 +132,7 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
             "{:<28} {:<14} {:<12} {:<24} {:<22} {}",
             tool.exposed,
             upstream,
-            risk_name(risk),
+            risk.class().label(),
             decision,
             rule,
             others.join(", ")
@@ -140,22 +140,14 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
     }
 }
 
-fn decision_label(outcome: &Outcome) -> String {
+fn decision_label(outcome: &Ruling) -> String {
     match outcome {
-        Outcome::Allow => "allow".into(),
-        Outcome::Deny => "deny".into(),
-        Outcome::Hide => "hide".into(),
-        Outcome::RateLimited { .. } => "rate_limited".into(),
-        Outcome::RequireApproval { timeout } => {
+        Ruling::Allow => "allow".into(),
+        Ruling::Deny => "deny".into(),
+        Ruling::Hide => "hide".into(),
+        Ruling::RateLimited { .. } => "rate_limited".into(),
+        Ruling::RequireApproval { timeout } => {
             format!("require_approval {}s", timeout.as_secs())
         }
-    }
-}
-
-fn risk_name(risk: RiskName) -> &'static str {
-    match risk {
-        RiskName::Read => "read",
-        RiskName::Write => "write",
-        RiskName::Destructive => "destructive",
     }
 }

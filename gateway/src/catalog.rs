@@ -4,7 +4,7 @@
 //! name: then each of those tools is exposed as `<upstream>__<tool>` (both sides prefixed, so
 //! neither silently wins). Downstream `tools/list` is paged with an opaque offset cursor.
 
-use crate::policy::file::RiskName;
+use crate::decision::RiskName;
 use crate::policy::risk;
 use crate::upstream::Upstream;
 use serde_json::{json, Value};

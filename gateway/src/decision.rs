@@ -5,9 +5,32 @@
 //! policy's hash, so the agent and the audit trail can say why.
 
 use crate::mcp::ClientInfo;
-use crate::policy::file::RiskName;
+use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
+use verdict_proto::pb::RiskClass;
+
+/// A tool's risk class, as classified from its definition and named in policy files (`read`,
+/// `write`, `destructive`; ordered by severity, so the most severe of several is the `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskName {
+    Read,
+    Write,
+    Destructive,
+}
+
+impl RiskName {
+    /// The contract's risk class, under which events store it (and name it: see
+    /// `verdict_proto::Label`).
+    pub fn class(self) -> RiskClass {
+        match self {
+            Self::Read => RiskClass::Read,
+            Self::Write => RiskClass::Write,
+            Self::Destructive => RiskClass::Destructive,
+        }
+    }
+}
 
 /// What the gateway knows about a call when it decides.
 #[derive(Debug)]
@@ -26,7 +49,7 @@ pub struct CallInfo<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Ruling {
     Allow,
     Deny,
     /// The tool is hidden: refused exactly like a tool that does not exist.
@@ -41,7 +64,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub outcome: Outcome,
+    pub ruling: Ruling,
     pub rule_id: String,
     pub reason: String,
     pub risk: RiskName,
@@ -64,7 +87,7 @@ pub struct AllowAll;
 impl Decider for AllowAll {
     fn decide(&self, call: &CallInfo<'_>) -> Decision {
         Decision {
-            outcome: Outcome::Allow,
+            ruling: Ruling::Allow,
             rule_id: "no-policy".into(),
             reason: "no policy configured".into(),
             risk: call.risk,

@@ -10,7 +10,7 @@ use crate::audit::event::{self, DecisionFacts};
 use crate::audit::{Audit, RecordError};
 use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
-use crate::decision::{AllowAll, CallInfo, Decider, Outcome};
+use crate::decision::{AllowAll, CallInfo, Decider, Ruling};
 use crate::jsonrpc::{
     self, AUDIT_UNAVAILABLE, INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE,
 };
@@ -211,27 +211,27 @@ impl Gateway {
         };
         let decision = self.decider.decide(&call);
         let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id, seq = tracing::field::Empty);
-        let (kind, refusal) = match &decision.outcome {
-            Outcome::Allow => (DecisionKind::Allow, None),
-            Outcome::Hide => (DecisionKind::Hide, None),
-            Outcome::Deny => (
+        let (kind, refusal) = match &decision.ruling {
+            Ruling::Allow => (DecisionKind::Allow, None),
+            Ruling::Hide => (DecisionKind::Hide, None),
+            Ruling::Deny => (
                 DecisionKind::Deny,
                 Some(format!(
                     "[policy denied] rule {}: {}",
                     decision.rule_id, decision.reason
                 )),
             ),
-            Outcome::RateLimited { .. } => (
+            Ruling::RateLimited { .. } => (
                 DecisionKind::RateLimited,
                 Some(format!(
                     "[rate limited] rule {}: {}",
                     decision.rule_id, decision.reason
                 )),
             ),
-            Outcome::RequireApproval { .. } => (DecisionKind::ApprovalRequested, None),
+            Ruling::RequireApproval { .. } => (DecisionKind::ApprovalRequested, None),
         };
-        let approval_id = match decision.outcome {
-            Outcome::RequireApproval { .. } => uuid::Uuid::new_v4().to_string(),
+        let approval_id = match decision.ruling {
+            Ruling::RequireApproval { .. } => uuid::Uuid::new_v4().to_string(),
             _ => String::new(),
         };
         let facts = DecisionFacts {
@@ -250,8 +250,8 @@ impl Gateway {
         // No call goes on, forwarded, held or refused, before its decision is in the journal.
         let body = self.audit.events.decision(event::actor(session), &facts);
         // A held call's later steps are made from its request decision; other calls need no copy.
-        let request = match (&decision.outcome, &body.kind) {
-            (Outcome::RequireApproval { .. }, Some(pb::event_body::Kind::Decision(d))) => {
+        let request = match (&decision.ruling, &body.kind) {
+            (Ruling::RequireApproval { .. }, Some(pb::event_body::Kind::Decision(d))) => {
                 Some(d.clone())
             }
             _ => None,
@@ -261,12 +261,12 @@ impl Gateway {
             Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
         };
         span.record("seq", seq);
-        span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
-        if decision.outcome == Outcome::Hide {
+        span.in_scope(|| tracing::debug!(ruling = ?decision.ruling, "decided"));
+        if decision.ruling == Ruling::Hide {
             return Some(absent_tool(&catalog, id, name));
         }
         let mut refusal = refusal;
-        if let Outcome::RequireApproval { timeout } = decision.outcome {
+        if let Ruling::RequireApproval { timeout } = decision.ruling {
             let request = request.expect("a held call's request decision");
             match self.await_approval(request, seq, timeout, cancel).await {
                 Held::Approved(approval_seq) => seq = approval_seq,
@@ -276,7 +276,7 @@ impl Gateway {
         }
         let event_id = format!("{}:{seq}", self.audit.recorder.chain_id());
         if let Some(text) = refusal {
-            span.in_scope(|| tracing::info!(outcome = ?decision.outcome, reason = %decision.reason, "call refused"));
+            span.in_scope(|| tracing::info!(ruling = ?decision.ruling, reason = %decision.reason, "call refused"));
             let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
             return Some(jsonrpc::result(
                 id,

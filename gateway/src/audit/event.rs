@@ -14,7 +14,7 @@
 
 use super::canonical::canonical_json;
 use crate::config::{AuditConfig, RedactionMode};
-use crate::policy::file::RiskName;
+use crate::decision::RiskName;
 use crate::session::Session;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -75,7 +75,9 @@ impl EventBuilder {
             upstream: bounded(facts.upstream),
             method: bounded(facts.method),
             tool: bounded(facts.tool),
-            risk: facts.risk.map_or(pb::RiskClass::Unspecified, risk_class) as i32,
+            risk: facts
+                .risk
+                .map_or(pb::RiskClass::Unspecified, RiskName::class) as i32,
             decision: facts.decision as i32,
             rule_id: facts.rule_id.into(),
             policy_sha256: facts.policy_sha256.to_vec(),
@@ -274,15 +276,6 @@ pub fn now_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// The lowercase name of a decision kind, e.g. `rate_limited`.
-fn risk_class(risk: RiskName) -> pb::RiskClass {
-    match risk {
-        RiskName::Read => pb::RiskClass::Read,
-        RiskName::Write => pb::RiskClass::Write,
-        RiskName::Destructive => pb::RiskClass::Destructive,
-    }
 }
 
 #[cfg(test)]

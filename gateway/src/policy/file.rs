@@ -6,6 +6,7 @@
 //! comments and trailing commas (JSON has neither). Checks that need more than one field run
 //! inside deserialization, so serde_json positions them too.
 
+use crate::decision::RiskName;
 use globset::{GlobBuilder, GlobMatcher};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -45,14 +46,6 @@ pub struct PolicyFile {
 pub enum DefaultAction {
     Allow,
     Deny,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RiskName {
-    Read,
-    Write,
-    Destructive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

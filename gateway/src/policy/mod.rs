@@ -13,8 +13,9 @@ pub mod rate;
 pub mod risk;
 pub mod schema_check;
 
-use crate::decision::{CallInfo, Decider, Decision, Outcome};
-use file::{ActionName, ArgumentMatch, DefaultAction, Pattern, PolicyError, PolicyFile, RiskName};
+use crate::decision::RiskName;
+use crate::decision::{CallInfo, Decider, Decision, Ruling};
+use file::{ActionName, ArgumentMatch, DefaultAction, Pattern, PolicyError, PolicyFile};
 use rate::RateLimiter;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -84,7 +85,7 @@ pub struct RateLimit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub rule_id: String,
-    pub outcome: Outcome,
+    pub ruling: Ruling,
     pub reason: String,
     pub rate_limit: Option<RateLimit>,
 }
@@ -151,13 +152,13 @@ impl Policy {
         match self.default {
             DefaultAction::Allow => Verdict {
                 rule_id: "default".into(),
-                outcome: Outcome::Allow,
+                ruling: Ruling::Allow,
                 reason: "allowed by default".into(),
                 rate_limit: None,
             },
             DefaultAction::Deny => Verdict {
                 rule_id: "default".into(),
-                outcome: Outcome::Deny,
+                ruling: Ruling::Deny,
                 reason: "no rule allows this call (default deny)".into(),
                 rate_limit: None,
             },
@@ -254,20 +255,20 @@ impl Rule {
     }
 
     fn verdict(&self) -> Verdict {
-        let (outcome, reason, rate_limit) = match &self.action {
+        let (ruling, reason, rate_limit) = match &self.action {
             Action::Allow { rate_limit } => {
-                (Outcome::Allow, "allowed by rule".to_owned(), *rate_limit)
+                (Ruling::Allow, "allowed by rule".to_owned(), *rate_limit)
             }
-            Action::Deny { reason } => (Outcome::Deny, reason.clone(), None),
+            Action::Deny { reason } => (Ruling::Deny, reason.clone(), None),
             Action::RequireApproval { timeout } => (
-                Outcome::RequireApproval { timeout: *timeout },
+                Ruling::RequireApproval { timeout: *timeout },
                 "approval required".to_owned(),
                 None,
             ),
         };
         Verdict {
             rule_id: self.id.clone(),
-            outcome,
+            ruling,
             reason,
             rate_limit,
         }
@@ -403,18 +404,18 @@ impl Decider for PolicyDecider {
     fn decide(&self, call: &CallInfo<'_>) -> Decision {
         let policy = self.policy();
         let risk = policy.risk_of([call.tool, call.exposed], call.risk);
-        let decided = |outcome, rule_id: &str, reason: String| Decision {
-            outcome,
+        let decided = |ruling, rule_id: &str, reason: String| Decision {
+            ruling,
             rule_id: rule_id.to_owned(),
             reason,
             risk,
             policy_sha256: policy.sha256,
         };
         if policy.hides(&[call.tool, call.exposed]) {
-            return decided(Outcome::Hide, "hide", "hidden by policy".into());
+            return decided(Ruling::Hide, "hide", "hidden by policy".into());
         }
         let verdict = policy.evaluate(call, risk);
-        if let (Outcome::Allow, Some(limit)) = (&verdict.outcome, verdict.rate_limit) {
+        if let (Ruling::Allow, Some(limit)) = (&verdict.ruling, verdict.rate_limit) {
             let (session, scope) = match limit.per {
                 file::RateScope::Session => (call.session, "session"),
                 file::RateScope::Agent => ("", "agent"),
@@ -431,13 +432,13 @@ impl Decider for PolicyDecider {
                     retry_after.as_secs_f64()
                 );
                 return decided(
-                    Outcome::RateLimited { retry_after },
+                    Ruling::RateLimited { retry_after },
                     &verdict.rule_id,
                     reason,
                 );
             }
         }
-        decided(verdict.outcome, &verdict.rule_id, verdict.reason)
+        decided(verdict.ruling, &verdict.rule_id, verdict.reason)
     }
 
     fn hides(&self, tool: &str, exposed: &str) -> bool {

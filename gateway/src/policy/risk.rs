@@ -15,7 +15,7 @@
 //! or stative form: `저장된` ("stored") describes what a tool lists, not what it does, so it is no
 //! write. Japanese and Chinese keywords match anywhere.
 
-use super::file::RiskName;
+use crate::decision::RiskName;
 use serde_json::Value;
 
 /// Latin-script keywords match whole words and their inflections ("deletes", "removing", "löschen").

@@ -1,7 +1,8 @@
 //! Table-driven tests of the policy file's validation and the matching semantics.
 
-use super::file::{parse, RiskName};
+use super::file::parse;
 use super::*;
+use crate::decision::RiskName;
 use crate::mcp::ClientInfo;
 use serde_json::json;
 
@@ -73,7 +74,7 @@ fn decide(
     tool: &str,
     definition: Value,
     arguments: Value,
-) -> (String, Outcome) {
+) -> (String, Ruling) {
     let client = ClientInfo::default();
     let classified = super::risk::classify(&definition);
     let call = CallInfo {
@@ -87,7 +88,7 @@ fn decide(
         arguments: &arguments,
     };
     let verdict = policy.evaluate(&call, policy.risk_of([tool, tool], classified));
-    (verdict.rule_id, verdict.outcome)
+    (verdict.rule_id, verdict.ruling)
 }
 
 #[test]
@@ -95,7 +96,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
     let policy = Policy::from_text(SEED_POLICY).unwrap();
     let destructive = json!({"annotations": {"destructiveHint": true}});
     let read = json!({"annotations": {"readOnlyHint": true}});
-    let approval = Outcome::RequireApproval {
+    let approval = Ruling::RequireApproval {
         timeout: Duration::from_secs(60),
     };
     let cases = [
@@ -106,7 +107,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             destructive.clone(),
             json!({"action": "delete_session", "session_id": "s1"}),
             "no-delete",
-            Outcome::Deny,
+            Ruling::Deny,
         ),
         (
             "agent-a",
@@ -115,7 +116,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             destructive.clone(),
             json!({"action": "set_active", "session_id": "s1"}),
             "session-ops",
-            Outcome::Allow,
+            Ruling::Allow,
         ),
         (
             "agent-a",
@@ -124,7 +125,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             destructive.clone(),
             json!({"action": "enable_auto_link", "session_id": "tmp-9"}),
             "s-prefixed",
-            Outcome::Allow,
+            Ruling::Allow,
         ),
         (
             "agent-a",
@@ -142,7 +143,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             destructive.clone(),
             json!({"action": "enable_auto_link"}),
             "default",
-            Outcome::Deny,
+            Ruling::Deny,
         ),
         (
             "bot-7",
@@ -151,7 +152,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             read.clone(),
             json!({"project": "k"}),
             "bot-reads",
-            Outcome::Allow,
+            Ruling::Allow,
         ),
         (
             "agent-a",
@@ -160,7 +161,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             read.clone(),
             json!({"project": "k"}),
             "reads",
-            Outcome::Allow,
+            Ruling::Allow,
         ),
         (
             "agent-a",
@@ -169,7 +170,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             read.clone(),
             json!({"query": "q"}),
             "default",
-            Outcome::Deny,
+            Ruling::Deny,
         ),
         (
             "agent-a",
@@ -178,7 +179,7 @@ fn first_matching_rule_wins_and_default_applies_otherwise() {
             json!({}),
             json!({"project": "k"}),
             "default",
-            Outcome::Deny,
+            Ruling::Deny,
         ),
     ];
     for (agent, server, tool, definition, arguments, rule, outcome) in cases {
@@ -219,17 +220,17 @@ fn rate_limit_and_hide_through_the_decider() {
     };
     for _ in 0..3 {
         assert_eq!(
-            decider.decide(&call("list_work_memories")).outcome,
-            Outcome::Allow
+            decider.decide(&call("list_work_memories")).ruling,
+            Ruling::Allow
         );
     }
     let limited = decider.decide(&call("list_work_memories"));
     assert!(
-        matches!(limited.outcome, Outcome::RateLimited { .. }),
+        matches!(limited.ruling, Ruling::RateLimited { .. }),
         "{limited:?}"
     );
     assert!(limited.reason.contains("retry in"), "{}", limited.reason);
-    assert_eq!(decider.decide(&call("secret_keys")).outcome, Outcome::Hide);
+    assert_eq!(decider.decide(&call("secret_keys")).ruling, Ruling::Hide);
     assert!(decider.hides("secret_keys", "secret_keys"));
 }
 
@@ -357,7 +358,7 @@ fn per_agent_rate_limits_span_sessions() {
                 risk: RiskName::Read,
                 arguments: &args,
             };
-            decider.decide(&call).outcome == Outcome::Allow
+            decider.decide(&call).ruling == Ruling::Allow
         })
         .collect();
     assert_eq!(
