@@ -15,7 +15,7 @@ use crate::resolve::{needs_lookup, resolve, Action, Around, Known};
 use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::CaughtUp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use verdict_proto::{BreakKind, ChainVerifier, Finding, SignedEvent, TrustedKeys};
 use verdict_schema::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
@@ -92,10 +92,8 @@ impl Pipeline {
         caught_up: &CaughtUp,
         shutdown: &CancellationToken,
     ) -> Result<Batch, Stopped> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let (now_secs, now_nanos) = (now.as_secs() as u32, now.as_nanos() as i64);
+        let now_nanos = verdict_proto::now_unix_nanos();
+        let now_secs = u32::try_from(now_nanos / 1_000_000_000).unwrap_or(u32::MAX);
         let finding_row = |finding: Finding, message: &RawMessage| FindingRow {
             kind: finding.kind.as_str().into(),
             chain_id: finding.chain_id,

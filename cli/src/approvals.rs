@@ -157,10 +157,7 @@ async fn list(connection: &Connection, json: bool) -> Result<ExitCode> {
 }
 
 fn seconds_left(expires_unix_nanos: i64) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    (expires_unix_nanos - now).max(0) / 1_000_000_000
+    (expires_unix_nanos - verdict_proto::now_unix_nanos()).max(0) / 1_000_000_000
 }
 
 async fn decide(

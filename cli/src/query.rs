@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use unicode_width::UnicodeWidthStr;
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
@@ -267,7 +266,7 @@ impl Filter {
                 .map(|v| parse(v).with_context(|| format!("unknown {what} {v:?}")))
                 .collect::<Result<Vec<i32>>>()
         };
-        let now = now_nanos();
+        let now = verdict_proto::now_unix_nanos();
         let time = match (&self.since, &self.until) {
             (None, None) => None,
             (since, until) => Some(pb::TimeRange {
@@ -351,12 +350,6 @@ fn parse_time(text: &str, now: i64) -> Result<i64> {
         .parse()
         .with_context(|| format!("bad time {text:?}: use 24h, 7d or Unix seconds"))?;
     Ok(seconds * 1_000_000_000)
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// `2024-05-01T12:00:00.123Z` for nanoseconds since the epoch (UTC).

@@ -352,7 +352,7 @@ impl Gateway {
     ) -> Held {
         let approval_id = request.approval_id.clone();
         let actor = request.actor.clone().unwrap_or_default();
-        let now = event::now_nanos();
+        let now = verdict_proto::now_unix_nanos();
         let info = pb::PendingApproval {
             approval_id: approval_id.clone(),
             agent_id: actor.agent_id,

@@ -17,18 +17,18 @@
 //! touch ClickHouse (the auditor's job), and it must never forward a call it has not decided.
 
 pub mod admin;
-pub mod approvals;
+mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod decision;
-pub mod dispatch;
+mod dispatch;
 pub mod downstream;
 pub mod jsonrpc;
 pub mod mcp;
-pub mod metrics;
+mod metrics;
 pub mod policy;
-pub mod session;
+mod session;
 pub mod upstream;
 
 pub use config::GatewayConfig;

@@ -13,6 +13,7 @@
 //! body: the bytes that were signed are the bytes that are verified.
 
 pub mod chain;
+pub mod clock;
 pub mod envelope;
 pub mod hash;
 pub mod keys;
@@ -21,6 +22,7 @@ pub mod trusted;
 pub mod verify;
 
 pub use chain::ChainWriter;
+pub use clock::now_unix_nanos;
 pub use envelope::{EnvelopeError, SignedEvent};
 pub use hash::{event_hash, Hash, ZERO_HASH};
 pub use keys::{KeyError, PublicKey, SecretKey};

@@ -9,7 +9,7 @@ use crate::config::Limits;
 use crate::export_stream::ExportStream;
 use crate::filter::{self, Conditions, FilterError, FilterLimits, EVENT_TIME};
 use crate::metrics::Metrics;
-use crate::paging::{now_nanos, page_window, BadToken, Cursor};
+use crate::paging::{page_window, BadToken, Cursor};
 use crate::store::{ChainWalk, Store, StoreError};
 use crate::summary::{self, SummaryRow};
 use prost::Message;
@@ -218,7 +218,7 @@ impl QueryService {
         let mut filter = req.filter.unwrap_or_default();
         let time = filter.time.get_or_insert_with(Default::default);
         if time.to_unix_nanos == 0 {
-            time.to_unix_nanos = now_nanos();
+            time.to_unix_nanos = verdict_proto::now_unix_nanos();
         }
         if time.from_unix_nanos == 0 {
             // An aggregate always has a bounded range: max_range_days back from its end.

@@ -16,7 +16,6 @@ use crate::filter::{Bound, Param};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 use verdict_proto::envelope::MAX_CHAIN_ID_BYTES;
 use verdict_proto::pb;
 
@@ -54,20 +53,13 @@ pub fn page_window(filter: Option<&pb::EventFilter>, cursor: Option<&Cursor>) ->
         .map_or((0, 0), |t| (t.from_unix_nanos, t.to_unix_nanos));
     let anchor = match (cursor, to) {
         (Some(c), _) => c.time,
-        (None, 0) => now_nanos(),
+        (None, 0) => verdict_proto::now_unix_nanos(),
         (None, to) => to,
     };
     PageWindow {
         anchor,
         floor: from,
     }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -265,17 +265,9 @@ pub fn checkpoint(
 
 fn body(kind: Kind) -> pb::EventBody {
     pb::EventBody {
-        time_unix_nanos: now_nanos(),
+        time_unix_nanos: verdict_proto::now_unix_nanos(),
         kind: Some(kind),
     }
-}
-
-/// Now, in nanoseconds since the Unix epoch.
-pub fn now_nanos() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

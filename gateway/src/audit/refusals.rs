@@ -12,7 +12,6 @@
 //! `per_source_limit` times within one interval is answered with HTTP 429 and the connection is
 //! closed ([`Admission::Throttled`]); it is still counted.
 
-use super::event;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -96,7 +95,7 @@ impl RefusalLedger {
     pub fn new(per_source_limit: u64) -> Self {
         Self {
             interval: Mutex::new(Interval {
-                started: event::now_nanos(),
+                started: verdict_proto::now_unix_nanos(),
                 ..Default::default()
             }),
             per_source_limit,
@@ -105,7 +104,7 @@ impl RefusalLedger {
 
     /// Counts one refusal of `source`.
     pub fn note(&self, source: IpAddr, reason: RefusalReason) -> Admission {
-        let now = event::now_nanos();
+        let now = verdict_proto::now_unix_nanos();
         let mut interval = self.interval.lock().expect("refusal lock");
         let tracked = interval.tallies.len() < MAX_TALLIES
             || interval.tallies.contains_key(&(Some(source), reason));
@@ -147,7 +146,7 @@ impl RefusalLedger {
     /// The aggregate event of the interval that ends now (`None` if nothing was refused), and a
     /// fresh interval.
     pub fn take_event(&self) -> Option<pb::EventBody> {
-        let now = event::now_nanos();
+        let now = verdict_proto::now_unix_nanos();
         let ended = {
             let mut interval = self.interval.lock().expect("refusal lock");
             std::mem::replace(
@@ -225,7 +224,7 @@ fn aggregate(
         ..Default::default()
     };
     pb::EventBody {
-        time_unix_nanos: event::now_nanos(),
+        time_unix_nanos: verdict_proto::now_unix_nanos(),
         kind: Some(Kind::Decision(decision)),
     }
 }

@@ -34,13 +34,6 @@ struct Expected {
     decision: &'static str,
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 /// Event `i` lies `i² · 40 days / EVENTS²` (plus a few odd seconds) before `now`.
 fn time_of(i: usize, now: i64) -> i64 {
     let back = (i as i128 * i as i128 * 40 * DAY as i128 / (EVENTS * EVENTS) as i128) as i64;
@@ -112,7 +105,7 @@ fn keys_of(events: &[&Expected]) -> Vec<(i64, String, u64)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn windowed_pages_and_hourly_counts_are_exact() {
     let clickhouse = ClickHouse::start().expect("clickhouse");
-    let now = now_nanos();
+    let now = verdict_proto::now_unix_nanos();
     let expected = load(&clickhouse.client(), now).await;
     let service = QueryService::start(&clickhouse.url(), None, "[limits]\nmax_range_days = 30")
         .expect("verdict-query");
