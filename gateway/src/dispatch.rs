@@ -7,8 +7,8 @@
 
 use crate::approvals::{Approvals, Resolution};
 use crate::audit::event::{self, DecisionFacts};
-use crate::audit::{Audit, RecordError};
-use crate::catalog::Catalog;
+use crate::audit::Audit;
+use crate::catalog::{Catalog, CatalogTool};
 use crate::config::GatewayConfig;
 use crate::decision::{AllowAll, CallInfo, Decider, Ruling};
 use crate::jsonrpc::{
@@ -25,7 +25,6 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use verdict_proto::pb::{self, DecisionKind, OutcomeKind};
-use verdict_proto::Label;
 use verdict_service::credentials::Credentials;
 
 pub struct Gateway {
@@ -160,6 +159,8 @@ impl Gateway {
             .ok_or((INVALID_PARAMS, "Invalid cursor".into()))
     }
 
+    /// `tools/call`: rule on the call and record the ruling ([`Gateway::rule`]), settle a held
+    /// call ([`Gateway::settle`]), then refuse it or forward it ([`Gateway::forward`]).
     async fn tools_call(
         &self,
         session: &Arc<Session>,
@@ -176,29 +177,81 @@ impl Gateway {
             ));
         };
         let catalog = Arc::clone(&self.catalog.read().expect("catalog lock"));
-        let client = session.client();
-        let stateless = mcp::is_stateless(&client.protocol_version);
         // Routed from the catalog of the last tools/list (agents list before they call). No
         // refresh here: an unknown name must cost what a hidden one costs, or timing would tell
         // them apart.
         let Some(route) = catalog.route(name).cloned() else {
-            let facts = DecisionFacts {
-                method: "tools/call",
-                tool: name,
-                arguments: params.get("arguments"),
-                decision: DecisionKind::Error,
-                rule_id: "gateway.unknown_tool",
-                reason: "no upstream offers this tool",
-                request_id: Some(&id),
-                ..Default::default()
-            };
-            return Some(match self.record(session, &facts).await {
-                Ok(_) => absent_tool(&catalog, id, name),
-                Err(refused) => jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused),
-            });
+            let arguments = params.get("arguments");
+            return Some(
+                self.unknown_tool(session, &catalog, id, name, arguments)
+                    .await,
+            );
         };
-        let upstream = &self.upstreams[route.upstream];
         let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        // No call goes on, forwarded, held or refused, before its ruling is in the journal.
+        let ruled = match self.rule(session, &route, &arguments, &id).await {
+            Ok(ruled) => ruled,
+            Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
+        };
+        if ruled.ruling == Ruling::Hide {
+            return Some(absent_tool(&catalog, id, name));
+        }
+        let span = ruled.span.clone();
+        let (seq, refusal) = self.settle(ruled, cancel).await?;
+        let stateless = mcp::is_stateless(&session.client().protocol_version);
+        let event_id = format!("{}:{seq}", self.audit.recorder.chain_id());
+        if let Some(text) = refusal {
+            span.in_scope(|| tracing::info!(reason = %text, "call refused"));
+            let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+            let result = mcp::stamp_result(result, "tools/call", stateless);
+            return Some(jsonrpc::result(id, stamp_event(result, &event_id)));
+        }
+        let call = Forward {
+            route: &route,
+            params: &params,
+            id,
+            seq,
+            event_id,
+            stateless,
+        };
+        self.forward(call, out, cancel).instrument(span).await
+    }
+
+    /// A call to a tool no upstream offers, recorded as an `error` decision.
+    async fn unknown_tool(
+        &self,
+        session: &Session,
+        catalog: &Catalog,
+        id: Value,
+        name: &str,
+        arguments: Option<&Value>,
+    ) -> Value {
+        let facts = DecisionFacts {
+            method: "tools/call",
+            tool: name,
+            arguments,
+            decision: DecisionKind::Error,
+            rule_id: "gateway.unknown_tool",
+            reason: "no upstream offers this tool",
+            request_id: Some(&id),
+            ..Default::default()
+        };
+        match self.record(session, &facts).await {
+            Ok(_) => absent_tool(catalog, id, name),
+            Err(refused) => jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused),
+        }
+    }
+
+    /// Asks the policy about the call and records its ruling; the journal's refusal otherwise.
+    async fn rule(
+        &self,
+        session: &Session,
+        route: &CatalogTool,
+        arguments: &Value,
+        id: &Value,
+    ) -> Result<Ruled, String> {
+        let upstream = &self.upstreams[route.upstream];
+        let client = session.client();
         let call = CallInfo {
             agent: &session.agent,
             session: &session.id,
@@ -207,47 +260,44 @@ impl Gateway {
             tool: &route.name,
             exposed: &route.exposed,
             risk: route.risk,
-            arguments: &arguments,
+            arguments,
         };
         let decision = self.decider.decide(&call);
         let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id, seq = tracing::field::Empty);
-        let (kind, refusal) = match &decision.ruling {
-            Ruling::Allow => (DecisionKind::Allow, None),
-            Ruling::Hide => (DecisionKind::Hide, None),
+        let refused =
+            |what: &str| format!("[{what}] rule {}: {}", decision.rule_id, decision.reason);
+        let (kind, refusal, approval_id) = match &decision.ruling {
+            Ruling::Allow => (DecisionKind::Allow, None, String::new()),
+            Ruling::Hide => (DecisionKind::Hide, None, String::new()),
             Ruling::Deny => (
                 DecisionKind::Deny,
-                Some(format!(
-                    "[policy denied] rule {}: {}",
-                    decision.rule_id, decision.reason
-                )),
+                Some(refused("policy denied")),
+                String::new(),
             ),
             Ruling::RateLimited { .. } => (
                 DecisionKind::RateLimited,
-                Some(format!(
-                    "[rate limited] rule {}: {}",
-                    decision.rule_id, decision.reason
-                )),
+                Some(refused("rate limited")),
+                String::new(),
             ),
-            Ruling::RequireApproval { .. } => (DecisionKind::ApprovalRequested, None),
-        };
-        let approval_id = match decision.ruling {
-            Ruling::RequireApproval { .. } => uuid::Uuid::new_v4().to_string(),
-            _ => String::new(),
+            Ruling::RequireApproval { .. } => (
+                DecisionKind::ApprovalRequested,
+                None,
+                uuid::Uuid::new_v4().to_string(),
+            ),
         };
         let facts = DecisionFacts {
             upstream: &upstream.name,
             method: "tools/call",
             tool: &route.name,
             risk: Some(decision.risk),
-            arguments: Some(&arguments),
+            arguments: Some(arguments),
             decision: kind,
             rule_id: &decision.rule_id,
             reason: &decision.reason,
             policy_sha256: &decision.policy_sha256,
-            request_id: Some(&id),
+            request_id: Some(id),
             approval_id: &approval_id,
         };
-        // No call goes on, forwarded, held or refused, before its decision is in the journal.
         let body = self.audit.events.decision(event::actor(session), &facts);
         // A held call's later steps are made from its request decision; other calls need no copy.
         let request = match (&decision.ruling, &body.kind) {
@@ -256,39 +306,51 @@ impl Gateway {
             }
             _ => None,
         };
-        let mut seq = match self.record_or_defer(body).await {
-            Ok(seq) => seq,
-            Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
-        };
+        let seq = self.record_or_defer(body).await?;
         span.record("seq", seq);
         span.in_scope(|| tracing::debug!(ruling = ?decision.ruling, "decided"));
-        if decision.ruling == Ruling::Hide {
-            return Some(absent_tool(&catalog, id, name));
+        Ok(Ruled {
+            ruling: decision.ruling,
+            seq,
+            refusal,
+            request,
+            span,
+        })
+    }
+
+    /// The seq that settles the call and, if it is refused, the text the agent reads; `None` when
+    /// the agent went away while the call was held.
+    async fn settle(
+        &self,
+        ruled: Ruled,
+        cancel: &CancellationToken,
+    ) -> Option<(u64, Option<String>)> {
+        let Ruling::RequireApproval { timeout } = ruled.ruling else {
+            return Some((ruled.seq, ruled.refusal));
+        };
+        let request = ruled.request.expect("a held call's request decision");
+        match self
+            .await_approval(request, ruled.seq, timeout, cancel)
+            .await
+        {
+            Held::Approved(seq) => Some((seq, None)),
+            Held::Refused(text, seq) => Some((seq, Some(text))),
+            Held::Gone => None,
         }
-        let mut refusal = refusal;
-        if let Ruling::RequireApproval { timeout } = decision.ruling {
-            let request = request.expect("a held call's request decision");
-            match self.await_approval(request, seq, timeout, cancel).await {
-                Held::Approved(approval_seq) => seq = approval_seq,
-                Held::Refused(text, refusal_seq) => (refusal, seq) = (Some(text), refusal_seq),
-                Held::Gone => return None,
-            }
-        }
-        let event_id = format!("{}:{seq}", self.audit.recorder.chain_id());
-        if let Some(text) = refusal {
-            span.in_scope(|| tracing::info!(ruling = ?decision.ruling, reason = %decision.reason, "call refused"));
-            let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
-            return Some(jsonrpc::result(
-                id,
-                stamp_event(
-                    mcp::stamp_result(result, "tools/call", stateless),
-                    &event_id,
-                ),
-            ));
-        }
-        let mut forwarded = params.clone();
-        forwarded["name"] = json!(route.name);
-        let progress = params["_meta"]
+    }
+
+    /// Forwards an allowed call to its upstream, within the call timeout, and records the
+    /// outcome; `None` when the agent cancelled it.
+    async fn forward(
+        &self,
+        call: Forward<'_>,
+        out: &mpsc::Sender<Value>,
+        cancel: &CancellationToken,
+    ) -> Option<Value> {
+        let upstream = &self.upstreams[call.route.upstream];
+        let mut forwarded = call.params.clone();
+        forwarded["name"] = json!(call.route.name);
+        let progress = call.params["_meta"]
             .get("progressToken")
             .map(|token| ProgressSink {
                 token: token.clone(),
@@ -306,16 +368,16 @@ impl Gateway {
         let started = Instant::now();
         let result = upstream
             .request("tools/call", forwarded, progress, &deadline)
-            .instrument(span)
             .await;
         timer.abort();
         let timed_out = deadline.is_cancelled() && !cancel.is_cancelled();
+        let id = call.id;
         let reply = match result {
             Ok(mut reply) => {
                 reply["id"] = id;
                 if let Some(result) = reply.get_mut("result") {
-                    let stamped = mcp::stamp_result(result.take(), "tools/call", stateless);
-                    *result = stamp_event(stamped, &event_id);
+                    let stamped = mcp::stamp_result(result.take(), "tools/call", call.stateless);
+                    *result = stamp_event(stamped, &call.event_id);
                 }
                 Some(reply)
             }
@@ -337,7 +399,7 @@ impl Gateway {
         };
         let mut outcome = outcome_of(reply.as_ref(), &upstream.failure_text_prefixes);
         outcome.latency_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.record_outcome(seq, outcome).await;
+        self.record_outcome(call.seq, outcome).await;
         reply
     }
 
@@ -429,30 +491,11 @@ impl Gateway {
         let _ = self.record_or_defer(body).await;
     }
 
-    /// Journals `body`. If the journal fails, the call is refused: that refusal (an `error`
-    /// decision naming what was decided) is kept for when the journal works again.
-    pub(crate) async fn record_or_defer(&self, mut body: pb::EventBody) -> Result<u64, String> {
-        match self.audit.recorder.record(&body).await {
-            Ok(seq) => {
-                self.metrics.observe(&body);
-                Ok(seq)
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if let Some(pb::event_body::Kind::Decision(decision)) = &mut body.kind {
-                    let decided = DecisionKind::label_of(decision.decision);
-                    decision.reason = format!(
-                        "{message} (the policy decided {decided}: {})",
-                        decision.reason
-                    );
-                    decision.decision = DecisionKind::Error as i32;
-                }
-                if !matches!(error, RecordError::Stopped) {
-                    self.audit.recorder.defer(&body);
-                }
-                Err(message)
-            }
-        }
+    /// Journals `body` (see [`Audit::record_or_refuse`]) and counts it.
+    pub(crate) async fn record_or_defer(&self, body: pb::EventBody) -> Result<u64, String> {
+        let seq = self.audit.record_or_refuse(&body).await?;
+        self.metrics.observe(&body);
+        Ok(seq)
     }
 
     async fn record_outcome(&self, decision_seq: u64, outcome: pb::Outcome) {
@@ -465,6 +508,28 @@ impl Gateway {
             }
         }
     }
+}
+
+/// A call the policy ruled on, with its ruling recorded as `seq`.
+struct Ruled {
+    ruling: Ruling,
+    seq: u64,
+    /// What the agent reads when the ruling refuses the call.
+    refusal: Option<String>,
+    /// The recorded request decision of a held call, from which its later steps are made.
+    request: Option<pb::Decision>,
+    span: tracing::Span,
+}
+
+/// An allowed call on its way to its upstream.
+struct Forward<'a> {
+    route: &'a CatalogTool,
+    params: &'a Value,
+    id: Value,
+    /// The seq of the decision (or approval) that let it through, and its event id.
+    seq: u64,
+    event_id: String,
+    stateless: bool,
 }
 
 /// How a held call ended.

@@ -1,7 +1,8 @@
 //! The audit trail, in the order an event travels:
 //! - [`event`]: a decision or outcome becomes an event body (redaction, argument hash, targets);
 //! - [`recorder`]: the body is signed into the gateway's chain and written to the journal, and
-//!   only then does the call go on — if it cannot be written, the call is refused;
+//!   only then does the call go on — if it cannot be written, the call is refused, and
+//!   [`Audit::record_or_refuse`] keeps that refusal for when the journal works again;
 //! - [`shipper`]: the journal is tailed and produced to Kafka, resuming where the broker last
 //!   acknowledged.
 //!
@@ -25,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use verdict_journal::FsyncPolicy;
 use verdict_proto::keys::{write_keypair, PRIVATE_KEY_FILE};
-use verdict_proto::{KeyError, SecretKey};
+use verdict_proto::pb::{self, DecisionKind};
+use verdict_proto::{KeyError, Label, SecretKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -83,6 +85,35 @@ impl Audit {
             refusals,
         })
     }
+}
+
+impl Audit {
+    /// Journals `body` and returns its seq. When the journal refuses it, the call it decides is
+    /// refused too, and what the trail keeps is that refusal: an `error` decision naming what the
+    /// policy had decided, recorded as soon as the journal accepts writes again. The error
+    /// message is what the agent is told.
+    pub async fn record_or_refuse(&self, body: &pb::EventBody) -> Result<u64, String> {
+        let error = match self.recorder.record(body).await {
+            Ok(seq) => return Ok(seq),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        if !matches!(error, RecordError::Stopped) {
+            self.recorder.defer(&refused(body.clone(), &message));
+        }
+        Err(message)
+    }
+}
+
+/// `body` turned into the `error` decision that records its refusal (`why`); other events as
+/// they are.
+fn refused(mut body: pb::EventBody, why: &str) -> pb::EventBody {
+    if let Some(pb::event_body::Kind::Decision(decision)) = &mut body.kind {
+        let decided = DecisionKind::label_of(decision.decision);
+        decision.reason = format!("{why} (the policy decided {decided}: {})", decision.reason);
+        decision.decision = DecisionKind::Error as i32;
+    }
+    body
 }
 
 fn load_or_create_key(path: &Path) -> Result<SecretKey, AuditError> {
