@@ -360,7 +360,7 @@ impl Report {
                 "OK: every record verifies against the trusted key(s) and links within its range"
             );
         } else {
-            println!("{} record(s) failed verification", self.failures.len());
+            println!("FAILED: {} failure(s); see above", self.failures.len());
         }
     }
 }
