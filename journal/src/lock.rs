@@ -27,7 +27,7 @@ impl JournalLock {
     /// `mode` (e.g. `http`, `stdio`); fails with [`JournalError::Locked`] naming the holder if
     /// another process has it.
     pub fn acquire(dir: &Path, mode: &str) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
+        crate::writer::create_private_dir(dir)?;
         let path = dir.join(LOCK_FILE);
         // Not truncated on open: until the lock is ours, the holder's record must stay readable.
         let mut file = OpenOptions::new()

@@ -68,11 +68,7 @@ impl JournalWriter {
         segment_bytes: u64,
         policy: FsyncPolicy,
     ) -> Result<(Self, Recovery), JournalError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(PRIVATE_DIR_MODE)
-            .create(dir)
-            .map_err(JournalError::io(dir))?;
+        create_private_dir(dir)?;
         let segments = segment::list(dir)?;
         let mut recovery = Recovery::default();
         let segment = match segments.last() {
@@ -242,6 +238,15 @@ impl Drop for JournalWriter {
 
 /// Copies the bytes past `offset` to `<segment>.torn-<offset>` before they are cut off, so that
 /// what a crash left behind can still be examined.
+/// Creates `dir` (and its parents) readable by this user only, if it does not exist yet.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .map_err(JournalError::io(dir))
+}
+
 fn preserve_tail(path: &Path, offset: u64) -> Result<(), JournalError> {
     let bytes = fs::read(path).map_err(JournalError::io(path))?;
     let tail = bytes.get(offset as usize..).unwrap_or_default();
