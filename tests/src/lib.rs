@@ -7,6 +7,7 @@
 //! [`Broker`] runs `tansu` with SQLite storage (the engine whose offsets are exact; see
 //! README "Local broker").
 
+pub mod approvals;
 pub mod audit_rows;
 pub mod auditor;
 pub mod bins;

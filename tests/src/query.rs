@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tonic::transport::Channel;
-use verdict_proto::pb::audit_query_client::AuditQueryClient;
+use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
 
 /// The query token the test service accepts (id `test`).
 pub const TOKEN: &str = "test-query-token";
@@ -87,4 +87,33 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("ASCII token"),
     );
     request
+}
+
+/// `VerifyChain` over the whole of `chain_id`, as the test token.
+pub async fn verify_whole_chain(
+    client: &mut AuditQueryClient<Channel>,
+    chain_id: &str,
+) -> pb::VerifyChainReport {
+    client
+        .verify_chain(authed(
+            pb::VerifyChainRequest {
+                chain_id: chain_id.into(),
+                from_seq: 0,
+                to_seq: 0,
+            },
+            TOKEN,
+        ))
+        .await
+        .expect("VerifyChain")
+        .into_inner()
+}
+
+/// The first page of findings, as the test token.
+pub async fn findings(client: &mut AuditQueryClient<Channel>) -> Vec<pb::Finding> {
+    client
+        .list_findings(authed(pb::ListFindingsRequest::default(), TOKEN))
+        .await
+        .expect("ListFindings")
+        .into_inner()
+        .findings
 }

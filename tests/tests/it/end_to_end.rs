@@ -11,7 +11,9 @@ use verdict_proto::pb::{self, DecisionKind, OutcomeKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{
+    authed, findings as query_findings, verify_whole_chain, QueryService, TOKEN,
+};
 use verdict_tests::{Broker, ClickHouse};
 
 const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -239,25 +241,9 @@ async fn the_pipeline_answers_who_tried_to_delete_which_session() {
         ])
     );
 
-    let findings = client
-        .list_findings(authed(pb::ListFindingsRequest::default(), TOKEN))
-        .await
-        .unwrap()
-        .into_inner()
-        .findings;
+    let findings = query_findings(&mut client).await;
     assert!(findings.is_empty(), "no integrity findings: {findings:?}");
-    let report = client
-        .verify_chain(authed(
-            pb::VerifyChainRequest {
-                chain_id: CHAIN.into(),
-                from_seq: 0,
-                to_seq: 0,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify_whole_chain(&mut client, CHAIN).await;
     assert!(report.ok && report.breaks.is_empty(), "{report:?}");
     assert_eq!(report.first_seq, 1);
 }

@@ -15,7 +15,7 @@ use verdict_tests::auditor::{
     findings, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
 use verdict_tests::chains::key_in;
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{authed, verify_whole_chain, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
 const TOPIC: &str = "verdict.events";
@@ -310,18 +310,7 @@ async fn a_keyless_forgery_at_future_seqs_hides_no_genuine_event() {
     assert_eq!(exported, all);
 
     // VerifyChain over the stored envelopes: the whole chain verifies.
-    let report = client
-        .verify_chain(authed(
-            pb::VerifyChainRequest {
-                chain_id: CHAIN.into(),
-                from_seq: 0,
-                to_seq: 0,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify_whole_chain(&mut client, CHAIN).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(
         (report.first_seq, report.last_seq, report.events),

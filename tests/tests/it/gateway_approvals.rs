@@ -3,12 +3,11 @@
 //! expires; the agent gets the result or the reason; every step is a signed event naming the
 //! approver and bound to the held call's arguments.
 
-use serde_json::{json, Value};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use serde_json::json;
+use std::process::Output;
 use verdict_proto::pb::DecisionKind;
 use verdict_service::credentials::digest as key_digest;
-use verdict_tests::bins::cargo_bin;
+use verdict_tests::approvals::pending;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::trail::{self, journal_events};
 
@@ -27,41 +26,15 @@ const POLICY: &str = r#"{
 }"#;
 
 fn approvals(gateway: &HttpProcess, token: &str, args: &[&str]) -> Output {
-    Command::new(cargo_bin("verdict"))
-        .arg("approvals")
-        .args(args)
-        .env("VERDICT_ADMIN_URL", gateway.admin_url())
-        .env("VERDICT_ADMIN_TOKEN", token)
-        .output()
-        .unwrap()
+    verdict_tests::approvals::approvals(&gateway.admin_url(), token, args)
 }
 
 /// Waits until exactly one call is pending for `session_id` and returns its approval id.
 fn wait_pending(gateway: &HttpProcess, session_id: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let output = approvals(gateway, ADMIN_TOKEN, &["list", "--json"]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let found: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|a: &Value| a["arguments"].as_str().unwrap().contains(session_id))
-            .collect();
-        if let [one] = found.as_slice() {
-            assert_eq!(one["agent"], "agent-a");
-            assert_eq!(one["rule"], "human-deletes");
-            return one["approval_id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the call was never held"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let one = pending(&gateway.admin_url(), ADMIN_TOKEN, session_id);
+    assert_eq!(one["agent"], "agent-a");
+    assert_eq!(one["rule"], "human-deletes");
+    one["approval_id"].as_str().unwrap().to_owned()
 }
 
 fn text(result: &rmcp::model::CallToolResult) -> String {

@@ -8,7 +8,6 @@
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 use verdict_proto::pb::{event_body::Kind, DecisionKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
@@ -230,36 +229,14 @@ async fn stdin_eof_stops_cleanly() {
 }
 
 fn approvals(admin_url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cargo_bin("verdict"))
-        .arg("approvals")
-        .args(args)
-        .env("VERDICT_ADMIN_URL", admin_url)
-        .env("VERDICT_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap()
+    verdict_tests::approvals::approvals(admin_url, ADMIN_TOKEN, args)
 }
 
 /// The approval id of the one pending call on `session_id`.
 fn pending(admin_url: &str, session_id: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let output = approvals(admin_url, &["list", "--json"]);
-        assert!(output.status.success(), "{}", stderr(&output));
-        let found: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|a: &Value| a["arguments"].as_str().unwrap().contains(session_id))
-            .collect();
-        if let [one] = found.as_slice() {
-            assert_eq!(one["agent"], "agent-a");
-            return one["approval_id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the call was never held"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let one = verdict_tests::approvals::pending(admin_url, ADMIN_TOKEN, session_id);
+    assert_eq!(one["agent"], "agent-a");
+    one["approval_id"].as_str().unwrap().to_owned()
 }
 
 fn admin_config() -> String {

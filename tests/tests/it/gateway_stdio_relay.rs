@@ -13,7 +13,9 @@ use verdict_proto::pb::{self, DecisionKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{gateway_bin, work_memory_bin, HttpProcess};
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{
+    authed, findings as query_findings, verify_whole_chain, QueryService, TOKEN,
+};
 use verdict_tests::stdio::StdioProcess;
 use verdict_tests::{Broker, ClickHouse};
 
@@ -246,24 +248,8 @@ async fn several_relays_at_once_leave_one_clean_trail_that_names_every_agent() {
         .map(|a| (a.to_string(), format!("s-{a}")))
         .collect();
     assert_eq!(named, expected);
-    let findings = client
-        .list_findings(authed(pb::ListFindingsRequest::default(), TOKEN))
-        .await
-        .unwrap()
-        .into_inner()
-        .findings;
+    let findings = query_findings(&mut client).await;
     assert!(findings.is_empty(), "no integrity findings: {findings:?}");
-    let report = client
-        .verify_chain(authed(
-            pb::VerifyChainRequest {
-                chain_id: CHAIN.into(),
-                from_seq: 0,
-                to_seq: 0,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify_whole_chain(&mut client, CHAIN).await;
     assert!(report.ok && report.breaks.is_empty(), "{report:?}");
 }
