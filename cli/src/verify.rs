@@ -360,7 +360,10 @@ impl Report {
                 "OK: every record verifies against the trusted key(s) and links within its range"
             );
         } else {
-            println!("{} failure(s): the source does not verify", self.failures.len());
+            println!(
+                "{} failure(s): the source does not verify",
+                self.failures.len()
+            );
         }
     }
 }
