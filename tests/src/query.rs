@@ -117,3 +117,24 @@ pub async fn findings(client: &mut AuditQueryClient<Channel>) -> Vec<pb::Finding
         .into_inner()
         .findings
 }
+
+/// `WhoTried` with `filter`, as the test token.
+pub async fn who_tried(
+    client: &mut AuditQueryClient<Channel>,
+    filter: pb::EventFilter,
+    grouped: bool,
+    limit: u32,
+) -> pb::WhoTriedResponse {
+    client
+        .who_tried(authed(
+            pb::WhoTriedRequest {
+                filter: Some(filter),
+                grouped,
+                limit,
+            },
+            TOKEN,
+        ))
+        .await
+        .expect("WhoTried")
+        .into_inner()
+}

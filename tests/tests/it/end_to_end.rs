@@ -12,7 +12,7 @@ use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::query::{
-    authed, findings as query_findings, verify_whole_chain, QueryService, TOKEN,
+    authed, findings as query_findings, verify_whole_chain, who_tried, QueryService,
 };
 use verdict_tests::{Broker, ClickHouse};
 
@@ -144,18 +144,7 @@ async fn the_pipeline_answers_who_tried_to_delete_which_session() {
     // Until the answer is complete: the approved call's outcome is the last thing recorded.
     let mut client = query.client().await;
     let answer = loop {
-        let answer = client
-            .who_tried(authed(
-                pb::WhoTriedRequest {
-                    filter: Some(delete_filter()),
-                    grouped: true,
-                    limit: 0,
-                },
-                TOKEN,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = who_tried(&mut client, delete_filter(), true, 0).await;
         let complete = answer.attempts.len() == 4
             && answer
                 .attempts

@@ -15,7 +15,7 @@ use verdict_tests::auditor::{
     findings, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
 use verdict_tests::chains::key_in;
-use verdict_tests::query::{authed, verify_whole_chain, QueryService, TOKEN};
+use verdict_tests::query::{authed, verify_whole_chain, who_tried, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
 const TOPIC: &str = "verdict.events";
@@ -175,18 +175,7 @@ async fn a_keyless_forgery_at_future_seqs_hides_no_genuine_event() {
 
     // WhoTried: bob's five denied deletes, newest first, all verified; the grouped view counts
     // exactly those.
-    let who = client
-        .who_tried(authed(
-            pb::WhoTriedRequest {
-                filter: Some(bob_filter()),
-                grouped: true,
-                limit: 0,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()))
-        .into_inner();
+    let who = who_tried(&mut client, bob_filter(), true, 0).await;
     let attempts: Vec<(u64, &str, i32, &str)> = who
         .attempts
         .iter()
@@ -204,18 +193,7 @@ async fn a_keyless_forgery_at_future_seqs_hides_no_genuine_event() {
         .map(|&seq| (seq, "bob-agent", D::Deny as i32, "verified"))
         .collect();
     assert_eq!(attempts, bob);
-    let everyone = client
-        .who_tried(authed(
-            pb::WhoTriedRequest {
-                filter: Some(pb::EventFilter::default()),
-                grouped: true,
-                limit: 0,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let everyone = who_tried(&mut client, pb::EventFilter::default(), true, 0).await;
     assert!(
         everyone
             .attempts

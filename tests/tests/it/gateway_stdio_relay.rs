@@ -14,7 +14,7 @@ use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{gateway_bin, work_memory_bin, HttpProcess};
 use verdict_tests::query::{
-    authed, findings as query_findings, verify_whole_chain, QueryService, TOKEN,
+    findings as query_findings, verify_whole_chain, who_tried, QueryService,
 };
 use verdict_tests::stdio::StdioProcess;
 use verdict_tests::{Broker, ClickHouse};
@@ -208,18 +208,7 @@ async fn several_relays_at_once_leave_one_clean_trail_that_names_every_agent() {
     let mut client = query.client().await;
     let start = Instant::now();
     let attempts = loop {
-        let answer = client
-            .who_tried(authed(
-                pb::WhoTriedRequest {
-                    filter: Some(filter.clone()),
-                    grouped: false,
-                    limit: 0,
-                },
-                TOKEN,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = who_tried(&mut client, filter.clone(), false, 0).await;
         if answer.attempts.len() >= AGENTS.len() {
             break answer.attempts;
         }

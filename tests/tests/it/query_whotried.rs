@@ -9,7 +9,7 @@ use verdict_proto::pb::{self, DecisionKind as D, RiskClass};
 use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 use verdict_tests::audit_rows::{self, outcome_body, Call};
 use verdict_tests::bins::cargo_bin;
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{authed, who_tried, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
 const T0: i64 = 1_750_000_000_000_000_000;
@@ -132,18 +132,7 @@ async fn who_tried_to_delete_sessions() {
     let service = QueryService::start(&clickhouse.url(), None, "").expect("verdict-query");
     let mut client = service.client().await;
 
-    let response = client
-        .who_tried(authed(
-            pb::WhoTriedRequest {
-                filter: Some(delete_filter()),
-                grouped: true,
-                limit: 0,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()))
-        .into_inner();
+    let response = who_tried(&mut client, delete_filter(), true, 0).await;
     let got: Vec<Row> = response
         .attempts
         .iter()
@@ -205,18 +194,7 @@ async fn who_tried_to_delete_sessions() {
     );
 
     // A limit below the number of matches truncates, newest first.
-    let limited = client
-        .who_tried(authed(
-            pb::WhoTriedRequest {
-                filter: Some(delete_filter()),
-                grouped: false,
-                limit: 2,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let limited = who_tried(&mut client, delete_filter(), false, 2).await;
     assert_eq!(
         limited.attempts.iter().map(|a| a.seq).collect::<Vec<_>>(),
         vec![1, 7]

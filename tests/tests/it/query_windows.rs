@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use verdict_proto::pb::{self, DecisionKind, RiskClass};
 use verdict_proto::{ChainWriter, SecretKey};
 use verdict_tests::audit_rows::{self, Call};
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{authed, who_tried, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
 const EVENTS: usize = 3_000;
@@ -160,18 +160,7 @@ async fn windowed_pages_and_hourly_counts_are_exact() {
         }),
         ..Default::default()
     };
-    let answer = client
-        .who_tried(authed(
-            pb::WhoTriedRequest {
-                filter: Some(filter),
-                grouped: false,
-                limit: 40,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = who_tried(&mut client, filter, false, 40).await;
     let want: Vec<&Expected> = expected
         .iter()
         .filter(|e| e.agent == "agent-c" && e.tool == "session_manager")
