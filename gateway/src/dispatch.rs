@@ -189,7 +189,8 @@ impl Gateway {
         };
         let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
         // No call goes on, forwarded, held or refused, before its ruling is in the journal.
-        let ruled = match self.rule(session, &route, &arguments, &id).await {
+        let client = session.client();
+        let ruled = match self.rule(session, &client, &route, &arguments, &id).await {
             Ok(ruled) => ruled,
             Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
         };
@@ -198,7 +199,7 @@ impl Gateway {
         }
         let span = ruled.span.clone();
         let (seq, refusal) = self.settle(ruled, cancel).await?;
-        let stateless = mcp::is_stateless(&session.client().protocol_version);
+        let stateless = mcp::is_stateless(&client.protocol_version);
         let event_id = format!("{}:{seq}", self.audit.recorder.chain_id());
         if let Some(text) = refusal {
             span.in_scope(|| tracing::info!(reason = %text, "call refused"));
@@ -246,16 +247,16 @@ impl Gateway {
     async fn rule(
         &self,
         session: &Session,
+        client: &ClientInfo,
         route: &CatalogTool,
         arguments: &Value,
         id: &Value,
     ) -> Result<Ruled, String> {
         let upstream = &self.upstreams[route.upstream];
-        let client = session.client();
         let call = CallInfo {
             agent: &session.agent,
             session: &session.id,
-            client: &client,
+            client,
             upstream: &upstream.name,
             tool: &route.name,
             exposed: &route.exposed,
