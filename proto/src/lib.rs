@@ -7,7 +7,8 @@
 //! - the event hash layout ([`hash`]) and Ed25519 key handling and key files ([`keys`]);
 //! - decoding shipped envelopes into checked values ([`envelope`]);
 //! - which keys are trusted for which chains ([`TrustedKeys`], one loader for every verifier);
-//! - appending to a chain ([`ChainWriter`]) and verifying one ([`ChainVerifier`]).
+//! - appending to a chain ([`ChainWriter`]) and verifying one ([`ChainVerifier`]);
+//! - the Merkle tree over a chain and its inclusion and consistency proofs ([`merkle`]).
 //!
 //! It must not do I/O beyond reading and writing key files, and it never re-encodes a received
 //! body: the bytes that were signed are the bytes that are verified.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod envelope;
 pub mod hash;
 pub mod keys;
+pub mod merkle;
 pub mod names;
 pub mod trusted;
 pub mod verify;
