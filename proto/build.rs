@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "verdict/v1/event.proto",
     "verdict/v1/query.proto",
     "verdict/v1/admin.proto",
+    "verdict/v1/witness.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

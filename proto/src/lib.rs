@@ -8,7 +8,8 @@
 //! - decoding shipped envelopes into checked values ([`envelope`]);
 //! - which keys are trusted for which chains ([`TrustedKeys`], one loader for every verifier);
 //! - appending to a chain ([`ChainWriter`]) and verifying one ([`ChainVerifier`]);
-//! - the Merkle tree over a chain and its inclusion and consistency proofs ([`merkle`]).
+//! - the Merkle tree over a chain and its inclusion and consistency proofs ([`merkle`]);
+//! - the auditor's witnessed heads: signing, checking, their file form ([`witness`]).
 //!
 //! It must not do I/O beyond reading and writing key files, and it never re-encodes a received
 //! body: the bytes that were signed are the bytes that are verified.
@@ -22,6 +23,7 @@ pub mod merkle;
 pub mod names;
 pub mod trusted;
 pub mod verify;
+pub mod witness;
 
 pub use chain::ChainWriter;
 pub use clock::now_unix_nanos;
