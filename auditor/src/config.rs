@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use verdict_proto::{TrustError, TrustedKey, TrustedKeys};
+use verdict_proto::{SecretKey, TrustError, TrustedKey, TrustedKeys};
 use verdict_schema::ClickHouseConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +34,37 @@ pub struct AuditorConfig {
     /// finding is stored.
     #[serde(default = "default_grace")]
     pub checkpoint_grace_secs: u64,
+    /// The witness key that signs verified chain heads (see the `witness` module); without it
+    /// heads are verified but not witnessed.
+    #[serde(default)]
+    pub witness: Option<WitnessConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's private key (PKCS#8 PEM, e.g. `verdict keygen --out DIR` → `DIR/verdict.key`).
+    /// It must not be a gateway key: a head signed by a gateway's own key witnesses nothing.
+    pub key: PathBuf,
+    /// Longest time between two signed heads of a growing chain (every verified gateway
+    /// checkpoint is also witnessed).
+    #[serde(default = "default_witness_every")]
+    pub every_secs: u64,
+    /// Topic the signed heads are published on; `<kafka.topic>.witness` when unset.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+impl WitnessConfig {
+    pub fn topic(&self, events_topic: &str) -> String {
+        self.topic
+            .clone()
+            .unwrap_or_else(|| format!("{events_topic}.witness"))
+    }
+}
+
+fn default_witness_every() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +131,10 @@ pub enum ConfigError {
     NoKeys,
     #[error("batch.max_events must be at least 1")]
     EmptyBatch,
+    #[error("witness key: {0}")]
+    WitnessKey(#[from] verdict_proto::KeyError),
+    #[error("the witness key {0} is also a trusted gateway key; give the witness a key of its own (`verdict keygen --out DIR`)")]
+    WitnessIsGateway(String),
 }
 
 impl AuditorConfig {
@@ -122,6 +157,18 @@ impl AuditorConfig {
             return Err(ConfigError::NoKeys);
         }
         Ok(keys)
+    }
+
+    /// The witness key, if configured; refused when a gateway key is trusted under the same id.
+    pub fn witness_key(&self, keys: &TrustedKeys) -> Result<Option<SecretKey>, ConfigError> {
+        let Some(witness) = &self.witness else {
+            return Ok(None);
+        };
+        let key = SecretKey::read_pem_file(&witness.key)?;
+        if keys.contains(key.public().key_id()) {
+            return Err(ConfigError::WitnessIsGateway(key.public().key_id().into()));
+        }
+        Ok(Some(key))
     }
 }
 

@@ -5,7 +5,8 @@
 //! [`verdict_proto::ChainVerifier`] (`pipeline`), tells redeliveries from replays and forks
 //! against stored rows (`resolve`), stores events, findings and chain heads (`store`, `heads`)
 //! through the stored contract (`verdict-schema`), reports on itself ([`Metrics`]), and notices
-//! when it has stopped reading (`watchdog`).
+//! when it has stopped reading (`watchdog`). As the witness (`witness`), it signs the heads it
+//! verified with a key of its own and publishes them (`publish`).
 //!
 //! It must not: commit an offset before the rows it covers are stored; drop a message (garbage is
 //! a `malformed` finding with the raw bytes); store untrusted material as an event or write a
@@ -19,9 +20,11 @@ mod heads;
 mod main_loop;
 mod metrics;
 mod pipeline;
+mod publish;
 mod resolve;
 mod store;
 mod watchdog;
+mod witness;
 
 pub use config::{AuditorConfig, ConfigError};
 pub use main_loop::{Auditor, AuditorError, CrashPoint};

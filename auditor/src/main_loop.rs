@@ -15,8 +15,10 @@ use crate::config::{AuditorConfig, BatchConfig, ConfigError, KafkaConfig};
 use crate::consumer::AuditConsumer;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::publish::HeadTopic;
 use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::{Verdict, Watchdog};
+use crate::witness::Witness;
 use rdkafka::error::KafkaError;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -91,7 +93,17 @@ impl Auditor {
         .await?;
         let consumer = AuditConsumer::new(&config.kafka, metrics.clone())?;
         let grace = Duration::from_secs(config.checkpoint_grace_secs);
+        let witness = config.witness_key(&keys)?;
         let mut pipeline = Pipeline::new(keys, store, metrics.clone(), grace);
+        if let (Some(key), Some(witness)) = (witness, &config.witness) {
+            tracing::info!(
+                key_id = key.public().key_id(),
+                "witnessing verified chain heads"
+            );
+            let topic = HeadTopic::new(&config.kafka.brokers, witness.topic(&config.kafka.topic))?;
+            let every = Duration::from_secs(witness.every_secs.max(1));
+            pipeline = pipeline.with_witness(Witness::new(key, every), topic);
+        }
         pipeline.reload(shutdown).await?;
         // The heads were just loaded; an assignment before the first batch needs no second load.
         consumer.take_assigned();

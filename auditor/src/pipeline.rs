@@ -11,9 +11,11 @@
 use crate::consumer::RawMessage;
 use crate::heads::Heads;
 use crate::metrics::Metrics;
+use crate::publish::HeadTopic;
 use crate::resolve::{needs_lookup, resolve, Action, Around, Known};
 use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::CaughtUp;
+use crate::witness::{Witness, Witnessed};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,8 @@ pub struct Batch {
     pub heads: Vec<ChainHeadRow>,
     /// Partition → next offset to read.
     pub commit: BTreeMap<i32, i64>,
+    /// Heads the witness signed and chunk roots it completed.
+    pub witnessed: Witnessed,
 }
 
 pub struct Pipeline {
@@ -41,6 +45,7 @@ pub struct Pipeline {
     store: Store,
     metrics: Metrics,
     grace: Duration,
+    witness: Option<(Witness, HeadTopic)>,
 }
 
 type Key = (String, u64);
@@ -55,7 +60,14 @@ impl Pipeline {
             store,
             metrics,
             grace,
+            witness: None,
         }
+    }
+
+    /// Signs verified heads with `witness` and publishes them on `topic`.
+    pub fn with_witness(mut self, witness: Witness, topic: HeadTopic) -> Self {
+        self.witness = Some((witness, topic));
+        self
     }
 
     /// Forgets all chain state and restores it from the persisted heads (on start and on every
@@ -80,6 +92,9 @@ impl Pipeline {
             stored_above_head = self.stored_above_head.len(),
             "chain heads restored"
         );
+        if let Some((witness, _)) = &mut self.witness {
+            witness.reset(verifier.chain_ids().map(str::to_owned));
+        }
         (self.verifier, self.heads) = (verifier, heads);
         Ok(())
     }
@@ -108,6 +123,7 @@ impl Pipeline {
             kafka_offset: message.source.offset,
         };
         let mut batch = Batch::default();
+        self.rebuild_witness(&mut batch.witnessed).await;
         let mut events = Vec::with_capacity(messages.len());
         let mut received = Vec::with_capacity(messages.len());
         for message in messages {
@@ -171,6 +187,9 @@ impl Pipeline {
                             {
                                 self.heads.advance(event, &row);
                                 touched.insert(event.chain_id.clone());
+                                if let Some((witness, _)) = &mut self.witness {
+                                    witness.advance(event, status, &mut batch.witnessed);
+                                }
                             }
                             batch.events.push(row);
                             finding
@@ -181,7 +200,9 @@ impl Pipeline {
                     }
                 }
             };
-            if let Some(finding) = finding {
+            let witnessed = std::mem::take(&mut batch.witnessed.findings);
+            for finding in finding.into_iter().chain(witnessed) {
+                let finding = self.cite_witness(finding);
                 tracing::warn!(kind = finding.kind.as_str(), detail = %finding.detail, "finding");
                 batch.findings.push(finding_row(finding, message));
             }
@@ -190,6 +211,9 @@ impl Pipeline {
             self.heads
                 .silent(self.grace, caught_up, now_secs, now_nanos),
         );
+        if let Some((witness, _)) = &mut self.witness {
+            witness.sign_due(&mut batch.witnessed);
+        }
         for finding in &batch.findings {
             self.metrics
                 .findings
@@ -198,6 +222,31 @@ impl Pipeline {
         }
         batch.heads = self.heads.rows(touched.iter().map(String::as_str));
         Ok(batch)
+    }
+
+    /// Rebuilds the witness's trees of chains it lost track of, from stored rows (skipped for
+    /// this batch if ClickHouse is down: the chain is simply not witnessed yet).
+    async fn rebuild_witness(&mut self, out: &mut Witnessed) {
+        let Some((witness, _)) = &mut self.witness else {
+            return;
+        };
+        let verifier = &self.verifier;
+        let head = |chain_id: &str| verifier.head(chain_id).map(|h| h.seq);
+        if let Err(error) = witness.rebuild(&self.store, head, out).await {
+            tracing::warn!(%error, "witness: rebuilding chain trees failed; retrying with the next batch");
+        }
+    }
+
+    /// A fork below a head the witness signed says so: the witnessed head is the evidence.
+    fn cite_witness(&self, mut finding: Finding) -> Finding {
+        if let Some(cited) = self
+            .witness
+            .as_ref()
+            .and_then(|(w, _)| w.contradicted(&finding))
+        {
+            finding.detail.push_str(&cited);
+        }
+        finding
     }
 
     /// Stored rows around every event that is not simply its chain's next one.
@@ -255,7 +304,8 @@ impl Pipeline {
         let store = &self.store;
         with_retry(&self.metrics, shutdown, "storing a batch", || async {
             store.insert_findings(&batch.findings).await?;
-            store.insert_events(&batch.events).await
+            store.insert_events(&batch.events).await?;
+            store.insert_chunks(&batch.witnessed.chunks).await
         })
         .await?;
         self.metrics
@@ -276,7 +326,36 @@ impl Pipeline {
         with_retry(&self.metrics, shutdown, "storing chain heads", || {
             store.insert_heads(&batch.heads)
         })
-        .await
+        .await?;
+        self.store_witnessed(batch, shutdown).await
+    }
+
+    /// Stores the witnessed heads, then publishes them: a published head is always stored.
+    async fn store_witnessed(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let Some((_, topic)) = &self.witness else {
+            return Ok(());
+        };
+        if batch.witnessed.heads.is_empty() {
+            return Ok(());
+        }
+        let (signed, rows): (Vec<_>, Vec<_>) = batch.witnessed.heads.iter().cloned().unzip();
+        let store = &self.store;
+        with_retry(&self.metrics, shutdown, "storing witnessed heads", || {
+            store.insert_witnessed(&rows)
+        })
+        .await?;
+        while let Err(error) = topic.publish(&signed).await {
+            tracing::warn!(%error, topic = topic.topic(), "publishing witnessed heads failed; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stopped),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use verdict_schema::{ChainHeadRow, ClickHouseConfig, EventRow, FindingRow};
+use verdict_proto::Hash;
+use verdict_schema::{
+    ChainHeadRow, ChunkRow, ClickHouseConfig, EventRow, FindingRow, WitnessedHeadRow,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,6 +129,63 @@ impl Store {
             .bind(first)
             .bind(last)
             .fetch_all::<StoredEvent>()
+            .await?)
+    }
+
+    pub async fn insert_chunks(&self, rows: &[ChunkRow]) -> Result<(), StoreError> {
+        self.insert("merkle_chunks", rows).await
+    }
+
+    pub async fn insert_witnessed(&self, rows: &[WitnessedHeadRow]) -> Result<(), StoreError> {
+        self.insert("witnessed_heads", rows).await
+    }
+
+    /// The stored Merkle chunk roots of `chain_id`, in chunk order.
+    pub async fn chunk_roots(&self, chain_id: &str) -> Result<Vec<ChunkRow>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT ?fields FROM merkle_chunks FINAL WHERE chain_id = ? ORDER BY chunk")
+            .bind(chain_id)
+            .fetch_all::<ChunkRow>()
+            .await?)
+    }
+
+    /// `(hash, prev_hash)` of the stored *verified* events `first..=last` of `chain_id`, in seq
+    /// order: fewer than asked when any is missing or was not verified in order.
+    pub async fn verified_hashes(
+        &self,
+        chain_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<(Hash, Hash)>, StoreError> {
+        let rows: Vec<StoredEvent> = self.events_in(chain_id, first, last).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.verification == "verified")
+            .map_while(|row| {
+                Some((
+                    crate::witness::parse_hash(&row.hash)?,
+                    crate::witness::parse_hash(&row.prev_hash)?,
+                ))
+            })
+            .collect())
+    }
+
+    /// The newest head `key_id` witnessed for `chain_id`.
+    pub async fn last_witnessed(
+        &self,
+        chain_id: &str,
+        key_id: &str,
+    ) -> Result<Option<WitnessedHeadRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? AND key_id = ? \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(chain_id)
+            .bind(key_id)
+            .fetch_optional::<WitnessedHeadRow>()
             .await?)
     }
 

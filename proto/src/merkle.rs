@@ -306,6 +306,27 @@ impl Frontier {
         self.peaks.push(peak);
     }
 
+    /// The frontier of a tree of `size` leaves from its peak roots, largest first (what
+    /// [`Frontier::peaks`] returned): one peak per set bit of `size`.
+    pub fn from_peaks(size: u64, peaks: &[Hash]) -> Result<Self, MerkleError> {
+        let sizes = (0..64)
+            .rev()
+            .map(|bit| 1u64 << bit)
+            .filter(|s| size & s != 0);
+        if peaks.len() != size.count_ones() as usize {
+            return Err(MerkleError::WrongLength);
+        }
+        Ok(Self {
+            size,
+            peaks: sizes.zip(peaks.iter().copied()).collect(),
+        })
+    }
+
+    /// The roots of the perfect subtrees, largest first.
+    pub fn peaks(&self) -> Vec<Hash> {
+        self.peaks.iter().map(|(_, root)| *root).collect()
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.size
@@ -472,5 +493,7 @@ mod tests {
         all.iter().for_each(|h| full.push(h));
         assert_eq!(restored, full);
         assert!(restored.push_subtree(4, [0; 32]).is_err());
+        assert_eq!(Frontier::from_peaks(21, &full.peaks()).unwrap(), full);
+        assert!(Frontier::from_peaks(20, &full.peaks()).is_err());
     }
 }

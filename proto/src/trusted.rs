@@ -54,6 +54,11 @@ impl TrustedKeys {
         self.keys.len()
     }
 
+    /// Whether a key with this id is trusted (for any chain).
+    pub fn contains(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -45,10 +45,12 @@ pub enum BreakKind {
     Stale,
     /// No checkpoint within the interval the chain promised.
     SilentChain,
+    /// A checkpoint's Merkle root differs from the one the witness computed over the same events.
+    TreeMismatch,
 }
 
 impl BreakKind {
-    pub const ALL: [BreakKind; 10] = [
+    pub const ALL: [BreakKind; 11] = [
         Self::BadSignature,
         Self::UnknownKey,
         Self::KeyNotAllowedForChain,
@@ -59,6 +61,7 @@ impl BreakKind {
         Self::Reorder,
         Self::Stale,
         Self::SilentChain,
+        Self::TreeMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +76,7 @@ impl BreakKind {
             Self::Reorder => "reorder",
             Self::Stale => "stale",
             Self::SilentChain => "silent_chain",
+            Self::TreeMismatch => "tree_mismatch",
         }
     }
 }

@@ -138,7 +138,10 @@ impl HeadRecord {
         let checks = [
             ("chain_id", head.chain_id == self.chain_id),
             ("seq", head.seq == self.seq),
-            ("event_hash", hex::encode(&head.event_hash) == self.event_hash),
+            (
+                "event_hash",
+                hex::encode(&head.event_hash) == self.event_hash,
+            ),
             ("tree_root", hex::encode(&head.tree_root) == self.tree_root),
             ("checkpoint_seq", head.checkpoint_seq == self.checkpoint_seq),
         ];
@@ -217,7 +220,11 @@ impl EventProofRecord {
         let path = self
             .path
             .iter()
-            .map(|h| unhex(h)?.try_into().map_err(|_| WitnessError::Hex(h.clone())))
+            .map(|h| {
+                unhex(h)?
+                    .try_into()
+                    .map_err(|_| WitnessError::Hex(h.clone()))
+            })
             .collect::<Result<Vec<Hash>, _>>()?;
         let index = event.seq.checked_sub(1).ok_or(MerkleError::OutOfRange {
             index: 0,
@@ -259,7 +266,10 @@ mod tests {
 
     #[test]
     fn a_signed_head_verifies_with_the_witness_key_only() {
-        let (witness, gateway) = (SecretKey::from_seed(&[1; 32]), SecretKey::from_seed(&[2; 32]));
+        let (witness, gateway) = (
+            SecretKey::from_seed(&[1; 32]),
+            SecretKey::from_seed(&[2; 32]),
+        );
         let signed = head(&witness);
         let record = HeadRecord::from_signed(&signed).unwrap();
         assert_eq!(record.verify(&[witness.public().clone()]).unwrap().seq, 3);

@@ -14,5 +14,5 @@ pub mod migrations;
 pub mod rows;
 
 pub use config::ClickHouseConfig;
-pub use migrations::{migrate, MigrationError};
-pub use rows::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
+pub use migrations::{migrate, MigrationError, MERKLE_CHUNK};
+pub use rows::{ChainHeadRow, ChunkRow, EventRow, FindingRow, SourcePosition, WitnessedHeadRow};

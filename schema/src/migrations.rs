@@ -18,6 +18,11 @@
 //! identity, so a redelivered Kafka batch never shows twice in query results — readers use `FINAL`
 //! (or `LIMIT 1 BY` the key) where exactness matters.
 //!
+//! The witness (migration 4): `witnessed_heads` keeps every head the auditor's witness key signed
+//! (the signed bytes and signature as published, plus readable columns), and `merkle_chunks` the
+//! Merkle root of every complete chunk of [`MERKLE_CHUNK`] events per chain, which the query service
+//! combines with the leaves of a few chunks into O(log n) proofs without reading a whole chain.
+//!
 //! Read paths (migration 2): `events` is ordered for the auditor and for chain walks (export,
 //! verification), which no time or tool filter can prune. Two tables fed by materialized views
 //! on `events` serve the compliance questions:
@@ -254,6 +259,34 @@ FROM events FINAL
 WHERE (SELECT count() FROM event_counts) = 0
 GROUP BY hour, kind, agent_id, tool, risk, decision, upstream";
 
+/// Events per Merkle chunk (a power of two): chunk `i` covers seqs `i * MERKLE_CHUNK + 1 ..=
+/// (i + 1) * MERKLE_CHUNK`.
+pub const MERKLE_CHUNK: u64 = 1024;
+
+/// Heads the auditor's witness signed: one row per (chain, seq, witness key). `signed_head` and
+/// `signature` are the authoritative bytes; the other columns repeat them for queries.
+const WITNESSED_HEADS: &str = r"CREATE TABLE IF NOT EXISTS witnessed_heads (
+    chain_id String,
+    seq UInt64,
+    event_hash String,
+    tree_root String,
+    time_unix_nanos Int64,
+    checkpoint_seq UInt64,
+    key_id String,
+    signed_head String,
+    signature String
+) ENGINE = ReplacingMergeTree
+ORDER BY (chain_id, seq, key_id)";
+
+/// The Merkle root of every complete chunk of [`MERKLE_CHUNK`] events of a chain: proofs
+/// read these and the leaves of a few chunks instead of a whole chain.
+const MERKLE_CHUNKS: &str = r"CREATE TABLE IF NOT EXISTS merkle_chunks (
+    chain_id String,
+    chunk UInt64,
+    root String
+) ENGINE = ReplacingMergeTree
+ORDER BY (chain_id, chunk)";
+
 /// `(version, description, statements)`, applied in order.
 pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     (1, "events, findings, chain heads", &[EVENTS_V1, FINDINGS, CHAIN_HEADS]),
@@ -292,5 +325,10 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             EVENT_COUNTS_FEED,
             EVENT_COUNTS_FILL,
         ],
+    ),
+    (
+        4,
+        "the witness: witnessed heads and Merkle chunk roots",
+        &[WITNESSED_HEADS, MERKLE_CHUNKS],
     ),
 ];

@@ -171,3 +171,52 @@ pub struct ChainHeadRow {
     pub updated_at: u32,
     pub version: u64,
 }
+
+/// One witnessed head (see `verdict/v1/witness.proto`); hashes in hex, the signed bytes as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct WitnessedHeadRow {
+    pub chain_id: String,
+    pub seq: u64,
+    pub event_hash: String,
+    pub tree_root: String,
+    pub time_unix_nanos: i64,
+    pub checkpoint_seq: u64,
+    pub key_id: String,
+    #[serde(with = "serde_bytes")]
+    pub signed_head: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl WitnessedHeadRow {
+    pub fn from_signed(signed: &pb::SignedHead, head: &pb::WitnessedHead) -> Self {
+        Self {
+            chain_id: head.chain_id.clone(),
+            seq: head.seq,
+            event_hash: hex::encode(&head.event_hash),
+            tree_root: hex::encode(&head.tree_root),
+            time_unix_nanos: head.time_unix_nanos,
+            checkpoint_seq: head.checkpoint_seq,
+            key_id: signed.key_id.clone(),
+            signed_head: signed.head.clone(),
+            signature: signed.signature.clone(),
+        }
+    }
+
+    pub fn to_signed(&self) -> pb::SignedHead {
+        pb::SignedHead {
+            head: self.signed_head.clone(),
+            key_id: self.key_id.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+}
+
+/// The Merkle root (hex) of chunk `chunk` of a chain: events `chunk * MERKLE_CHUNK + 1 ..=
+/// (chunk + 1) * MERKLE_CHUNK`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct ChunkRow {
+    pub chain_id: String,
+    pub chunk: u64,
+    pub root: String,
+}

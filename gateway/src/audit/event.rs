@@ -19,6 +19,7 @@ use crate::session::Session;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use verdict_proto::hash::sha256;
+use verdict_proto::merkle::Frontier;
 use verdict_proto::pb::{self, event_body::Kind};
 
 const REDACTED: &str = "[redacted]";
@@ -249,18 +250,29 @@ pub fn unrecorded_refusals(count: u64) -> pb::EventBody {
 }
 
 /// A checkpoint body attesting the head `(seq, hash)`.
-pub fn checkpoint(
-    head_seq: u64,
-    head_hash: &[u8],
-    reason: &str,
-    interval_secs: u32,
-) -> pb::EventBody {
-    body(Kind::Checkpoint(pb::Checkpoint {
+pub fn checkpoint(head_seq: u64, head_hash: &[u8], reason: &str, interval_secs: u32) -> Checkpoint {
+    Checkpoint(pb::Checkpoint {
         head_seq,
         head_hash: head_hash.to_vec(),
         reason: reason.into(),
         interval_secs,
-    }))
+        ..Default::default()
+    })
+}
+
+/// A checkpoint being built: [`Checkpoint::with_tree`] adds the Merkle tree it commits to.
+pub struct Checkpoint(pb::Checkpoint);
+
+impl Checkpoint {
+    /// Commits to `tree` (over seqs `1..=head_seq`), when the gateway knows it.
+    pub fn with_tree(mut self, tree: Option<&Frontier>) -> pb::EventBody {
+        if let Some(tree) = tree.filter(|t| t.size() == self.0.head_seq) {
+            self.0.tree_size = tree.size();
+            self.0.tree_root = tree.root().to_vec();
+            self.0.tree_peaks = tree.peaks().iter().map(|p| p.to_vec()).collect();
+        }
+        body(Kind::Checkpoint(self.0))
+    }
 }
 
 fn body(kind: Kind) -> pb::EventBody {

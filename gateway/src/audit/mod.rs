@@ -8,7 +8,7 @@
 //!
 //! [`canonical`] is the one JSON encoding that argument hashes are computed over; [`refusals`]
 //! counts the refusals of unauthenticated requests into one event per interval; [`space`] watches
-//! the journal's disk.
+//! the journal's disk; `tree` keeps the Merkle tree the checkpoints commit to.
 
 pub mod canonical;
 pub mod event;
@@ -16,6 +16,7 @@ pub mod recorder;
 pub mod refusals;
 pub mod shipper;
 pub mod space;
+mod tree;
 
 use crate::config::{AuditConfig, FsyncMode};
 pub use event::{DecisionFacts, EventBuilder};

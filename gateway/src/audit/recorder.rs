@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use verdict_journal::{FsyncPolicy, JournalError, JournalLock, JournalWriter};
+use verdict_proto::merkle::Frontier;
 use verdict_proto::pb;
 use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 
@@ -151,6 +152,7 @@ impl Recorder {
                 (event.seq, event.computed_hash())
             }
         };
+        let tree = super::tree::restore(&settings.journal_dir, head_seq)?;
         let chain =
             ChainWriter::resume(settings.chain_id.clone(), settings.key, head_seq, head_hash);
         tracing::info!(chain_id = %settings.chain_id, seq = head_seq, journal = %settings.journal_dir.display(), "audit chain continues");
@@ -162,6 +164,7 @@ impl Recorder {
         });
         let thread = RecorderThread {
             chain,
+            tree,
             journal,
             status: Arc::clone(&status),
             written: written_tx,
@@ -286,6 +289,8 @@ impl Recorder {
 
 struct RecorderThread {
     chain: ChainWriter,
+    /// The Merkle tree over the events written so far (`None`: unknown, see [`super::tree`]).
+    tree: Option<Frontier>,
     journal: JournalWriter,
     status: Arc<RecorderStatus>,
     written: watch::Sender<u64>,
@@ -423,14 +428,19 @@ impl RecorderThread {
             return;
         }
         let (seq_before, hash_before) = self.chain.head();
+        let tree_before = self.tree.clone();
         let mut records = Vec::with_capacity(pending.len());
         for item in &mut pending {
             if let Some(reason) = item.checkpoint {
                 let (seq, hash) = self.chain.head();
-                item.body =
-                    event::checkpoint(seq, &hash, reason, self.checkpoint_secs).encode_to_vec();
+                item.body = event::checkpoint(seq, &hash, reason, self.checkpoint_secs)
+                    .with_tree(self.tree.as_ref())
+                    .encode_to_vec();
             }
             let event = self.chain.append(std::mem::take(&mut item.body));
+            if let Some(tree) = self.tree.as_mut() {
+                tree.push(&event.hash);
+            }
             records.push((event.seq, event.encode()));
             item.body = event.body;
         }
@@ -451,6 +461,7 @@ impl RecorderThread {
             }
             Err(e) => {
                 self.chain.rewind(seq_before, hash_before);
+                self.tree = tree_before;
                 let error = self.failed(&e);
                 for item in pending {
                     match item.reply {

@@ -1,0 +1,306 @@
+//! The witness: the auditor signs, with a key of its own, the chain heads it has verified, so a
+//! journal, an export or one event can later be proven complete against a reference no gateway
+//! operator can rewrite alone (contract in `verdict/v1/witness.proto`).
+//!
+//! Per chain it keeps the Merkle tree over the events verified so far, in seq order and linked,
+//! as a frontier plus the leaves of the chunk being filled. Only such a chain is witnessed: a
+//! chain that broke (gap, fork, untrusted event in its place) is not, until its stored rows from
+//! seq 1 are complete and verified again (checked when the tree is rebuilt from ClickHouse). Every
+//! complete chunk's root is stored for the query service's proofs. A head is signed at every
+//! verified gateway checkpoint, whose own tree root must equal the witness's (else a
+//! `tree_mismatch` finding), and at most every `every` while the chain grows.
+//!
+//! It must not sign anything it did not verify itself, and never uses a gateway key.
+
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use verdict_proto::merkle::{Frontier, Subtrees};
+use verdict_proto::pb::{self, event_body::Kind};
+use verdict_proto::verify::EventStatus;
+use verdict_proto::{witness, BreakKind, Finding, Hash, SecretKey, SignedEvent};
+use verdict_schema::{ChunkRow, WitnessedHeadRow, MERKLE_CHUNK};
+
+/// A chain whose tree could not be rebuilt is tried again after this long at the earliest.
+const REBUILD_AGAIN: Duration = Duration::from_secs(60);
+
+/// What one batch adds: signed heads, chunk roots and findings, stored with the batch.
+#[derive(Debug, Default)]
+pub struct Witnessed {
+    pub heads: Vec<(pb::SignedHead, WitnessedHeadRow)>,
+    pub chunks: Vec<ChunkRow>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone)]
+struct Tree {
+    frontier: Frontier,
+    /// Event hashes of the chunk being filled.
+    chunk: Vec<Hash>,
+    head_hash: Hash,
+    checkpoint_seq: u64,
+    signed: Option<(u64, Hash)>,
+    signed_at: Instant,
+}
+
+impl Tree {
+    fn new() -> Self {
+        Self {
+            frontier: Frontier::default(),
+            chunk: Vec::new(),
+            head_hash: verdict_proto::ZERO_HASH,
+            checkpoint_seq: 0,
+            signed: None,
+            signed_at: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, chain_id: &str, hash: Hash, out: &mut Witnessed) {
+        self.frontier.push(&hash);
+        self.chunk.push(hash);
+        self.head_hash = hash;
+        if self.chunk.len() as u64 == MERKLE_CHUNK {
+            let root = self.chunk.as_slice().mth(0, MERKLE_CHUNK);
+            if let Ok(root) = root {
+                out.chunks.push(ChunkRow {
+                    chain_id: chain_id.to_owned(),
+                    chunk: self.frontier.size() / MERKLE_CHUNK - 1,
+                    root: hex::encode(root),
+                });
+            }
+            self.chunk.clear();
+        }
+    }
+}
+
+pub struct Witness {
+    key: SecretKey,
+    every: Duration,
+    chains: HashMap<String, Tree>,
+    /// Chains to rebuild from stored rows, and when at the earliest.
+    stale: HashMap<String, Instant>,
+}
+
+impl Witness {
+    pub fn new(key: SecretKey, every: Duration) -> Self {
+        Self {
+            key,
+            every,
+            chains: HashMap::new(),
+            stale: HashMap::new(),
+        }
+    }
+
+    pub fn key_id(&self) -> &str {
+        self.key.public().key_id()
+    }
+
+    /// Forgets every tree; each chain is rebuilt from stored rows before it is witnessed again.
+    pub fn reset(&mut self, chain_ids: impl Iterator<Item = String>) {
+        self.chains.clear();
+        self.stale = chain_ids.map(|id| (id, Instant::now())).collect();
+    }
+
+    /// Notes that `event`, stored with `status`, became its chain's head.
+    pub fn advance(&mut self, event: &SignedEvent, status: EventStatus, out: &mut Witnessed) {
+        let id = &event.chain_id;
+        if event.seq == 1 && status == EventStatus::Verified {
+            self.chains.insert(id.clone(), Tree::new());
+        }
+        let Some(tree) = self.chains.get_mut(id) else {
+            self.stale.entry(id.clone()).or_insert_with(Instant::now);
+            return;
+        };
+        let next = tree.frontier.size() + 1 == event.seq && event.prev_hash == tree.head_hash;
+        if status != EventStatus::Verified || !next {
+            tracing::warn!(chain_id = %id, seq = event.seq, "chain no longer contiguous; not witnessed until its stored rows are");
+            self.chains.remove(id);
+            self.stale.insert(id.clone(), Instant::now());
+            return;
+        }
+        let checkpoint = checkpoint_tree(event);
+        if let Some(Some((size, root))) = checkpoint {
+            if size != tree.frontier.size() || root != tree.frontier.root() {
+                out.findings.push(mismatch(event, &tree.frontier));
+            } else {
+                tree.checkpoint_seq = event.seq;
+            }
+        }
+        tree.push(id, event.hash, out);
+        if checkpoint.is_some() {
+            sign(&self.key, id, tree, out);
+        }
+    }
+
+    /// Signs the heads of chains that grew since they were last signed, `every` apart.
+    pub fn sign_due(&mut self, out: &mut Witnessed) {
+        for (id, tree) in &mut self.chains {
+            let grew = tree
+                .signed
+                .is_none_or(|(seq, _)| seq < tree.frontier.size());
+            if grew && tree.signed_at.elapsed() >= self.every && tree.frontier.size() > 0 {
+                sign(&self.key, id, tree, out);
+            }
+        }
+    }
+
+    /// What a fork at `finding.seq` contradicts, when the witness signed a head past it.
+    pub fn contradicted(&self, finding: &Finding) -> Option<String> {
+        let tree = self.chains.get(&finding.chain_id)?;
+        let (seq, root) = tree.signed?;
+        (finding.kind == BreakKind::Fork && finding.seq <= seq).then(|| {
+            format!(
+                "; contradicts witnessed head seq {seq} tree root {} (witness key {})",
+                hex::encode(root),
+                self.key_id()
+            )
+        })
+    }
+
+    /// Rebuilds the trees of chains marked stale from stored rows, where they are complete.
+    pub async fn rebuild(
+        &mut self,
+        store: &Store,
+        head: impl Fn(&str) -> Option<u64>,
+        out: &mut Witnessed,
+    ) -> Result<(), StoreError> {
+        let due: Vec<String> = self
+            .stale
+            .iter()
+            .filter(|(_, at)| **at <= Instant::now())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(head) = head(&id) else {
+                self.stale.remove(&id);
+                continue;
+            };
+            match rebuild_tree(store, &id, head, out).await? {
+                Some(mut tree) => {
+                    if let Some(last) = store.last_witnessed(&id, self.key_id()).await? {
+                        tree.signed = parse_hash(&last.tree_root).map(|root| (last.seq, root));
+                        tree.checkpoint_seq = last.checkpoint_seq;
+                    }
+                    self.stale.remove(&id);
+                    self.chains.insert(id, tree);
+                }
+                None => {
+                    self.stale.insert(id, Instant::now() + REBUILD_AGAIN);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tree over stored seqs `1..=head` of a chain, when every one of them is stored and verified.
+async fn rebuild_tree(
+    store: &Store,
+    chain_id: &str,
+    head: u64,
+    out: &mut Witnessed,
+) -> Result<Option<Tree>, StoreError> {
+    let stored = store.chunk_roots(chain_id).await?;
+    let mut tree = Tree::new();
+    let complete = head / MERKLE_CHUNK;
+    for chunk in 0..complete {
+        let first = chunk * MERKLE_CHUNK + 1;
+        match stored.get(chunk as usize).filter(|row| row.chunk == chunk) {
+            Some(row) => {
+                let Some(root) = parse_hash(&row.root) else {
+                    return Ok(None);
+                };
+                let last = store
+                    .verified_hashes(chain_id, first + MERKLE_CHUNK - 1, first + MERKLE_CHUNK - 1)
+                    .await?;
+                let (Ok(()), Some(&hash)) =
+                    (tree.frontier.push_subtree(MERKLE_CHUNK, root), last.last())
+                else {
+                    return Ok(None);
+                };
+                tree.head_hash = hash.0;
+            }
+            None => {
+                let hashes = store
+                    .verified_hashes(chain_id, first, first + MERKLE_CHUNK - 1)
+                    .await?;
+                if !extend(&mut tree, chain_id, &hashes, MERKLE_CHUNK, out) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    let first = complete * MERKLE_CHUNK + 1;
+    let tail = store.verified_hashes(chain_id, first, head).await?;
+    let ok = extend(&mut tree, chain_id, &tail, head + 1 - first, out);
+    Ok(ok.then_some(tree))
+}
+
+/// Pushes `hashes` (stored `(hash, prev_hash)` in seq order), which must be `count` linked rows.
+fn extend(
+    tree: &mut Tree,
+    chain_id: &str,
+    hashes: &[(Hash, Hash)],
+    count: u64,
+    out: &mut Witnessed,
+) -> bool {
+    if hashes.len() as u64 != count {
+        return false;
+    }
+    for (hash, prev) in hashes {
+        if *prev != tree.head_hash {
+            return false;
+        }
+        tree.push(chain_id, *hash, out);
+    }
+    true
+}
+
+fn sign(key: &SecretKey, chain_id: &str, tree: &mut Tree, out: &mut Witnessed) {
+    let root = tree.frontier.root();
+    let head = pb::WitnessedHead {
+        chain_id: chain_id.to_owned(),
+        seq: tree.frontier.size(),
+        event_hash: tree.head_hash.to_vec(),
+        tree_root: root.to_vec(),
+        time_unix_nanos: verdict_proto::now_unix_nanos(),
+        checkpoint_seq: tree.checkpoint_seq,
+        witness_key_id: key.public().key_id().to_owned(),
+    };
+    let signed = witness::sign(key, &head);
+    let row = WitnessedHeadRow::from_signed(&signed, &head);
+    out.heads.push((signed, row));
+    tree.signed = Some((head.seq, root));
+    tree.signed_at = Instant::now();
+}
+
+/// For a checkpoint, the tree it commits to, `(size, root)`, if it carries one; `None` for any
+/// other event.
+fn checkpoint_tree(event: &SignedEvent) -> Option<Option<(u64, Hash)>> {
+    match event.decode_body().ok()?.kind? {
+        Kind::Checkpoint(c) if c.tree_root.is_empty() => Some(None),
+        Kind::Checkpoint(c) => Some(Some((
+            c.tree_size,
+            Hash::try_from(c.tree_root.as_slice()).unwrap_or_default(),
+        ))),
+        _ => None,
+    }
+}
+
+fn mismatch(event: &SignedEvent, frontier: &Frontier) -> Finding {
+    Finding {
+        kind: BreakKind::TreeMismatch,
+        chain_id: event.chain_id.clone(),
+        seq: event.seq,
+        last_seq: event.seq,
+        detail: format!(
+            "the checkpoint commits to a Merkle tree over seqs 1..={} that differs from the witness's (root {})",
+            frontier.size(),
+            hex::encode(frontier.root())
+        ),
+    }
+}
+
+pub fn parse_hash(text: &str) -> Option<Hash> {
+    hex::decode(text).ok()?.try_into().ok()
+}
