@@ -8,6 +8,7 @@ mod keygen;
 mod policy;
 mod query;
 mod verify;
+mod witnessed;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,8 +46,12 @@ enum Command {
     VerifyChain(query::VerifyChainArgs),
     /// Integrity findings the auditor recorded (query service).
     Findings(query::FindingsArgs),
-    /// Verify an export or a journal offline with only the gateway's public key.
+    /// Verify an export, a journal or one event offline with only public keys.
     Verify(verify::Args),
+    /// Heads the auditor's witness signed, as JSON lines for `verdict verify --witnessed-head`.
+    Heads(witnessed::HeadsArgs),
+    /// Fetch one event with its inclusion proof and witnessed head, for `verdict verify --event`.
+    Prove(witnessed::ProveArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,8 @@ fn main() -> ExitCode {
         Command::VerifyChain(args) => query::run(query::Command::VerifyChain(args)),
         Command::Findings(args) => query::run(query::Command::Findings(args)),
         Command::Verify(args) => verify::run(args),
+        Command::Heads(args) => query::run(query::Command::Heads(args)),
+        Command::Prove(args) => query::run(query::Command::Prove(args)),
     };
     match result {
         Ok(code) => code,

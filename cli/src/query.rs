@@ -167,6 +167,8 @@ pub enum Command {
     Export(ExportArgs),
     VerifyChain(VerifyChainArgs),
     Findings(FindingsArgs),
+    Heads(crate::witnessed::HeadsArgs),
+    Prove(crate::witnessed::ProveArgs),
 }
 
 impl Command {
@@ -178,6 +180,8 @@ impl Command {
             Self::Export(a) => &a.connection,
             Self::VerifyChain(a) => &a.connection,
             Self::Findings(a) => &a.connection,
+            Self::Heads(a) => &a.connection,
+            Self::Prove(a) => &a.connection,
         }
     }
 }
@@ -196,6 +200,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Command::Export(args) => export(client, args).await,
             Command::VerifyChain(args) => verify_chain(client, args, json).await,
             Command::Findings(args) => findings(client, args, json).await,
+            Command::Heads(args) => crate::witnessed::heads(client, args).await,
+            Command::Prove(args) => crate::witnessed::prove(client, args).await,
         }
     })
 }
@@ -216,8 +222,8 @@ fn client_tls(connection: &Connection) -> Result<ClientTlsConfig> {
 }
 
 /// The gRPC client with the bearer token attached to every request.
-struct Client {
-    inner: AuditQueryClient<Channel>,
+pub struct Client {
+    pub inner: AuditQueryClient<Channel>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -245,7 +251,7 @@ impl Client {
         })
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
@@ -254,7 +260,7 @@ impl Client {
     }
 }
 
-fn status(err: tonic::Status) -> anyhow::Error {
+pub fn status(err: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("query service: {:?}: {}", err.code(), err.message())
 }
 

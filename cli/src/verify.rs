@@ -23,6 +23,7 @@
 //! `verdict verify-chain`). A signed hash chain cannot prove its own end: these checks catch a cut file,
 //! and an outside head is what catches a cut made with care.
 
+use crate::witnessed::{self, HeadsCheck};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -43,6 +44,17 @@ pub struct Args {
     /// A gateway journal directory (`[audit] journal_dir`).
     #[arg(long, group = "source")]
     journal: Option<PathBuf>,
+    /// One event handed over alone with its inclusion proof and witnessed head (`verdict prove`);
+    /// needs --witness-key.
+    #[arg(long, group = "source", requires = "witness_keys")]
+    event: Option<PathBuf>,
+    /// Witnessed heads (JSON lines from `verdict heads`) the source must reach, with the same
+    /// event hash and Merkle root; needs --witness-key.
+    #[arg(long, requires = "witness_keys")]
+    witnessed_head: Option<PathBuf>,
+    /// The auditor witness's public key (PEM; repeatable).
+    #[arg(long = "witness-key")]
+    witness_keys: Vec<PathBuf>,
     /// Trusted public key file (PEM; repeatable for rotated keys), trusted for every chain.
     #[arg(long = "public-key", required_unless_present = "trusted_keys")]
     public_keys: Vec<PathBuf>,
@@ -110,7 +122,14 @@ fn trusted_keys(args: &Args) -> Result<TrustedKeys> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let keys = trusted_keys(&args)?;
+    let witnesses = witnessed::witness_keys(&args.witness_keys)?;
+    if let Some(path) = &args.event {
+        return verify_event(path, keys, &witnesses, args.json);
+    }
     let mut check = ChainCheck::new(keys);
+    if let Some(path) = &args.witnessed_head {
+        check.heads = Some(HeadsCheck::new(witnessed::read_heads(path, &witnesses)?));
+    }
     let source = match (&args.export, &args.journal) {
         (Some(path), _) => {
             read_export(path, &mut check)?;
@@ -125,15 +144,39 @@ pub fn run(args: Args) -> Result<ExitCode> {
             read_journal(dir, &mut check, &expect)?;
             dir.display().to_string()
         }
-        (None, None) => unreachable!("clap requires a source"),
+        (None, None) => unreachable!("clap requires a source; --event returned above"),
     };
     let report = check.finish(source);
     report.print(args.json);
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(report.exit_code())
+}
+
+fn verify_event(
+    path: &Path,
+    keys: TrustedKeys,
+    witnesses: &[verdict_proto::PublicKey],
+    json: bool,
+) -> Result<ExitCode> {
+    let (event, failures) = witnessed::verify_event(path, keys, witnesses)?;
+    let report = Report {
+        source: path.display().to_string(),
+        records: 1,
+        chains: event
+            .iter()
+            .map(|e| (e.chain_id.clone(), vec![(e.seq, e.seq)]))
+            .collect(),
+        failures: failures
+            .into_iter()
+            .map(|message| Failure {
+                position: "event".into(),
+                event: event.as_ref().map(|e| (e.chain_id.clone(), e.seq)),
+                message,
+            })
+            .collect(),
+        notes: vec!["the event is leaf seq-1 of the Merkle tree the witnessed head signs".into()],
+    };
+    report.print(json);
+    Ok(report.exit_code())
 }
 
 fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
@@ -309,6 +352,14 @@ pub struct Report {
 }
 
 impl Report {
+    pub fn exit_code(&self) -> ExitCode {
+        if self.failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
     pub fn print(&self, json: bool) {
         if json {
             let value = serde_json::json!({
@@ -378,6 +429,8 @@ struct ChainState {
 /// Verifies events in the order a source yields them.
 pub struct ChainCheck {
     verifier: ChainVerifier,
+    /// Witnessed heads the source must reach, when given.
+    heads: Option<HeadsCheck>,
     chains: BTreeMap<String, ChainState>,
     records: u64,
     failures: Vec<Failure>,
@@ -388,6 +441,7 @@ impl ChainCheck {
     pub fn new(keys: TrustedKeys) -> Self {
         Self {
             verifier: ChainVerifier::new(keys),
+            heads: None,
             chains: BTreeMap::new(),
             records: 0,
             failures: Vec::new(),
@@ -399,6 +453,7 @@ impl ChainCheck {
     /// seq linking to the last is a failure named by the verifier's finding kind.
     pub fn add_in_order(&mut self, position: String, event: SignedEvent) {
         self.records += 1;
+        self.observe(&position, &event);
         let state = self.chains.entry(event.chain_id.clone()).or_default();
         match state.ranges.last_mut() {
             Some(range) if event.seq == range.1 + 1 => range.1 = event.seq,
@@ -417,6 +472,22 @@ impl ChainCheck {
                 message: format!("{} {seqs}: {}", f.kind.as_str(), f.detail),
             });
         }
+    }
+
+    /// Checks `event` against the witnessed heads and its chain's checkpoint trees.
+    fn observe(&mut self, position: &str, event: &SignedEvent) {
+        let Some(message) = self
+            .heads
+            .get_or_insert_with(HeadsCheck::default)
+            .observe(event)
+        else {
+            return;
+        };
+        self.failures.push(Failure {
+            position: position.to_owned(),
+            event: Some((event.chain_id.clone(), event.seq)),
+            message,
+        });
     }
 
     /// Something the source should hold and does not (a cut tail, a missing end line).
@@ -440,6 +511,7 @@ impl ChainCheck {
 
     pub fn add(&mut self, position: String, event: SignedEvent) {
         self.records += 1;
+        self.observe(&position, &event);
         let id = (event.chain_id.clone(), event.seq);
         let state = self.chains.entry(event.chain_id.clone()).or_default();
         let last = state.ranges.last().map(|r| r.1);
@@ -494,6 +566,11 @@ impl ChainCheck {
     pub fn finish(mut self, source: String) -> Report {
         if self.records == 0 {
             self.missing("no records: nothing was verified".into());
+        }
+        if let Some(heads) = self.heads.take() {
+            let (missing, notes) = heads.finish();
+            missing.into_iter().for_each(|m| self.missing(m));
+            self.notes.extend(notes);
         }
         Report {
             source,

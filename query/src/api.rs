@@ -71,6 +71,10 @@ pub struct QueryService {
 }
 
 impl QueryService {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn new(store: Store, limits: Limits, keys: TrustedKeys, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
@@ -526,10 +530,39 @@ impl AuditQuery for QueryService {
     ) -> std::result::Result<Response<pb::ListChainHeadsResponse>, Status> {
         self.timed("ListChainHeads", self.list_chain_heads()).await
     }
+
+    async fn list_witnessed_heads(
+        &self,
+        request: Request<pb::ListWitnessedHeadsRequest>,
+    ) -> std::result::Result<Response<pb::ListWitnessedHeadsResponse>, Status> {
+        let req = request.into_inner();
+        self.timed("ListWitnessedHeads", self.list_witnessed_heads(req))
+            .await
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::InclusionProofRequest>,
+    ) -> std::result::Result<Response<pb::EventProof>, Status> {
+        self.timed(
+            "GetInclusionProof",
+            self.inclusion_proof(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::ConsistencyProofRequest>,
+    ) -> std::result::Result<Response<pb::ConsistencyProofResponse>, Status> {
+        let req = request.into_inner();
+        self.timed("GetConsistencyProof", self.consistency_proof(req))
+            .await
+    }
 }
 
 /// `value`, or `default` for 0; more than `max` is an error.
-fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32> {
+pub(crate) fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32> {
     match value {
         0 => Ok(default.min(max)),
         v if v > max => Err(QueryError::Invalid(format!("{field}: at most {max}"))),

@@ -10,6 +10,7 @@
 //! - `export` and `ocsf`: export records (the JSON-lines check is shared with the offline
 //!   `verdict verify --export`); `export_stream`: reading and encoding an export in two
 //!   overlapping stages;
+//! - `proofs`: the witness's signed heads and Merkle proofs against them;
 //! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
 //!
 //! It must not write to ClickHouse, splice a request value into SQL (every value is bound), or
@@ -24,6 +25,7 @@ mod filter;
 mod metrics;
 mod ocsf;
 mod paging;
+mod proofs;
 mod server;
 mod store;
 mod summary;

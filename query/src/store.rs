@@ -21,7 +21,7 @@ use crate::filter::{Bound, Conditions, Param};
 use crate::paging::{Cursor, Keyset, PageWindow, NANOS_PER_SEC};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use verdict_schema::{ChainHeadRow, EventRow, FindingRow};
+use verdict_schema::{ChainHeadRow, EventRow, FindingRow, WitnessedHeadRow};
 
 pub use crate::summary::SummaryRow;
 
@@ -415,6 +415,93 @@ impl Store {
             .bind(seq)
             .fetch_optional()
             .await?)
+    }
+
+    /// Witnessed heads of `chain_id` (newest first), or the newest of every chain.
+    pub async fn witnessed_heads(
+        &self,
+        chain_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<WitnessedHeadRow>, StoreError> {
+        let query = match chain_id {
+            Some(chain_id) => self
+                .client
+                .query(
+                    "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? \
+                     ORDER BY seq DESC LIMIT 1 BY seq LIMIT ?",
+                )
+                .bind(chain_id),
+            None => self.client.query(
+                "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC \
+                 LIMIT 1 BY chain_id LIMIT ?",
+            ),
+        };
+        Ok(query.bind(limit).fetch_all().await?)
+    }
+
+    /// The witnessed head of `chain_id` at `seq` (0: the newest).
+    pub async fn witnessed_head(
+        &self,
+        chain_id: &str,
+        seq: u64,
+    ) -> Result<Option<WitnessedHeadRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? AND (seq = ? OR ? = 0) \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(chain_id)
+            .bind(seq)
+            .bind(seq)
+            .fetch_optional()
+            .await?)
+    }
+
+    /// Stored Merkle chunk roots (hex) of `chain_id`, chunks `0..count`, in order.
+    pub async fn chunk_roots(&self, chain_id: &str, count: u64) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT root FROM merkle_chunks WHERE chain_id = ? AND chunk < ? \
+                 ORDER BY chunk LIMIT 1 BY chunk",
+            )
+            .bind(chain_id)
+            .bind(count)
+            .fetch_all()
+            .await?)
+    }
+
+    /// Stored event hashes (hex) of `chain_id`, seqs `first..=last`, in order.
+    pub async fn event_hashes(
+        &self,
+        chain_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT hash FROM events WHERE chain_id = ? AND seq >= ? AND seq <= ? \
+                 ORDER BY seq LIMIT 1 BY seq",
+            )
+            .bind(chain_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all()
+            .await?)
+    }
+
+    /// The stored envelope of one event.
+    pub async fn envelope(&self, chain_id: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let hex_envelope: Option<String> = self
+            .client
+            .query("SELECT hex(envelope) FROM events WHERE chain_id = ? AND seq = ? LIMIT 1")
+            .bind(chain_id)
+            .bind(seq)
+            .fetch_optional()
+            .await?;
+        Ok(hex_envelope.and_then(|h| hex::decode(h).ok()))
     }
 
     pub async fn findings_page(
