@@ -157,7 +157,7 @@ impl Auditor {
                 .pipeline
                 .process(&messages, &caught_up, &shutdown)
                 .await?;
-            if batch.events.is_empty() && batch.findings.is_empty() && batch.commit.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
             inserts += 1;

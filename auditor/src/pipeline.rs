@@ -48,6 +48,17 @@ pub struct Pipeline {
     witness: Option<(Witness, HeadTopic)>,
 }
 
+impl Batch {
+    /// Nothing to store or commit (an idle poll with no head due for signing).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.findings.is_empty()
+            && self.commit.is_empty()
+            && self.witnessed.heads.is_empty()
+            && self.witnessed.chunks.is_empty()
+    }
+}
+
 type Key = (String, u64);
 
 impl Pipeline {

@@ -81,6 +81,7 @@ fn bodies() -> Vec<(&'static str, Vec<u8>)> {
                 head_hash: vec![0; 32],
                 reason: "startup".into(),
                 interval_secs: 30,
+                ..Default::default()
             }),
         ),
         (
@@ -130,6 +131,7 @@ fn bodies() -> Vec<(&'static str, Vec<u8>)> {
                 head_hash: vec![],
                 reason: "shutdown".into(),
                 interval_secs: 30,
+                ..Default::default()
             }),
         ),
     ];

@@ -115,6 +115,7 @@ pub fn checkpoint_body(time_unix_nanos: i64, head_seq: u64, reason: &str) -> Vec
             head_hash: vec![0; 32],
             reason: reason.into(),
             interval_secs: 60,
+            ..Default::default()
         })),
     }
     .encode_to_vec()

@@ -66,12 +66,21 @@ impl AuditorProcess {
     }
 
     pub fn start_with_env(setup: &AuditorSetup, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with_config(setup, "", env)
+    }
+
+    /// With `extra` TOML appended to the config (e.g. a `[witness]` section).
+    pub fn start_with_config(
+        setup: &AuditorSetup,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("verdict-auditor-")
             .tempdir()
             .map_err(|source| io("creating a temp dir", source))?;
         let config = dir.path().join("auditor.toml");
-        std::fs::write(&config, setup.toml()).map_err(|s| io("writing the config", s))?;
+        std::fs::write(&config, setup.toml() + extra).map_err(|s| io("writing the config", s))?;
         let ready = dir.path().join("ready");
         let log = File::create(dir.path().join("auditor.log")).map_err(|s| io("log", s))?;
         let err = log.try_clone().map_err(|s| io("log", s))?;

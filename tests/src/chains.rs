@@ -34,6 +34,7 @@ pub fn body(i: u64) -> Vec<u8> {
             head_hash: vec![0; 32],
             reason: "periodic".into(),
             interval_secs: CHECKPOINT_INTERVAL_SECS,
+            ..Default::default()
         })
     } else if i.is_multiple_of(3) {
         Kind::Outcome(pb::Outcome {

@@ -170,6 +170,7 @@ fn live_body(i: u64) -> Vec<u8> {
             head_hash: vec![0; 32],
             reason: "periodic".into(),
             interval_secs: 2,
+            ..Default::default()
         })
     } else {
         Kind::Decision(pb::Decision {

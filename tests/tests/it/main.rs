@@ -28,3 +28,4 @@ mod query_windows;
 mod real_work_memory;
 mod smoke;
 mod trusted_keys;
+mod witness;

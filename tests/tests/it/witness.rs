@@ -1,0 +1,420 @@
+//! The witness makes a trail provable to a third party with public keys alone: a real gateway's
+//! journal and export, and one event handed over with its proof, pass against the head the
+//! auditor's witness signed, and fail once cut (at a record boundary, a whole last segment, the
+//! last lines of an export, everything) or altered. A second writer holding the gateway key who
+//! forks the chain below a witnessed head is a finding that cites the head.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use verdict_proto::merkle::verify_consistency;
+use verdict_proto::pb;
+use verdict_proto::witness::{self, EventProofRecord};
+use verdict_proto::{ChainWriter, Hash, PublicKey, SignedEvent};
+use verdict_service::credentials::digest as key_digest;
+use verdict_tests::auditor::{produce, producer, temp_dir, AuditorProcess, AuditorSetup};
+use verdict_tests::bins::cargo_bin;
+use verdict_tests::chains::{body, key_in};
+use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
+use verdict_tests::query::{authed, findings, QueryService, TOKEN};
+use verdict_tests::trail::journal_events;
+use verdict_tests::{Broker, ClickHouse};
+
+const TOPIC: &str = "verdict.events";
+const CHAIN: &str = "witnessed-gw";
+const AGENT_KEY: &str = "witness-agent-key";
+
+fn gateway_config(brokers: &str) -> String {
+    format!(
+        "[[agents]]\nid = \"agent-w\"\napi_key_sha256 = \"{}\"\n\
+         [upstreams.memory]\ncommand = {:?}\n\
+         [audit]\nchain_id = \"{CHAIN}\"\nsegment_bytes = 8192\ncheckpoint_secs = 1\n\
+         [audit.kafka]\nbrokers = \"{brokers}\"\n",
+        key_digest(AGENT_KEY),
+        work_memory_bin().display().to_string(),
+    )
+}
+
+fn verdict(args: &[&str], query: Option<&QueryService>) -> (bool, String) {
+    let mut command = Command::new(cargo_bin("verdict"));
+    command.args(args);
+    if let Some(query) = query {
+        command
+            .env("VERDICT_QUERY_URL", query.url())
+            .env("VERDICT_QUERY_TOKEN", TOKEN);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    let text = String::from_utf8_lossy(&stdout).into_owned() + &String::from_utf8_lossy(&stderr);
+    (status.success(), text)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Waits until the witness has signed a head of `chain` at `seq` or beyond.
+async fn witnessed(query: &QueryService, chain: &str, seq: u64) -> pb::WitnessedHead {
+    let mut client = query.client().await;
+    let started = Instant::now();
+    loop {
+        let heads = client
+            .list_witnessed_heads(authed(
+                pb::ListWitnessedHeadsRequest {
+                    chain_id: chain.into(),
+                    limit: 1,
+                },
+                TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .heads;
+        if let Some(head) = heads.first() {
+            let decoded: pb::WitnessedHead = prost::Message::decode(head.head.as_slice()).unwrap();
+            if decoded.seq >= seq {
+                return decoded;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no witnessed head at {chain}:{seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// `(segment file, byte offset)` of every record of the journal, in order.
+fn record_positions(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut reader = verdict_journal::JournalReader::open(dir).unwrap();
+    let mut positions = Vec::new();
+    while let Some(record) = reader.next_record().unwrap() {
+        positions.push((dir.join(&record.segment), record.offset));
+    }
+    positions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic(TOPIC, 1).await.unwrap();
+    broker
+        .create_topic("verdict.events.witness", 1)
+        .await
+        .unwrap();
+    let clickhouse = ClickHouse::start().unwrap();
+    let keys = temp_dir();
+    let (witness_key, witness_pub) = key_in(keys.path(), "witness");
+    let mut gateway = HttpProcess::gateway(&gateway_config(&broker.bootstrap())).unwrap();
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: TOPIC.into(),
+        group: "witness".into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
+        max_events: 200,
+    };
+    let witness = format!(
+        "[witness]\nkey = {:?}\nevery_secs = 1\n",
+        keys.path().join("witness").join("verdict.key")
+    );
+    let _auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
+    let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
+
+    // Calls before and after a restart: the restarted gateway continues its Merkle tree from the
+    // newest checkpoint's peaks, and the witness must agree with every checkpoint's root.
+    for round in 0..2 {
+        let agent = connect(&gateway.url(), AGENT_KEY).await;
+        for i in 0..40 {
+            let content = format!("round {round} note {i}");
+            call_tool(
+                &agent,
+                "add_work_memory",
+                json!({"project": "w", "content": content}),
+            )
+            .await
+            .unwrap();
+        }
+        drop(agent);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        gateway.terminate();
+        if round == 0 {
+            gateway.restart_gateway().unwrap();
+        }
+    }
+    let journal = gateway.journal_dir();
+    let events = journal_events(&journal);
+    let last = events.last().unwrap();
+    let head = witnessed(&query, CHAIN, last.seq).await;
+    assert_eq!(head.event_hash, last.hash.to_vec());
+    let work = temp_dir();
+    let heads_file = work.path().join("heads.jsonl");
+    let (ok, out) = verdict(
+        &[
+            "heads",
+            "--chain",
+            CHAIN,
+            "--limit",
+            "1",
+            "--out",
+            s(&heads_file),
+        ],
+        Some(&query),
+    );
+    assert!(ok, "{out}");
+    let public = gateway.public_key();
+    let with_head = |source: &str, path: &Path| {
+        verdict(
+            &[
+                "verify",
+                source,
+                s(path),
+                "--public-key",
+                s(&public),
+                "--witnessed-head",
+                s(&heads_file),
+                "--witness-key",
+                s(&witness_pub),
+            ],
+            None,
+        )
+    };
+
+    // The whole journal passes; the gateway's checkpoints commit to the same tree.
+    let (ok, out) = with_head("--journal", &journal);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("Merkle root of seqs 1..={} equals", last.seq)),
+        "{out}"
+    );
+    let checkpoints_with_trees = events
+        .iter()
+        .filter(|e| matches!(e.decode_body().unwrap().kind, Some(pb::event_body::Kind::Checkpoint(ref c)) if !c.tree_root.is_empty()))
+        .count();
+    assert!(
+        checkpoints_with_trees >= 4,
+        "{checkpoints_with_trees} checkpoints carry a tree"
+    );
+
+    // Cut at a record boundary, and without its last segment: both fail against the head.
+    let positions = record_positions(&journal);
+    let cut = work.path().join("cut");
+    copy_dir(&journal, &cut);
+    let (segment, offset) = &positions[positions.len() - 3];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cut.join(segment.file_name().unwrap()))
+        .unwrap();
+    file.set_len(*offset).unwrap();
+    let (ok, out) = with_head("--journal", &cut);
+    assert!(
+        !ok && out.contains("ends before the head witnessed"),
+        "{out}"
+    );
+    let segments: Vec<&PathBuf> = {
+        let mut names: Vec<&PathBuf> = positions.iter().map(|(p, _)| p).collect();
+        names.dedup();
+        names
+    };
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    let short = work.path().join("short");
+    copy_dir(&journal, &short);
+    std::fs::remove_file(short.join(segments.last().unwrap().file_name().unwrap())).unwrap();
+    let (ok, out) = with_head("--journal", &short);
+    assert!(
+        !ok && out.contains("ends before the head witnessed"),
+        "{out}"
+    );
+
+    // The export passes; without its last 10 lines, or empty, it fails.
+    let export = work.path().join("export.jsonl");
+    let (ok, out) = verdict(
+        &["export", "--format", "jsonl", "--out", s(&export)],
+        Some(&query),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = with_head("--export", &export);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let trimmed = work.path().join("trimmed.jsonl");
+    std::fs::write(&trimmed, lines[..lines.len() - 10].join("\n") + "\n").unwrap();
+    let (ok, out) = with_head("--export", &trimmed);
+    assert!(
+        !ok && out.contains("ends before the head witnessed"),
+        "{out}"
+    );
+    let empty = work.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, out) = with_head("--export", &empty);
+    assert!(
+        !ok && out.contains("ends before the head witnessed"),
+        "{out}"
+    );
+
+    // One event handed over alone with its proof verifies; altered, or with another's proof, not.
+    let prove = |seq: u64, out: &Path| {
+        let seq = seq.to_string();
+        let (ok, text) = verdict(
+            &["prove", "--chain", CHAIN, "--seq", &seq, "--out", s(out)],
+            Some(&query),
+        );
+        assert!(ok, "{text}");
+        serde_json::from_str::<EventProofRecord>(&std::fs::read_to_string(out).unwrap()).unwrap()
+    };
+    let check_event = |path: &Path| {
+        verdict(
+            &[
+                "verify",
+                "--event",
+                s(path),
+                "--public-key",
+                s(&public),
+                "--witness-key",
+                s(&witness_pub),
+            ],
+            None,
+        )
+    };
+    let proof_file = work.path().join("event-7.json");
+    let proof = prove(7, &proof_file);
+    let (ok, out) = check_event(&proof_file);
+    assert!(ok, "{out}");
+    let mut altered = proof.clone();
+    let mut envelope = hex::decode(&proof.envelope).unwrap();
+    let at = envelope.len() / 2;
+    envelope[at] ^= 1;
+    altered.envelope = hex::encode(envelope);
+    let altered_file = work.path().join("altered.json");
+    std::fs::write(&altered_file, serde_json::to_string(&altered).unwrap()).unwrap();
+    let (ok, out) = check_event(&altered_file);
+    assert!(!ok, "{out}");
+    let other = prove(8, &work.path().join("event-8.json"));
+    let mut swapped = other.clone();
+    swapped.envelope = proof.envelope.clone();
+    swapped.seq = 7;
+    let swapped_file = work.path().join("swapped.json");
+    std::fs::write(&swapped_file, serde_json::to_string(&swapped).unwrap()).unwrap();
+    let (ok, out) = check_event(&swapped_file);
+    assert!(!ok, "{out}");
+
+    // Two heads of the chain are consistent, and the proof says so offline.
+    let mut client = query.client().await;
+    let heads = client
+        .list_witnessed_heads(authed(
+            pb::ListWitnessedHeadsRequest {
+                chain_id: CHAIN.into(),
+                limit: 50,
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .heads;
+    let witness_public = PublicKey::read_pem_file(&witness_pub).unwrap();
+    let decoded: Vec<pb::WitnessedHead> = heads
+        .iter()
+        .map(|h| witness::verify(h, std::slice::from_ref(&witness_public)).unwrap())
+        .collect();
+    let (newest, oldest) = (&decoded[0], decoded.last().unwrap());
+    assert!(oldest.seq < newest.seq, "one head only");
+    let answer = client
+        .get_consistency_proof(authed(
+            pb::ConsistencyProofRequest {
+                chain_id: CHAIN.into(),
+                first: oldest.seq,
+                second: newest.seq,
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let path: Vec<Hash> = answer
+        .proof
+        .unwrap()
+        .path
+        .iter()
+        .map(|p| p.as_slice().try_into().unwrap())
+        .collect();
+    let root = |h: &pb::WitnessedHead| -> Hash { h.tree_root.as_slice().try_into().unwrap() };
+    verify_consistency(oldest.seq, newest.seq, &root(oldest), &root(newest), &path).unwrap();
+    assert_eq!(witness_key.public().key_id(), newest.witness_key_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
+    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
+    broker.create_topic(TOPIC, 1).await.unwrap();
+    broker
+        .create_topic("verdict.events.witness", 1)
+        .await
+        .unwrap();
+    let dir = temp_dir();
+    let (key, public) = key_in(dir.path(), "gw");
+    key_in(dir.path(), "witness");
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: TOPIC.into(),
+        group: "fork".into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(public.clone(), None)],
+        max_events: 50,
+    };
+    let witness = format!(
+        "[witness]\nkey = {:?}\nevery_secs = 1\n",
+        dir.path().join("witness").join("verdict.key")
+    );
+    let _auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
+    let query = QueryService::start(&clickhouse.url(), Some(&public), "").unwrap();
+    let mut writer = ChainWriter::new("forked-gw", key.clone());
+    let events: Vec<SignedEvent> = (1..=20).map(|i| writer.append(body(i))).collect();
+    let producer = producer(&broker.bootstrap());
+    let messages = |events: &[SignedEvent]| -> Vec<(String, Vec<u8>)> {
+        events
+            .iter()
+            .map(|e| (e.chain_id.clone(), e.encode()))
+            .collect()
+    };
+    produce(&producer, TOPIC, &messages(&events)).await;
+    let head = witnessed(&query, "forked-gw", 20).await;
+    // The stolen key writes another seq 15.
+    let mut thief = ChainWriter::resume("forked-gw", key, 14, events[13].hash);
+    let forged = thief.append(b"another history".to_vec());
+    produce(&producer, TOPIC, &messages(&[forged])).await;
+    let mut client = query.client().await;
+    let started = Instant::now();
+    let fork = loop {
+        let all = findings(&mut client).await;
+        if let Some(fork) = all.into_iter().find(|f| f.kind == "fork") {
+            break fork;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no fork finding"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fork.seq, 15);
+    assert!(
+        fork.detail
+            .contains(&format!("contradicts witnessed head seq {}", head.seq)),
+        "{}",
+        fork.detail
+    );
+}
