@@ -285,7 +285,7 @@ impl Frontier {
     /// Appends a whole perfect subtree of `leaves` leaves (a power of two) with root `root`, e.g.
     /// a stored chunk. It must start where the tree ends and be aligned to its own size.
     pub fn push_subtree(&mut self, leaves: u64, root: Hash) -> Result<(), MerkleError> {
-        let aligned = leaves.is_power_of_two() && self.size % leaves == 0;
+        let aligned = leaves.is_power_of_two() && self.size.is_multiple_of(leaves);
         if !aligned || self.peaks.last().is_some_and(|(last, _)| *last < leaves) {
             return Err(MerkleError::WrongLength);
         }
@@ -398,7 +398,7 @@ impl Chunked {
 impl Subtrees for Chunked {
     fn mth(&self, start: u64, end: u64) -> Result<Hash, MerkleError> {
         let c = self.chunk;
-        if start % c == 0 && end % c == 0 && end > start {
+        if start.is_multiple_of(c) && end.is_multiple_of(c) && end > start {
             let (first, last) = ((start / c) as usize, (end / c) as usize);
             let have = self.roots.len() as u64 * c;
             if last > self.roots.len() {
