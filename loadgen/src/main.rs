@@ -10,6 +10,7 @@
 //! Results are printed as a Markdown table for BENCHMARKS.md. This is a measurement tool, not a
 //! test: it asserts nothing.
 
+mod cpu;
 mod run;
 mod stack;
 
@@ -57,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         args.rate,
         Duration::from_secs(1),
         args.max_in_flight,
+        &stack.watched,
     )
     .await;
     run::phase(
@@ -64,14 +66,33 @@ async fn main() -> anyhow::Result<()> {
         args.rate,
         Duration::from_secs(1),
         args.max_in_flight,
+        &stack.watched,
     )
     .await;
     let mut direct_stats = run::Stats::new();
     let mut gateway_stats = run::Stats::new();
     let phase = Duration::from_secs(args.phase_secs);
     for _ in 0..args.rounds {
-        direct_stats.merge(run::phase(&direct, args.rate, phase, args.max_in_flight).await);
-        gateway_stats.merge(run::phase(&gateway, args.rate, phase, args.max_in_flight).await);
+        direct_stats.merge(
+            run::phase(
+                &direct,
+                args.rate,
+                phase,
+                args.max_in_flight,
+                &stack.watched,
+            )
+            .await,
+        );
+        gateway_stats.merge(
+            run::phase(
+                &gateway,
+                args.rate,
+                phase,
+                args.max_in_flight,
+                &stack.watched,
+            )
+            .await,
+        );
     }
     println!(
         "offered rate {} calls/s, {} rounds of {} s per path\n",

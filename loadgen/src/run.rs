@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+use crate::cpu::{self, CpuTimes, Watched};
+
 pub struct Target {
     pub name: String,
     url: String,
@@ -74,6 +76,8 @@ impl Target {
 
 pub struct Stats {
     pub latency_us: Histogram<u64>,
+    /// CPU time each watched process spent during the phases.
+    pub cpu: CpuTimes,
     pub calls: u64,
     pub errors: u64,
     pub elapsed: Duration,
@@ -84,6 +88,7 @@ impl Stats {
     pub fn new() -> Self {
         Self {
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            cpu: CpuTimes::new(),
             calls: 0,
             errors: 0,
             elapsed: Duration::ZERO,
@@ -93,6 +98,9 @@ impl Stats {
 
     pub fn merge(&mut self, other: Stats) {
         self.latency_us.add(&other.latency_us).expect("same bounds");
+        for (name, time) in other.cpu {
+            *self.cpu.entry(name).or_default() += time;
+        }
         self.calls += other.calls;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
@@ -104,8 +112,16 @@ impl Stats {
     }
 }
 
-/// Sends `rate` calls per second for `length`, each measured from its scheduled time.
-pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: usize) -> Stats {
+/// Sends `rate` calls per second for `length`, each measured from its scheduled time, and
+/// accounts the CPU time the `watched` processes spent meanwhile.
+pub async fn phase(
+    target: &Target,
+    rate: u64,
+    length: Duration,
+    max_in_flight: usize,
+    watched: &Watched,
+) -> Stats {
+    let cpu_before = watched.sample();
     let stats = Arc::new(Mutex::new(Stats::new()));
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let total = (rate as f64 * length.as_secs_f64()) as u64;
@@ -152,6 +168,7 @@ pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: 
         .into_inner()
         .expect("stats lock");
     stats.elapsed = start.elapsed();
+    stats.cpu = cpu::spent(&cpu_before, &watched.sample());
     stats
 }
 
@@ -170,6 +187,7 @@ pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
             s.latency_us.max()
         );
     }
+    out += &cpu_report(direct, gateway, label);
     let added = |p: f64| q(gateway, p) as i64 - q(direct, p) as i64;
     out += &format!(
         "\nadded by the {label}: p50 {} µs, p99 {} µs\n",
@@ -179,6 +197,18 @@ pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
     for s in [direct, gateway] {
         if let Some(e) = &s.first_error {
             out += &format!("first error: {e}\n");
+        }
+    }
+    out
+}
+
+/// CPU µs per call of each process, per path.
+fn cpu_report(direct: &Stats, gateway: &Stats, label: &str) -> String {
+    let mut out = String::from("\n| path | process | CPU µs per call |\n|---|---|---|\n");
+    for (name, s) in [("direct", direct), (label, gateway)] {
+        for (process, time) in &s.cpu {
+            let per_call = time.as_micros() as f64 / s.calls.max(1) as f64;
+            out += &format!("| {name} | {process} | {per_call:.0} |\n");
         }
     }
     out
