@@ -11,7 +11,8 @@ use crate::cpu::{self, CpuTimes, Watched};
 pub struct Target {
     pub name: String,
     url: String,
-    key: Option<String>,
+    /// Sent with every call (e.g. `authorization`).
+    headers: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -24,7 +25,7 @@ fn meta() -> Value {
 }
 
 impl Target {
-    pub fn new(name: &str, url: &str, key: Option<&str>) -> Self {
+    pub fn new(name: &str, url: &str, headers: Vec<(String, String)>) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()
@@ -32,7 +33,7 @@ impl Target {
         Self {
             name: name.into(),
             url: url.into(),
-            key: key.map(str::to_owned),
+            headers,
             http,
         }
     }
@@ -48,8 +49,8 @@ impl Target {
             .header("mcp-method", "tools/call")
             .header("mcp-name", tool)
             .body(body.to_string());
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status();
@@ -130,7 +131,7 @@ pub async fn phase(
     let target = Arc::new(Target {
         name: target.name.clone(),
         url: target.url.clone(),
-        key: target.key.clone(),
+        headers: target.headers.clone(),
         http: target.http.clone(),
     });
     let mut tasks = Vec::with_capacity(total as usize);
@@ -172,10 +173,11 @@ pub async fn phase(
     stats
 }
 
-pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
+/// The Markdown tables of BENCHMARKS.md; with two paths, what the second adds to the first.
+pub fn report(paths: &[(&str, &Stats)]) -> String {
     let q = |s: &Stats, p: f64| s.latency_us.value_at_quantile(p);
     let mut out = String::from("| path | calls | errors | calls/s | p50 µs | p90 µs | p99 µs | max µs |\n|---|---|---|---|---|---|---|---|\n");
-    for (name, s) in [("direct", direct), (label, gateway)] {
+    for (name, s) in paths {
         out += &format!(
             "| {name} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
             s.calls,
@@ -187,14 +189,16 @@ pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
             s.latency_us.max()
         );
     }
-    out += &cpu_report(direct, gateway, label);
-    let added = |p: f64| q(gateway, p) as i64 - q(direct, p) as i64;
-    out += &format!(
-        "\nadded by the {label}: p50 {} µs, p99 {} µs\n",
-        added(0.5),
-        added(0.99)
-    );
-    for s in [direct, gateway] {
+    out += &cpu_report(paths);
+    if let [(_, base), (label, other)] = paths {
+        let added = |p: f64| q(other, p) as i64 - q(base, p) as i64;
+        out += &format!(
+            "\nadded by the {label}: p50 {} µs, p99 {} µs\n",
+            added(0.5),
+            added(0.99)
+        );
+    }
+    for (_, s) in paths {
         if let Some(e) = &s.first_error {
             out += &format!("first error: {e}\n");
         }
@@ -203,9 +207,9 @@ pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
 }
 
 /// CPU µs per call of each process, per path.
-fn cpu_report(direct: &Stats, gateway: &Stats, label: &str) -> String {
+fn cpu_report(paths: &[(&str, &Stats)]) -> String {
     let mut out = String::from("\n| path | process | CPU µs per call |\n|---|---|---|\n");
-    for (name, s) in [("direct", direct), (label, gateway)] {
+    for (name, s) in paths {
         for (process, time) in &s.cpu {
             let per_call = time.as_micros() as f64 / s.calls.max(1) as f64;
             out += &format!("| {name} | {process} | {per_call:.0} |\n");
