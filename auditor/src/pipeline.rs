@@ -7,6 +7,11 @@
 //! every break the verifier reports becomes a finding with the offending message as evidence.
 //! Stored envelopes are the bytes as received. Rows are written findings first, then events,
 //! then heads, so a persisted head never points past stored events.
+//!
+//! The loop stores batch N (a [`BatchWriter`] on another task) while this pipeline verifies batch
+//! N+1, so the rows of N may not be in ClickHouse yet when N+1 looks up stored rows: the
+//! pipeline keeps the rows it produced last ([`Pipeline::process`]) and answers look-ups from
+//! them as ClickHouse would once they are stored.
 
 use crate::consumer::RawMessage;
 use crate::heads::Heads;
@@ -38,6 +43,8 @@ pub struct Pipeline {
     /// be stored already (a crash between the event and head inserts), so they are looked up
     /// like repeats and a redelivery is skipped instead of written twice.
     stored_above_head: HashMap<String, u64>,
+    /// The rows of the last processed batch, which may still be on their way to ClickHouse.
+    unstored: HashMap<Key, Known>,
     store: Store,
     metrics: Metrics,
     grace: Duration,
@@ -52,6 +59,7 @@ impl Pipeline {
             keys,
             heads: Heads::default(),
             stored_above_head: HashMap::new(),
+            unstored: HashMap::new(),
             store,
             metrics,
             grace,
@@ -81,6 +89,8 @@ impl Pipeline {
             "chain heads restored"
         );
         (self.verifier, self.heads) = (verifier, heads);
+        // The loop finished storing before reloading: ClickHouse has those rows now.
+        self.unstored.clear();
         Ok(())
     }
 
@@ -133,6 +143,7 @@ impl Pipeline {
         }
         let verdicts = self.verifier.verify_batch(&events);
         let mut known = self.lookup(&events, &verdicts, shutdown).await?;
+        let mut produced = HashMap::new();
         let mut touched = BTreeSet::new();
         for ((event, verdict), message) in events.iter().zip(verdicts).zip(received) {
             let _span = tracing::debug_span!("event", chain_id = %event.chain_id, seq = event.seq)
@@ -160,10 +171,10 @@ impl Pipeline {
                     match EventRow::from_event(event, status, message.source, now_secs) {
                         Ok(mut row) => {
                             row.envelope = message.payload.clone();
-                            known.insert(
-                                (event.chain_id.clone(), event.seq),
-                                known_row(&row, message.source),
-                            );
+                            let key = (event.chain_id.clone(), event.seq);
+                            let stored = known_row(&row, message.source);
+                            known.insert(key.clone(), stored.clone());
+                            produced.insert(key, stored);
                             if self
                                 .verifier
                                 .head(&event.chain_id)
@@ -197,6 +208,7 @@ impl Pipeline {
                 .inc();
         }
         batch.heads = self.heads.rows(touched.iter().map(String::as_str));
+        self.unstored = produced;
         Ok(batch)
     }
 
@@ -221,7 +233,7 @@ impl Pipeline {
             }
         }
         let mut known = HashMap::new();
-        for (chain_id, (first, last)) in ranges {
+        for (&chain_id, &(first, last)) in &ranges {
             let rows = with_retry(&self.metrics, shutdown, "reading stored events", || {
                 self.store
                     .events_in(chain_id, first.saturating_sub(1), last + 1)
@@ -242,9 +254,35 @@ impl Pipeline {
                 );
             }
         }
+        // What the previous batch stored or is storing, as ClickHouse will return it.
+        for ((chain_id, seq), row) in &self.unstored {
+            let in_range = ranges
+                .get(chain_id.as_str())
+                .is_some_and(|&(first, last)| (first.saturating_sub(1)..=last + 1).contains(seq));
+            if in_range {
+                known.insert((chain_id.clone(), *seq), row.clone());
+            }
+        }
         Ok(known)
     }
 
+    /// What stores the rows this pipeline produces.
+    pub fn writer(&self) -> BatchWriter {
+        BatchWriter {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Stores a batch's rows, on a task of its own while the pipeline verifies the next batch.
+#[derive(Clone)]
+pub struct BatchWriter {
+    store: Store,
+    metrics: Metrics,
+}
+
+impl BatchWriter {
     /// Writes the batch's findings and events, retrying while ClickHouse is down.
     pub async fn store_rows(
         &self,
