@@ -721,3 +721,112 @@ fn public_reason(error: &JournalError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verdict_journal::JournalReader;
+    use verdict_proto::verify::EventStatus;
+    use verdict_proto::{ChainVerifier, TrustedKeys};
+
+    fn key() -> SecretKey {
+        SecretKey::from_seed(&[7; 32])
+    }
+
+    fn open(dir: &std::path::Path, fsync: FsyncPolicy) -> Arc<Recorder> {
+        let settings = RecorderSettings {
+            chain_id: "recorder-test".into(),
+            key: key(),
+            journal_dir: dir.to_owned(),
+            segment_bytes: 64 << 10,
+            fsync,
+            checkpoint_secs: 60,
+            writer_mode: "test",
+            refusals: Arc::new(RefusalLedger::new(8)),
+            refusal_every: Duration::from_secs(60),
+            space: Arc::new(SpaceWatch::new(dir.to_owned(), 0, 0)),
+        };
+        Arc::new(Recorder::open(settings).unwrap())
+    }
+
+    /// `callers` tasks record one outcome each at once; returns the seqs they were answered.
+    async fn record_concurrently(recorder: &Arc<Recorder>, callers: u64) -> Vec<u64> {
+        let tasks: Vec<_> = (0..callers)
+            .map(|i| {
+                let recorder = Arc::clone(recorder);
+                tokio::spawn(async move {
+                    let body = event::outcome(i, pb::Outcome::default());
+                    let seq = recorder.record(&body).await.unwrap();
+                    (seq, *recorder.written().borrow())
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            let (seq, synced) = task.await.unwrap();
+            // With `always` the answer comes from the fsync covering the event.
+            seqs.push(if synced >= seq { seq } else { 0 });
+        }
+        seqs
+    }
+
+    /// Every event in the journal, verified as one chain.
+    fn verified_journal(dir: &std::path::Path) -> Vec<u64> {
+        let mut reader = JournalReader::open(dir).unwrap();
+        let mut events = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            events.push(SignedEvent::decode(&record.payload).unwrap());
+        }
+        let mut keys = TrustedKeys::default();
+        keys.add(key().public().clone(), None);
+        let verdicts = ChainVerifier::new(keys).verify_batch(&events);
+        for (event, verdict) in events.iter().zip(verdicts) {
+            assert_eq!(verdict.status, EventStatus::Verified, "seq {}", event.seq);
+            assert!(verdict.finding.is_none(), "seq {}", event.seq);
+        }
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_fsync_always_each_caller_is_answered_by_the_fsync_covering_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = open(dir.path(), FsyncPolicy::Always);
+        let mut seqs = record_concurrently(&recorder, 500).await;
+        assert!(!seqs.contains(&0), "answered before its event was synced");
+        recorder.shutdown().await;
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 500, "one seq per caller");
+        // Startup checkpoint, 500 events signed in groups (on the pool), shutdown checkpoint:
+        // one chain, in hash order, across segments.
+        assert_eq!(verified_journal(dir.path()), (1..=502).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_fsync_batch_the_synced_seq_catches_up_and_queued_outcomes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Duration::from_millis(5);
+        let recorder = open(dir.path(), FsyncPolicy::Batch { window });
+        record_concurrently(&recorder, 100).await;
+        for i in 0..100 {
+            let body = event::outcome(i, pb::Outcome::default());
+            recorder.enqueue(&body).await.unwrap();
+        }
+        let body = event::outcome(0, pb::Outcome::default());
+        let last = recorder.record(&body).await.unwrap();
+        assert_eq!(
+            last, 202,
+            "the queued outcomes were written before it, in order"
+        );
+        let mut written = recorder.written();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            written.wait_for(|&seq| seq >= last),
+        )
+        .await
+        .expect("the sync thread syncs within its window")
+        .unwrap();
+        recorder.shutdown().await;
+        assert_eq!(verified_journal(dir.path()), (1..=203).collect::<Vec<_>>());
+    }
+}
