@@ -227,6 +227,7 @@ impl Recorder {
             healthy: AtomicBool::new(true),
             ..Default::default()
         });
+        let signers = signing_pool()?;
         let queue = Arc::new(SyncQueue::default());
         let syncer = SyncThread {
             policy: settings.fsync,
@@ -241,7 +242,7 @@ impl Recorder {
         let thread = RecorderThread {
             chain,
             journal,
-            signers: signing_pool()?,
+            signers,
             policy: settings.fsync,
             sync: queue,
             syncer: Some(syncer),
