@@ -8,7 +8,7 @@
 //! stateless 2026-07-28 revision over HTTP with keep-alive connections.
 //!
 //! With `--url` it sends the same load to any MCP endpoint instead (a gateway or peer started by
-//! someone else, e.g. `scripts/bench-peers`), with the headers given, and reports the CPU time per
+//! someone else, e.g. `scripts/bench-profile`), with the headers given, and reports the CPU time per
 //! call of the processes named by `--watch`: the same numbers for every product.
 //!
 //! Results are printed as a Markdown table for BENCHMARKS.md. This is a measurement tool, not a
