@@ -57,7 +57,7 @@ pub struct JournalWriter {
     buf: Vec<u8>,
 }
 
-/// What one fsync makes durable: the records appended to the journal up to [`SyncPoint::seq`].
+/// What one fsync makes durable: the records appended to the journal when it was taken.
 /// Taken with [`JournalWriter::sync_point`] after an append; synced from any thread.
 #[derive(Debug, Clone)]
 pub struct SyncPoint {
@@ -67,13 +67,8 @@ pub struct SyncPoint {
 }
 
 impl SyncPoint {
-    /// The last seq this sync point covers.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Forces the records up to [`SyncPoint::seq`] to disk (earlier segments were synced when
-    /// the writer rolled over). A failure poisons the journal.
+    /// Forces the records it covers to disk (earlier segments were synced when the writer rolled
+    /// over) and returns the last one's seq. A failure poisons the journal.
     pub fn sync(&self) -> Result<u64, JournalError> {
         self.segment.file.sync_data().map_err(|e| {
             let _ = self.poisoned.set(e.to_string());
@@ -195,8 +190,9 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Forces every record appended so far to disk, on this thread.
-    pub fn sync(&self) -> Result<(), JournalError> {
+    /// Forces every record appended so far to disk, on this thread (before a rollover, and
+    /// when the writer is dropped).
+    fn sync(&self) -> Result<(), JournalError> {
         self.sync_point().sync().map(drop)
     }
 
