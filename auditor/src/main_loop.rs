@@ -1,6 +1,14 @@
 //! The auditor's main loop: collect a batch, reload chain heads if partitions were assigned,
 //! verify and resolve, store, and only then commit the batch's offsets.
 //!
+//! The stages overlap, and the commit still follows the store: librdkafka fetches ahead on its
+//! own threads; batch N's rows are stored by a task of their own ([`InFlight`]) while the loop
+//! collects and verifies batch N+1 (signatures checked on both cores); then the loop waits for
+//! N's insert, commits N's offsets, and hands N+1 to a new insert task. At most one batch is in
+//! flight, so offsets are committed in batch order, each only after its batch's rows and chain
+//! heads are stored. Before a reload (partitions assigned), when the topic has nothing new, and
+//! at shutdown the loop first finishes the batch in flight.
+//!
 //! Shutdown (SIGTERM, ctrl-c) stops polling, finishes the batch in hand, commits it and returns.
 //! While ClickHouse is down the loop waits inside the store step, so nothing more is polled.
 //! Between batches the [`Watchdog`] checks that an empty assignment is not a stuck one, and
@@ -14,13 +22,15 @@
 use crate::config::{AuditorConfig, BatchConfig, ConfigError, KafkaConfig};
 use crate::consumer::AuditConsumer;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Batch, BatchWriter, Pipeline};
 use crate::publish::HeadTopic;
 use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::{Verdict, Watchdog};
 use crate::witness::Witness;
 use rdkafka::error::KafkaError;
+use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +41,12 @@ pub enum AuditorError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Stopped(#[from] Stopped),
+    #[error("the task storing a batch failed: {0}")]
+    Storing(#[from] tokio::task::JoinError),
 }
+
+/// A batch being stored on a task of its own; it yields the offsets to commit once it is.
+type InFlight = JoinHandle<Result<BTreeMap<i32, i64>, Stopped>>;
 
 /// How long an empty assignment over a backlog that does not move is tolerated before the
 /// auditor rejoins: longer than a rebalance after a member's session expires (10 s).
@@ -124,31 +139,20 @@ impl Auditor {
         self
     }
 
-    fn crash_if(&self, inserts: u64, before_heads: bool) {
-        if self.crash_at
-            == Some(CrashPoint {
-                batch: inserts,
-                before_heads,
-            })
-        {
-            tracing::error!(
-                inserts,
-                before_heads,
-                "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: aborting before commit"
-            );
-            std::process::abort();
-        }
-    }
-
     /// Runs until `shutdown`; the batch in hand is stored and committed before returning.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AuditorError> {
         let mut inserts = 0u64;
+        let mut in_flight = None;
         while !shutdown.is_cancelled() {
             let messages = self
                 .consumer
                 .next_batch(self.batch.max_events, self.batch.max_wait(), &shutdown)
                 .await;
+            if messages.is_empty() {
+                self.finish(in_flight.take()).await?;
+            }
             if self.consumer.take_assigned() {
+                self.finish(in_flight.take()).await?;
                 self.pipeline.reload(&shutdown).await?;
             }
             self.watch()?;
@@ -157,21 +161,31 @@ impl Auditor {
                 .pipeline
                 .process(&messages, &caught_up, &shutdown)
                 .await?;
+            self.finish(in_flight.take()).await?;
             if batch.is_empty() {
                 continue;
             }
             inserts += 1;
-            self.pipeline.store_rows(&batch, &shutdown).await?;
-            self.crash_if(inserts, true);
-            self.pipeline.store_heads(&batch, &shutdown).await?;
-            self.crash_if(inserts, false);
-            if let Err(error) = self.consumer.commit(&batch.commit) {
-                // Typically a revoked partition: its new owner rereads the uncommitted tail,
-                // which the redelivery rule absorbs.
-                tracing::warn!(%error, "offset commit failed; the uncommitted tail will be redelivered");
-            }
+            let crash = self.crash_at.map(|point| (point, inserts));
+            let writer = self.pipeline.writer();
+            in_flight = Some(tokio::spawn(store(writer, batch, crash, shutdown.clone())));
         }
+        self.finish(in_flight.take()).await?;
         tracing::info!("auditor stopped");
+        Ok(())
+    }
+
+    /// Waits until the batch in flight is stored, then commits its offsets.
+    async fn finish(&self, in_flight: Option<InFlight>) -> Result<(), AuditorError> {
+        let Some(task) = in_flight else {
+            return Ok(());
+        };
+        let commit = task.await??;
+        if let Err(error) = self.consumer.commit(&commit) {
+            // Typically a revoked partition: its new owner rereads the uncommitted tail,
+            // which the redelivery rule absorbs.
+            tracing::warn!(%error, "offset commit failed; the uncommitted tail will be redelivered");
+        }
         Ok(())
     }
 
@@ -201,5 +215,35 @@ impl Auditor {
             self.consumer = AuditConsumer::new(&self.kafka, self.metrics.clone())?;
         }
         Ok(())
+    }
+}
+
+/// Stores `batch` (rows, then chain heads) and returns its offsets to commit. `crash`: the
+/// fault-test hook and this batch's number.
+async fn store(
+    writer: BatchWriter,
+    batch: Batch,
+    crash: Option<(CrashPoint, u64)>,
+    shutdown: CancellationToken,
+) -> Result<BTreeMap<i32, i64>, Stopped> {
+    writer.store_rows(&batch, &shutdown).await?;
+    crash_if(crash, true);
+    writer.store_heads(&batch, &shutdown).await?;
+    crash_if(crash, false);
+    Ok(batch.commit)
+}
+
+/// The fault-test hook: aborts while storing the chosen batch, before its commit.
+fn crash_if(crash: Option<(CrashPoint, u64)>, before_heads: bool) {
+    let Some((point, batch)) = crash else {
+        return;
+    };
+    if point.batch == batch && point.before_heads == before_heads {
+        tracing::error!(
+            inserts = batch,
+            before_heads,
+            "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: aborting before commit"
+        );
+        std::process::abort();
     }
 }

@@ -7,6 +7,11 @@
 //! every break the verifier reports becomes a finding with the offending message as evidence.
 //! Stored envelopes are the bytes as received. Rows are written findings first, then events,
 //! then heads, so a persisted head never points past stored events.
+//!
+//! The loop stores batch N (a [`BatchWriter`] on another task) while this pipeline verifies batch
+//! N+1, so the rows of N may not be in ClickHouse yet when N+1 looks up stored rows: the
+//! pipeline keeps the rows it produced last ([`Pipeline::process`]) and answers look-ups from
+//! them as ClickHouse would once they are stored.
 
 use crate::consumer::RawMessage;
 use crate::heads::Heads;
@@ -42,10 +47,14 @@ pub struct Pipeline {
     /// be stored already (a crash between the event and head inserts), so they are looked up
     /// like repeats and a redelivery is skipped instead of written twice.
     stored_above_head: HashMap<String, u64>,
+    /// The rows of the last processed batch, which may still be on their way to ClickHouse.
+    unstored: HashMap<Key, Known>,
     store: Store,
     metrics: Metrics,
     grace: Duration,
-    witness: Option<(Witness, HeadTopic)>,
+    witness: Option<Witness>,
+    /// Where witnessed heads are published, once stored.
+    head_topic: Option<HeadTopic>,
 }
 
 impl Batch {
@@ -68,16 +77,19 @@ impl Pipeline {
             keys,
             heads: Heads::default(),
             stored_above_head: HashMap::new(),
+            unstored: HashMap::new(),
             store,
             metrics,
             grace,
             witness: None,
+            head_topic: None,
         }
     }
 
     /// Signs verified heads with `witness` and publishes them on `topic`.
     pub fn with_witness(mut self, witness: Witness, topic: HeadTopic) -> Self {
-        self.witness = Some((witness, topic));
+        self.witness = Some(witness);
+        self.head_topic = Some(topic);
         self
     }
 
@@ -103,10 +115,12 @@ impl Pipeline {
             stored_above_head = self.stored_above_head.len(),
             "chain heads restored"
         );
-        if let Some((witness, _)) = &mut self.witness {
+        if let Some(witness) = &mut self.witness {
             witness.reset(verifier.chain_ids().map(str::to_owned));
         }
         (self.verifier, self.heads) = (verifier, heads);
+        // The loop finished storing before reloading: ClickHouse has those rows now.
+        self.unstored.clear();
         Ok(())
     }
 
@@ -160,6 +174,7 @@ impl Pipeline {
         }
         let verdicts = self.verifier.verify_batch(&events);
         let mut known = self.lookup(&events, &verdicts, shutdown).await?;
+        let mut produced = HashMap::new();
         let mut touched = BTreeSet::new();
         for ((event, verdict), message) in events.iter().zip(verdicts).zip(received) {
             let _span = tracing::debug_span!("event", chain_id = %event.chain_id, seq = event.seq)
@@ -187,10 +202,10 @@ impl Pipeline {
                     match EventRow::from_event(event, status, message.source, now_secs) {
                         Ok(mut row) => {
                             row.envelope = message.payload.clone();
-                            known.insert(
-                                (event.chain_id.clone(), event.seq),
-                                known_row(&row, message.source),
-                            );
+                            let key = (event.chain_id.clone(), event.seq);
+                            let stored = known_row(&row, message.source);
+                            known.insert(key.clone(), stored.clone());
+                            produced.insert(key, stored);
                             if self
                                 .verifier
                                 .head(&event.chain_id)
@@ -198,7 +213,7 @@ impl Pipeline {
                             {
                                 self.heads.advance(event, &row);
                                 touched.insert(event.chain_id.clone());
-                                if let Some((witness, _)) = &mut self.witness {
+                                if let Some(witness) = &mut self.witness {
                                     witness.advance(event, status, &mut batch.witnessed);
                                 }
                             }
@@ -222,7 +237,7 @@ impl Pipeline {
             self.heads
                 .silent(self.grace, caught_up, now_secs, now_nanos),
         );
-        if let Some((witness, _)) = &mut self.witness {
+        if let Some(witness) = &mut self.witness {
             witness.sign_due(&mut batch.witnessed);
         }
         for finding in &batch.findings {
@@ -232,13 +247,14 @@ impl Pipeline {
                 .inc();
         }
         batch.heads = self.heads.rows(touched.iter().map(String::as_str));
+        self.unstored = produced;
         Ok(batch)
     }
 
     /// Rebuilds the witness's trees of chains it lost track of, from stored rows (skipped for
     /// this batch if ClickHouse is down: the chain is simply not witnessed yet).
     async fn rebuild_witness(&mut self, out: &mut Witnessed) {
-        let Some((witness, _)) = &mut self.witness else {
+        let Some(witness) = &mut self.witness else {
             return;
         };
         let verifier = &self.verifier;
@@ -250,11 +266,7 @@ impl Pipeline {
 
     /// A fork below a head the witness signed says so: the witnessed head is the evidence.
     fn cite_witness(&self, mut finding: Finding) -> Finding {
-        if let Some(cited) = self
-            .witness
-            .as_ref()
-            .and_then(|(w, _)| w.contradicted(&finding))
-        {
+        if let Some(cited) = self.witness.as_ref().and_then(|w| w.contradicted(&finding)) {
             finding.detail.push_str(&cited);
         }
         finding
@@ -281,7 +293,7 @@ impl Pipeline {
             }
         }
         let mut known = HashMap::new();
-        for (chain_id, (first, last)) in ranges {
+        for (&chain_id, &(first, last)) in &ranges {
             let rows = with_retry(&self.metrics, shutdown, "reading stored events", || {
                 self.store
                     .events_in(chain_id, first.saturating_sub(1), last + 1)
@@ -302,9 +314,37 @@ impl Pipeline {
                 );
             }
         }
+        // What the previous batch stored or is storing, as ClickHouse will return it.
+        for ((chain_id, seq), row) in &self.unstored {
+            let in_range = ranges
+                .get(chain_id.as_str())
+                .is_some_and(|&(first, last)| (first.saturating_sub(1)..=last + 1).contains(seq));
+            if in_range {
+                known.insert((chain_id.clone(), *seq), row.clone());
+            }
+        }
         Ok(known)
     }
 
+    /// What stores the rows this pipeline produces.
+    pub fn writer(&self) -> BatchWriter {
+        BatchWriter {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            head_topic: self.head_topic.clone(),
+        }
+    }
+}
+
+/// Stores a batch's rows, on a task of its own while the pipeline verifies the next batch.
+#[derive(Clone)]
+pub struct BatchWriter {
+    store: Store,
+    metrics: Metrics,
+    head_topic: Option<HeadTopic>,
+}
+
+impl BatchWriter {
     /// Writes the batch's findings and events, retrying while ClickHouse is down.
     pub async fn store_rows(
         &self,
@@ -347,7 +387,7 @@ impl Pipeline {
         batch: &Batch,
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
-        let Some((_, topic)) = &self.witness else {
+        let Some(topic) = &self.head_topic else {
             return Ok(());
         };
         if batch.witnessed.heads.is_empty() {

@@ -13,6 +13,7 @@ use verdict_proto::pb;
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 pub struct HeadTopic {
     producer: FutureProducer,
     topic: String,

@@ -180,17 +180,18 @@ impl Gateway {
         // Routed from the catalog of the last tools/list (agents list before they call). No
         // refresh here: an unknown name must cost what a hidden one costs, or timing would tell
         // them apart.
-        let Some(route) = catalog.route(name).cloned() else {
+        let Some(route) = catalog.route(name) else {
             let arguments = params.get("arguments");
             return Some(
                 self.unknown_tool(session, &catalog, id, name, arguments)
                     .await,
             );
         };
-        let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        let null = Value::Null;
+        let arguments = params.get("arguments").unwrap_or(&null);
         // No call goes on, forwarded, held or refused, before its ruling is in the journal.
         let client = session.client();
-        let ruled = match self.rule(session, &client, &route, &arguments, &id).await {
+        let ruled = match self.rule(session, &client, route, arguments, &id).await {
             Ok(ruled) => ruled,
             Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
         };
@@ -208,7 +209,7 @@ impl Gateway {
             return Some(jsonrpc::result(id, stamp_event(result, &event_id)));
         }
         let call = Forward {
-            route: &route,
+            route,
             params: &params,
             id,
             seq,
@@ -499,13 +500,14 @@ impl Gateway {
         Ok(seq)
     }
 
+    /// Queues the outcome of a forwarded call, not waiting for the journal (see
+    /// [`crate::audit::recorder`] for why the reply does not wait for it).
     async fn record_outcome(&self, decision_seq: u64, outcome: pb::Outcome) {
         let body = event::outcome(decision_seq, outcome);
-        match self.audit.recorder.record(&body).await {
-            Ok(_) => self.metrics.observe(&body),
+        match self.audit.recorder.enqueue(&body).await {
+            Ok(()) => self.metrics.observe(&body),
             Err(error) => {
-                tracing::warn!(%error, decision_seq, "outcome not journaled yet; kept for later");
-                self.audit.recorder.defer(&body);
+                tracing::error!(%error, decision_seq, "outcome not journaled: the recorder has stopped");
             }
         }
     }

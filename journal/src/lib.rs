@@ -33,7 +33,7 @@ pub use lock::{JournalLock, LOCK_FILE};
 pub use reader::JournalReader;
 pub use record::{Record, MAX_PAYLOAD};
 pub use shipped::ShippedMark;
-pub use writer::{FsyncPolicy, JournalWriter, Recovery};
+pub use writer::{JournalWriter, Recovery, SyncPoint};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

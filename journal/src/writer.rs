@@ -1,10 +1,17 @@
-//! Appending to the journal, with the fsync policy, segment rollover and crash recovery.
+//! Appending to the journal, segment rollover and crash recovery.
 //!
 //! The writer is used by one owner (the gateway's recorder thread), which appends groups of
 //! records and learns of any failure synchronously: if a record could not be written, the caller
 //! must not act as though it was (the gateway then fails closed). A failed append leaves no
 //! partial record behind: the segment is cut back to its last whole record before the next write.
 //! Files it creates are 0600 and directories 0700 (the owner's alone).
+//!
+//! Writing and syncing are separate steps so that one slow fsync (tens of milliseconds on some
+//! disks) never holds up the next write: [`JournalWriter::append`] hands records to the OS, and a
+//! [`SyncPoint`] taken after it forces them to disk, from whichever thread the owner chooses.
+//! Once an fsync fails the journal is poisoned: the kernel may have dropped the dirty pages, so
+//! nothing written since the last good fsync is known to be anywhere, and the writer refuses
+//! every append until the journal is reopened and rescanned.
 
 use crate::record::{self, MAX_PAYLOAD};
 use crate::segment::{self, Segment, MAGIC};
@@ -13,21 +20,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
 
 const PRIVATE_FILE_MODE: u32 = 0o600;
 const PRIVATE_DIR_MODE: u32 = 0o700;
-
-/// When appended records reach the disk (not only the page cache).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Every append is fsynced before it returns: durable against power loss.
-    Always,
-    /// Appends reach the OS before they return (durable against a crash of the gateway process);
-    /// fsync runs when `window` has passed since the last one, so a power loss loses at most that
-    /// window.
-    Batch { window: Duration },
-}
 
 /// What opening found.
 #[derive(Debug, Default)]
@@ -39,35 +35,53 @@ pub struct Recovery {
     pub truncated: Option<(String, u64, u64, String)>,
 }
 
+/// The segment being written, shared with the sync points taken of it.
+#[derive(Debug)]
+struct OpenSegment {
+    file: File,
+    path: PathBuf,
+}
+
 pub struct JournalWriter {
     dir: PathBuf,
     segment: Segment,
-    file: File,
+    file: Arc<OpenSegment>,
     /// Length of the segment up to its last whole record.
     len: u64,
     /// A write failed after `len`: cut the file back before writing again.
     needs_repair: bool,
     segment_bytes: u64,
     last_seq: u64,
-    policy: FsyncPolicy,
-    unsynced: bool,
-    /// Seq of the last record known to be on disk.
-    synced_seq: u64,
-    /// An fsync failed: what was written may never reach the disk (the kernel may have dropped
-    /// the dirty pages), so nothing more is accepted until the journal is reopened and rescanned.
-    poisoned: Option<String>,
-    last_sync: Instant,
+    /// Why an fsync failed, once one has: set by whichever thread synced.
+    poisoned: Arc<OnceLock<String>>,
     buf: Vec<u8>,
+}
+
+/// What one fsync makes durable: the records appended to the journal when it was taken.
+/// Taken with [`JournalWriter::sync_point`] after an append; synced from any thread.
+#[derive(Debug, Clone)]
+pub struct SyncPoint {
+    segment: Arc<OpenSegment>,
+    seq: u64,
+    poisoned: Arc<OnceLock<String>>,
+}
+
+impl SyncPoint {
+    /// Forces the records it covers to disk (earlier segments were synced when the writer rolled
+    /// over) and returns the last one's seq. A failure poisons the journal.
+    pub fn sync(&self) -> Result<u64, JournalError> {
+        self.segment.file.sync_data().map_err(|e| {
+            let _ = self.poisoned.set(e.to_string());
+            JournalError::io(&self.segment.path)(e)
+        })?;
+        Ok(self.seq)
+    }
 }
 
 impl JournalWriter {
     /// Opens (or creates) the journal in `dir`, cutting off a torn tail. Segments roll over once
     /// they exceed `segment_bytes`.
-    pub fn open(
-        dir: &Path,
-        segment_bytes: u64,
-        policy: FsyncPolicy,
-    ) -> Result<(Self, Recovery), JournalError> {
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Recovery), JournalError> {
         create_private_dir(dir)?;
         let segments = segment::list(dir)?;
         let mut recovery = Recovery::default();
@@ -113,11 +127,7 @@ impl JournalWriter {
             needs_repair: false,
             segment_bytes,
             last_seq: recovery.last.as_ref().map_or(0, |r| r.seq),
-            synced_seq: recovery.last.as_ref().map_or(0, |r| r.seq),
-            poisoned: None,
-            policy,
-            unsynced: false,
-            last_sync: Instant::now(),
+            poisoned: Arc::default(),
             buf: Vec::new(),
         };
         Ok((writer, recovery))
@@ -128,15 +138,18 @@ impl JournalWriter {
         self.last_seq
     }
 
-    /// Seq of the last record fsynced: what a shipper may send without risking that a crash or
-    /// power loss takes it back.
-    pub fn synced_seq(&self) -> u64 {
-        self.synced_seq
+    /// A sync point covering every record appended so far.
+    pub fn sync_point(&self) -> SyncPoint {
+        SyncPoint {
+            segment: Arc::clone(&self.file),
+            seq: self.last_seq,
+            poisoned: Arc::clone(&self.poisoned),
+        }
     }
 
     /// Appends `records` (seq, payload) in one write; seqs must continue the journal. On success
-    /// the records are in the OS (and on disk with [`FsyncPolicy::Always`]); on error none of
-    /// them counts and the next append retries from the same place.
+    /// the records are in the OS (a [`SyncPoint`] puts them on disk); on error none of them
+    /// counts and the next append retries from the same place.
     pub fn append(&mut self, records: &[(u64, &[u8])]) -> Result<(), JournalError> {
         let mut expected = self.last_seq;
         for (seq, payload) in records {
@@ -154,7 +167,7 @@ impl JournalWriter {
         let Some((first_seq, _)) = records.first() else {
             return Ok(());
         };
-        if let Some(reason) = &self.poisoned {
+        if let Some(reason) = self.poisoned.get() {
             return Err(JournalError::Poisoned(reason.clone()));
         }
         if self.needs_repair {
@@ -168,50 +181,19 @@ impl JournalWriter {
         for (seq, payload) in records {
             record::encode(*seq, payload, &mut self.buf);
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        if let Err(e) = (&self.file.file).write_all(&self.buf) {
             self.needs_repair = true;
             return Err(JournalError::io(&self.segment.path)(e));
         }
-        self.unsynced = true;
-        if self.policy == FsyncPolicy::Always {
-            if let Err(e) = self.sync() {
-                // Not known to be on disk: it does not count. Cut it off and report.
-                self.needs_repair = true;
-                return Err(e);
-            }
-        }
         self.len += self.buf.len() as u64;
         self.last_seq = expected;
-        if self.policy == FsyncPolicy::Always {
-            self.synced_seq = expected;
-        }
         Ok(())
     }
 
-    /// Fsyncs if the batch window has passed (call it periodically with [`FsyncPolicy::Batch`]).
-    pub fn sync_if_due(&mut self) -> Result<(), JournalError> {
-        match self.policy {
-            FsyncPolicy::Batch { window }
-                if self.unsynced && self.last_sync.elapsed() >= window =>
-            {
-                self.sync()
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Forces written records to disk.
-    pub fn sync(&mut self) -> Result<(), JournalError> {
-        if self.unsynced {
-            if let Err(e) = self.file.sync_data() {
-                self.poisoned = Some(e.to_string());
-                return Err(JournalError::io(&self.segment.path)(e));
-            }
-            self.unsynced = false;
-        }
-        self.synced_seq = self.last_seq;
-        self.last_sync = Instant::now();
-        Ok(())
+    /// Forces every record appended so far to disk, on this thread (before a rollover, and
+    /// when the writer is dropped).
+    fn sync(&self) -> Result<(), JournalError> {
+        self.sync_point().sync().map(drop)
     }
 
     fn roll(&mut self, first_seq: u64) -> Result<(), JournalError> {
@@ -236,8 +218,6 @@ impl Drop for JournalWriter {
     }
 }
 
-/// Copies the bytes past `offset` to `<segment>.torn-<offset>` before they are cut off, so that
-/// what a crash left behind can still be examined.
 /// Creates `dir` (and its parents) readable by this user only, if it does not exist yet.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
     fs::DirBuilder::new()
@@ -247,6 +227,8 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(JournalError::io(dir))
 }
 
+/// Copies the bytes past `offset` to `<segment>.torn-<offset>` before they are cut off, so that
+/// what a crash left behind can still be examined.
 fn preserve_tail(path: &Path, offset: u64) -> Result<(), JournalError> {
     let bytes = fs::read(path).map_err(JournalError::io(path))?;
     let tail = bytes.get(offset as usize..).unwrap_or_default();
@@ -279,11 +261,15 @@ fn create_segment(segment: &Segment) -> Result<(), JournalError> {
         .map_err(JournalError::io(&segment.path))
 }
 
-fn open_append(path: &Path) -> Result<File, JournalError> {
-    OpenOptions::new()
+fn open_append(path: &Path) -> Result<Arc<OpenSegment>, JournalError> {
+    let file = OpenOptions::new()
         .append(true)
         .open(path)
-        .map_err(JournalError::io(path))
+        .map_err(JournalError::io(path))?;
+    Ok(Arc::new(OpenSegment {
+        file,
+        path: path.to_owned(),
+    }))
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {

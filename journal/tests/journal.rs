@@ -3,18 +3,14 @@
 
 use std::fs::OpenOptions;
 use std::time::Duration;
-use verdict_journal::{FsyncPolicy, JournalReader, JournalWriter};
-
-const BATCH: FsyncPolicy = FsyncPolicy::Batch {
-    window: Duration::from_millis(5),
-};
+use verdict_journal::{JournalReader, JournalWriter};
 
 fn payload(seq: u64) -> Vec<u8> {
     format!("event {seq} 세션 삭제 {}", "x".repeat((seq % 50) as usize)).into_bytes()
 }
 
 fn write(dir: &std::path::Path, seqs: std::ops::RangeInclusive<u64>, segment_bytes: u64) {
-    let (mut writer, _) = JournalWriter::open(dir, segment_bytes, BATCH).unwrap();
+    let (mut writer, _) = JournalWriter::open(dir, segment_bytes).unwrap();
     for seq in seqs {
         writer.append(&[(seq, &payload(seq))]).unwrap();
     }
@@ -44,7 +40,7 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn appends_read_back_across_segments_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 1..=500, 4096);
-    let (writer, recovery) = JournalWriter::open(dir.path(), 4096, BATCH).unwrap();
+    let (writer, recovery) = JournalWriter::open(dir.path(), 4096).unwrap();
     assert_eq!(writer.last_seq(), 500);
     assert!(recovery.truncated.is_none());
     drop(writer);
@@ -62,7 +58,7 @@ fn appends_read_back_across_segments_and_restarts() {
 #[test]
 fn out_of_order_seq_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut writer, _) = JournalWriter::open(dir.path(), 1 << 20, FsyncPolicy::Always).unwrap();
+    let (mut writer, _) = JournalWriter::open(dir.path(), 1 << 20).unwrap();
     writer.append(&[(1, b"a")]).unwrap();
     assert!(writer.append(&[(3, b"c")]).is_err());
     assert!(writer.append(&[(1, b"a")]).is_err());
@@ -79,7 +75,7 @@ fn a_torn_tail_is_cut_off_at_every_cut_point() {
     let last_len = 16 + payload(20).len();
     for cut in (full.len() - last_len)..full.len() {
         std::fs::write(&segment, &full[..cut]).unwrap();
-        let (writer, recovery) = JournalWriter::open(dir.path(), 1 << 20, BATCH).unwrap();
+        let (writer, recovery) = JournalWriter::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(writer.last_seq(), 19, "cut at {cut}");
         let cut_off = cut - (full.len() - last_len);
         assert_eq!(
@@ -122,7 +118,7 @@ fn a_flipped_byte_is_reported_not_skipped_and_not_cut_off() {
     assert!(first.damaged && first.seq == 1 && first.offset == 8);
     assert!(!reader.next_record().unwrap().unwrap().damaged);
     // The writer keeps it (it is not a torn tail) and continues after the last record.
-    let (writer, recovery) = JournalWriter::open(dir.path(), 1 << 20, BATCH).unwrap();
+    let (writer, recovery) = JournalWriter::open(dir.path(), 1 << 20).unwrap();
     assert!(recovery.truncated.is_none());
     assert_eq!(writer.last_seq(), 10);
 }

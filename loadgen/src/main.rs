@@ -7,9 +7,14 @@
 //! stalled system cannot hide its queueing (no coordinated omission). Both paths speak the
 //! stateless 2026-07-28 revision over HTTP with keep-alive connections.
 //!
+//! With `--url` it sends the same load to any MCP endpoint instead (a gateway or peer started by
+//! someone else, e.g. `scripts/bench-profile`), with the headers given, and reports the CPU time per
+//! call of the processes named by `--watch`: the same numbers for every product.
+//!
 //! Results are printed as a Markdown table for BENCHMARKS.md. This is a measurement tool, not a
 //! test: it asserts nothing.
 
+mod cpu;
 mod run;
 mod stack;
 
@@ -19,7 +24,7 @@ use std::time::Duration;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "verdict-loadgen",
-    about = "Gateway added latency, side by side with the direct path"
+    about = "Gateway added latency, side by side with the direct path; or the same load against any MCP endpoint (--url)"
 )]
 pub struct Args {
     /// Calls per second sent in each phase.
@@ -28,7 +33,7 @@ pub struct Args {
     /// Seconds per phase.
     #[arg(long, default_value_t = 5)]
     phase_secs: u64,
-    /// Direct/gateway phase pairs.
+    /// Direct/gateway phase pairs (with --url: phases).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Calls in flight at most (beyond it, calls queue and their latency shows it).
@@ -37,49 +42,96 @@ pub struct Args {
     /// Extra gateway config lines (TOML), e.g. journal settings.
     #[arg(long, default_value = "")]
     gateway_config: String,
-    /// Label for the gateway column in the report.
+    /// Label for the gateway column in the report (with --url: for the endpoint).
     #[arg(long, default_value = "gateway")]
     label: String,
+    /// Load this MCP endpoint (Streamable HTTP, stateless 2026-07-28 calls) instead of starting
+    /// the sample server and a gateway.
+    #[arg(long)]
+    url: Option<String>,
+    /// A header sent with every call to --url, as `Name: value` (repeatable).
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// A process whose CPU time per call is reported, as `NAME=PID` (repeatable; with --url).
+    #[arg(long = "watch", value_parser = parse_watch)]
+    watch: Vec<(String, u32)>,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected `Name: value`"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+fn parse_watch(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=PID"))?;
+    let pid = pid.parse().map_err(|_| format!("{pid:?} is not a pid"))?;
+    Ok((name.to_owned(), pid))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match &args.url {
+        Some(url) => endpoint(&args, url).await,
+        None => side_by_side(&args).await,
+    }
+}
+
+/// The same load against one endpoint, with the processes named by --watch accounted.
+async fn endpoint(args: &Args, url: &str) -> anyhow::Result<()> {
+    let mut watched = cpu::Watched::default();
+    for (name, pid) in &args.watch {
+        watched.add(name, *pid);
+    }
+    let target = run::Target::new(&args.label, url, args.headers.clone());
+    let phases = [&target];
+    let stats = measure(args, &phases, &watched).await;
+    print_report(args, &[(&args.label, &stats[0])]);
+    Ok(())
+}
+
+/// The sample server alone and through a gateway, in alternating phases.
+async fn side_by_side(args: &Args) -> anyhow::Result<()> {
     let stack = stack::Stack::start(&args.gateway_config)?;
-    let direct = run::Target::new("direct", &stack.upstream_url, None);
-    let gateway = run::Target::new(&args.label, &stack.gateway_url, Some(stack::API_KEY));
+    let direct = run::Target::new("direct", &stack.upstream_url, Vec::new());
+    let bearer = (
+        "authorization".to_owned(),
+        format!("Bearer {}", stack::API_KEY),
+    );
+    let gateway = run::Target::new(&args.label, &stack.gateway_url, vec![bearer]);
     for target in [&direct, &gateway] {
         target.prepare().await?;
     }
-    // Warm both paths (connections, caches) before anything is counted.
-    run::phase(
-        &direct,
-        args.rate,
-        Duration::from_secs(1),
-        args.max_in_flight,
-    )
-    .await;
-    run::phase(
-        &gateway,
-        args.rate,
-        Duration::from_secs(1),
-        args.max_in_flight,
-    )
-    .await;
-    let mut direct_stats = run::Stats::new();
-    let mut gateway_stats = run::Stats::new();
+    let stats = measure(args, &[&direct, &gateway], &stack.watched).await;
+    print_report(args, &[("direct", &stats[0]), (&args.label, &stats[1])]);
+    Ok(())
+}
+
+/// Warms every target for a second, then runs `rounds` phases on each in turn.
+async fn measure(args: &Args, targets: &[&run::Target], watched: &cpu::Watched) -> Vec<run::Stats> {
+    // Warm every path (connections, caches) before anything is counted.
+    for target in targets {
+        let warm = Duration::from_secs(1);
+        run::phase(target, args.rate, warm, args.max_in_flight, watched).await;
+    }
+    let mut stats: Vec<run::Stats> = targets.iter().map(|_| run::Stats::new()).collect();
     let phase = Duration::from_secs(args.phase_secs);
     for _ in 0..args.rounds {
-        direct_stats.merge(run::phase(&direct, args.rate, phase, args.max_in_flight).await);
-        gateway_stats.merge(run::phase(&gateway, args.rate, phase, args.max_in_flight).await);
+        for (target, stats) in targets.iter().zip(&mut stats) {
+            stats.merge(run::phase(target, args.rate, phase, args.max_in_flight, watched).await);
+        }
     }
+    stats
+}
+
+fn print_report(args: &Args, paths: &[(&str, &run::Stats)]) {
     println!(
         "offered rate {} calls/s, {} rounds of {} s per path\n",
         args.rate, args.rounds, args.phase_secs
     );
-    println!(
-        "{}",
-        run::report(&direct_stats, &gateway_stats, &args.label)
-    );
-    Ok(())
+    println!("{}", run::report(paths));
 }

@@ -6,10 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+use crate::cpu::{self, CpuTimes, Watched};
+
 pub struct Target {
     pub name: String,
     url: String,
-    key: Option<String>,
+    /// Sent with every call (e.g. `authorization`).
+    headers: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -22,7 +25,7 @@ fn meta() -> Value {
 }
 
 impl Target {
-    pub fn new(name: &str, url: &str, key: Option<&str>) -> Self {
+    pub fn new(name: &str, url: &str, headers: Vec<(String, String)>) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()
@@ -30,7 +33,7 @@ impl Target {
         Self {
             name: name.into(),
             url: url.into(),
-            key: key.map(str::to_owned),
+            headers,
             http,
         }
     }
@@ -46,8 +49,8 @@ impl Target {
             .header("mcp-method", "tools/call")
             .header("mcp-name", tool)
             .body(body.to_string());
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status();
@@ -74,6 +77,8 @@ impl Target {
 
 pub struct Stats {
     pub latency_us: Histogram<u64>,
+    /// CPU time each watched process spent during the phases.
+    pub cpu: CpuTimes,
     pub calls: u64,
     pub errors: u64,
     pub elapsed: Duration,
@@ -84,6 +89,7 @@ impl Stats {
     pub fn new() -> Self {
         Self {
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            cpu: CpuTimes::new(),
             calls: 0,
             errors: 0,
             elapsed: Duration::ZERO,
@@ -93,6 +99,9 @@ impl Stats {
 
     pub fn merge(&mut self, other: Stats) {
         self.latency_us.add(&other.latency_us).expect("same bounds");
+        for (name, time) in other.cpu {
+            *self.cpu.entry(name).or_default() += time;
+        }
         self.calls += other.calls;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
@@ -104,8 +113,16 @@ impl Stats {
     }
 }
 
-/// Sends `rate` calls per second for `length`, each measured from its scheduled time.
-pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: usize) -> Stats {
+/// Sends `rate` calls per second for `length`, each measured from its scheduled time, and
+/// accounts the CPU time the `watched` processes spent meanwhile.
+pub async fn phase(
+    target: &Target,
+    rate: u64,
+    length: Duration,
+    max_in_flight: usize,
+    watched: &Watched,
+) -> Stats {
+    let cpu_before = watched.sample();
     let stats = Arc::new(Mutex::new(Stats::new()));
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let total = (rate as f64 * length.as_secs_f64()) as u64;
@@ -114,7 +131,7 @@ pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: 
     let target = Arc::new(Target {
         name: target.name.clone(),
         url: target.url.clone(),
-        key: target.key.clone(),
+        headers: target.headers.clone(),
         http: target.http.clone(),
     });
     let mut tasks = Vec::with_capacity(total as usize);
@@ -152,13 +169,15 @@ pub async fn phase(target: &Target, rate: u64, length: Duration, max_in_flight: 
         .into_inner()
         .expect("stats lock");
     stats.elapsed = start.elapsed();
+    stats.cpu = cpu::spent(&cpu_before, &watched.sample());
     stats
 }
 
-pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
+/// The Markdown tables of BENCHMARKS.md; with two paths, what the second adds to the first.
+pub fn report(paths: &[(&str, &Stats)]) -> String {
     let q = |s: &Stats, p: f64| s.latency_us.value_at_quantile(p);
     let mut out = String::from("| path | calls | errors | calls/s | p50 µs | p90 µs | p99 µs | max µs |\n|---|---|---|---|---|---|---|---|\n");
-    for (name, s) in [("direct", direct), (label, gateway)] {
+    for (name, s) in paths {
         out += &format!(
             "| {name} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
             s.calls,
@@ -170,15 +189,30 @@ pub fn report(direct: &Stats, gateway: &Stats, label: &str) -> String {
             s.latency_us.max()
         );
     }
-    let added = |p: f64| q(gateway, p) as i64 - q(direct, p) as i64;
-    out += &format!(
-        "\nadded by the {label}: p50 {} µs, p99 {} µs\n",
-        added(0.5),
-        added(0.99)
-    );
-    for s in [direct, gateway] {
+    out += &cpu_report(paths);
+    if let [(_, base), (label, other)] = paths {
+        let added = |p: f64| q(other, p) as i64 - q(base, p) as i64;
+        out += &format!(
+            "\nadded by the {label}: p50 {} µs, p99 {} µs\n",
+            added(0.5),
+            added(0.99)
+        );
+    }
+    for (_, s) in paths {
         if let Some(e) = &s.first_error {
             out += &format!("first error: {e}\n");
+        }
+    }
+    out
+}
+
+/// CPU µs per call of each process, per path.
+fn cpu_report(paths: &[(&str, &Stats)]) -> String {
+    let mut out = String::from("\n| path | process | CPU µs per call |\n|---|---|---|\n");
+    for (name, s) in paths {
+        for (process, time) in &s.cpu {
+            let per_call = time.as_micros() as f64 / s.calls.max(1) as f64;
+            out += &format!("| {name} | {process} | {per_call:.0} |\n");
         }
     }
     out

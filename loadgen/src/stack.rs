@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cpu::Watched;
+
 pub const API_KEY: &str = "loadgen-key";
 
 pub struct Stack {
     pub upstream_url: String,
     pub gateway_url: String,
+    /// The upstream's and the gateway's pids, for their CPU time.
+    pub watched: Watched,
     children: Vec<Child>,
     _dir: tempfile::TempDir,
 }
@@ -52,9 +56,13 @@ impl Stack {
                 .context("starting verdict-gateway")?,
         );
         let gateway = wait_for(&gateway_ready)?;
+        let mut watched = Watched::default();
+        watched.add("upstream", children[0].id());
+        watched.add("gateway", children[1].id());
         Ok(Self {
             upstream_url,
             gateway_url: format!("http://{gateway}/mcp"),
+            watched,
             children,
             _dir: dir,
         })

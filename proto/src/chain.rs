@@ -38,6 +38,13 @@ impl ChainWriter {
 
     /// Hashes and signs `body` as the next event of the chain.
     pub fn append(&mut self, body: Vec<u8>) -> SignedEvent {
+        self.link(body).sign(&self.key)
+    }
+
+    /// Links `body` into the chain as its next event (seq, `prev_hash`, hash) without signing
+    /// it: an owner that appends many events at once links them in order here and signs them
+    /// with [`ChainWriter::key`] on several cores, since signatures do not depend on each other.
+    pub fn link(&mut self, body: Vec<u8>) -> Unsigned {
         let seq = self.last_seq + 1;
         let hash = event_hash(&self.chain_id, seq, &self.last_hash, &body);
         let event = SignedEvent {
@@ -47,11 +54,16 @@ impl ChainWriter {
             body,
             hash,
             key_id: self.key.public().key_id().to_owned(),
-            signature: self.key.sign(&hash),
+            signature: [0; 64],
         };
         self.last_seq = seq;
         self.last_hash = hash;
-        event
+        Unsigned(event)
+    }
+
+    /// The key this chain's events are signed with.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
     }
 
     /// Forgets the appends after `(last_seq, last_hash)`, a head this writer had before: for an
@@ -73,6 +85,24 @@ impl ChainWriter {
     }
 }
 
+/// An event linked into its chain by [`ChainWriter::link`] whose signature is still missing.
+#[derive(Debug)]
+#[must_use = "an event is only appended once it is signed"]
+pub struct Unsigned(SignedEvent);
+
+impl Unsigned {
+    /// Signs the event with its chain's key ([`ChainWriter::key`]).
+    pub fn sign(mut self, key: &SecretKey) -> SignedEvent {
+        debug_assert_eq!(
+            key.public().key_id(),
+            self.0.key_id,
+            "signed with its chain's key"
+        );
+        self.0.signature = key.sign(&self.0.hash);
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +116,21 @@ mod tests {
         assert_eq!((second.seq, second.prev_hash), (2, first.hash));
         assert_eq!(second.computed_hash(), second.hash);
         assert_eq!(writer.head(), (2, second.hash));
+    }
+
+    #[test]
+    fn events_linked_first_and_signed_out_of_order_equal_appended_ones() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let mut appended = ChainWriter::new("gw", key.clone());
+        let expected = [
+            appended.append(b"a".to_vec()),
+            appended.append(b"b".to_vec()),
+        ];
+        let mut linked = ChainWriter::new("gw", key);
+        let first = linked.link(b"a".to_vec());
+        let second = linked.link(b"b".to_vec()).sign(linked.key());
+        assert_eq!([first.sign(linked.key()), second], expected);
+        assert_eq!(linked.head(), appended.head());
     }
 
     #[test]

@@ -20,12 +20,12 @@ mod tree;
 
 use crate::config::{AuditConfig, FsyncMode};
 pub use event::{DecisionFacts, EventBuilder};
+use recorder::FsyncPolicy;
 pub use recorder::{RecordError, Recorder};
 pub use refusals::{Admission, RefusalLedger, RefusalReason};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use verdict_journal::FsyncPolicy;
 use verdict_proto::keys::{write_keypair, PRIVATE_KEY_FILE};
 use verdict_proto::pb::{self, DecisionKind};
 use verdict_proto::{KeyError, Label, SecretKey};
