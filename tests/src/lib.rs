@@ -15,6 +15,7 @@ pub mod broker;
 pub mod chains;
 pub mod clickhouse;
 pub mod mcp;
+pub mod ocsf;
 pub mod process;
 pub mod query;
 pub mod stdio;
