@@ -167,6 +167,7 @@ pub enum Command {
     Export(ExportArgs),
     VerifyChain(VerifyChainArgs),
     Findings(FindingsArgs),
+    Follow(crate::follow::Args),
 }
 
 impl Command {
@@ -178,6 +179,7 @@ impl Command {
             Self::Export(a) => &a.connection,
             Self::VerifyChain(a) => &a.connection,
             Self::Findings(a) => &a.connection,
+            Self::Follow(a) => a.connection(),
         }
     }
 }
@@ -196,6 +198,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Command::Export(args) => export(client, args).await,
             Command::VerifyChain(args) => verify_chain(client, args, json).await,
             Command::Findings(args) => findings(client, args, json).await,
+            Command::Follow(args) => crate::follow::run(client, args).await,
         }
     })
 }
@@ -216,8 +219,8 @@ fn client_tls(connection: &Connection) -> Result<ClientTlsConfig> {
 }
 
 /// The gRPC client with the bearer token attached to every request.
-struct Client {
-    inner: AuditQueryClient<Channel>,
+pub(crate) struct Client {
+    pub(crate) inner: AuditQueryClient<Channel>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -245,7 +248,7 @@ impl Client {
         })
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
@@ -254,12 +257,12 @@ impl Client {
     }
 }
 
-fn status(err: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(err: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("query service: {:?}: {}", err.code(), err.message())
 }
 
 impl Filter {
-    fn to_proto(&self) -> Result<pb::EventFilter> {
+    pub(crate) fn to_proto(&self) -> Result<pb::EventFilter> {
         let enums = |values: &[String], parse: fn(&str) -> Option<i32>, what: &str| {
             values
                 .iter()

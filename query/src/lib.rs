@@ -9,7 +9,8 @@
 //!   Summarize from pre-aggregated hours; `api`: the RPCs;
 //! - `export` and `ocsf`: export records (the JSON-lines check is shared with the offline
 //!   `verdict verify --export`); `export_stream`: reading and encoding an export in two
-//!   overlapping stages;
+//!   overlapping stages; `follow`, `follow_cursor` and `follow_store`: the live `Follow` stream
+//!   and its per-chain cursors;
 //! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
 //!
 //! It must not write to ClickHouse, splice a request value into SQL (every value is bound), or
@@ -21,6 +22,9 @@ mod config;
 pub mod export;
 mod export_stream;
 mod filter;
+mod follow;
+mod follow_cursor;
+mod follow_store;
 mod metrics;
 mod ocsf;
 mod paging;
