@@ -21,6 +21,7 @@ mod gateway_upstream_notifications;
 mod gateway_upstream_requests;
 mod query_bad_input;
 mod query_export;
+mod query_follow;
 mod query_ocsf;
 mod query_paging;
 mod query_tls;
