@@ -19,6 +19,15 @@ pub async fn store_events(
     client: &Client,
     events: &[SignedEvent],
 ) -> Result<(), clickhouse::error::Error> {
+    store_events_ingested_at(client, events, 1_700_000_000).await
+}
+
+/// [`store_events`] with the auditor's storing time `ingested_at` (Unix seconds).
+pub async fn store_events_ingested_at(
+    client: &Client,
+    events: &[SignedEvent],
+    ingested_at: u32,
+) -> Result<(), clickhouse::error::Error> {
     let unplaced = SourcePosition {
         partition: -1,
         offset: -1,
@@ -26,7 +35,7 @@ pub async fn store_events(
     let rows: Vec<EventRow> = events
         .iter()
         .map(|event| {
-            EventRow::from_event(event, EventStatus::Verified, unplaced, 1_700_000_000)
+            EventRow::from_event(event, EventStatus::Verified, unplaced, ingested_at)
                 .expect("test events have decodable bodies")
         })
         .collect();

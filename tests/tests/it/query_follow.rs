@@ -234,3 +234,136 @@ async fn follow_resumes_exactly_through_auditor_restarts_and_a_clickhouse_outage
     uids.dedup();
     assert_eq!(uids.len(), total, "verdict follow repeated an event");
 }
+
+/// Unix seconds now, as the auditor stamps `ingested_at`.
+fn now_secs() -> u32 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u32::try_from(now.unwrap().as_secs()).unwrap()
+}
+
+/// Reads `n` event messages (skipping position-only ones) from a Follow stream.
+async fn take(stream: &mut tonic::Streaming<pb::FollowMessage>, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a message within 30 s")
+            .unwrap()
+            .unwrap();
+        if !message.data.is_empty() {
+            seqs.push(message.seq);
+        }
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_waits_at_a_hole_for_the_late_event_and_passes_a_real_gap() {
+    let clickhouse = ClickHouse::start().expect("clickhouse");
+    let db = clickhouse.client();
+    verdict_tests::audit_rows::migrate(&db).await.unwrap();
+    let dir = temp_dir();
+    let (key, public) = key_in(dir.path(), "gw");
+    let events = chain("gw-late", &key, 30);
+    let service = QueryService::start(
+        &clickhouse.url(),
+        Some(&public),
+        "[limits]\nfollow_poll_millis = 50\nfollow_gap_grace_secs = 10\n",
+    )
+    .expect("verdict-query");
+    let store = |range: std::ops::Range<usize>| {
+        let (db, events) = (db.clone(), events[range].to_vec());
+        async move {
+            verdict_tests::audit_rows::store_events_ingested_at(&db, &events, now_secs())
+                .await
+                .unwrap()
+        }
+    };
+    let mut client = service.client().await;
+    let request = pb::FollowRequest {
+        format: pb::ExportFormat::Jsonl as i32,
+        ..Default::default()
+    };
+    let mut stream = client
+        .follow(authed(request, TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // seqs 1–5, then 11–15 before 6–10 (stored late): delivered 1–15 in order, nothing skipped.
+    store(0..5).await;
+    store(10..15).await;
+    assert_eq!(take(&mut stream, 5).await, (1..=5).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store(5..10).await;
+    assert_eq!(take(&mut stream, 10).await, (6..=15).collect::<Vec<_>>());
+
+    // seqs 16–20 never arrive (a real gap): after the grace, 21–30 follow.
+    store(20..30).await;
+    assert_eq!(take(&mut stream, 10).await, (21..=30).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_too_far_behind_is_disconnected_with_how_to_resume() {
+    let clickhouse = ClickHouse::start().expect("clickhouse");
+    let db = clickhouse.client();
+    verdict_tests::audit_rows::migrate(&db).await.unwrap();
+    let dir = temp_dir();
+    let (key, public) = key_in(dir.path(), "gw");
+    let events = chain("gw-slow", &key, 5000);
+    verdict_tests::audit_rows::store_events(&db, &events)
+        .await
+        .unwrap();
+    let service = QueryService::start(
+        &clickhouse.url(),
+        Some(&public),
+        "[limits]\nfollow_poll_millis = 50\nfollow_max_lag = 50\n",
+    )
+    .expect("verdict-query");
+
+    let mut seqs = Vec::new();
+    let mut cursor = String::new();
+    let mut disconnects = Vec::new();
+    while seqs.len() < events.len() {
+        let mut client = service.client().await;
+        let request = pb::FollowRequest {
+            format: pb::ExportFormat::Jsonl as i32,
+            cursor: cursor.clone(),
+            ..Default::default()
+        };
+        let mut stream = client
+            .follow(authed(request, TOKEN))
+            .await
+            .unwrap()
+            .into_inner();
+        if disconnects.is_empty() {
+            // A client that stops reading while 5,000 events wait.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        while seqs.len() < events.len() {
+            match stream.message().await {
+                Ok(Some(message)) => {
+                    cursor = message.cursor;
+                    if !message.data.is_empty() {
+                        seqs.push(message.seq);
+                    }
+                }
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => {
+                    disconnects.push(status);
+                    break;
+                }
+            }
+        }
+    }
+    let first = disconnects
+        .first()
+        .expect("the slow follower was disconnected");
+    assert_eq!(first.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        first.message().contains("reconnect with the cursor"),
+        "{}",
+        first.message()
+    );
+    assert_eq!(seqs, (1..=5000).collect::<Vec<u64>>());
+}
