@@ -4,6 +4,7 @@
 #   - clickhouse-server (Debian package; tests start private instances, never the system service)
 #   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
 #   - grpcio for Python (the query API's cross-language client test)
+#   - the OCSF validators (a venv under the target dir) and rsyslog (the forwarder's receiver)
 
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -59,4 +60,13 @@ if ! "$ocsf_venv/bin/python" -c 'import jsonschema, ocsf_json_schema, ocsf' >/de
     python3 -m venv "$ocsf_venv"
   }
   "$ocsf_venv/bin/pip" install --quiet ocsf-json-schema==1.2.0 pydantic-ocsf==3.0.0 jsonschema==4.26.0
+fi
+
+# rsyslog: the real syslog receiver of the forwarder's tests (started by the test on a free port
+# with its own config; the system service is never used).
+if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
+  say "installing rsyslog (apt)"
+  SUDO=$(need_root rsyslog)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rsyslog >/dev/null
 fi

@@ -9,9 +9,10 @@
 use crate::query::{status, Client, Connection, Filter};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use verdict_proto::pb;
+use verdict_query::follow_file;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,7 +51,9 @@ pub async fn run(mut client: Client, args: Args) -> Result<ExitCode> {
     };
     let cursor = match (&args.cursor, &args.cursor_file) {
         (Some(cursor), _) => cursor.clone(),
-        (None, Some(file)) => saved_cursor(file)?,
+        (None, Some(file)) => {
+            follow_file::load(file).with_context(|| format!("reading {}", file.display()))?
+        }
         (None, None) => String::new(),
     };
     let request = client.request(pb::FollowRequest {
@@ -78,23 +81,9 @@ pub async fn run(mut client: Client, args: Args) -> Result<ExitCode> {
             events += 1;
         }
         if let Some(file) = &args.cursor_file {
-            save_cursor(file, &message.cursor)?;
+            follow_file::save(file, &message.cursor)
+                .with_context(|| format!("saving the cursor to {}", file.display()))?;
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn saved_cursor(file: &Path) -> Result<String> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => Ok(text.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
-    }
-}
-
-/// Replaces the cursor file in one rename, so a crash leaves the old cursor or the new one.
-fn save_cursor(file: &Path, cursor: &str) -> Result<()> {
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, cursor).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))
 }

@@ -24,6 +24,7 @@ mod export_stream;
 mod filter;
 mod follow;
 mod follow_cursor;
+pub mod follow_file;
 mod follow_store;
 mod metrics;
 mod ocsf;

@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod ocsf;
 pub mod process;
 pub mod query;
+pub mod rsyslog;
 pub mod stdio;
 pub mod trail;
 

@@ -9,6 +9,7 @@ mod auditor_tamper;
 mod compose;
 mod end_to_end;
 mod forgery;
+mod forwarder_syslog;
 mod gateway_approvals;
 mod gateway_audit;
 mod gateway_bad_input;
