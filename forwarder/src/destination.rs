@@ -1,12 +1,14 @@
 //! One destination's delivery loop: follow the query service's feed from the destination's own
-//! saved cursor, turn each event into the destination's payload, send it, then save the cursor.
+//! saved cursor, turn each batch of events into the destination's payload, send it (a webhook
+//! retries and dead-letters inside [`WebhookSender`]), then save the cursor.
 //! Any failure (the receiver or the query service down) reconnects both after a backoff that
 //! doubles up to 30 s, resuming from the saved cursor, so a destination that was down gets
 //! what it missed.
 
 use crate::cef::to_cef;
-use crate::config::{Destination, Payload};
+use crate::config::{Destination, Kind, Payload};
 use crate::syslog::SyslogSender;
+use crate::webhook::{Item, WebhookSender};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -16,6 +18,8 @@ use verdict_query::follow_file;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a batch waits for more events once it has one.
+const BATCH_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -29,6 +33,8 @@ pub enum DeliveryError {
     Record(#[from] serde_json::Error),
     #[error("the query token is not valid header text")]
     Token,
+    #[error("the webhook secret variable {0} is not set")]
+    Secret(String),
 }
 
 /// What a destination's loop needs besides its own settings.
@@ -66,10 +72,34 @@ async fn deliver(
 ) -> Result<(), DeliveryError> {
     let cursor_file = feed.state_dir.join(format!("{}.cursor", destination.name));
     let cursor = follow_file::load(&cursor_file)?;
-    let mut receiver = SyslogSender::connect(&destination.address).await?;
+    let mut sink = Sink::connect(destination, feed).await?;
+    let mut stream = follow(destination, feed, cursor).await?;
+    tracing::info!(destination = %destination.name, "following");
+    loop {
+        let Some((events, cursor)) = next_batch(&mut stream, stop, destination.batch_size).await?
+        else {
+            return Ok(());
+        };
+        let events = events
+            .iter()
+            .map(|line| event(destination.payload, line))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !events.is_empty() {
+            sink.send(events).await?;
+        }
+        follow_file::save(&cursor_file, &cursor)?;
+    }
+}
+
+/// Opens the feed after `cursor` in the format the destination's payload is made from.
+async fn follow(
+    destination: &Destination,
+    feed: &Feed,
+    cursor: String,
+) -> Result<tonic::Streaming<pb::FollowMessage>, DeliveryError> {
     let mut client = AuditQueryClient::connect(feed.query_url.clone()).await?;
     let format = match destination.payload {
-        Payload::Cef => pb::ExportFormat::Jsonl,
+        Payload::Cef | Payload::Json => pb::ExportFormat::Jsonl,
         Payload::Ocsf => pb::ExportFormat::Ocsf,
     };
     let mut request = tonic::Request::new(pb::FollowRequest {
@@ -84,47 +114,148 @@ async fn deliver(
     request
         .metadata_mut()
         .insert("authorization", authorization);
-    let mut stream = client.follow(request).await?.into_inner();
-    tracing::info!(destination = %destination.name, "following");
+    Ok(client.follow(request).await?.into_inner())
+}
+
+/// The next messages: waits for one, then takes what else arrives within [`BATCH_WAIT`], up
+/// to `max` events. Returns their lines and the cursor after the last; `None` when stopped.
+async fn next_batch(
+    stream: &mut tonic::Streaming<pb::FollowMessage>,
+    stop: &mut watch::Receiver<bool>,
+    max: usize,
+) -> Result<Option<(Vec<Vec<u8>>, String)>, DeliveryError> {
+    let first = tokio::select! {
+        message = stream.message() => message?,
+        _ = stop.changed() => return Ok(None),
+    };
+    let mut message = first.ok_or_else(|| tonic::Status::unavailable("the feed ended"))?;
+    let mut lines = Vec::new();
     loop {
-        let message = tokio::select! {
-            message = stream.message() => message?,
-            _ = stop.changed() => return Ok(()),
-        };
-        let Some(message) = message else {
-            return Err(tonic::Status::unavailable("the feed ended").into());
-        };
         if !message.data.is_empty() {
-            let (msgid, warning, payload) = payload(destination.payload, &message.data)?;
-            receiver.send(&msgid, warning, &payload).await?;
+            lines.push(std::mem::take(&mut message.data));
         }
-        follow_file::save(&cursor_file, &message.cursor)?;
+        if lines.len() >= max.max(1) {
+            break;
+        }
+        match tokio::time::timeout(BATCH_WAIT, stream.message()).await {
+            Ok(Ok(Some(next))) => message = next,
+            Ok(Err(e)) if lines.is_empty() => return Err(e.into()),
+            _ => break,
+        }
+    }
+    Ok(Some((lines, message.cursor)))
+}
+
+/// Where a destination's events go.
+enum Sink {
+    Syslog(SyslogSender),
+    Webhook(WebhookSender),
+}
+
+impl Sink {
+    async fn connect(destination: &Destination, feed: &Feed) -> Result<Self, DeliveryError> {
+        Ok(match destination.kind {
+            Kind::Syslog => Self::Syslog(SyslogSender::connect(&destination.address).await?),
+            Kind::Webhook => {
+                let secret = std::env::var(&destination.secret_env)
+                    .map_err(|_| DeliveryError::Secret(destination.secret_env.clone()))?;
+                let dead_letter = feed
+                    .state_dir
+                    .join(format!("{}.dead-letter.jsonl", destination.name));
+                Self::Webhook(WebhookSender::new(destination, secret, dead_letter))
+            }
+        })
+    }
+
+    async fn send(&mut self, events: Vec<Event>) -> Result<(), DeliveryError> {
+        match self {
+            Self::Syslog(sender) => {
+                for event in &events {
+                    sender
+                        .send(&event.msgid, event.warning, &event.payload_text())
+                        .await?;
+                }
+            }
+            Self::Webhook(sender) => {
+                let items: Vec<Item> = events.into_iter().map(Event::into_item).collect();
+                sender.send(&items).await?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// `(msgid, warning, payload)` of one feed line.
-fn payload(kind: Payload, line: &[u8]) -> Result<(String, bool, String), DeliveryError> {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end();
-    match kind {
-        Payload::Cef => {
-            let record: ExportRecord = serde_json::from_str(text)?;
-            let msgid = [&record.decision, &record.kind]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .cloned()
-                .unwrap_or_default();
-            let warning = !matches!(
-                record.decision.as_str(),
-                "" | "allow" | "approved" | "approval_requested"
-            );
-            Ok((msgid, warning, to_cef(&record)))
-        }
-        Payload::Ocsf => {
-            let event: serde_json::Value = serde_json::from_str(text)?;
-            let msgid = event["status_code"].as_str().unwrap_or_default().to_owned();
-            let warning = event["status_id"] == 2;
-            Ok((msgid, warning, text.to_owned()))
+/// One feed event, ready for any sink.
+struct Event {
+    /// `chain_id:seq`.
+    id: String,
+    msgid: String,
+    warning: bool,
+    time_millis: i64,
+    /// A CEF line, or the JSON object (record or OCSF).
+    payload: EventPayload,
+}
+
+enum EventPayload {
+    Cef(String),
+    Json(serde_json::Value),
+}
+
+impl Event {
+    fn payload_text(&self) -> String {
+        match &self.payload {
+            EventPayload::Cef(line) => line.clone(),
+            EventPayload::Json(value) => value.to_string(),
         }
     }
+
+    fn into_item(self) -> Item {
+        let event = match self.payload {
+            EventPayload::Cef(line) => serde_json::Value::String(line),
+            EventPayload::Json(value) => value,
+        };
+        Item {
+            id: self.id,
+            time_millis: self.time_millis,
+            event,
+        }
+    }
+}
+
+/// One feed line as an [`Event`] of the destination's payload.
+fn event(kind: Payload, line: &[u8]) -> Result<Event, DeliveryError> {
+    if kind == Payload::Ocsf {
+        let event: serde_json::Value = serde_json::from_slice(line)?;
+        return Ok(Event {
+            id: event["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            msgid: event["status_code"].as_str().unwrap_or_default().to_owned(),
+            warning: event["status_id"] == 2,
+            time_millis: event["time"].as_i64().unwrap_or_default(),
+            payload: EventPayload::Json(event),
+        });
+    }
+    let record: ExportRecord = serde_json::from_slice(line)?;
+    let msgid = [&record.decision, &record.kind]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    let warning = !matches!(
+        record.decision.as_str(),
+        "" | "allow" | "approved" | "approval_requested"
+    );
+    let payload = match kind {
+        Payload::Cef => EventPayload::Cef(to_cef(&record)),
+        _ => EventPayload::Json(serde_json::to_value(&record)?),
+    };
+    Ok(Event {
+        id: format!("{}:{}", record.chain_id, record.seq),
+        msgid,
+        warning,
+        time_millis: record.time_unix_nanos / 1_000_000,
+        payload,
+    })
 }

@@ -6,12 +6,14 @@
 //! and the forwarder can run next to the SIEM with only a query token.
 //!
 //! - `config`: TOML + `VERDICT_FORWARDER_*`; `destination`: one delivery loop per destination;
-//! - `syslog`: RFC 5424 over TCP (octet-counted); `cef`: the CEF payload.
+//! - `syslog`: RFC 5424 over TCP (octet-counted); `cef`: the CEF payload; `webhook`: signed
+//!   JSON or Splunk HEC batches with retries and a dead-letter file.
 
 mod cef;
 pub mod config;
 mod destination;
 mod syslog;
+mod webhook;
 
 pub use config::{ConfigError, ForwarderConfig};
 pub use destination::Feed;

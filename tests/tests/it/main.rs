@@ -10,6 +10,7 @@ mod compose;
 mod end_to_end;
 mod forgery;
 mod forwarder_syslog;
+mod forwarder_webhook;
 mod gateway_approvals;
 mod gateway_audit;
 mod gateway_bad_input;
