@@ -6,48 +6,14 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use verdict_proto::keys::write_keypair;
-use verdict_proto::pb::{DecisionKind, OutcomeKind, RiskClass};
-use verdict_proto::{ChainWriter, Label, SecretKey, SignedEvent};
-use verdict_tests::audit_rows::{self, checkpoint_body, outcome_body, Call};
+use verdict_proto::pb::DecisionKind;
+use verdict_proto::{ChainWriter, Label, SecretKey};
+use verdict_tests::audit_rows::{self, checkpoint_body, every_decision_kind};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::process::ServerProcess;
 use verdict_tests::query::{QueryService, TOKEN};
 use verdict_tests::rsyslog::Rsyslog;
 use verdict_tests::ClickHouse;
-
-const T0: i64 = 1_750_000_000_000_000_000;
-
-/// `n` decisions of every kind in turn, an outcome after each allowed one, a checkpoint first.
-fn events(writer: &mut ChainWriter, from: usize, n: usize) -> Vec<SignedEvent> {
-    let mut events = Vec::new();
-    if from == 0 {
-        events.push(writer.append(checkpoint_body(T0, 0, "startup")));
-    }
-    for i in from..from + n {
-        let (decision, _) = DecisionKind::NAMES[i % DecisionKind::NAMES.len()];
-        let time = T0 + (i as i64 + 1) * 1_000_000;
-        let event = writer.append(
-            Call {
-                time_unix_nanos: time,
-                agent: "agent|a",
-                session: "s=1",
-                tool: "session_manager",
-                risk: RiskClass::Destructive,
-                arguments_json: r#"{"action":"delete_session","session_id":"s1"}"#,
-                targets: &[("session_id", "s1")],
-                decision,
-                reason: "humans only\nsecond line",
-            }
-            .body(),
-        );
-        let seq = event.seq;
-        events.push(event);
-        if decision == DecisionKind::Allow {
-            events.push(writer.append(outcome_body(time + 1, seq, OutcomeKind::Ok)));
-        }
-    }
-    events
-}
 
 fn start_forwarder(dir: &std::path::Path, query_url: &str, syslog: &str) -> ServerProcess {
     let config = dir.join("forwarder.toml");
@@ -116,7 +82,8 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     let db = clickhouse.client();
     audit_rows::migrate(&db).await.unwrap();
     let mut writer = ChainWriter::new("gw-cef", key.clone());
-    let mut all = events(&mut writer, 0, 40);
+    let mut all = vec![writer.append(checkpoint_body(1_750_000_000_000_000_000, 0, "startup"))];
+    all.extend(every_decision_kind(&mut writer, 0, 40));
     audit_rows::store_events(&db, &all).await.unwrap();
     let service = QueryService::start(
         &clickhouse.url(),
@@ -131,7 +98,7 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     forwarder.terminate(Duration::from_secs(10));
 
     // Stored while the forwarder is down: delivered after it starts again, from its cursor.
-    let later = events(&mut writer, 40, 25);
+    let later = every_decision_kind(&mut writer, 40, 25);
     audit_rows::store_events(&db, &later).await.unwrap();
     all.extend(later);
     let _forwarder = start_forwarder(dir.path(), &service.url(), &rsyslog.address());

@@ -257,20 +257,48 @@ async fn take(stream: &mut tonic::Streaming<pb::FollowMessage>, n: usize) -> Vec
     seqs
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn follow_waits_at_a_hole_for_the_late_event_and_passes_a_real_gap() {
+/// A ClickHouse with the tables, a chain of `n` signed events (not stored yet), and a query
+/// service with `limits` (TOML lines of `[limits]`).
+struct Stored {
+    _clickhouse: ClickHouse,
+    db: clickhouse::Client,
+    events: Vec<verdict_proto::SignedEvent>,
+    service: QueryService,
+    _dir: tempfile::TempDir,
+}
+
+async fn unstored_chain(chain_id: &str, n: u64, limits: &str) -> Stored {
     let clickhouse = ClickHouse::start().expect("clickhouse");
     let db = clickhouse.client();
     verdict_tests::audit_rows::migrate(&db).await.unwrap();
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
-    let events = chain("gw-late", &key, 30);
+    let events = chain(chain_id, &key, n);
     let service = QueryService::start(
         &clickhouse.url(),
         Some(&public),
-        "[limits]\nfollow_poll_millis = 50\nfollow_gap_grace_secs = 10\n",
+        &format!("[limits]\n{limits}"),
     )
     .expect("verdict-query");
+    Stored {
+        _clickhouse: clickhouse,
+        db,
+        events,
+        service,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_waits_at_a_hole_for_the_late_event_and_passes_a_real_gap() {
+    // Bound whole: its ClickHouse and temp dir live as long as the test.
+    let stored = unstored_chain(
+        "gw-late",
+        30,
+        "follow_poll_millis = 50\nfollow_gap_grace_secs = 10\n",
+    )
+    .await;
+    let (db, events, service) = (&stored.db, &stored.events, &stored.service);
     let store = |range: std::ops::Range<usize>| {
         let (db, events) = (db.clone(), events[range].to_vec());
         async move {
@@ -305,21 +333,16 @@ async fn follow_waits_at_a_hole_for_the_late_event_and_passes_a_real_gap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_too_far_behind_is_disconnected_with_how_to_resume() {
-    let clickhouse = ClickHouse::start().expect("clickhouse");
-    let db = clickhouse.client();
-    verdict_tests::audit_rows::migrate(&db).await.unwrap();
-    let dir = temp_dir();
-    let (key, public) = key_in(dir.path(), "gw");
-    let events = chain("gw-slow", &key, 5000);
-    verdict_tests::audit_rows::store_events(&db, &events)
+    let stored = unstored_chain(
+        "gw-slow",
+        5000,
+        "follow_poll_millis = 50\nfollow_max_lag = 50\n",
+    )
+    .await;
+    let (events, service) = (&stored.events, &stored.service);
+    verdict_tests::audit_rows::store_events(&stored.db, events)
         .await
         .unwrap();
-    let service = QueryService::start(
-        &clickhouse.url(),
-        Some(&public),
-        "[limits]\nfollow_poll_millis = 50\nfollow_max_lag = 50\n",
-    )
-    .expect("verdict-query");
 
     let mut seqs = Vec::new();
     let mut cursor = String::new();

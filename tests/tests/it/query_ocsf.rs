@@ -1,13 +1,13 @@
-//! OCSF that validates: an export holding every decision kind, every outcome kind and a
-//! checkpoint, of every risk class, is checked line by line against the published OCSF 1.4.0
+//! OCSF that validates: an export holding every decision kind, every outcome kind and
+//! checkpoints, of every risk class, is checked line by line against the published OCSF 1.4.0
 //! schema by third-party validators (`verdict_tests::ocsf`), and the decision sits in the fields
 //! made for it, never in `status`. The same validators reject the pre-1.4 mapping, which put
 //! the decision in `status`.
 
 use verdict_proto::keys::write_keypair;
-use verdict_proto::pb::{DecisionKind, OutcomeKind, RiskClass};
+use verdict_proto::pb::DecisionKind;
 use verdict_proto::{ChainWriter, Label, SecretKey, SignedEvent};
-use verdict_tests::audit_rows::{self, checkpoint_body, outcome_body, Call};
+use verdict_tests::audit_rows::{self, checkpoint_body, every_decision_kind};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::ocsf::{assert_valid_ocsf, validate_ocsf};
 use verdict_tests::query::{QueryService, TOKEN};
@@ -15,38 +15,15 @@ use verdict_tests::ClickHouse;
 
 const T0: i64 = 1_750_000_000_000_000_000;
 
-/// Checkpoint, then each decision kind (cycling the risk classes), each followed by an outcome
-/// of the next outcome kind, then a closing checkpoint.
+/// Checkpoint, every decision kind with an outcome after each, closing checkpoint.
 fn every_kind(key: &SecretKey) -> Vec<SignedEvent> {
     let mut writer = ChainWriter::new("gw-ocsf", key.clone());
     let mut events = vec![writer.append(checkpoint_body(T0, 0, "startup"))];
-    let risks = [
-        RiskClass::Read,
-        RiskClass::Write,
-        RiskClass::Destructive,
-        RiskClass::Unspecified,
-    ];
-    for (i, &(decision, _)) in DecisionKind::NAMES.iter().enumerate() {
-        let time = T0 + (i as i64 + 1) * 1_000_000;
-        let event = writer.append(
-            Call {
-                time_unix_nanos: time,
-                agent: "agent-a",
-                session: "s1",
-                tool: "session_manager",
-                risk: risks[i % risks.len()],
-                arguments_json: r#"{"action":"delete_session","session_id":"s1"}"#,
-                targets: &[("session_id", "s1")],
-                decision,
-                reason: "a reason",
-            }
-            .body(),
-        );
-        let seq = event.seq;
-        events.push(event);
-        let (outcome, _) = OutcomeKind::NAMES[i % OutcomeKind::NAMES.len()];
-        events.push(writer.append(outcome_body(time + 500, seq, outcome)));
-    }
+    events.extend(every_decision_kind(
+        &mut writer,
+        0,
+        DecisionKind::NAMES.len(),
+    ));
     let head = events.len() as u64;
     events.push(writer.append(checkpoint_body(T0 + 60_000_000_000, head, "shutdown")));
     events
