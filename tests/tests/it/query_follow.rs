@@ -241,6 +241,21 @@ fn now_secs() -> u32 {
     u32::try_from(now.unwrap().as_secs()).unwrap()
 }
 
+/// A JSONL Follow stream after `cursor`.
+async fn open(service: &QueryService, cursor: &str) -> tonic::Streaming<pb::FollowMessage> {
+    let request = pb::FollowRequest {
+        format: pb::ExportFormat::Jsonl as i32,
+        cursor: cursor.into(),
+        ..Default::default()
+    };
+    let mut client = service.client().await;
+    client
+        .follow(authed(request, TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Reads `n` event messages (skipping position-only ones) from a Follow stream.
 async fn take(stream: &mut tonic::Streaming<pb::FollowMessage>, n: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
@@ -307,16 +322,7 @@ async fn follow_waits_at_a_hole_for_the_late_event_and_passes_a_real_gap() {
                 .unwrap()
         }
     };
-    let mut client = service.client().await;
-    let request = pb::FollowRequest {
-        format: pb::ExportFormat::Jsonl as i32,
-        ..Default::default()
-    };
-    let mut stream = client
-        .follow(authed(request, TOKEN))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open(service, "").await;
 
     // seqs 1–5, then 11–15 before 6–10 (stored late): delivered 1–15 in order, nothing skipped.
     store(0..5).await;
@@ -348,17 +354,7 @@ async fn a_follower_too_far_behind_is_disconnected_with_how_to_resume() {
     let mut cursor = String::new();
     let mut disconnects = Vec::new();
     while seqs.len() < events.len() {
-        let mut client = service.client().await;
-        let request = pb::FollowRequest {
-            format: pb::ExportFormat::Jsonl as i32,
-            cursor: cursor.clone(),
-            ..Default::default()
-        };
-        let mut stream = client
-            .follow(authed(request, TOKEN))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open(service, &cursor).await;
         if disconnects.is_empty() {
             // A client that stops reading while 5,000 events wait.
             tokio::time::sleep(Duration::from_secs(3)).await;
