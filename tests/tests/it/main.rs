@@ -11,6 +11,7 @@ mod end_to_end;
 mod forgery;
 mod forwarder_syslog;
 mod forwarder_webhook;
+mod gateway_approval_notify;
 mod gateway_approvals;
 mod gateway_audit;
 mod gateway_bad_input;
