@@ -4,6 +4,7 @@
 #   - clickhouse-server (Debian package; tests start private instances, never the system service)
 #   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
 #   - grpcio for Python (the query API's cross-language client test)
+#   - the OCSF validators (a venv under the target dir) and rsyslog (the forwarder's receiver)
 
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -45,4 +46,27 @@ if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-grpcio python3-grpc-tools >/dev/null
   }
+fi
+
+# The OCSF validators (scripts/ocsf_validate.py): two published packages that ship the OCSF schema
+# releases, and jsonschema; pinned, in a venv under the target dir (the tests look there).
+ocsf_venv="${CARGO_TARGET_DIR:-target}/ocsf-venv"
+if ! "$ocsf_venv/bin/python" -c 'import jsonschema, ocsf_json_schema, ocsf' >/dev/null 2>&1; then
+  say "installing the OCSF validators into $ocsf_venv (pip)"
+  python3 -m venv "$ocsf_venv" 2>/dev/null || {
+    SUDO=$(need_root python3-venv)
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$ocsf_venv"
+  }
+  "$ocsf_venv/bin/pip" install --quiet ocsf-json-schema==1.2.0 pydantic-ocsf==3.0.0 jsonschema==4.26.0
+fi
+
+# rsyslog: the real syslog receiver of the forwarder's tests (started by the test on a free port
+# with its own config; the system service is never used).
+if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
+  say "installing rsyslog (apt)"
+  SUDO=$(need_root rsyslog)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rsyslog >/dev/null
 fi

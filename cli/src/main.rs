@@ -4,6 +4,7 @@
 //! gRPC APIs; the CLI holds no logic of its own beyond argument parsing and printing.
 
 mod approvals;
+mod follow;
 mod keygen;
 mod policy;
 mod query;
@@ -42,6 +43,8 @@ enum Command {
     Summary(query::SummaryArgs),
     /// Export events as JSON lines, CSV or OCSF, with what is needed to re-verify them.
     Export(query::ExportArgs),
+    /// Follow the trail live (`tail -f`): events as the auditor stores them, resumable.
+    Follow(follow::Args),
     /// Re-verify a stored chain range on the query service.
     VerifyChain(query::VerifyChainArgs),
     /// Integrity findings the auditor recorded (query service).
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Export(args) => query::run(query::Command::Export(args)),
         Command::VerifyChain(args) => query::run(query::Command::VerifyChain(args)),
         Command::Findings(args) => query::run(query::Command::Findings(args)),
+        Command::Follow(args) => query::run(query::Command::Follow(args)),
         Command::Verify(args) => verify::run(args),
         Command::Heads(args) => query::run(query::Command::Heads(args)),
         Command::Prove(args) => query::run(query::Command::Prove(args)),

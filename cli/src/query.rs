@@ -169,6 +169,7 @@ pub enum Command {
     Findings(FindingsArgs),
     Heads(crate::witnessed::HeadsArgs),
     Prove(crate::witnessed::ProveArgs),
+    Follow(crate::follow::Args),
 }
 
 impl Command {
@@ -182,6 +183,7 @@ impl Command {
             Self::Findings(a) => &a.connection,
             Self::Heads(a) => &a.connection,
             Self::Prove(a) => &a.connection,
+            Self::Follow(a) => a.connection(),
         }
     }
 }
@@ -202,6 +204,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Command::Findings(args) => findings(client, args, json).await,
             Command::Heads(args) => crate::witnessed::heads(client, args).await,
             Command::Prove(args) => crate::witnessed::prove(client, args).await,
+            Command::Follow(args) => crate::follow::run(client, args).await,
         }
     })
 }
@@ -222,8 +225,8 @@ fn client_tls(connection: &Connection) -> Result<ClientTlsConfig> {
 }
 
 /// The gRPC client with the bearer token attached to every request.
-pub struct Client {
-    pub inner: AuditQueryClient<Channel>,
+pub(crate) struct Client {
+    pub(crate) inner: AuditQueryClient<Channel>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -251,7 +254,7 @@ impl Client {
         })
     }
 
-    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
@@ -260,12 +263,12 @@ impl Client {
     }
 }
 
-pub fn status(err: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(err: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("query service: {:?}: {}", err.code(), err.message())
 }
 
 impl Filter {
-    fn to_proto(&self) -> Result<pb::EventFilter> {
+    pub(crate) fn to_proto(&self) -> Result<pb::EventFilter> {
         let enums = |values: &[String], parse: fn(&str) -> Option<i32>, what: &str| {
             values
                 .iter()

@@ -57,6 +57,10 @@ pub struct GatewayConfig {
     /// The admin gRPC API (approvals).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// URL that gets a Slack-compatible JSON message when a call is held for approval and again
+    /// when it is decided (README "Approvals"); off when unset.
+    #[serde(default)]
+    pub approval_webhook: Option<String>,
 }
 
 /// What the HTTP listener allows a connection, so that slow or stalled clients cannot hold it.

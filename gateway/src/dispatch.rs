@@ -67,7 +67,7 @@ impl Gateway {
             decider: Box::new(AllowAll),
             page_size: config.tools_page_size,
             audit,
-            approvals: Approvals::default(),
+            approvals: Approvals::notifying(config.approval_webhook.clone()),
             metrics: GatewayMetrics::default(),
         })
     }

@@ -8,6 +8,8 @@
 use crate::config::Limits;
 use crate::export_stream::ExportStream;
 use crate::filter::{self, Conditions, FilterError, FilterLimits, EVENT_TIME};
+use crate::follow::{Follow, FollowResult};
+use crate::follow_cursor::Positions;
 use crate::metrics::Metrics;
 use crate::paging::{page_window, BadToken, Cursor};
 use crate::store::{ChainWalk, Store, StoreError};
@@ -29,6 +31,8 @@ use verdict_schema::{ChainHeadRow, EventRow};
 
 const DEFAULT_WHOTRIED_LIMIT: u32 = 1000;
 const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Messages buffered per follower before its task waits (the stream's back-pressure bound).
+const FOLLOW_CHANNEL: usize = 64;
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +305,50 @@ impl QueryService {
         Ok(ReceiverStream::new(rx))
     }
 
+    async fn follow(&self, req: pb::FollowRequest) -> Result<ReceiverStream<FollowResult>> {
+        let format = match pb::ExportFormat::try_from(req.format) {
+            Ok(f @ (pb::ExportFormat::Jsonl | pb::ExportFormat::Ocsf)) => f,
+            _ => {
+                return Err(QueryError::Invalid(
+                    "format: JSONL or OCSF is required (CSV has no header in a stream)".into(),
+                ))
+            }
+        };
+        let cond = self.event_conditions(req.filter.as_ref())?;
+        let positions = self.follow_start(&req).await?;
+        let (tx, rx) = mpsc::channel(FOLLOW_CHANNEL);
+        let follow = Follow {
+            store: self.store.clone(),
+            cond,
+            format,
+            positions,
+            limits: self.limits.clone(),
+        };
+        tokio::spawn(follow.run(tx).instrument(tracing::info_span!("follow")));
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Where a follower starts: its cursor, now, a time, or the beginning.
+    async fn follow_start(&self, req: &pb::FollowRequest) -> Result<Positions> {
+        let starts = [
+            !req.cursor.is_empty(),
+            req.from_now,
+            req.since_unix_nanos != 0,
+        ];
+        if starts.iter().filter(|&&s| s).count() > 1 {
+            return Err(QueryError::Invalid(
+                "cursor, from_now and since_unix_nanos: at most one".into(),
+            ));
+        }
+        Ok(if !req.cursor.is_empty() {
+            Positions::decode(&req.cursor).map_err(|e| QueryError::Invalid(e.to_string()))?
+        } else if req.from_now {
+            Positions::at(self.store.stored_heads().await?)
+        } else {
+            Positions::at(self.store.heads_before(req.since_unix_nanos).await?)
+        })
+    }
+
     async fn verify_chain(&self, req: pb::VerifyChainRequest) -> Result<pb::VerifyChainReport> {
         let chain_id = filter::text("chain_id", &req.chain_id)?;
         if chain_id.is_empty() {
@@ -505,6 +553,16 @@ impl AuditQuery for QueryService {
         request: Request<pb::ExportRequest>,
     ) -> std::result::Result<Response<Self::ExportStream>, Status> {
         self.timed("Export", self.export(request.into_inner()))
+            .await
+    }
+
+    type FollowStream = ReceiverStream<FollowResult>;
+
+    async fn follow(
+        &self,
+        request: Request<pb::FollowRequest>,
+    ) -> std::result::Result<Response<Self::FollowStream>, Status> {
+        self.timed("Follow", self.follow(request.into_inner()))
             .await
     }
 

@@ -75,6 +75,17 @@ pub struct Limits {
     /// ClickHouse `max_execution_time` of each query.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// `Follow`: milliseconds between looks at the store when a follower is caught up.
+    #[serde(default = "default_follow_poll_millis")]
+    pub follow_poll_millis: u64,
+    /// `Follow`: stored events a follower may be behind while its stream is full before it is
+    /// disconnected (it resumes with its last cursor).
+    #[serde(default = "default_follow_max_lag")]
+    pub follow_max_lag: u64,
+    /// `Follow`: seconds a hole in a chain is waited for (a late or out-of-order arrival) before
+    /// it is passed as a real gap; counted from when the event after it was stored.
+    #[serde(default = "default_follow_gap_grace_secs")]
+    pub follow_gap_grace_secs: u32,
 }
 
 impl Default for Limits {
@@ -85,6 +96,9 @@ impl Default for Limits {
             max_range_days: default_max_range_days(),
             max_filter_values: default_max_filter_values(),
             request_timeout_secs: default_request_timeout(),
+            follow_poll_millis: default_follow_poll_millis(),
+            follow_max_lag: default_follow_max_lag(),
+            follow_gap_grace_secs: default_follow_gap_grace_secs(),
         }
     }
 }
@@ -105,6 +119,15 @@ fn default_max_filter_values() -> usize {
     100
 }
 fn default_request_timeout() -> u64 {
+    60
+}
+fn default_follow_poll_millis() -> u64 {
+    200
+}
+fn default_follow_max_lag() -> u64 {
+    100_000
+}
+fn default_follow_gap_grace_secs() -> u32 {
     60
 }
 

@@ -34,7 +34,7 @@ pub struct TargetRecord {
 }
 
 /// One exported event. Field order is the JSON and CSV column order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportRecord {
     pub chain_id: String,

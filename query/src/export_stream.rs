@@ -65,7 +65,8 @@ impl ExportStream {
     }
 }
 
-fn line(row: &EventRow, format: pb::ExportFormat) -> String {
+/// One event as one line of `format` (also `Follow`'s messages).
+pub(crate) fn line(row: &EventRow, format: pb::ExportFormat) -> String {
     let record = ExportRecord::from_row(row);
     match format {
         pb::ExportFormat::Csv => record.to_csv_line(),

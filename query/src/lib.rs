@@ -9,7 +9,8 @@
 //!   Summarize from pre-aggregated hours; `api`: the RPCs;
 //! - `export` and `ocsf`: export records (the JSON-lines check is shared with the offline
 //!   `verdict verify --export`); `export_stream`: reading and encoding an export in two
-//!   overlapping stages;
+//!   overlapping stages; `follow`, `follow_cursor` and `follow_store`: the live `Follow` stream
+//!   and its per-chain cursors;
 //! - `proofs`: the witness's signed heads and Merkle proofs against them;
 //! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
 //!
@@ -22,6 +23,10 @@ mod config;
 pub mod export;
 mod export_stream;
 mod filter;
+mod follow;
+mod follow_cursor;
+pub mod follow_file;
+mod follow_store;
 mod metrics;
 mod ocsf;
 mod paging;

@@ -8,8 +8,8 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict query service: answers compliance questions over the audit trail in ClickHouse.
 ///
-/// Serves gRPC `verdict.v1.AuditQuery` (WhoTried, Search, Summarize, Export, VerifyChain,
-/// ListFindings, ListChainHeads) plus gRPC health and server reflection on `listen`. Clients
+/// Serves gRPC `verdict.v1.AuditQuery` (WhoTried, Search, Summarize, Export, Follow,
+/// VerifyChain, ListFindings, ListChainHeads) plus gRPC health and server reflection on `listen`. Clients
 /// authenticate with `authorization: Bearer <token>`; the config lists each token's SHA-256
 /// (`verdict-query --hash-token` prints it), separate from the agents' keys. Prometheus
 /// `/metrics` and `/healthz` are served on `metrics_listen` when set.
@@ -21,7 +21,8 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 ///   [clickhouse] url, database, user, password
 ///   [[tokens]] id = "siem", sha256 = "<hex>"
 ///   [limits] max_page_size = 1000, max_whotried_limit = 10000, max_range_days = 400,
-///            max_filter_values = 100, request_timeout_secs = 60
+///            max_filter_values = 100, request_timeout_secs = 60, follow_poll_millis = 200,
+///            follow_max_lag = 100000, follow_gap_grace_secs = 60
 ///   [tls] cert = "server.pem", key = "server.key", client_ca = "clients-ca.pem" (optional:
 ///         require client certificates); without [tls] gRPC is plaintext
 #[derive(Parser)]

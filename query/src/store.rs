@@ -184,6 +184,11 @@ impl Store {
         Self { client }
     }
 
+    /// A query with no bound conditions; values go in with `.bind()` (escaped by the client).
+    pub(crate) fn raw_query(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query(sql)
+    }
+
     fn query(&self, sql: &str, bound: &[&Bound]) -> clickhouse::query::Query {
         bound
             .iter()

@@ -6,7 +6,7 @@ use clickhouse::Client;
 use prost::Message;
 use verdict_proto::pb::{self, event_body::Kind};
 use verdict_proto::verify::EventStatus;
-use verdict_proto::SignedEvent;
+use verdict_proto::{ChainWriter, Label, SignedEvent};
 use verdict_schema::{EventRow, MigrationError, SourcePosition};
 
 /// Creates the tables, as the auditor does at start-up.
@@ -19,6 +19,15 @@ pub async fn store_events(
     client: &Client,
     events: &[SignedEvent],
 ) -> Result<(), clickhouse::error::Error> {
+    store_events_ingested_at(client, events, 1_700_000_000).await
+}
+
+/// [`store_events`] with the auditor's storing time `ingested_at` (Unix seconds).
+pub async fn store_events_ingested_at(
+    client: &Client,
+    events: &[SignedEvent],
+    ingested_at: u32,
+) -> Result<(), clickhouse::error::Error> {
     let unplaced = SourcePosition {
         partition: -1,
         offset: -1,
@@ -26,7 +35,7 @@ pub async fn store_events(
     let rows: Vec<EventRow> = events
         .iter()
         .map(|event| {
-            EventRow::from_event(event, EventStatus::Verified, unplaced, 1_700_000_000)
+            EventRow::from_event(event, EventStatus::Verified, unplaced, ingested_at)
                 .expect("test events have decodable bodies")
         })
         .collect();
@@ -119,4 +128,40 @@ pub fn checkpoint_body(time_unix_nanos: i64, head_seq: u64, reason: &str) -> Vec
         })),
     }
     .encode_to_vec()
+}
+
+/// Decisions `from..from + n` of `writer`'s chain, each decision kind in turn (risk classes
+/// cycling, an agent id, session and reason with characters that need escaping in CEF), each
+/// followed by an outcome, the outcome kinds in turn.
+pub fn every_decision_kind(writer: &mut ChainWriter, from: usize, n: usize) -> Vec<SignedEvent> {
+    let risks = [
+        pb::RiskClass::Read,
+        pb::RiskClass::Write,
+        pb::RiskClass::Destructive,
+        pb::RiskClass::Unspecified,
+    ];
+    let mut events = Vec::new();
+    for i in from..from + n {
+        let (decision, _) = pb::DecisionKind::NAMES[i % pb::DecisionKind::NAMES.len()];
+        let time = 1_750_000_000_000_000_000 + (i as i64 + 1) * 1_000_000;
+        let event = writer.append(
+            Call {
+                time_unix_nanos: time,
+                agent: "agent|a",
+                session: "s=1",
+                tool: "session_manager",
+                risk: risks[i % risks.len()],
+                arguments_json: r#"{"action":"delete_session","session_id":"s1"}"#,
+                targets: &[("session_id", "s1")],
+                decision,
+                reason: "humans only\nsecond line",
+            }
+            .body(),
+        );
+        let seq = event.seq;
+        events.push(event);
+        let (outcome, _) = pb::OutcomeKind::NAMES[i % pb::OutcomeKind::NAMES.len()];
+        events.push(writer.append(outcome_body(time + 500, seq, outcome)));
+    }
+    events
 }

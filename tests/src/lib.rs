@@ -15,8 +15,10 @@ pub mod broker;
 pub mod chains;
 pub mod clickhouse;
 pub mod mcp;
+pub mod ocsf;
 pub mod process;
 pub mod query;
+pub mod rsyslog;
 pub mod stdio;
 pub mod trail;
 

@@ -10,6 +10,7 @@ use verdict_proto::pb::{self, DecisionKind, OutcomeKind, RiskClass};
 use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 use verdict_tests::audit_rows::{self, checkpoint_body, outcome_body, Call};
 use verdict_tests::bins::cargo_bin;
+use verdict_tests::ocsf::assert_valid_ocsf;
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
@@ -230,6 +231,7 @@ async fn exports_verify_offline_and_tampering_names_the_record() {
     assert_eq!(ocsf_lines.len(), events.len());
     assert!(ocsf_lines.iter().all(|o| o["class_uid"] == 6003));
     assert_eq!(ocsf_lines[6]["unmapped"]["verdict"], line7);
+    assert_valid_ocsf(&ocsf);
 
     // The service re-verifies the stored chain, whole and from the middle.
     let mut client = service.client().await;

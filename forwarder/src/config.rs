@@ -1,0 +1,101 @@
+//! `verdict-forwarder` settings: where the feed comes from, where each destination's cursor is
+//! kept, and the destinations. TOML plus `VERDICT_FORWARDER_*` overrides (one loader for every
+//! service); the query token only from the environment, so it is never in a file or a log.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub use verdict_service::config::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderConfig {
+    /// The query service's gRPC URL.
+    pub query_url: String,
+    /// Directory of the per-destination cursor files (`<name>.cursor`).
+    pub state_dir: PathBuf,
+    pub destinations: Vec<Destination>,
+}
+
+/// One place the feed is pushed to, with its own cursor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Names the cursor and dead-letter files and the logs; unique.
+    pub name: String,
+    pub kind: Kind,
+    /// `host:port` (syslog) or the URL (webhook).
+    pub address: String,
+    #[serde(default)]
+    pub payload: Payload,
+    /// Webhook body framing.
+    #[serde(default)]
+    pub framing: Framing,
+    /// Webhook: the environment variable that holds the HMAC-SHA256 key (and, for Splunk HEC,
+    /// the HEC token); the key itself is never in a file or a log.
+    #[serde(default)]
+    pub secret_env: String,
+    /// Events per delivery at most.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Webhook: attempts per batch before it goes to the dead-letter file.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Webhook: the first retry's delay; each retry doubles it.
+    #[serde(default = "default_retry_initial_millis")]
+    pub retry_initial_millis: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// RFC 5424 messages over TCP, octet-counted (RFC 6587).
+    Syslog,
+    /// HTTP POST of JSON batches, signed with HMAC-SHA256.
+    Webhook,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// ArcSight CEF, one line per event (README "Forwarder"); syslog only.
+    #[default]
+    Cef,
+    /// The export record (JSON, with its envelope).
+    Json,
+    /// The OCSF 1.4.0 object of Export.
+    Ocsf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `{"events": [{"id": "chain:seq", "event": {...}}, ...]}`.
+    #[default]
+    Json,
+    /// Splunk HTTP Event Collector: one `{"time", "source", "sourcetype", "event"}` object per
+    /// event, concatenated, with `Authorization: Splunk <secret>`.
+    SplunkHec,
+}
+
+fn default_batch_size() -> usize {
+    100
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_retry_initial_millis() -> u64 {
+    200
+}
+
+impl ForwarderConfig {
+    /// Loads `path` (if given) and applies `VERDICT_FORWARDER_*` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        verdict_service::config::load(
+            "forwarder",
+            path,
+            "VERDICT_FORWARDER_",
+            &["config", "query_token"],
+        )
+    }
+}

@@ -1,0 +1,40 @@
+//! `verdict-forwarder`: the query service's `Follow` feed pushed to SIEM destinations, each
+//! destination with its own cursor file, so one that was down gets everything it missed.
+//!
+//! A separate service rather than part of the query service: the query service stays read-only
+//! and stateless, a slow or failing receiver cannot hold query resources beyond one follower,
+//! and the forwarder can run next to the SIEM with only a query token.
+//!
+//! - `config`: TOML + `VERDICT_FORWARDER_*`; `destination`: one delivery loop per destination;
+//! - `syslog`: RFC 5424 over TCP (octet-counted); `cef`: the CEF payload; `webhook`: signed
+//!   JSON or Splunk HEC batches with retries and a dead-letter file.
+
+mod cef;
+pub mod config;
+mod destination;
+mod syslog;
+mod webhook;
+
+pub use config::{ConfigError, ForwarderConfig};
+pub use destination::Feed;
+
+use tokio::sync::watch;
+
+/// Runs every destination until `shutdown` resolves; each stops between two deliveries.
+pub async fn run(
+    config: ForwarderConfig,
+    feed: Feed,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (stop_tx, stop) = watch::channel(false);
+    let tasks: Vec<_> = config
+        .destinations
+        .into_iter()
+        .map(|d| tokio::spawn(destination::run(d, feed.clone(), stop.clone())))
+        .collect();
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,51 @@
+//! `verdict-forwarder`: pushes the audit feed to SIEM destinations.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use verdict_forwarder::{Feed, ForwarderConfig};
+use verdict_service::process::{init_tracing, shutdown_signal};
+
+/// Verdict forwarder: follows the query service's feed (`Follow`) and pushes every event to
+/// each configured destination, with one cursor file per destination in `state_dir`.
+///
+/// The query token comes from VERDICT_FORWARDER_QUERY_TOKEN only (never a file or a log).
+///
+/// Settings (TOML; each overridable as VERDICT_FORWARDER_<KEY>):
+///   query_url = "http://127.0.0.1:8790"
+///   state_dir = "/var/lib/verdict-forwarder"
+///   [[destinations]]
+///   name = "soc-syslog"
+///   kind = "syslog"                 # RFC 5424 over TCP, octet-counted
+///   address = "127.0.0.1:6514"
+///   payload = "cef"                 # cef | ocsf
+#[derive(Parser)]
+#[command(name = "verdict-forwarder", version, verbatim_doc_comment)]
+struct Args {
+    /// TOML config file (see README "Forwarder").
+    #[arg(long, env = "VERDICT_FORWARDER_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let args = Args::parse();
+    let config = ForwarderConfig::load(args.config.as_deref())?;
+    let token = std::env::var("VERDICT_FORWARDER_QUERY_TOKEN")
+        .context("set VERDICT_FORWARDER_QUERY_TOKEN to a query service token")?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    let feed = Feed {
+        query_url: config.query_url.clone(),
+        authorization: format!("Bearer {token}"),
+        state_dir: config.state_dir.clone(),
+    };
+    tracing::info!(
+        destinations = config.destinations.len(),
+        "forwarder starting"
+    );
+    verdict_forwarder::run(config, feed, shutdown_signal()).await;
+    tracing::info!("forwarder stopped");
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Debian's real `rsyslogd` as a syslog receiver for the forwarder's tests: its own config on a
+//! free loopback port (TCP, RFC 5424, octet-counted or not), every message's MSG part written as
+//! one line to a file in its temp dir. Never the system service.
+
+use crate::process::{find_program, free_port, ServerProcess};
+use crate::Result;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct Rsyslog {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _process: ServerProcess,
+}
+
+impl Rsyslog {
+    pub fn start() -> Result<Self> {
+        // Debian installs it in /usr/sbin, which a non-root PATH may lack.
+        let sbin = PathBuf::from("/usr/sbin/rsyslogd");
+        let program = find_program("rsyslogd", "scripts/deps.sh installs it (apt: rsyslog)")
+            .or_else(|missing| {
+                if sbin.is_file() {
+                    Ok(sbin)
+                } else {
+                    Err(missing)
+                }
+            })?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            "global(workDirectory=\"{d}\")\n\
+             module(load=\"imtcp\")\n\
+             template(name=\"msg\" type=\"string\" string=\"%msg%\\n\")\n\
+             ruleset(name=\"verdict\") {{ action(type=\"omfile\" file=\"{d}/messages.log\" template=\"msg\") }}\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"verdict\")\n"
+        );
+        let conf = dir.path().join("rsyslog.conf");
+        std::fs::write(&conf, config).expect("writing rsyslog.conf");
+        let mut command = Command::new(program);
+        command
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"));
+        let mut process =
+            ServerProcess::spawn("rsyslogd", command, dir.path().join("rsyslogd.log"))?;
+        process.wait_ready(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        Ok(Self {
+            port,
+            dir,
+            _process: process,
+        })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The lines received so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("messages.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim_start().to_owned())
+            .collect()
+    }
+}
