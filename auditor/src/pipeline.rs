@@ -172,6 +172,9 @@ impl Pipeline {
                                 self.heads.advance(event, &row);
                                 touched.insert(event.chain_id.clone());
                             }
+                            batch
+                                .findings
+                                .extend(crate::tool_findings::of(&row, (now_secs, now_nanos)));
                             batch.events.push(row);
                             finding
                         }

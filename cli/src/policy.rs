@@ -119,6 +119,7 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
                 exposed: &tool.exposed,
                 risk: tool.risk,
                 arguments: &no_arguments,
+                fingerprint: Some(&tool.fingerprint),
             };
             let verdict = policy.evaluate(&call, risk);
             (decision_label(&verdict.ruling), verdict.rule_id)

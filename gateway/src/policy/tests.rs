@@ -86,6 +86,7 @@ fn decide(
         exposed: tool,
         risk: classified,
         arguments: &arguments,
+        fingerprint: None,
     };
     let verdict = policy.evaluate(&call, policy.risk_of([tool, tool], classified));
     (verdict.rule_id, verdict.ruling)
@@ -217,6 +218,7 @@ fn rate_limit_and_hide_through_the_decider() {
         exposed: tool,
         risk: RiskName::Read,
         arguments: &arguments,
+        fingerprint: None,
     };
     for _ in 0..3 {
         assert_eq!(
@@ -312,6 +314,7 @@ fn rules_match_the_name_agents_see_and_globs_do_not_cross_slashes() {
         exposed: "mem__delete",
         risk: RiskName::Write,
         arguments: &args,
+        fingerprint: None,
     };
     assert_eq!(
         policy.evaluate(&call, RiskName::Write).rule_id,
@@ -357,6 +360,7 @@ fn per_agent_rate_limits_span_sessions() {
                 exposed: "t",
                 risk: RiskName::Read,
                 arguments: &args,
+                fingerprint: None,
             };
             decider.decide(&call).ruling == Ruling::Allow
         })
