@@ -209,3 +209,61 @@ pub struct ChainHeadRow {
     pub updated_at: u32,
     pub version: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, change: pb::ToolChange, fields: &[&str]) -> pb::ToolFingerprint {
+        pb::ToolFingerprint {
+            name: name.into(),
+            change: change as i32,
+            changed_fields: fields.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tool_catalogs_name_their_changes_as_targets_and_reason() {
+        let catalog = |first| pb::ToolCatalog {
+            upstream: "memory".into(),
+            tools: vec![
+                tool("a", pb::ToolChange::Unchanged, &[]),
+                tool(
+                    "b",
+                    pb::ToolChange::Changed,
+                    &["description", "inputSchema"],
+                ),
+                tool("c", pb::ToolChange::Added, &[]),
+                tool("d", pb::ToolChange::Removed, &[]),
+            ],
+            first,
+        };
+        let mut row = EventRow::default();
+        row.fill_tool_catalog(catalog(false));
+        assert_eq!(row.kind, TOOL_CATALOG);
+        assert_eq!(row.upstream, "memory");
+        assert_eq!(row.target_names, ["changed", "added", "removed"]);
+        assert_eq!(row.target_values, ["b", "c", "d"]);
+        assert_eq!(
+            row.reason,
+            "b changed (description, inputSchema); c added; d removed"
+        );
+        assert!(row.is_tool_change());
+
+        let mut first = EventRow::default();
+        first.fill_tool_catalog(catalog(true));
+        assert_eq!(
+            first.target_values,
+            ["b", "d"],
+            "first sightings are no change"
+        );
+        let mut quiet = EventRow::default();
+        quiet.fill_tool_catalog(pb::ToolCatalog {
+            tools: vec![tool("a", pb::ToolChange::Added, &[])],
+            first: true,
+            ..Default::default()
+        });
+        assert!(!quiet.is_tool_change());
+    }
+}

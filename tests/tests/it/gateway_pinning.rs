@@ -267,7 +267,7 @@ async fn a_changed_tool_is_held_then_denied_until_re_pinned_and_every_step_is_a_
 
 /// The attack on its own: a server rug-pulls a pinned tool and the agent calls it. With pinning
 /// the call is refused and never reaches the server (no outcome is recorded for it); a gateway
-/// without pinning forwards it.
+/// without pinning (as before it existed) forwards it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rug_pulled_tool_is_never_forwarded() {
     let upstream = HttpProcess::work_memory(&[]).unwrap();
@@ -324,4 +324,23 @@ async fn a_rug_pulled_tool_is_never_forwarded() {
         ("session_manager", ["description".to_owned()].as_slice())
     );
     assert_ne!(change.sha256, change.pinned_sha256);
+
+    // The same poisoned tool behind a gateway without pinning (what the gateway did before):
+    // the call is forwarded and the server acts on it.
+    let unpinned_dir = tempfile::tempdir().unwrap();
+    let unpinned_policy = unpinned_dir.path().join("policy.json");
+    std::fs::write(&unpinned_policy, r#"{"version": "1", "default": "allow"}"#).unwrap();
+    let unpinned =
+        HttpProcess::gateway(&gateway_config(&unpinned_policy, &upstream, None)).unwrap();
+    let client = connect(&unpinned.url(), AGENT_KEY).await;
+    wait_rug_pulled(&client).await;
+    let forwarded = call_tool(&client, "session_manager", set_active("s2"))
+        .await
+        .unwrap();
+    assert!(!forwarded.is_error.unwrap_or(false), "{}", text(&forwarded));
+    let events = journal_events(&unpinned.journal_dir());
+    assert!(events
+        .iter()
+        .filter_map(outcome)
+        .any(|o| o.kind == pb::OutcomeKind::Ok as i32));
 }
