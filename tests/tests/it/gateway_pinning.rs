@@ -119,14 +119,12 @@ async fn a_changed_tool_is_held_then_denied_until_re_pinned_and_every_step_is_a_
     let pinned = pin(&policy_path, &config);
     assert!(pinned.contains("+ memory/session_manager"), "{pinned}");
     let mut gateway = HttpProcess::gateway(&config_text).unwrap();
-    let _auditor = AuditorProcess::start(&AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: "verdict.events".into(),
-        group: "verdict-auditor".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
-        max_events: 1000,
-    })
+    let _auditor = AuditorProcess::start(&AuditorSetup::for_gateway(
+        broker.bootstrap(),
+        clickhouse.url(),
+        gateway.public_key(),
+        CHAIN,
+    ))
     .unwrap();
     let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
     let client = std::sync::Arc::new(connect(&gateway.url(), AGENT_KEY).await);
