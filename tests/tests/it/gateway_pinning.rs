@@ -288,6 +288,21 @@ async fn a_rug_pulled_tool_is_never_forwarded() {
         text(&result)
     );
 
+    // CI's view: the lock file is out of date, and the change is shown, not accepted.
+    let check = Command::new(cargo_bin("verdict"))
+        .args(["policy", "pin", "--check"])
+        .arg(&policy_path)
+        .arg("--gateway-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("~ memory/session_manager") && shown.contains(RUG_PULL_MARK),
+        "{shown}"
+    );
+
     let events = journal_events(&gateway.journal_dir());
     let refusal = events
         .iter()
