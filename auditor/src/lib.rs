@@ -3,7 +3,7 @@
 //! The data flow, one module per stage: the main loop (`main_loop`) reads the audit topic as a
 //! consumer group (`consumer`), verifies every event with the shared
 //! [`verdict_proto::ChainVerifier`] (`pipeline`), tells redeliveries from replays and forks
-//! against stored rows (`resolve`), stores events, findings and chain heads (`store`, `heads`)
+//! against stored rows (`resolve`), raises findings about tool pinning (`tool_findings`), stores events, findings and chain heads (`store`, `heads`)
 //! through the stored contract (`verdict-schema`), reports on itself ([`Metrics`]), and notices
 //! when it has stopped reading (`watchdog`). As the witness (`witness`), it signs the heads it
 //! verified with a key of its own and publishes them (`publish`).
@@ -23,6 +23,7 @@ mod pipeline;
 mod publish;
 mod resolve;
 mod store;
+mod tool_findings;
 mod watchdog;
 mod witness;
 

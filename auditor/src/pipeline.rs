@@ -217,6 +217,9 @@ impl Pipeline {
                                     witness.advance(event, status, &mut batch.witnessed);
                                 }
                             }
+                            batch
+                                .findings
+                                .extend(crate::tool_findings::of(&row, (now_secs, now_nanos)));
                             batch.events.push(row);
                             finding
                         }

@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Generate an Ed25519 signing key pair for a gateway.
     Keygen(keygen::Args),
-    /// Policy files: validate, and show what they do to a gateway's tools.
+    /// Policy files: validate, show what they do to a gateway's tools, pin tool definitions.
     #[command(subcommand)]
     Policy(policy::Command),
     /// Calls held for a human decision: list, approve, reject (gateway admin API).

@@ -7,14 +7,22 @@
 //! matches is an error, an equality that leaves out longer enum values a warning). An upstream
 //! that cannot be reached or launched, or any error, makes the exit status non-zero: a policy
 //! checked against nothing is not "valid".
+//!
+//! `verdict policy pin` writes the lock file of tool pinning (`policy.lock` beside the policy):
+//! the fingerprint of every tool the policy's `"pin"` patterns cover, as the upstreams list them
+//! now. It prints what changes against the current lock file first, like a lockfile update in
+//! review; `--check` only prints it and fails when the lock file is out of date (CI). The gateway
+//! reloads the lock file on change, so re-pinning takes effect without a restart.
 
 use anyhow::Result;
 use serde_json::json;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use verdict_gateway::catalog::Catalog;
 use verdict_gateway::decision::{CallInfo, Ruling};
 use verdict_gateway::mcp::ClientInfo;
+use verdict_gateway::policy::pin::{pin_key, Fingerprint, LockFile};
 use verdict_gateway::policy::schema_check::Severity;
 use verdict_gateway::policy::Policy;
 use verdict_gateway::upstream::Upstream;
@@ -25,6 +33,21 @@ use verdict_proto::Label;
 pub enum Command {
     /// Validate POLICY; with --gateway-config, classify every upstream tool and show its rule.
     Check(CheckArgs),
+    /// Pin the tools that POLICY's "pin" patterns cover, as the upstreams list them now, in the
+    /// lock file beside POLICY (policy.lock); prints the change first.
+    Pin(PinArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PinArgs {
+    /// The policy file (policy.json); its lock file is written beside it.
+    policy: PathBuf,
+    /// The gateway config whose upstreams to list.
+    #[arg(long)]
+    gateway_config: PathBuf,
+    /// Print the change only; exit 1 when the lock file is out of date.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(clap::Args)]
@@ -40,7 +63,13 @@ pub struct CheckArgs {
 }
 
 pub fn run(command: Command) -> Result<ExitCode> {
-    let Command::Check(args) = command;
+    match command {
+        Command::Check(args) => check(args),
+        Command::Pin(args) => pin(args),
+    }
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode> {
     let policy = match Policy::load(&args.policy) {
         Ok(policy) => policy,
         Err(error) => {
@@ -56,14 +85,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
     let Some(config_path) = &args.gateway_config else {
         return Ok(ExitCode::SUCCESS);
     };
-    let config = GatewayConfig::load(Some(config_path))?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let upstreams: Vec<Upstream> = config
-        .upstreams
-        .iter()
-        .map(|(name, upstream)| Upstream::new(name, upstream, Default::default()))
-        .collect();
-    let catalog = runtime.block_on(Catalog::fetch(&upstreams));
+    let (upstreams, catalog) = list_tools(config_path)?;
     print_table(&policy, &catalog, &upstreams, &args.agent);
     let mut errors = 0;
     for (upstream, error) in catalog.unreachable() {
@@ -96,6 +118,63 @@ pub fn run(command: Command) -> Result<ExitCode> {
     })
 }
 
+/// Every configured upstream, and their tools as listed now.
+fn list_tools(config_path: &Path) -> Result<(Vec<Upstream>, Catalog)> {
+    let config = GatewayConfig::load(Some(config_path))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let upstreams: Vec<Upstream> = config
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| Upstream::new(name, upstream, Default::default()))
+        .collect();
+    let catalog = runtime.block_on(Catalog::fetch(&upstreams));
+    Ok((upstreams, catalog))
+}
+
+/// `verdict policy pin`: see the module doc.
+fn pin(args: PinArgs) -> Result<ExitCode> {
+    let policy = Policy::load(&args.policy)?;
+    let (upstreams, catalog) = list_tools(&args.gateway_config)?;
+    if !catalog.unreachable().is_empty() {
+        for (upstream, error) in catalog.unreachable() {
+            eprintln!("error: upstream {upstream} cannot be reached or launched: {error}");
+        }
+        eprintln!("nothing pinned: every upstream must answer");
+        return Ok(ExitCode::FAILURE);
+    }
+    let pinned: BTreeMap<String, Fingerprint> = catalog
+        .tools()
+        .iter()
+        .map(|tool| (&upstreams[tool.upstream].name, tool))
+        .filter(|(upstream, tool)| policy.pins().pins(upstream, &tool.name))
+        .map(|(upstream, tool)| (pin_key(upstream, &tool.name), tool.fingerprint.clone()))
+        .collect();
+    let next = LockFile::new(pinned);
+    let path = LockFile::path_for(&args.policy);
+    let diff = policy.lock().diff(&next);
+    if diff.is_empty() {
+        println!(
+            "{}: up to date ({} tools pinned)",
+            path.display(),
+            next.tools.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}:", path.display());
+    for line in &diff {
+        println!("{line}");
+    }
+    if args.check {
+        eprintln!("lock file out of date: run `verdict policy pin` after reviewing the change");
+        return Ok(ExitCode::FAILURE);
+    }
+    let staged = path.with_extension("lock.new");
+    std::fs::write(&staged, next.to_text())?;
+    std::fs::rename(&staged, &path)?;
+    println!("pinned {} tools", next.tools.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One row per tool: its risk class and what an argument-less call by `agent` gets.
 fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent: &str) {
     println!(
@@ -119,6 +198,7 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
                 exposed: &tool.exposed,
                 risk: tool.risk,
                 arguments: &no_arguments,
+                fingerprint: Some(&tool.fingerprint),
             };
             let verdict = policy.evaluate(&call, risk);
             (decision_label(&verdict.ruling), verdict.rule_id)

@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
         exposed: "session_manager",
         risk: verdict_gateway::policy::risk::classify(&definition),
         arguments: &arguments,
+        fingerprint: None,
     };
     assert_eq!(decider.decide(&call).rule_id, "no-delete");
     c.bench_function("policy_decide_1000_rules", |b| {

@@ -3,13 +3,19 @@
 //! Tool names are kept as the upstream gives them, except where two upstreams offer the same
 //! name: then each of those tools is exposed as `<upstream>__<tool>` (both sides prefixed, so
 //! neither silently wins). Downstream `tools/list` is paged with an opaque offset cursor.
+//!
+//! Every tool is fingerprinted here ([`Fingerprint`]) for tool pinning, and [`catalog_event`]
+//! says how an upstream's tools differ from the last catalog recorded for it, which the gateway
+//! records as a `ToolCatalog` event.
 
 use crate::decision::RiskName;
+use crate::policy::pin::Fingerprint;
 use crate::policy::risk;
 use crate::upstream::Upstream;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use verdict_proto::pb::{self, ToolChange};
 
 /// How long one upstream may take to list its tools before the list goes on without it.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,12 +34,19 @@ pub struct CatalogTool {
     pub definition: Value,
     /// Classified once here from annotations and description; policies may override it.
     pub risk: RiskName,
+    /// The definition as the upstream sent it, fingerprinted for pinning.
+    pub fingerprint: Fingerprint,
 }
+
+/// One upstream's tools by their name at the upstream.
+pub type Fingerprints = BTreeMap<String, Fingerprint>;
 
 #[derive(Debug, Default)]
 pub struct Catalog {
     tools: Vec<CatalogTool>,
     by_name: HashMap<String, usize>,
+    /// The upstreams' names, in config order.
+    upstreams: Vec<String>,
     /// Upstreams whose tools could not be listed (so are absent), with the error.
     unreachable: Vec<(String, String)>,
 }
@@ -89,7 +102,10 @@ impl Catalog {
                 }
             }
         }
-        let mut catalog = Catalog::default();
+        let mut catalog = Catalog {
+            upstreams: upstreams.iter().map(|(name, _)| name.clone()).collect(),
+            ..Catalog::default()
+        };
         for (index, (upstream, tools)) in upstreams.iter().enumerate() {
             for tool in tools {
                 let Some(name) = tool.get("name").and_then(Value::as_str) else {
@@ -118,11 +134,29 @@ impl Catalog {
                     upstream: index,
                     name: name.to_owned(),
                     risk: risk::classify(&definition),
+                    fingerprint: Fingerprint::of(tool),
                     definition,
                 });
             }
         }
         catalog
+    }
+
+    /// The fingerprints of each upstream that answered `tools/list` (unreachable ones are left
+    /// out: their tools are unknown, not removed).
+    pub fn fingerprints(&self) -> Vec<(&str, Fingerprints)> {
+        let mut listed: Vec<(&str, Fingerprints)> = self
+            .upstreams
+            .iter()
+            .map(|name| (name.as_str(), Fingerprints::new()))
+            .collect();
+        for tool in &self.tools {
+            listed[tool.upstream]
+                .1
+                .insert(tool.name.clone(), tool.fingerprint.clone());
+        }
+        listed.retain(|(name, _)| !self.unreachable.iter().any(|(down, _)| down == name));
+        listed
     }
 
     pub fn route(&self, exposed: &str) -> Option<&CatalogTool> {
@@ -156,6 +190,58 @@ impl Catalog {
         }
         Some(result)
     }
+}
+
+/// How `current` differs from the catalog last recorded for `upstream` (`previous`; `None` for the
+/// first since start, when each tool is compared with its pinned fingerprint, `pinned`). `None`
+/// when nothing changed, so only changes and first sightings become events.
+pub fn catalog_event(
+    upstream: &str,
+    previous: Option<&Fingerprints>,
+    current: &Fingerprints,
+    pinned: impl Fn(&str) -> Option<Fingerprint>,
+) -> Option<pb::ToolCatalog> {
+    if previous == Some(current) {
+        return None;
+    }
+    let mut tools: Vec<pb::ToolFingerprint> = current
+        .iter()
+        .map(|(name, now)| {
+            let pin = pinned(name);
+            let baseline = match previous {
+                Some(previous) => previous.get(name).cloned(),
+                None => pin.clone(),
+            };
+            let (change, changed_fields) = match baseline {
+                None => (ToolChange::Added, Vec::new()),
+                Some(before) if before.sha256 == now.sha256 => (ToolChange::Unchanged, Vec::new()),
+                Some(before) => (ToolChange::Changed, before.changed_fields(now)),
+            };
+            pb::ToolFingerprint {
+                name: name.clone(),
+                sha256: hex::decode(&now.sha256).unwrap_or_default(),
+                change: change as i32,
+                changed_fields: changed_fields.into_iter().map(String::from).collect(),
+                pinned_sha256: pin
+                    .and_then(|p| hex::decode(p.sha256).ok())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let removed = previous
+        .into_iter()
+        .flat_map(|previous| previous.keys())
+        .filter(|name| !current.contains_key(*name));
+    tools.extend(removed.map(|name| pb::ToolFingerprint {
+        name: name.clone(),
+        change: ToolChange::Removed as i32,
+        ..Default::default()
+    }));
+    Some(pb::ToolCatalog {
+        upstream: upstream.to_owned(),
+        tools,
+        first: previous.is_none(),
+    })
 }
 
 #[cfg(test)]
@@ -198,6 +284,55 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    fn fingerprints(tools: &[(&str, &str)]) -> Fingerprints {
+        tools
+            .iter()
+            .map(|(name, description)| {
+                let definition = json!({"name": name, "description": description});
+                (name.to_string(), Fingerprint::of(&definition))
+            })
+            .collect()
+    }
+
+    fn changes(event: &pb::ToolCatalog) -> Vec<String> {
+        event
+            .tools
+            .iter()
+            .map(|t| {
+                let change = ToolChange::try_from(t.change).unwrap();
+                format!("{} {change:?} {}", t.name, t.changed_fields.join(","))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn catalog_events_name_what_changed_since_the_last_one_or_the_pin() {
+        let pinned = fingerprints(&[("a", "old")]);
+        let first = fingerprints(&[("a", "new"), ("b", "b")]);
+        let event = catalog_event("mem", None, &first, |t| pinned.get(t).cloned()).unwrap();
+        assert!(event.first);
+        assert_eq!(changes(&event), ["a Changed description", "b Added "]);
+        assert_eq!(event.tools[0].pinned_sha256.len(), 32);
+        assert!(event.tools[1].pinned_sha256.is_empty());
+
+        assert_eq!(catalog_event("mem", Some(&first), &first, |_| None), None);
+        let later = fingerprints(&[("a", "new"), ("c", "c")]);
+        let event = catalog_event("mem", Some(&first), &later, |_| None).unwrap();
+        assert!(!event.first);
+        assert_eq!(changes(&event), ["a Unchanged ", "c Added ", "b Removed "]);
+    }
+
+    #[test]
+    fn unreachable_upstreams_have_no_fingerprints() {
+        let mut catalog =
+            Catalog::build(&[("a".into(), vec![tool("x")]), ("b".into(), Vec::new())]);
+        catalog.unreachable.push(("b".into(), "down".into()));
+        let listed = catalog.fingerprints();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, "a");
+        assert!(listed[0].1.contains_key("x"));
     }
 
     #[test]

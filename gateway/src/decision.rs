@@ -5,6 +5,7 @@
 //! policy's hash, so the agent and the audit trail can say why.
 
 use crate::mcp::ClientInfo;
+use crate::policy::pin::Fingerprint;
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct CallInfo<'a> {
     /// The tool's risk class as its definition implies (see [`crate::policy::risk`]).
     pub risk: RiskName,
     pub arguments: &'a Value,
+    /// The tool's definition as listed now, for pinning; `None` where no upstream listed it
+    /// (a what-if without a catalog).
+    pub fingerprint: Option<&'a Fingerprint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,11 @@ pub trait Decider: Send + Sync {
     fn hides(&self, _tool: &str, _exposed: &str) -> bool {
         false
     }
+
+    /// The fingerprint pinned for `tool` at `upstream`, if the policy pins it.
+    fn pinned(&self, _upstream: &str, _tool: &str) -> Option<Fingerprint> {
+        None
+    }
 }
 
 /// Allows every call (no policy configured); the decision names itself so it is visible.
@@ -104,5 +113,9 @@ impl<D: Decider + ?Sized> Decider for std::sync::Arc<D> {
 
     fn hides(&self, tool: &str, exposed: &str) -> bool {
         (**self).hides(tool, exposed)
+    }
+
+    fn pinned(&self, upstream: &str, tool: &str) -> Option<Fingerprint> {
+        (**self).pinned(upstream, tool)
     }
 }

@@ -8,7 +8,7 @@
 use crate::approvals::{Approvals, Resolution};
 use crate::audit::event::{self, DecisionFacts};
 use crate::audit::Audit;
-use crate::catalog::{Catalog, CatalogTool};
+use crate::catalog::{self as catalogs, Catalog, CatalogTool, Fingerprints};
 use crate::config::GatewayConfig;
 use crate::decision::{AllowAll, CallInfo, Decider, Ruling};
 use crate::jsonrpc::{
@@ -19,6 +19,7 @@ use crate::metrics::GatewayMetrics;
 use crate::session::{Session, Sessions};
 use crate::upstream::{ProgressSink, Upstream, UpstreamError};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
@@ -35,6 +36,9 @@ pub struct Gateway {
     call_timeout: Duration,
     upstreams: Vec<Upstream>,
     catalog: RwLock<Arc<Catalog>>,
+    /// Each upstream's tools as last recorded in a `ToolCatalog` event; held while recording,
+    /// so concurrent refreshes record each change once and in order.
+    recorded_catalogs: tokio::sync::Mutex<HashMap<String, Fingerprints>>,
     decider: Box<dyn Decider>,
     page_size: usize,
     /// Notified when an upstream announces `tools/list_changed`.
@@ -64,6 +68,7 @@ impl Gateway {
                 .map(|(name, cfg)| Upstream::new(name, cfg, Arc::clone(&tools_changed)))
                 .collect(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
+            recorded_catalogs: tokio::sync::Mutex::default(),
             decider: Box::new(AllowAll),
             page_size: config.tools_page_size,
             audit,
@@ -143,11 +148,33 @@ impl Gateway {
         mcp::initialize_result(version)
     }
 
-    /// Every upstream's tools, fetched now.
+    /// Every upstream's tools, fetched now; what changed is recorded before calls are routed
+    /// by the new catalog.
     pub async fn refresh_catalog(&self) -> Arc<Catalog> {
         let catalog = Arc::new(Catalog::fetch(&self.upstreams).await);
+        self.record_catalog(&catalog).await;
         *self.catalog.write().expect("catalog lock") = Arc::clone(&catalog);
         catalog
+    }
+
+    /// Records a `ToolCatalog` event for each upstream whose tools differ from the last recorded
+    /// (or were never recorded since start); one the journal refuses is kept for later.
+    async fn record_catalog(&self, catalog: &Catalog) {
+        let mut recorded = self.recorded_catalogs.lock().await;
+        for (upstream, current) in catalog.fingerprints() {
+            let pinned = |tool: &str| self.decider.pinned(upstream, tool);
+            let Some(event) =
+                catalogs::catalog_event(upstream, recorded.get(upstream), &current, pinned)
+            else {
+                continue;
+            };
+            let body = event::tool_catalog(event);
+            if let Err(error) = self.audit.recorder.record(&body).await {
+                tracing::warn!(%error, upstream, "tool catalog not journaled yet; kept for later");
+                self.audit.recorder.defer(&body);
+            }
+            recorded.insert(upstream.to_owned(), current);
+        }
     }
 
     async fn tools_list(&self, params: &Value) -> Result<Value, (i64, String)> {
@@ -263,6 +290,7 @@ impl Gateway {
             exposed: &route.exposed,
             risk: route.risk,
             arguments,
+            fingerprint: Some(&route.fingerprint),
         };
         let decision = self.decider.decide(&call);
         let span = tracing::info_span!("tools_call", agent = %session.agent, session = %session.id, upstream = %upstream.name, tool = %route.name, rule = %decision.rule_id, seq = tracing::field::Empty);

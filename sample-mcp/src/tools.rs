@@ -396,6 +396,7 @@ impl ServerHandler for WorkMemory {
             .list_all()
             .into_iter()
             .filter(|tool| !self.changes.withdrawn(&tool.name))
+            .map(|tool| self.changes.published(tool))
             .collect();
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
@@ -435,5 +436,6 @@ impl ServerHandler for WorkMemory {
             .get(name)
             .filter(|_| !self.changes.withdrawn(name))
             .cloned()
+            .map(|tool| self.changes.published(tool))
     }
 }

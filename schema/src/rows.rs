@@ -11,6 +11,9 @@ use verdict_proto::pb::{self, event_body::Kind};
 use verdict_proto::verify::EventStatus;
 use verdict_proto::{EnvelopeError, Label, SignedEvent};
 
+/// The `kind` of a tool catalog row.
+pub const TOOL_CATALOG: &str = "tool_catalog";
+
 /// One stored event: every body field as a column, plus the envelope for re-verification.
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 pub struct EventRow {
@@ -98,9 +101,44 @@ impl EventRow {
                 row.kind = "checkpoint".into();
                 row.checkpoint_reason = c.reason;
             }
+            Some(Kind::ToolCatalog(c)) => row.fill_tool_catalog(c),
             None => row.kind = "unknown".into(),
         }
         Ok(row)
+    }
+
+    /// A tool catalog: the upstream, each tool that changed as a target named by its change
+    /// (`changed`, `added`, `removed`) and a readable summary as the reason. Tools seen for the
+    /// first time since the gateway started and not pinned are not changes.
+    fn fill_tool_catalog(&mut self, c: pb::ToolCatalog) {
+        self.kind = TOOL_CATALOG.into();
+        self.upstream = c.upstream;
+        let mut summary = Vec::new();
+        for tool in c.tools {
+            let change = pb::ToolChange::try_from(tool.change).unwrap_or_default();
+            let notable = match change {
+                pb::ToolChange::Changed | pb::ToolChange::Removed => true,
+                pb::ToolChange::Added => !c.first,
+                _ => false,
+            };
+            if !notable {
+                continue;
+            }
+            let label = change.label();
+            summary.push(match tool.changed_fields.is_empty() {
+                true => format!("{} {label}", tool.name),
+                false => format!("{} {label} ({})", tool.name, tool.changed_fields.join(", ")),
+            });
+            self.target_names.push(label.into());
+            self.target_values.push(tool.name);
+        }
+        self.reason = summary.join("; ");
+    }
+
+    /// Whether this row records a change of an upstream's tools (a rug pull, or a reviewed
+    /// update awaiting its pin).
+    pub fn is_tool_change(&self) -> bool {
+        self.kind == TOOL_CATALOG && !self.target_names.is_empty()
     }
 
     fn fill_decision(&mut self, d: pb::Decision) {
@@ -219,4 +257,62 @@ pub struct ChunkRow {
     pub chain_id: String,
     pub chunk: u64,
     pub root: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, change: pb::ToolChange, fields: &[&str]) -> pb::ToolFingerprint {
+        pb::ToolFingerprint {
+            name: name.into(),
+            change: change as i32,
+            changed_fields: fields.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tool_catalogs_name_their_changes_as_targets_and_reason() {
+        let catalog = |first| pb::ToolCatalog {
+            upstream: "memory".into(),
+            tools: vec![
+                tool("a", pb::ToolChange::Unchanged, &[]),
+                tool(
+                    "b",
+                    pb::ToolChange::Changed,
+                    &["description", "inputSchema"],
+                ),
+                tool("c", pb::ToolChange::Added, &[]),
+                tool("d", pb::ToolChange::Removed, &[]),
+            ],
+            first,
+        };
+        let mut row = EventRow::default();
+        row.fill_tool_catalog(catalog(false));
+        assert_eq!(row.kind, TOOL_CATALOG);
+        assert_eq!(row.upstream, "memory");
+        assert_eq!(row.target_names, ["changed", "added", "removed"]);
+        assert_eq!(row.target_values, ["b", "c", "d"]);
+        assert_eq!(
+            row.reason,
+            "b changed (description, inputSchema); c added; d removed"
+        );
+        assert!(row.is_tool_change());
+
+        let mut first = EventRow::default();
+        first.fill_tool_catalog(catalog(true));
+        assert_eq!(
+            first.target_values,
+            ["b", "d"],
+            "first sightings are no change"
+        );
+        let mut quiet = EventRow::default();
+        quiet.fill_tool_catalog(pb::ToolCatalog {
+            tools: vec![tool("a", pb::ToolChange::Added, &[])],
+            first: true,
+            ..Default::default()
+        });
+        assert!(!quiet.is_tool_change());
+    }
 }

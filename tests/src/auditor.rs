@@ -34,6 +34,24 @@ pub struct AuditorSetup {
 }
 
 impl AuditorSetup {
+    /// The setup of the end-to-end tests: topic `verdict.events`, group `verdict-auditor`, the
+    /// gateway's `public_key` trusted for its `chain` only.
+    pub fn for_gateway(
+        brokers: String,
+        clickhouse_url: String,
+        public_key: PathBuf,
+        chain: &str,
+    ) -> Self {
+        Self {
+            brokers,
+            topic: "verdict.events".into(),
+            group: "verdict-auditor".into(),
+            clickhouse_url,
+            keys: vec![(public_key, Some(vec![chain.into()]))],
+            max_events: 1000,
+        }
+    }
+
     fn toml(&self) -> String {
         let mut text = format!(
             "checkpoint_grace_secs = 30\nmetrics_listen = \"127.0.0.1:0\"\n\

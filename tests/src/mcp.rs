@@ -138,6 +138,11 @@ impl HttpProcess {
         self.process.signal("HUP");
     }
 
+    /// SIGUSR1 (the sample server toggles a rug pull: `session_manager`'s description changes).
+    pub fn rug_pull(&self) {
+        self.process.signal("USR1");
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         self.process.kill();

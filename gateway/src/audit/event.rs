@@ -249,6 +249,11 @@ pub fn unrecorded_refusals(count: u64) -> pb::EventBody {
     }))
 }
 
+/// A body recording an upstream's tool catalog (tool pinning).
+pub fn tool_catalog(catalog: pb::ToolCatalog) -> pb::EventBody {
+    body(Kind::ToolCatalog(catalog))
+}
+
 /// A checkpoint body attesting the head `(seq, hash)`.
 pub fn checkpoint(head_seq: u64, head_hash: &[u8], reason: &str, interval_secs: u32) -> Checkpoint {
     Checkpoint(pb::Checkpoint {

@@ -39,6 +39,9 @@ pub struct PolicyFile {
     pub risk: BTreeMap<String, RiskName>,
     #[serde(default)]
     pub rules: Rules,
+    /// Tool pinning: `"upstream/tool glob": "on_change_deny" | "hold" | "alert"` (see [`super::pin`]).
+    #[serde(default)]
+    pub pin: super::pin::PinRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -66,7 +69,7 @@ pub struct Pattern {
 
 impl Pattern {
     /// Compiles `text`; `any_case` makes it case-insensitive (argument values).
-    fn compile(text: String, any_case: bool) -> Result<Self, String> {
+    pub(super) fn compile(text: String, any_case: bool) -> Result<Self, String> {
         let glob = GlobBuilder::new(&text)
             .literal_separator(true)
             .case_insensitive(any_case)

@@ -9,6 +9,7 @@
 //! given (server, tool) are computed once per pair and cached, so a decision only looks at those.
 
 pub mod file;
+pub mod pin;
 pub mod rate;
 pub mod risk;
 pub mod schema_check;
@@ -16,6 +17,7 @@ pub mod schema_check;
 use crate::decision::RiskName;
 use crate::decision::{CallInfo, Decider, Decision, Ruling};
 use file::{ActionName, ArgumentMatch, DefaultAction, Pattern, PolicyError, PolicyFile};
+use pin::{Fingerprint, LockError, LockFile, PinAction, PinRules};
 use rate::RateLimiter;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -23,6 +25,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+/// The rule id of decisions made by tool pinning (see [`pin`]).
+pub const PIN_RULE: &str = "pin";
+/// How long a call held by a `hold` pin waits for a human.
+const PIN_HOLD_SECS: u64 = 300;
 
 /// How often the policy file's modification time is checked.
 const RELOAD_POLL: Duration = Duration::from_secs(1);
@@ -36,6 +43,8 @@ pub enum PolicyLoadError {
     },
     #[error("{path}:{source}")]
     Invalid { path: PathBuf, source: PolicyError },
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +80,9 @@ pub struct Policy {
     risk_overrides: HashMap<String, RiskName>,
     rules: Vec<Rule>,
     candidates: Candidates,
+    pins: PinRules,
+    /// The pinned fingerprints (the lock file beside the policy file).
+    lock: LockFile,
 }
 
 /// A rule's rate limit: at most `max` calls per `window`, counted per session or per agent.
@@ -108,7 +120,24 @@ impl Policy {
             risk_overrides: parsed.risk.into_iter().collect(),
             rules,
             candidates: RwLock::new(HashMap::new()),
+            pins: parsed.pin,
+            lock: LockFile::default(),
         })
+    }
+
+    /// This policy with the pinned fingerprints of `lock`.
+    pub fn with_lock(self, lock: LockFile) -> Self {
+        Self { lock, ..self }
+    }
+
+    /// The pin patterns of the policy (see [`pin`]).
+    pub fn pins(&self) -> &PinRules {
+        &self.pins
+    }
+
+    /// The pinned fingerprints the policy was loaded with.
+    pub fn lock(&self) -> &LockFile {
+        &self.lock
     }
 
     pub fn load(path: &Path) -> Result<Self, PolicyLoadError> {
@@ -116,10 +145,11 @@ impl Policy {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_text(&text).map_err(|source| PolicyLoadError::Invalid {
+        let policy = Self::from_text(&text).map_err(|source| PolicyLoadError::Invalid {
             path: path.to_owned(),
             source,
-        })
+        })?;
+        Ok(policy.with_lock(LockFile::load(&LockFile::path_for(path))?))
     }
 
     /// True when `tool` (its upstream name or the name agents see) is hidden.
@@ -163,6 +193,13 @@ impl Policy {
                 rate_limit: None,
             },
         }
+    }
+
+    /// The pin breach of the called tool, if the policy pins it and its definition is not the
+    /// pinned one.
+    pub fn pin_breach(&self, call: &CallInfo<'_>) -> Option<pin::Breach> {
+        self.pins
+            .check(&self.lock, call.upstream, call.tool, call.fingerprint?)
     }
 
     /// Ids of the rules that may apply to this tool (their tool and server patterns match).
@@ -340,12 +377,14 @@ pub struct PolicyDecider {
 impl PolicyDecider {
     pub fn load(path: &Path) -> Result<Self, PolicyLoadError> {
         let policy = Policy::load(path)?;
-        Ok(Self {
+        let decider = Self {
             path: path.to_owned(),
-            examined: std::sync::Mutex::new(Some(policy.sha256)),
+            examined: std::sync::Mutex::new(None),
             current: RwLock::new(Arc::new(policy)),
             rates: RateLimiter::default(),
-        })
+        };
+        decider.content_changed();
+        Ok(decider)
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -356,16 +395,18 @@ impl PolicyDecider {
     pub fn reload(&self) -> Result<bool, PolicyLoadError> {
         let policy = Policy::load(&self.path)?;
         let mut current = self.current.write().expect("policy lock");
-        let changed = current.sha256 != policy.sha256;
+        let changed = current.sha256 != policy.sha256 || current.lock != policy.lock;
         *current = Arc::new(policy);
         Ok(changed)
     }
 
-    /// True when the file's content differs from what was last examined (and notes it).
+    /// True when the content of the policy file or its lock file differs from what was last
+    /// examined (and notes it).
     fn content_changed(&self) -> bool {
-        let hash = std::fs::read(&self.path)
-            .ok()
-            .map(|bytes| Sha256::digest(&bytes).into());
+        let hash = std::fs::read(&self.path).ok().map(|mut bytes| {
+            bytes.extend(std::fs::read(LockFile::path_for(&self.path)).unwrap_or_default());
+            Sha256::digest(&bytes).into()
+        });
         let mut examined = self.examined.lock().expect("examined lock");
         let changed = *examined != hash;
         *examined = hash;
@@ -387,7 +428,7 @@ impl PolicyDecider {
                 }
                 match self.reload() {
                     Ok(true) => {
-                        tracing::info!(path = %self.path.display(), policy_sha256 = %hex::encode(self.policy().sha256), "policy reloaded");
+                        tracing::info!(path = %self.path.display(), policy_sha256 = %hex::encode(self.policy().sha256), pinned = self.policy().lock.tools.len(), "policy reloaded");
                         on_change();
                     }
                     Ok(false) => {}
@@ -414,7 +455,23 @@ impl Decider for PolicyDecider {
         if policy.hides(&[call.tool, call.exposed]) {
             return decided(Ruling::Hide, "hide", "hidden by policy".into());
         }
-        let verdict = policy.evaluate(call, risk);
+        let mut verdict = policy.evaluate(call, risk);
+        if let Some(breach) = policy.pin_breach(call) {
+            match (breach.action, &verdict.ruling) {
+                // A refusal by the rules stands; the pin only ever makes a decision stricter.
+                (_, Ruling::Deny) => {}
+                (PinAction::OnChangeDeny, _) => {
+                    return decided(Ruling::Deny, PIN_RULE, breach.reason)
+                }
+                (PinAction::Hold, _) => {
+                    let timeout = Duration::from_secs(PIN_HOLD_SECS);
+                    return decided(Ruling::RequireApproval { timeout }, PIN_RULE, breach.reason);
+                }
+                (PinAction::Alert, _) => {
+                    verdict.reason = format!("{} (pin alert: {})", verdict.reason, breach.reason)
+                }
+            }
+        }
         if let (Ruling::Allow, Some(limit)) = (&verdict.ruling, verdict.rate_limit) {
             let (session, scope) = match limit.per {
                 file::RateScope::Session => (call.session, "session"),
@@ -443,6 +500,15 @@ impl Decider for PolicyDecider {
 
     fn hides(&self, tool: &str, exposed: &str) -> bool {
         self.policy().hides(&[tool, exposed])
+    }
+
+    fn pinned(&self, upstream: &str, tool: &str) -> Option<Fingerprint> {
+        let policy = self.policy();
+        policy
+            .pins
+            .pins(upstream, tool)
+            .then(|| policy.lock.get(upstream, tool).cloned())
+            .flatten()
     }
 }
 

@@ -86,6 +86,7 @@ fn decide(
         exposed: tool,
         risk: classified,
         arguments: &arguments,
+        fingerprint: None,
     };
     let verdict = policy.evaluate(&call, policy.risk_of([tool, tool], classified));
     (verdict.rule_id, verdict.ruling)
@@ -217,6 +218,7 @@ fn rate_limit_and_hide_through_the_decider() {
         exposed: tool,
         risk: RiskName::Read,
         arguments: &arguments,
+        fingerprint: None,
     };
     for _ in 0..3 {
         assert_eq!(
@@ -312,6 +314,7 @@ fn rules_match_the_name_agents_see_and_globs_do_not_cross_slashes() {
         exposed: "mem__delete",
         risk: RiskName::Write,
         arguments: &args,
+        fingerprint: None,
     };
     assert_eq!(
         policy.evaluate(&call, RiskName::Write).rule_id,
@@ -357,6 +360,7 @@ fn per_agent_rate_limits_span_sessions() {
                 exposed: "t",
                 risk: RiskName::Read,
                 arguments: &args,
+                fingerprint: None,
             };
             decider.decide(&call).ruling == Ruling::Allow
         })
@@ -411,4 +415,78 @@ fn argument_values_match_normalised_and_inside_arrays() {
         "an allow rule needs every element to match"
     );
     assert_eq!(rule(json!([])), "default");
+}
+
+#[test]
+fn pins_make_decisions_stricter_never_looser_and_reload_with_the_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.json");
+    std::fs::write(
+        &path,
+        r#"{"version": "1", "default": "allow",
+            "pin": {"mem/deny_*": "on_change_deny", "mem/hold_*": "hold", "mem/alert_*": "alert"},
+            "rules": [{"id": "no-deny_x", "match": {"tool": "deny_x"}, "action": "deny"}]}"#,
+    )
+    .unwrap();
+    let decider = PolicyDecider::load(&path).unwrap();
+    let client = ClientInfo::default();
+    let arguments = json!({});
+    let current = pin::Fingerprint::of(&json!({"name": "t", "description": "poisoned"}));
+    let decide = |tool| {
+        decider.decide(&CallInfo {
+            agent: "a",
+            session: "s",
+            client: &client,
+            upstream: "mem",
+            tool,
+            exposed: tool,
+            risk: RiskName::Read,
+            arguments: &arguments,
+            fingerprint: Some(&current),
+        })
+    };
+    let denied = decide("deny_y");
+    assert_eq!(
+        (denied.ruling, denied.rule_id.as_str()),
+        (Ruling::Deny, PIN_RULE)
+    );
+    assert!(
+        denied.reason.contains("mem/deny_y is not pinned"),
+        "{}",
+        denied.reason
+    );
+    assert_eq!(
+        decide("deny_x").rule_id,
+        "no-deny_x",
+        "a rule's refusal stands"
+    );
+    let held = decide("hold_y");
+    assert!(matches!(held.ruling, Ruling::RequireApproval { .. }));
+    assert_eq!(held.rule_id, PIN_RULE);
+    let alerted = decide("alert_y");
+    assert_eq!(
+        (alerted.ruling, alerted.rule_id.as_str()),
+        (Ruling::Allow, "default")
+    );
+    assert!(alerted.reason.contains("pin alert"), "{}", alerted.reason);
+    assert_eq!(decide("other").reason, "allowed by default");
+
+    let lock = pin::LockFile::new(
+        [("mem/deny_y".to_owned(), current.clone())]
+            .into_iter()
+            .collect(),
+    );
+    std::fs::write(pin::LockFile::path_for(&path), lock.to_text()).unwrap();
+    assert!(
+        decider.content_changed(),
+        "the lock file is watched with the policy"
+    );
+    assert!(decider.reload().unwrap());
+    assert_eq!(
+        decide("deny_y").ruling,
+        Ruling::Allow,
+        "pinned as it is now"
+    );
+    assert_eq!(decider.pinned("mem", "deny_y"), Some(current.clone()));
+    assert_eq!(decider.pinned("mem", "other"), None);
 }

@@ -63,14 +63,12 @@ async fn the_pipeline_answers_who_tried_to_delete_which_session() {
     )
     .unwrap();
     let gateway = HttpProcess::gateway(&gateway_config(&policy, &broker.bootstrap())).unwrap();
-    let _auditor = AuditorProcess::start(&AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: "verdict.events".into(),
-        group: "verdict-auditor".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
-        max_events: 1000,
-    })
+    let _auditor = AuditorProcess::start(&AuditorSetup::for_gateway(
+        broker.bootstrap(),
+        clickhouse.url(),
+        gateway.public_key(),
+        CHAIN,
+    ))
     .unwrap();
     let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
 

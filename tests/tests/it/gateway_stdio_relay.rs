@@ -120,14 +120,12 @@ async fn several_relays_at_once_leave_one_clean_trail_that_names_every_agent() {
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
     let gateway = HttpProcess::gateway(&gateway_config(&policy, &broker.bootstrap())).unwrap();
-    let _auditor = AuditorProcess::start(&AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: "verdict.events".into(),
-        group: "verdict-auditor".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
-        max_events: 1000,
-    })
+    let _auditor = AuditorProcess::start(&AuditorSetup::for_gateway(
+        broker.bootstrap(),
+        clickhouse.url(),
+        gateway.public_key(),
+        CHAIN,
+    ))
     .unwrap();
     let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
 

@@ -16,6 +16,7 @@ mod gateway_approvals;
 mod gateway_audit;
 mod gateway_bad_input;
 mod gateway_hardening;
+mod gateway_pinning;
 mod gateway_policy;
 mod gateway_proxy;
 mod gateway_stdio;

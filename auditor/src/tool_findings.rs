@@ -1,0 +1,97 @@
+//! Findings about what the trail *says*, not about its integrity: tool pinning.
+//!
+//! A security team watches findings, so a rug pull must land there, not only in an event a
+//! search might find: every stored `tool_catalog` event that changes a tool becomes a
+//! `tool_changed` finding, and every call the gateway refused or held because a pinned tool
+//! changed (a decision by rule `pin`) a `tool_pin` finding. Both carry the event's envelope as
+//! evidence, like integrity findings, and are derived from verified events only, so a forger
+//! cannot raise (or suppress) them.
+
+use verdict_proto::pb::DecisionKind;
+use verdict_proto::Label;
+use verdict_schema::{EventRow, FindingRow};
+
+/// The finding kind of a changed tool catalog.
+pub const TOOL_CHANGED: &str = "tool_changed";
+/// The finding kind of a call refused or held by tool pinning.
+pub const TOOL_PIN: &str = "tool_pin";
+/// The rule id of the gateway's pinning decisions (`verdict_gateway::policy::PIN_RULE`).
+const PIN_RULE: &str = "pin";
+
+/// The finding a verified event row raises, detected at `(secs, nanos)`.
+pub fn of(row: &EventRow, detected: (u32, i64)) -> Option<FindingRow> {
+    let (kind, detail) = if row.is_tool_change() {
+        (
+            TOOL_CHANGED,
+            format!("upstream {}: {}", row.upstream, row.reason),
+        )
+    } else if row.rule_id == PIN_RULE && refused_or_held(&row.decision) {
+        (
+            TOOL_PIN,
+            format!(
+                "{} of {}/{} by agent {}: {}",
+                row.decision, row.upstream, row.tool, row.agent_id, row.reason
+            ),
+        )
+    } else {
+        return None;
+    };
+    Some(FindingRow {
+        kind: kind.into(),
+        chain_id: row.chain_id.clone(),
+        seq: row.seq,
+        last_seq: row.seq,
+        detail,
+        detected_at: detected.0,
+        detected_unix_nanos: detected.1,
+        evidence: row.envelope.clone(),
+        evidence_sha256: crate::sha256_hex(&row.envelope),
+        kafka_partition: row.kafka_partition,
+        kafka_offset: row.kafka_offset,
+    })
+}
+
+fn refused_or_held(decision: &str) -> bool {
+    [DecisionKind::Deny, DecisionKind::ApprovalRequested]
+        .into_iter()
+        .any(|kind| kind.label() == decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_decisions_and_tool_changes_are_findings_other_rows_are_not() {
+        let denied = EventRow {
+            kind: "decision".into(),
+            rule_id: "pin".into(),
+            decision: "deny".into(),
+            tool: "session_manager".into(),
+            envelope: vec![1, 2],
+            ..Default::default()
+        };
+        let finding = of(&denied, (1, 2)).unwrap();
+        assert_eq!(
+            (finding.kind.as_str(), finding.evidence.len()),
+            (TOOL_PIN, 2)
+        );
+        let allowed = EventRow {
+            decision: "allow".into(),
+            ..denied.clone()
+        };
+        assert!(of(&allowed, (1, 2)).is_none());
+        let changed = EventRow {
+            kind: verdict_schema::rows::TOOL_CATALOG.into(),
+            target_names: vec!["changed".into()],
+            target_values: vec!["session_manager".into()],
+            ..Default::default()
+        };
+        assert_eq!(of(&changed, (1, 2)).unwrap().kind, TOOL_CHANGED);
+        let first_sighting = EventRow {
+            target_names: Vec::new(),
+            ..changed
+        };
+        assert!(of(&first_sighting, (1, 2)).is_none());
+    }
+}
