@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "proto"
 
 def generate(out: pathlib.Path) -> None:
     include = pathlib.Path(protoc.__file__).parent / "_proto"
-    for proto in ("verdict/v1/event.proto", "verdict/v1/query.proto"):
+    for proto in ("verdict/v1/event.proto", "verdict/v1/witness.proto", "verdict/v1/query.proto"):
         code = protoc.main([
             "grpc_tools.protoc", f"-I{ROOT}", f"-I{include}",
             f"--python_out={out}", f"--grpc_python_out={out}", proto,

@@ -21,7 +21,9 @@
 //! it) and end with the gateway's shutdown checkpoint, or, for a gateway still running, reach the
 //! newest head the caller knows from elsewhere (`--running --head SEQ:HASH`, e.g. from
 //! `verdict verify-chain`). A signed hash chain cannot prove its own end: these checks catch a cut file,
-//! and an outside head is what catches a cut made with care.
+//! and an outside head is what catches a cut made with care: the heads the auditor's witness
+//! signed (`--witnessed-head`, checked in [`crate::witnessed`]), which also carry the chain's
+//! Merkle root. `--event` checks one event handed over alone with its inclusion proof.
 
 use crate::witnessed::{self, HeadsCheck};
 use anyhow::{Context, Result};
