@@ -50,9 +50,17 @@ pub struct WitnessConfig {
     /// checkpoint is also witnessed).
     #[serde(default = "default_witness_every")]
     pub every_secs: u64,
-    /// Topic the signed heads are published on; `<kafka.topic>.witness` when unset.
+    /// Topic the signed heads are published on; `<kafka.topic>.witness` when unset. Created at
+    /// start (one partition) when missing.
     #[serde(default)]
     pub topic: Option<String>,
+    /// Replication factor of the witness topic when the auditor creates it.
+    #[serde(default = "default_witness_replication")]
+    pub replication: i32,
+}
+
+fn default_witness_replication() -> i32 {
+    1
 }
 
 impl WitnessConfig {

@@ -116,6 +116,9 @@ impl Auditor {
                 "witnessing verified chain heads"
             );
             let topic = HeadTopic::new(&config.kafka.brokers, witness.topic(&config.kafka.topic))?;
+            topic
+                .create(&config.kafka.brokers, witness.replication)
+                .await?;
             let every = Duration::from_secs(witness.every_secs.max(1));
             pipeline = pipeline.with_witness(Witness::new(key, every), topic);
         }

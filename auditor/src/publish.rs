@@ -5,8 +5,11 @@
 //! them back from it. Each message is a `SignedHead` (protobuf, see `verdict/v1/witness.proto`)
 //! keyed by chain id, so one chain's heads stay in order on one partition.
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use std::time::Duration;
 use verdict_proto::pb;
@@ -27,6 +30,24 @@ impl HeadTopic {
             .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Self { producer, topic })
+    }
+
+    /// Creates the topic (one partition per chain key hash is not needed: heads are few) unless
+    /// it exists, so a missing topic cannot stall the auditor behind a publish that never lands.
+    pub async fn create(&self, brokers: &str, replication: i32) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(replication));
+        let options = AdminOptions::new().operation_timeout(Some(DELIVERY_TIMEOUT));
+        for result in admin.create_topics([&topic], &options).await? {
+            match result {
+                Ok(_) => tracing::info!(topic = %self.topic, "created the witness topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+            }
+        }
+        Ok(())
     }
 
     pub fn topic(&self) -> &str {

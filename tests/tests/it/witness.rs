@@ -88,6 +88,29 @@ async fn witnessed(query: &QueryService, chain: &str, seq: u64) -> pb::Witnessed
     }
 }
 
+/// The signed heads on `topic`, read from the beginning until one arrives.
+async fn published_heads(bootstrap: &str, topic: &str) -> Vec<pb::SignedHead> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "witness-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut heads = Vec::new();
+    let started = Instant::now();
+    while heads.len() < 2 && started.elapsed() < Duration::from_secs(30) {
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
+        {
+            let payload = message.payload().unwrap_or_default();
+            heads.push(prost::Message::decode(payload).unwrap());
+        }
+    }
+    heads
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -393,6 +416,13 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
     };
     produce(&producer, TOPIC, &messages(&events)).await;
     let head = witnessed(&query, "forked-gw", 20).await;
+    // The heads are also on their own topic, which the auditor created, signed by the witness.
+    let published = published_heads(&broker.bootstrap(), "verdict.events.witness").await;
+    let witness_public =
+        PublicKey::read_pem_file(&dir.path().join("witness").join("verdict.pub")).unwrap();
+    assert!(published.iter().any(|h| {
+        witness::verify(h, std::slice::from_ref(&witness_public)).is_ok_and(|h| h.seq == head.seq)
+    }));
     // The stolen key writes another seq 15.
     let mut thief = ChainWriter::resume("forked-gw", key, 14, events[13].hash);
     let forged = thief.append(b"another history".to_vec());
