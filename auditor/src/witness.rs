@@ -202,50 +202,62 @@ async fn rebuild_tree(
 ) -> Result<Option<Tree>, StoreError> {
     let stored = store.chunk_roots(chain_id).await?;
     let mut tree = Tree::new();
+    // After a stored chunk root the last hash is not read: the next stored row, which the
+    // auditor verified as linking to it, supplies it.
+    let mut linked = true;
     let complete = head / MERKLE_CHUNK;
     for chunk in 0..complete {
         let first = chunk * MERKLE_CHUNK + 1;
         match stored.get(chunk as usize).filter(|row| row.chunk == chunk) {
             Some(row) => {
-                let Some(root) = parse_hash(&row.root) else {
+                let pushed = parse_hash(&row.root)
+                    .map(|root| tree.frontier.push_subtree(MERKLE_CHUNK, root));
+                if !matches!(pushed, Some(Ok(()))) {
                     return Ok(None);
-                };
-                let last = store
-                    .verified_hashes(chain_id, first + MERKLE_CHUNK - 1, first + MERKLE_CHUNK - 1)
-                    .await?;
-                let (Ok(()), Some(&hash)) =
-                    (tree.frontier.push_subtree(MERKLE_CHUNK, root), last.last())
-                else {
-                    return Ok(None);
-                };
-                tree.head_hash = hash.0;
+                }
+                linked = false;
             }
             None => {
                 let hashes = store
                     .verified_hashes(chain_id, first, first + MERKLE_CHUNK - 1)
                     .await?;
-                if !extend(&mut tree, chain_id, &hashes, MERKLE_CHUNK, out) {
+                if !extend(&mut tree, chain_id, &hashes, MERKLE_CHUNK, linked, out) {
                     return Ok(None);
                 }
+                linked = true;
             }
         }
     }
     let first = complete * MERKLE_CHUNK + 1;
     let tail = store.verified_hashes(chain_id, first, head).await?;
-    let ok = extend(&mut tree, chain_id, &tail, head + 1 - first, out);
+    if tail.is_empty() && !linked {
+        // The chain ends at a chunk boundary: its head is the last row of the last chunk.
+        let last = store.verified_hashes(chain_id, head, head).await?;
+        let Some(&(hash, _)) = last.first() else {
+            return Ok(None);
+        };
+        tree.head_hash = hash;
+        return Ok(Some(tree));
+    }
+    let ok = extend(&mut tree, chain_id, &tail, head + 1 - first, linked, out);
     Ok(ok.then_some(tree))
 }
 
-/// Pushes `hashes` (stored `(hash, prev_hash)` in seq order), which must be `count` linked rows.
+/// Pushes `hashes` (stored `(hash, prev_hash)` in seq order), which must be `count` linked rows
+/// (the first linked to the tree's head unless `linked` is false).
 fn extend(
     tree: &mut Tree,
     chain_id: &str,
     hashes: &[(Hash, Hash)],
     count: u64,
+    linked: bool,
     out: &mut Witnessed,
 ) -> bool {
     if hashes.len() as u64 != count {
         return false;
+    }
+    if let (false, Some((_, prev))) = (linked, hashes.first()) {
+        tree.head_hash = *prev;
     }
     for (hash, prev) in hashes {
         if *prev != tree.head_hash {
