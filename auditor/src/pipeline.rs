@@ -214,7 +214,13 @@ impl Pipeline {
                                 self.heads.advance(event, &row);
                                 touched.insert(event.chain_id.clone());
                                 if let Some(witness) = &mut self.witness {
-                                    witness.advance(event, status, &mut batch.witnessed);
+                                    let checkpoint = row.kind == "checkpoint";
+                                    witness.advance(
+                                        event,
+                                        status,
+                                        checkpoint,
+                                        &mut batch.witnessed,
+                                    );
                                 }
                             }
                             batch

@@ -101,8 +101,15 @@ impl Witness {
         self.stale = chain_ids.map(|id| (id, Instant::now())).collect();
     }
 
-    /// Notes that `event`, stored with `status`, became its chain's head.
-    pub fn advance(&mut self, event: &SignedEvent, status: EventStatus, out: &mut Witnessed) {
+    /// Notes that `event`, stored with `status` (`checkpoint`: its row's kind says so, so no other
+    /// body is decoded twice), became its chain's head.
+    pub fn advance(
+        &mut self,
+        event: &SignedEvent,
+        status: EventStatus,
+        checkpoint: bool,
+        out: &mut Witnessed,
+    ) {
         let id = &event.chain_id;
         if event.seq == 1 && status == EventStatus::Verified {
             self.chains.insert(id.clone(), Tree::new());
@@ -118,7 +125,7 @@ impl Witness {
             self.stale.insert(id.clone(), Instant::now());
             return;
         }
-        let checkpoint = checkpoint_tree(event);
+        let checkpoint = checkpoint.then(|| checkpoint_tree(event));
         if let Some(Some((size, root))) = checkpoint {
             if size != tree.frontier.size() || root != tree.frontier.root() {
                 out.findings.push(mismatch(event, &tree.frontier));
@@ -286,15 +293,13 @@ fn sign(key: &SecretKey, chain_id: &str, tree: &mut Tree, out: &mut Witnessed) {
     tree.signed_at = Instant::now();
 }
 
-/// For a checkpoint, the tree it commits to, `(size, root)`, if it carries one; `None` for any
-/// other event.
-fn checkpoint_tree(event: &SignedEvent) -> Option<Option<(u64, Hash)>> {
+/// The tree a checkpoint commits to, `(size, root)`, if it carries one.
+fn checkpoint_tree(event: &SignedEvent) -> Option<(u64, Hash)> {
     match event.decode_body().ok()?.kind? {
-        Kind::Checkpoint(c) if c.tree_root.is_empty() => Some(None),
-        Kind::Checkpoint(c) => Some(Some((
+        Kind::Checkpoint(c) if !c.tree_root.is_empty() => Some((
             c.tree_size,
             Hash::try_from(c.tree_root.as_slice()).unwrap_or_default(),
-        ))),
+        )),
         _ => None,
     }
 }

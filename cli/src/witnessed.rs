@@ -183,7 +183,8 @@ impl HeadsCheck {
             .tree
             .as_ref()
             .and_then(|tree| checkpoint_disagrees(event, tree));
-        let hash = event.computed_hash();
+        // The claimed hash: the verifier recomputes it and fails the record if it differs.
+        let hash = event.hash;
         if let Some(tree) = chain.tree.as_mut() {
             tree.push(&hash);
         }
