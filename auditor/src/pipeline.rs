@@ -402,13 +402,18 @@ impl BatchWriter {
         if batch.witnessed.heads.is_empty() {
             return Ok(());
         }
-        let (signed, rows): (Vec<_>, Vec<_>) = batch.witnessed.heads.iter().cloned().unzip();
+        let rows: Vec<_> = batch
+            .witnessed
+            .heads
+            .iter()
+            .map(|(_, row)| row.clone())
+            .collect();
         let store = &self.store;
         with_retry(&self.metrics, shutdown, "storing witnessed heads", || {
             store.insert_witnessed(&rows)
         })
         .await?;
-        while let Err(error) = topic.publish(&signed).await {
+        while let Err(error) = topic.publish(&batch.witnessed.heads).await {
             tracing::warn!(%error, topic = topic.topic(), "publishing witnessed heads failed; retrying");
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(Stopped),

@@ -13,6 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use std::time::Duration;
 use verdict_proto::pb;
+use verdict_schema::WitnessedHeadRow;
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,20 +55,18 @@ impl HeadTopic {
         &self.topic
     }
 
-    /// Sends every head and waits until the broker has them all.
-    pub async fn publish(&self, heads: &[pb::SignedHead]) -> Result<(), KafkaError> {
-        let encoded: Vec<(String, Vec<u8>)> = heads
+    /// Sends every head, keyed by its chain, and waits until the broker has them all.
+    pub async fn publish(
+        &self,
+        heads: &[(pb::SignedHead, WitnessedHeadRow)],
+    ) -> Result<(), KafkaError> {
+        let encoded: Vec<(&str, Vec<u8>)> = heads
             .iter()
-            .map(|head| {
-                let chain = prost::Message::decode(head.head.as_slice())
-                    .map(|h: pb::WitnessedHead| h.chain_id)
-                    .unwrap_or_default();
-                (chain, prost::Message::encode_to_vec(head))
-            })
+            .map(|(head, row)| (row.chain_id.as_str(), prost::Message::encode_to_vec(head)))
             .collect();
         // A handful per batch: one chain's heads are sent in order, each acknowledged.
         for (key, payload) in &encoded {
-            let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+            let record = FutureRecord::to(&self.topic).key(*key).payload(payload);
             self.producer
                 .send(record, DELIVERY_TIMEOUT)
                 .await

@@ -67,12 +67,14 @@ impl QueryService {
         &self,
         req: pb::ConsistencyProofRequest,
     ) -> Result<pb::ConsistencyProofResponse> {
+        let invalid = || QueryError::Invalid("first: a witnessed head at or below second".into());
+        if req.first == 0 {
+            return Err(invalid());
+        }
         let second = self.head_at(&req.chain_id, req.second).await?;
-        let first = self.head_at(&req.chain_id, req.first.max(1)).await?;
-        if first.seq > second.seq || req.first == 0 {
-            return Err(QueryError::Invalid(
-                "first: a witnessed head at or below second".into(),
-            ));
+        let first = self.head_at(&req.chain_id, req.first).await?;
+        if first.seq > second.seq {
+            return Err(invalid());
         }
         let needed = Chunked::chunks_for_consistency(MERKLE_CHUNK, first.seq, second.seq);
         let tree = self.tree(&req.chain_id, second.seq, needed).await?;
