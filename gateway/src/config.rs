@@ -169,6 +169,20 @@ pub struct AuditConfig {
     /// Ship the journal to Kafka; without it the journal alone is the audit trail.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Read the auditor's witnessed heads of this chain back from Kafka and alarm when one
+    /// differs from the journal (see `audit::witness_watch`); needs `[audit.kafka]`.
+    #[serde(default)]
+    pub witness: Option<WitnessWatchConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessWatchConfig {
+    /// The witness's public key files (`verdict.pub` of its `verdict keygen`).
+    pub keys: Vec<PathBuf>,
+    /// The topic the auditor publishes heads on; default `<kafka.topic>.witness`.
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -384,6 +398,12 @@ impl GatewayConfig {
         .flatten()
         {
             *relative = base.join(&*relative);
+        }
+        if let Some(witness) = &mut config.audit.witness {
+            witness
+                .keys
+                .iter_mut()
+                .for_each(|key| *key = base.join(&*key));
         }
         for upstream in config.upstreams.values_mut() {
             upstream.resolve_against(&base);

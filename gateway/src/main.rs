@@ -9,6 +9,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use verdict_gateway::admin::AdminService;
 use verdict_gateway::audit::shipper::Shipper;
+use verdict_gateway::audit::witness_watch::{WitnessStatus, WitnessWatch};
 use verdict_gateway::audit::{Audit, Recorder};
 use verdict_gateway::downstream;
 use verdict_gateway::{Gateway, GatewayConfig};
@@ -108,6 +109,9 @@ async fn run() -> anyhow::Result<()> {
     if let Some(status) = shipper_status {
         gateway.metrics.watch_shipper(status);
     }
+    if let Some(status) = watch_witness(&config, &recorder)? {
+        gateway.metrics.watch_witness(status);
+    }
     let mut policy = None;
     if let Some(path) = &config.policy {
         let decider = Arc::new(verdict_gateway::policy::PolicyDecider::load(path)?);
@@ -177,6 +181,31 @@ async fn run() -> anyhow::Result<()> {
     finish(&gateway, &recorder, stop_shipping, shipping).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Starts reading the witness's heads back when `[audit.witness]` is configured.
+fn watch_witness(
+    config: &GatewayConfig,
+    recorder: &Arc<Recorder>,
+) -> anyhow::Result<Option<Arc<WitnessStatus>>> {
+    let Some(witness) = &config.audit.witness else {
+        return Ok(None);
+    };
+    let kafka = config
+        .audit
+        .kafka
+        .as_ref()
+        .context("[audit.witness] reads heads from Kafka: it needs [audit.kafka]")?;
+    let watch = WitnessWatch::new(
+        witness,
+        kafka,
+        recorder.chain_id(),
+        config.audit.journal_dir.clone(),
+    )
+    .context("reading the witness's heads")?;
+    let status = Arc::clone(&watch.status);
+    tokio::spawn(watch.run(recorder.written()));
+    Ok(Some(status))
 }
 
 /// The approvals API (gRPC `GatewayAdmin`) on `listen`, in either mode; its address goes to the

@@ -1,11 +1,12 @@
 //! What an operator watches on `/metrics` (served on `metrics_listen` only, never on the agents'
 //! port): decisions by kind, call outcomes, refusals before authentication, open HTTP
-//! connections, how far the journal has got, its disk space, and how far behind it the Kafka
-//! shipper is.
+//! connections, how far the journal has got, its disk space, how far behind it the Kafka
+//! shipper is, and whether the witness's heads agree with the journal.
 //!
 //! Journal and shipper positions are read when scraped, so they cost nothing on the call path.
 
 use crate::audit::shipper::ShipperStatus;
+use crate::audit::witness_watch::WitnessStatus;
 use crate::audit::Recorder;
 use crate::audit::RefusalReason;
 use prometheus_client::encoding::text::encode;
@@ -33,6 +34,10 @@ pub struct GatewayMetrics {
     shipped_seq: Gauge,
     shipper_lag: Gauge,
     shipper: OnceLock<Arc<ShipperStatus>>,
+    witness_agreed_seq: Gauge,
+    witness_disagreements: Gauge,
+    witness_rejected: Gauge,
+    witness: OnceLock<Arc<WitnessStatus>>,
 }
 
 impl Default for GatewayMetrics {
@@ -50,6 +55,10 @@ impl Default for GatewayMetrics {
             shipped_seq: Gauge::default(),
             shipper_lag: Gauge::default(),
             shipper: OnceLock::new(),
+            witness_agreed_seq: Gauge::default(),
+            witness_disagreements: Gauge::default(),
+            witness_rejected: Gauge::default(),
+            witness: OnceLock::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +111,22 @@ impl Default for GatewayMetrics {
             "Journaled events not yet acknowledged by Kafka",
             metrics.shipper_lag.clone(),
         );
+        registry.register(
+            "witness_agreed_seq",
+            "The highest seq of this chain the witness signed and the journal agrees with",
+            metrics.witness_agreed_seq.clone(),
+        );
+        // Gauges read from the watcher's counters: `_total` names, monotonic values.
+        registry.register(
+            "witness_disagreements_total",
+            "Witnessed heads of this chain that this gateway never wrote (its key leaked)",
+            metrics.witness_disagreements.clone(),
+        );
+        registry.register(
+            "witness_heads_rejected_total",
+            "Heads on the witness topic whose signature does not verify",
+            metrics.witness_rejected.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -147,6 +172,11 @@ impl GatewayMetrics {
         let _ = self.shipper.set(status);
     }
 
+    /// Reports the witness watcher's comparisons from now on.
+    pub fn watch_witness(&self, status: Arc<WitnessStatus>) {
+        let _ = self.witness.set(status);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, recorder: &Recorder) -> String {
         let written = *recorder.written().borrow();
@@ -160,6 +190,12 @@ impl GatewayMetrics {
             let shipped = shipper.acknowledged.load(Ordering::Relaxed);
             self.shipped_seq.set(shipped as i64);
             self.shipper_lag.set(written.saturating_sub(shipped) as i64);
+        }
+        if let Some(witness) = self.witness.get() {
+            let read = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed) as i64;
+            self.witness_agreed_seq.set(read(&witness.agreed_seq));
+            self.witness_disagreements.set(read(&witness.disagreements));
+            self.witness_rejected.set(read(&witness.rejected));
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");

@@ -125,6 +125,22 @@ impl HttpProcess {
         format!("http://{}", address.trim())
     }
 
+    /// The value of the sample `name` (without labels) on the gateway's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics_url()))
+            .await
+            .expect("scraping /metrics")
+            .text()
+            .await
+            .expect("reading /metrics");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+            .trim()
+            .parse()
+            .expect("a number")
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }

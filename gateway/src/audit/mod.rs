@@ -8,7 +8,8 @@
 //!
 //! [`canonical`] is the one JSON encoding that argument hashes are computed over; [`refusals`]
 //! counts the refusals of unauthenticated requests into one event per interval; [`space`] watches
-//! the journal's disk; `tree` keeps the Merkle tree the checkpoints commit to.
+//! the journal's disk; `tree` keeps the Merkle tree the checkpoints commit to; [`witness_watch`]
+//! reads the auditor's witnessed heads back and alarms when one is not this gateway's history.
 
 pub mod canonical;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod refusals;
 pub mod shipper;
 pub mod space;
 mod tree;
+pub mod witness_watch;
 
 use crate::config::{AuditConfig, FsyncMode};
 pub use event::{DecisionFacts, EventBuilder};

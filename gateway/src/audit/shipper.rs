@@ -91,6 +91,9 @@ impl QuietContext {
     }
 }
 
+/// The witness watcher's consumer speaks through the same quiet context.
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         // Every failure that matters also arrives through `error`, once; these are its echoes.

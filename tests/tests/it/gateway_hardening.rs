@@ -108,21 +108,6 @@ async fn authenticated_call_works(gateway: &HttpProcess, key: &str) {
     assert!(allowed, "the authenticated call is journaled");
 }
 
-async fn metric(gateway: &HttpProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", gateway.metrics_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_flood_costs_a_bounded_number_of_journal_bytes() {
     let gateway = gateway("", "[audit]\nrefusal_interval_secs = 1");
@@ -175,11 +160,9 @@ async fn an_unauthenticated_flood_costs_a_bounded_number_of_journal_bytes() {
         .iter()
         .all(|d| d.targets.iter().any(|t| t.value == "127.0.0.1")));
     assert_eq!(
-        metric(
-            &gateway,
-            "verdict_gateway_refusals_total{reason=\"no_key\"}"
-        )
-        .await,
+        gateway
+            .metric("verdict_gateway_refusals_total{reason=\"no_key\"}")
+            .await,
         200.0
     );
 
@@ -230,8 +213,8 @@ async fn below_the_disk_reserve_strangers_are_only_counted_and_health_is_degrade
         !body.contains(&*gateway.dir.path().to_string_lossy()),
         "{body}"
     );
-    assert_eq!(metric(&gateway, "verdict_gateway_journal_space").await, 2.0);
-    assert!(metric(&gateway, "verdict_gateway_journal_free_bytes").await > 0.0);
+    assert_eq!(gateway.metric("verdict_gateway_journal_space").await, 2.0);
+    assert!(gateway.metric("verdict_gateway_journal_free_bytes").await > 0.0);
     authenticated_call_works(&gateway, "inside-the-reserve").await;
     // Several aggregation intervals pass: the refusals stay counted, not journaled.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -339,7 +322,7 @@ async fn stalled_connections_are_closed_and_the_connection_limit_holds() {
     }
     let mut most = 0.0f64;
     for _ in 0..20 {
-        let open = metric(&gateway, "verdict_gateway_http_connections").await;
+        let open = gateway.metric("verdict_gateway_http_connections").await;
         assert!(open <= 8.0, "{open} connections served at once");
         most = most.max(open);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -445,7 +428,7 @@ async fn metrics_are_for_operators_and_refused_admin_calls_are_recorded() {
         .await
         .unwrap();
     assert_eq!(on_agents_port.status(), StatusCode::NOT_FOUND);
-    assert!(metric(&gateway, "verdict_gateway_journal_seq").await >= 1.0);
+    assert!(gateway.metric("verdict_gateway_journal_seq").await >= 1.0);
 
     for token in ["wrong-token", "another-wrong-token", "x"] {
         let output = Command::new(cargo_bin("verdict"))

@@ -460,3 +460,136 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
         fork.detail
     );
 }
+
+/// A gateway that reads the witness's heads back alarms when the witness signed a head of its
+/// chain that it never wrote: another holder of its signing key appended to the chain first.
+/// Heads it did write move its agreement gauge; forged heads on the topic are rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reading_heads_back_alarms_when_its_key_signs_another_history() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic(TOPIC, 1).await.unwrap();
+    broker
+        .create_topic("verdict.events.witness", 1)
+        .await
+        .unwrap();
+    let clickhouse = ClickHouse::start().unwrap();
+    let keys = temp_dir();
+    let (_, witness_pub) = key_in(keys.path(), "witness");
+    // Periodic checkpoints far apart, so the chain stands still between the calls and the theft.
+    let config = gateway_config(&broker.bootstrap())
+        .replace("checkpoint_secs = 1", "checkpoint_secs = 3600");
+    let config = format!(
+        "metrics_listen = \"127.0.0.1:0\"\n{config}[audit.witness]\nkeys = [{:?}]\n",
+        s(&witness_pub)
+    );
+    let gateway = HttpProcess::gateway(&config).unwrap();
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: TOPIC.into(),
+        group: "read-back".into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
+        max_events: 200,
+    };
+    let witness = format!(
+        "[witness]\nkey = {:?}\nevery_secs = 1\n",
+        keys.path().join("witness").join("verdict.key")
+    );
+    let _auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
+    let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
+
+    let agent = connect(&gateway.url(), AGENT_KEY).await;
+    for i in 0..10 {
+        let content = format!("note {i}");
+        call_tool(
+            &agent,
+            "add_work_memory",
+            json!({"project": "r", "content": content}),
+        )
+        .await
+        .unwrap();
+    }
+    drop(agent);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = journal_events(&gateway.journal_dir());
+    let last = events.last().unwrap().clone();
+    witnessed(&query, CHAIN, last.seq).await;
+    let started = Instant::now();
+    while gateway.metric("verdict_gateway_witness_agreed_seq").await < last.seq as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the gateway never agreed with the witness at seq {}",
+            last.seq
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        gateway
+            .metric("verdict_gateway_witness_disagreements_total")
+            .await,
+        0.0
+    );
+
+    // Anyone who can write to the topic can send a head; one the witness did not sign is ignored.
+    let producer = producer(&broker.bootstrap());
+    let stranger = verdict_proto::SecretKey::generate();
+    let forged = witness::sign(
+        &stranger,
+        &pb::WitnessedHead {
+            chain_id: CHAIN.into(),
+            seq: last.seq + 100,
+            witness_key_id: stranger.public().key_id().into(),
+            ..Default::default()
+        },
+    );
+    let forged = prost::Message::encode_to_vec(&forged);
+    produce(
+        &producer,
+        "verdict.events.witness",
+        &[(CHAIN.into(), forged)],
+    )
+    .await;
+
+    // The stolen key continues the chain before the gateway does: the witness verifies and signs
+    // the thief's seqs, and the gateway, which never wrote them, must alarm.
+    let stolen = verdict_proto::SecretKey::read_pem_file(
+        &gateway.public_key().with_file_name("verdict.key"),
+    )
+    .unwrap();
+    let mut thief = ChainWriter::resume(CHAIN, stolen, last.seq, last.hash);
+    let theft: Vec<(String, Vec<u8>)> = (1..=3)
+        .map(|i| (CHAIN.to_owned(), thief.append(body(i)).encode()))
+        .collect();
+    produce(&producer, TOPIC, &theft).await;
+    let started = Instant::now();
+    while gateway
+        .metric("verdict_gateway_witness_disagreements_total")
+        .await
+        < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no alarm; gateway log:\n{}",
+            gateway.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        gateway
+            .log_tail()
+            .contains("the witness signed a head this gateway never wrote"),
+        "{}",
+        gateway.log_tail()
+    );
+    assert!(
+        gateway
+            .metric("verdict_gateway_witness_heads_rejected_total")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        gateway.metric("verdict_gateway_witness_agreed_seq").await,
+        last.seq as f64,
+        "the thief's seqs never count as agreement"
+    );
+}
