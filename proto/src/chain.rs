@@ -3,6 +3,7 @@
 use crate::envelope::SignedEvent;
 use crate::hash::{event_hash, Hash, ZERO_HASH};
 use crate::keys::SecretKey;
+use crate::pb;
 
 /// Signs events of one chain in order. Not `Sync` by design: a chain has exactly one writer,
 /// and whoever owns it serialises appends.
@@ -39,6 +40,22 @@ impl ChainWriter {
     /// Hashes and signs `body` as the next event of the chain.
     pub fn append(&mut self, body: Vec<u8>) -> SignedEvent {
         self.link(body).sign(&self.key)
+    }
+
+    /// Appends a `KeyRotation` to `new` (signed by the current key, as verifiers require) and
+    /// signs every later event with `new`.
+    pub fn hand_over(&mut self, new: SecretKey, reason: &str) -> SignedEvent {
+        let body = pb::EventBody {
+            time_unix_nanos: crate::now_unix_nanos(),
+            kind: Some(pb::event_body::Kind::KeyRotation(pb::KeyRotation {
+                new_public_key: new.public().as_bytes().to_vec(),
+                new_key_id: new.public().key_id().to_owned(),
+                reason: reason.to_owned(),
+            })),
+        };
+        let event = self.append(prost::Message::encode_to_vec(&body));
+        self.key = new;
+        event
     }
 
     /// Links `body` into the chain as its next event (seq, `prev_hash`, hash) without signing

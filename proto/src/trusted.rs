@@ -11,6 +11,13 @@
 //! trusted_keys = ["gw-1.pub", { path = "gw-2.pub", chains = ["gw-2"] }]
 //! trusted_keys_dir = "keys/"   # every *.pub / *.pem in it, for every chain
 //! ```
+//!
+//! A key is **revoked** from a time on with `{ path = "gw-1.pub", revoked_from =
+//! "2026-12-01T12:00:00Z" }` (RFC 3339): events it signs that claim a later time are
+//! `revoked_key` findings, the ones before stay verifiable. The time is the event's own, which
+//! its signer chose: a thief who backdates must still fork the chain at seqs already taken (a
+//! `fork` finding) or append behind the genuine gateway's head, and the auditor's witness has
+//! signed heads the genuine history is checked against.
 
 use crate::envelope::SignedEvent;
 use crate::keys::{KeyError, PublicKey};
@@ -23,6 +30,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: HashMap<String, (PublicKey, Option<HashSet<String>>)>,
+    /// key_id → the first event time (Unix nanoseconds) the key may no longer sign.
+    revoked: HashMap<String, i64>,
 }
 
 impl TrustedKeys {
@@ -36,11 +45,19 @@ impl TrustedKeys {
     pub fn load(entries: &[TrustedKey], dir: Option<&Path>) -> Result<Self, TrustError> {
         let mut keys = Self::default();
         for entry in entries {
-            let (path, chains) = match entry {
-                TrustedKey::Path(path) => (path, None),
-                TrustedKey::Scoped { path, chains } => (path, chains.clone()),
+            let (path, chains, revoked_from) = match entry {
+                TrustedKey::Path(path) => (path, None, None),
+                TrustedKey::Scoped {
+                    path,
+                    chains,
+                    revoked_from,
+                } => (path, chains.clone(), revoked_from.as_deref()),
             };
-            keys.add(PublicKey::read_pem_file(path)?, chains);
+            let key = PublicKey::read_pem_file(path)?;
+            if let Some(from) = revoked_from {
+                keys.revoke(key.key_id(), parse_rfc3339(from)?);
+            }
+            keys.add(key, chains);
         }
         if let Some(dir) = dir {
             for path in key_files(dir)? {
@@ -48,6 +65,20 @@ impl TrustedKeys {
             }
         }
         Ok(keys)
+    }
+
+    /// Events signed with `key_id` whose time is `from_unix_nanos` or later are not trusted
+    /// (`revoked_key`), whether the key is configured or was handed a chain by a rotation.
+    pub fn revoke(&mut self, key_id: &str, from_unix_nanos: i64) {
+        self.revoked.insert(key_id.to_owned(), from_unix_nanos);
+    }
+
+    /// Whether an event of `time_unix_nanos` signed with `key_id` falls after its revocation.
+    pub(crate) fn revoked(&self, key_id: &str, time_unix_nanos: i64) -> Option<i64> {
+        self.revoked
+            .get(key_id)
+            .copied()
+            .filter(|from| time_unix_nanos >= *from)
     }
 
     pub fn len(&self) -> usize {
@@ -83,6 +114,9 @@ pub enum TrustedKey {
         path: PathBuf,
         #[serde(default)]
         chains: Option<Vec<String>>,
+        /// RFC 3339: events the key signs from this time on are `revoked_key` findings.
+        #[serde(default)]
+        revoked_from: Option<String>,
     },
 }
 
@@ -90,11 +124,21 @@ pub enum TrustedKey {
 pub enum TrustError {
     #[error("trusted key: {0}")]
     Key(#[from] KeyError),
+    #[error("revoked_from {0:?} is not an RFC 3339 time (e.g. 2026-12-01T12:00:00Z)")]
+    RevokedFrom(String),
     #[error("reading the trusted keys directory {path}: {source}")]
     Dir {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Unix nanoseconds of an RFC 3339 time.
+fn parse_rfc3339(text: &str) -> Result<i64, TrustError> {
+    let bad = || TrustError::RevokedFrom(text.to_owned());
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
+    i64::try_from(time.unix_timestamp_nanos()).map_err(|_| bad())
 }
 
 /// The key files of `dir`, sorted.
@@ -142,11 +186,13 @@ mod tests {
                 TrustedKey::Path("a.pub".into()),
                 TrustedKey::Scoped {
                     path: "b.pub".into(),
-                    chains: Some(vec!["gw-2".into()])
+                    chains: Some(vec!["gw-2".into()]),
+                    revoked_from: None,
                 },
                 TrustedKey::Scoped {
                     path: "c.pub".into(),
-                    chains: None
+                    chains: None,
+                    revoked_from: None,
                 },
             ]
         );
@@ -163,6 +209,7 @@ mod tests {
             &[TrustedKey::Scoped {
                 path: scoped_pub,
                 chains: Some(vec!["gw-1".into()]),
+                revoked_from: None,
             }],
             Some(&dir.path().join("many")),
         )

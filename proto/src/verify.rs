@@ -8,9 +8,18 @@
 //!
 //! Every event gets a [`Verdict`]: a status to store it with and at most one [`Finding`].
 //! Verification always continues after a break, from the newest trusted event.
+//!
+//! Keys change hands inside the chain: a trusted `KeyRotation` event that becomes the head
+//! hands the chain to the key it names from the next seq on (the old key is then *retired* for
+//! that chain: a later event it signs is `retired_key`), and a key revoked from a time on
+//! (`TrustedKeys::revoke`) signs nothing trusted after it (`revoked_key`) — a rotation it signs
+//! then included. A batch is verified in runs that end at each rotation, so the events after a
+//! rotation are checked against the key it named.
 
 use crate::envelope::SignedEvent;
 use crate::hash::{Hash, ZERO_HASH};
+use crate::keys::PublicKey;
+use crate::pb;
 use crate::trusted::TrustedKeys;
 use ed25519_dalek::{Signature, VerifyingKey};
 use rayon::prelude::*;
@@ -48,10 +57,14 @@ pub enum BreakKind {
     SilentChain,
     /// A checkpoint's Merkle root differs from the one the witness computed over the same events.
     TreeMismatch,
+    /// Signed with a key that handed this chain over to another key at an earlier seq.
+    RetiredKey,
+    /// Signed with a key at a time after its revocation.
+    RevokedKey,
 }
 
 impl BreakKind {
-    pub const ALL: [BreakKind; 11] = [
+    pub const ALL: [BreakKind; 13] = [
         Self::BadSignature,
         Self::UnknownKey,
         Self::KeyNotAllowedForChain,
@@ -63,6 +76,8 @@ impl BreakKind {
         Self::Stale,
         Self::SilentChain,
         Self::TreeMismatch,
+        Self::RetiredKey,
+        Self::RevokedKey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +93,8 @@ impl BreakKind {
             Self::Stale => "stale",
             Self::SilentChain => "silent_chain",
             Self::TreeMismatch => "tree_mismatch",
+            Self::RetiredKey => "retired_key",
+            Self::RevokedKey => "revoked_key",
         }
     }
 }
@@ -140,7 +157,31 @@ struct ChainState {
     missing: BTreeSet<u64>,
     /// Seqs at which an untrusted event stood in for the real one.
     untrusted: BTreeSet<u64>,
+    /// Keys handed this chain by rotations: each signs from its seq on.
+    handed: Vec<(u64, PublicKey)>,
+    /// key_id → the seq of the rotation by which it handed this chain over.
+    retired: HashMap<String, u64>,
 }
+
+/// What the verifier reads of a body: its time and a key rotation. The other fields are skipped
+/// without being decoded, so peeking costs little next to a signature check.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BodyPeek {
+    #[prost(int64, tag = "1")]
+    time_unix_nanos: i64,
+    #[prost(message, optional, tag = "11")]
+    key_rotation: Option<pb::KeyRotation>,
+}
+
+/// An undecodable body has no time it could claim: for revocation it counts as after any.
+fn peek(event: &SignedEvent) -> BodyPeek {
+    prost::Message::decode(event.body.as_slice()).unwrap_or(BodyPeek {
+        time_unix_nanos: i64::MAX,
+        key_rotation: None,
+    })
+}
+
+type Trust = Result<(), (BreakKind, String)>;
 
 /// Verifies events of any number of chains, in arrival order.
 #[derive(Debug)]
@@ -178,28 +219,107 @@ impl ChainVerifier {
         self.verify_batch(std::slice::from_ref(event)).remove(0)
     }
 
-    /// Verifies `events` in order; signatures are batch-verified first.
+    /// Verifies `events` in order; signatures are batch-verified first, in runs that end at
+    /// each key rotation.
     pub fn verify_batch(&mut self, events: &[SignedEvent]) -> Vec<Verdict> {
-        let trust = self.check_trust(events);
-        events
-            .iter()
-            .zip(trust)
-            .map(|(event, trust)| self.place(event, trust))
-            .collect()
+        let peeks: Vec<BodyPeek> = events.par_iter().map(peek).collect();
+        let mut verdicts = Vec::with_capacity(events.len());
+        let mut start = 0;
+        while start < events.len() {
+            let end = peeks[start..]
+                .iter()
+                .position(|p| p.key_rotation.is_some())
+                .map_or(events.len(), |i| start + i + 1);
+            let trust = self.check_trust(&events[start..end], &peeks[start..end]);
+            for ((event, peek), trust) in
+                events[start..end].iter().zip(&peeks[start..end]).zip(trust)
+            {
+                let verdict = self.place(event, trust);
+                if let (Some(rotation), EventStatus::Verified | EventStatus::AfterBreak) =
+                    (&peek.key_rotation, verdict.status)
+                {
+                    self.hand_over(event, rotation);
+                }
+                verdicts.push(verdict);
+            }
+            start = end;
+        }
+        verdicts
+    }
+
+    /// Re-applies a stored rotation event, for a verifier that resumes a chain after it (from a
+    /// persisted head) instead of reading it from seq 1: its signature must verify against the
+    /// keys this verifier trusts for the chain at that seq.
+    pub fn restore_rotation(&mut self, event: &SignedEvent) -> Result<(), String> {
+        let peek = peek(event);
+        let rotation = peek.key_rotation.as_ref().ok_or("not a key rotation")?;
+        self.check_trust(std::slice::from_ref(event), std::slice::from_ref(&peek))
+            .remove(0)
+            .map_err(|(kind, detail)| format!("{}: {detail}", kind.as_str()))?;
+        self.hand_over(event, rotation);
+        Ok(())
+    }
+
+    /// Hands `event`'s chain from its signer to the key `rotation` names, from the next seq on.
+    fn hand_over(&mut self, event: &SignedEvent, rotation: &pb::KeyRotation) {
+        let state = self.chains.entry(event.chain_id.clone()).or_default();
+        state.retired.insert(event.key_id.clone(), event.seq);
+        // A rotation naming no valid key hands nothing over: later events are `unknown_key`.
+        if let Ok(key) = PublicKey::from_bytes(&rotation.new_public_key) {
+            state.retired.remove(key.key_id());
+            state.handed.push((event.seq + 1, key));
+        }
+    }
+
+    /// The key that may sign `event` at its seq and time, or why none may.
+    fn key_for(
+        &self,
+        event: &SignedEvent,
+        time_unix_nanos: i64,
+    ) -> Result<&PublicKey, (BreakKind, String)> {
+        let state = self.chains.get(&event.chain_id);
+        let retired = state.and_then(|s| s.retired.get(&event.key_id));
+        if let Some(&at) = retired.filter(|&&at| event.seq > at) {
+            let detail = format!("key_id {} handed this chain over at seq {at}", event.key_id);
+            return Err((BreakKind::RetiredKey, detail));
+        }
+        let handed = state.and_then(|s| {
+            s.handed
+                .iter()
+                .rev()
+                .find(|(from, key)| event.seq >= *from && key.key_id() == event.key_id)
+        });
+        let key = match handed {
+            Some((_, key)) => key,
+            None => self
+                .keys
+                .key_for(event)
+                .map_err(|kind| (kind, format!("key_id {}", event.key_id)))?,
+        };
+        match self.keys.revoked(&event.key_id, time_unix_nanos) {
+            Some(from) => Err((
+                BreakKind::RevokedKey,
+                format!(
+                    "key_id {} is revoked from {from} ns; the event claims {time_unix_nanos} ns",
+                    event.key_id
+                ),
+            )),
+            None => Ok(key),
+        }
     }
 
     /// Signature, key and hash-consistency checks, independent of chain position.
-    fn check_trust(&self, events: &[SignedEvent]) -> Vec<Result<(), (BreakKind, String)>> {
+    fn check_trust(&self, events: &[SignedEvent], peeks: &[BodyPeek]) -> Vec<Trust> {
         let hashes: Vec<Hash> = events.par_iter().map(SignedEvent::computed_hash).collect();
-        let mut trust: Vec<Result<(), (BreakKind, String)>> = Vec::with_capacity(events.len());
+        let mut trust: Vec<Trust> = Vec::with_capacity(events.len());
         let mut keyed = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            match self.keys.key_for(event) {
+        for (i, (event, peek)) in events.iter().zip(peeks).enumerate() {
+            match self.key_for(event, peek.time_unix_nanos) {
                 Ok(key) => {
                     trust.push(Ok(()));
                     keyed.push((i, key.verifying_key()));
                 }
-                Err(kind) => trust.push(Err((kind, format!("key_id {}", event.key_id)))),
+                Err(why) => trust.push(Err(why)),
             }
         }
         // Chunks verify independently: on every core (the auditor's batches are thousands).
@@ -224,7 +344,7 @@ impl ChainVerifier {
         trust
     }
 
-    fn place(&mut self, event: &SignedEvent, trust: Result<(), (BreakKind, String)>) -> Verdict {
+    fn place(&mut self, event: &SignedEvent, trust: Trust) -> Verdict {
         let window = self.window;
         let state = self.chains.entry(event.chain_id.clone()).or_default();
         let finding = |kind, last_seq, detail: String| Finding {
