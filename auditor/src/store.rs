@@ -189,6 +189,20 @@ impl Store {
             .await?)
     }
 
+    /// The envelopes of every stored trusted key rotation, per chain in seq order.
+    pub async fn key_rotations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT envelope FROM events WHERE kind = ? \
+                 AND verification IN ('verified', 'after_break') ORDER BY chain_id, seq",
+            )
+            .bind(verdict_schema::KEY_ROTATION)
+            .fetch_all::<EnvelopeOnly>()
+            .await?;
+        Ok(rows.into_iter().map(|row| row.envelope).collect())
+    }
+
     /// The envelope of the chain's newest stored checkpoint, if any.
     pub async fn last_checkpoint(&self, chain_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self

@@ -120,6 +120,11 @@ pub struct AuditConfig {
     /// mode 0600, when the file does not exist.
     #[serde(default = "default_key")]
     pub key: PathBuf,
+    /// The key that signed the chain before `key` (key rotation): at start, when the chain's last
+    /// event is signed by it, the gateway appends a `KeyRotation` signed by it that hands the
+    /// chain to `key`. Remove it again after that start.
+    #[serde(default)]
+    pub previous_key: Option<PathBuf>,
     /// This gateway's chain; default `<host name>-<key id>`. Must stay stable across restarts.
     #[serde(default)]
     pub chain_id: Option<String>,
@@ -393,6 +398,7 @@ impl GatewayConfig {
             config.policy.as_mut(),
             Some(&mut config.audit.journal_dir),
             Some(&mut config.audit.key),
+            config.audit.previous_key.as_mut(),
         ]
         .into_iter()
         .flatten()

@@ -367,6 +367,12 @@ impl QueryService {
         let mut verifier = ChainVerifier::new(self.keys.clone());
         let mut anchored = false;
         if from > 1 {
+            // Who signs the chain from `from` on: the rotations before it, re-verified.
+            for envelope in self.store.key_rotations(&chain_id, from).await? {
+                if let Ok(event) = SignedEvent::decode(&envelope) {
+                    let _ = verifier.restore_rotation(&event);
+                }
+            }
             if let Some(hash) = self.store.event_hash(&chain_id, from - 1).await? {
                 if let Some(hash) = parse_hash(&hash) {
                     verifier.restore(

@@ -497,6 +497,29 @@ impl Store {
             .await?)
     }
 
+    /// The envelopes of the chain's stored trusted key rotations below `seq`, in seq order.
+    pub async fn key_rotations(
+        &self,
+        chain_id: &str,
+        seq: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let hex_envelopes: Vec<String> = self
+            .client
+            .query(
+                "SELECT hex(envelope) FROM events WHERE chain_id = ? AND seq < ? AND kind = ? \
+                 AND verification IN ('verified', 'after_break') ORDER BY seq LIMIT 1 BY seq",
+            )
+            .bind(chain_id)
+            .bind(seq)
+            .bind(verdict_schema::KEY_ROTATION)
+            .fetch_all()
+            .await?;
+        Ok(hex_envelopes
+            .iter()
+            .filter_map(|h| hex::decode(h).ok())
+            .collect())
+    }
+
     /// The stored envelope of one event.
     pub async fn envelope(&self, chain_id: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let hex_envelope: Option<String> = self

@@ -15,4 +15,6 @@ pub mod rows;
 
 pub use config::ClickHouseConfig;
 pub use migrations::{migrate, MigrationError, MERKLE_CHUNK};
-pub use rows::{ChainHeadRow, ChunkRow, EventRow, FindingRow, SourcePosition, WitnessedHeadRow};
+pub use rows::{
+    ChainHeadRow, ChunkRow, EventRow, FindingRow, SourcePosition, WitnessedHeadRow, KEY_ROTATION,
+};

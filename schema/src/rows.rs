@@ -13,6 +13,9 @@ use verdict_proto::{EnvelopeError, Label, SignedEvent};
 
 /// The `kind` of a tool catalog row.
 pub const TOOL_CATALOG: &str = "tool_catalog";
+/// The `kind` of a key rotation row; the verifiers that resume a chain from a stored head re-read
+/// these (their envelopes, re-verified) to learn which key signs it now.
+pub const KEY_ROTATION: &str = "key_rotation";
 
 /// One stored event: every body field as a column, plus the envelope for re-verification.
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
@@ -102,6 +105,12 @@ impl EventRow {
                 row.checkpoint_reason = c.reason;
             }
             Some(Kind::ToolCatalog(c)) => row.fill_tool_catalog(c),
+            Some(Kind::KeyRotation(r)) => {
+                row.kind = KEY_ROTATION.into();
+                row.reason = r.reason;
+                row.target_names.push("new_key_id".into());
+                row.target_values.push(r.new_key_id);
+            }
             None => row.kind = "unknown".into(),
         }
         Ok(row)

@@ -65,6 +65,7 @@ fn recorder(dir: &std::path::Path, fsync: FsyncPolicy) -> Arc<Recorder> {
     let recorder = Recorder::open(RecorderSettings {
         chain_id: "bench".into(),
         key: SecretKey::generate(),
+        previous_key: None,
         journal_dir: dir.to_owned(),
         segment_bytes: 64 << 20,
         fsync,

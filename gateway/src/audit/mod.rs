@@ -8,13 +8,14 @@
 //!
 //! [`canonical`] is the one JSON encoding that argument hashes are computed over; [`refusals`]
 //! counts the refusals of unauthenticated requests into one event per interval; [`space`] watches
-//! the journal's disk; `tree` keeps the Merkle tree the checkpoints commit to; [`witness_watch`]
+//! the journal's disk; `rotation` hands the chain to a new signing key; `tree` keeps the Merkle tree the checkpoints commit to; [`witness_watch`]
 //! reads the auditor's witnessed heads back and alarms when one is not this gateway's history.
 
 pub mod canonical;
 pub mod event;
 pub mod recorder;
 pub mod refusals;
+mod rotation;
 pub mod shipper;
 pub mod space;
 mod tree;
@@ -54,6 +55,10 @@ impl Audit {
     /// `writer_mode` (`http`, `stdio`) names this process in the journal's lock file.
     pub fn open(config: &AuditConfig, writer_mode: &'static str) -> Result<Self, AuditError> {
         let key = load_or_create_key(&config.key)?;
+        let previous_key = match &config.previous_key {
+            Some(path) => Some(SecretKey::read_pem_file(path)?),
+            None => None,
+        };
         let chain_id = config
             .chain_id
             .clone()
@@ -73,6 +78,7 @@ impl Audit {
         let recorder = Recorder::open(recorder::RecorderSettings {
             chain_id,
             key,
+            previous_key,
             journal_dir: config.journal_dir.clone(),
             segment_bytes: config.segment_bytes,
             fsync,

@@ -119,6 +119,8 @@ pub enum OpenError {
 pub struct RecorderSettings {
     pub chain_id: String,
     pub key: SecretKey,
+    /// The key that signed the chain until now, when `key` replaces it (see `rotation`).
+    pub previous_key: Option<SecretKey>,
     pub journal_dir: PathBuf,
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
@@ -199,10 +201,10 @@ impl Recorder {
                     other => OpenError::Journal(other),
                 }
             })?;
-        let (journal, recovery) =
+        let (mut journal, recovery) =
             JournalWriter::open(&settings.journal_dir, settings.segment_bytes)?;
-        let (head_seq, head_hash) = match &recovery.last {
-            None => (0, verdict_proto::ZERO_HASH),
+        let (head_seq, head_hash, key_id) = match &recovery.last {
+            None => (0, verdict_proto::ZERO_HASH, None),
             Some(last) => {
                 let event =
                     SignedEvent::decode(&last.payload).map_err(|e| OpenError::BadRecord {
@@ -216,12 +218,24 @@ impl Recorder {
                         configured: settings.chain_id,
                     });
                 }
-                (event.seq, event.computed_hash())
+                (event.seq, event.computed_hash(), Some(event.key_id))
             }
         };
-        let tree = super::tree::restore(&settings.journal_dir, head_seq)?;
-        let chain =
-            ChainWriter::resume(settings.chain_id.clone(), settings.key, head_seq, head_hash);
+        let mut tree = super::tree::restore(&settings.journal_dir, head_seq)?;
+        let head = super::rotation::Head {
+            seq: head_seq,
+            hash: head_hash,
+            key_id: key_id.as_deref(),
+        };
+        let chain = super::rotation::continue_chain(
+            &settings.chain_id,
+            settings.key,
+            settings.previous_key,
+            head,
+            &mut journal,
+            &mut tree,
+        )?;
+        let head_seq = chain.head().0;
         tracing::info!(chain_id = %settings.chain_id, seq = head_seq, journal = %settings.journal_dir.display(), "audit chain continues");
         let (tx, rx) = mpsc::channel(QUEUE);
         let (written_tx, written) = watch::channel(head_seq);
@@ -749,6 +763,7 @@ mod tests {
         let settings = RecorderSettings {
             chain_id: "recorder-test".into(),
             key: key(),
+            previous_key: None,
             journal_dir: dir.to_owned(),
             segment_bytes: 64 << 10,
             fsync,
