@@ -38,11 +38,14 @@ pub struct HeadsArgs {
 pub struct ProveArgs {
     #[command(flatten)]
     pub connection: Connection,
-    #[arg(long)]
-    chain: String,
+    #[arg(long, required_unless_present = "event_hash")]
+    chain: Option<String>,
     /// The event to prove.
-    #[arg(long)]
-    seq: u64,
+    #[arg(long, required_unless_present = "event_hash")]
+    seq: Option<u64>,
+    /// The event to prove, by its hash (as exports, WhoTried and Search show it).
+    #[arg(long, conflicts_with_all = ["chain", "seq"])]
+    event_hash: Option<String>,
     /// The witnessed head (its seq) to prove against (default: the newest).
     #[arg(long, default_value_t = 0)]
     tree_size: u64,
@@ -72,9 +75,10 @@ pub async fn heads(mut client: Client, args: HeadsArgs) -> Result<ExitCode> {
 
 pub async fn prove(mut client: Client, args: ProveArgs) -> Result<ExitCode> {
     let request = pb::InclusionProofRequest {
-        chain_id: args.chain,
-        seq: args.seq,
+        chain_id: args.chain.unwrap_or_default(),
+        seq: args.seq.unwrap_or_default(),
         tree_size: args.tree_size,
+        event_hash: args.event_hash.unwrap_or_default(),
     };
     let proof = client
         .inner

@@ -34,6 +34,7 @@ impl QueryService {
         &self,
         req: pb::InclusionProofRequest,
     ) -> Result<pb::EventProof> {
+        let req = self.by_hash(req).await?;
         let head = self.head_at(&req.chain_id, req.tree_size).await?;
         if req.seq == 0 || req.seq > head.seq {
             return Err(QueryError::Invalid(format!(
@@ -89,6 +90,34 @@ impl QueryService {
             first_head: Some(first.to_signed()),
             second_head: Some(second.to_signed()),
         })
+    }
+
+    /// The request with `chain_id` and `seq` of the event its `event_hash` names, if it names one.
+    async fn by_hash(
+        &self,
+        mut req: pb::InclusionProofRequest,
+    ) -> Result<pb::InclusionProofRequest> {
+        if req.event_hash.is_empty() {
+            return Ok(req);
+        }
+        let hash = &req.event_hash;
+        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(QueryError::Invalid(
+                "event_hash: expected 64 lowercase hex characters".into(),
+            ));
+        }
+        let (chain_id, seq) = self
+            .store()
+            .event_position(hash)
+            .await?
+            .ok_or_else(|| QueryError::NotFound(format!("no stored event has hash {hash}")))?;
+        if !req.chain_id.is_empty() && req.chain_id != chain_id || req.seq != 0 && req.seq != seq {
+            return Err(QueryError::Invalid(format!(
+                "event_hash names {chain_id}:{seq}, not the chain_id/seq also given"
+            )));
+        }
+        (req.chain_id, req.seq) = (chain_id, seq);
+        Ok(req)
     }
 
     async fn head_at(&self, chain_id: &str, seq: u64) -> Result<WitnessedHeadRow> {

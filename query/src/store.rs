@@ -497,6 +497,16 @@ impl Store {
             .await?)
     }
 
+    /// The chain and seq of the stored event whose hash (hex) is `hash`.
+    pub async fn event_position(&self, hash: &str) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT chain_id, seq FROM events WHERE hash = ? LIMIT 1")
+            .bind(hash)
+            .fetch_optional()
+            .await?)
+    }
+
     /// The envelopes of the chain's stored trusted key rotations below `seq`, in seq order.
     pub async fn key_rotations(
         &self,

@@ -334,6 +334,24 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
     std::fs::write(&swapped_file, serde_json::to_string(&swapped).unwrap()).unwrap();
     let (ok, out) = check_event(&swapped_file);
     assert!(!ok, "{out}");
+    // The same event named by its hash alone gets the same proof; a hash no event has, none.
+    let seventh = hex::encode(events[6].hash);
+    let by_hash = work.path().join("event-by-hash.json");
+    let (ok, text) = verdict(
+        &["prove", "--event-hash", &seventh, "--out", s(&by_hash)],
+        Some(&query),
+    );
+    assert!(ok, "{text}");
+    let same: EventProofRecord =
+        serde_json::from_str(&std::fs::read_to_string(&by_hash).unwrap()).unwrap();
+    assert_eq!(
+        (&same.chain_id, same.seq, &same.envelope),
+        (&proof.chain_id, proof.seq, &proof.envelope)
+    );
+    let (ok, out) = check_event(&by_hash);
+    assert!(ok, "{out}");
+    let (ok, text) = verdict(&["prove", "--event-hash", &"0".repeat(64)], Some(&query));
+    assert!(!ok && text.contains("no stored event has hash"), "{text}");
 
     // Two heads of the chain are consistent, and the proof says so offline.
     let mut client = query.client().await;
