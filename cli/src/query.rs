@@ -209,6 +209,33 @@ pub fn run(command: Command) -> Result<ExitCode> {
     })
 }
 
+/// The newest witnessed head of every chain, from the query service at `url` (the token, CA and
+/// client certificate from the same environment variables as the query commands).
+pub fn newest_heads(url: &str) -> Result<Vec<pb::SignedHead>> {
+    let env = |name| std::env::var_os(name).map(PathBuf::from);
+    let connection = Connection {
+        query_url: url.to_owned(),
+        ca_cert: env("VERDICT_QUERY_CA_CERT"),
+        client_cert: env("VERDICT_QUERY_CLIENT_CERT"),
+        client_key: env("VERDICT_QUERY_CLIENT_KEY"),
+        json: false,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = Client::connect(&connection).await?;
+        let request = pb::ListWitnessedHeadsRequest::default();
+        Ok(client
+            .inner
+            .list_witnessed_heads(client.request(request))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .heads)
+    })
+}
+
 /// TLS for an `https://` URL: the system roots plus `--ca-cert`, and a client certificate when
 /// given.
 fn client_tls(connection: &Connection) -> Result<ClientTlsConfig> {

@@ -50,10 +50,11 @@ pub struct Args {
     /// needs --witness-key.
     #[arg(long, group = "source", requires = "witness_keys")]
     event: Option<PathBuf>,
-    /// Witnessed heads (JSON lines from `verdict heads`) the source must reach, with the same
-    /// event hash and Merkle root; needs --witness-key.
+    /// Witnessed heads the source must reach, with the same event hash and Merkle root: a file
+    /// (JSON lines from `verdict heads`), or a query service URL (`https://…`; token in
+    /// VERDICT_QUERY_TOKEN) whose newest head of every chain is fetched. Needs --witness-key.
     #[arg(long, requires = "witness_keys")]
-    witnessed_head: Option<PathBuf>,
+    witnessed_head: Option<String>,
     /// The auditor witness's public key (PEM; repeatable).
     #[arg(long = "witness-key")]
     witness_keys: Vec<PathBuf>,
@@ -130,7 +131,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut check = ChainCheck::new(keys);
     if let Some(path) = &args.witnessed_head {
-        check.heads = Some(HeadsCheck::new(witnessed::read_heads(path, &witnesses)?));
+        check.heads = Some(HeadsCheck::from_source(path, &witnesses)?);
     }
     let source = match (&args.export, &args.journal) {
         (Some(path), _) => {

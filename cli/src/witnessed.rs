@@ -123,24 +123,46 @@ pub fn witness_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
         .collect()
 }
 
-/// Reads a file of witnessed heads (JSON lines, as `verdict heads` writes) and checks each
-/// signature; a head that does not verify is an error, never silently skipped.
-pub fn read_heads(path: &Path, witnesses: &[PublicKey]) -> Result<Vec<Witnessed>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+/// The witnessed heads of `source` with each signature checked; a head that does not verify is
+/// an error, never silently skipped. `source` is a file of JSON lines (as `verdict heads` writes)
+/// or a query service URL, from which the newest head of every chain is fetched.
+fn read_heads(source: &str, witnesses: &[PublicKey]) -> Result<Vec<Witnessed>> {
+    let records = match source.starts_with("http://") || source.starts_with("https://") {
+        true => crate::query::newest_heads(source)?
+            .iter()
+            .map(|signed| {
+                Ok((
+                    format!("{source}: head of {}", signed.key_id),
+                    HeadRecord::from_signed(signed)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        false => head_lines(Path::new(source))?,
+    };
     let mut heads = Vec::new();
+    for (at, record) in records {
+        heads.push(record.verify(witnesses).with_context(|| at)?);
+    }
+    if heads.is_empty() {
+        anyhow::bail!("{source}: no witnessed heads");
+    }
+    Ok(heads)
+}
+
+/// The head records of a JSON-lines file, each with where it was read.
+fn head_lines(path: &Path) -> Result<Vec<(String, HeadRecord)>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut records = Vec::new();
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let at = || format!("{} line {}", path.display(), index + 1);
-        let record: HeadRecord = serde_json::from_str(&line).with_context(at)?;
-        heads.push(record.verify(witnesses).with_context(at)?);
+        let at = format!("{} line {}", path.display(), index + 1);
+        let record = serde_json::from_str(&line).with_context(|| at.clone())?;
+        records.push((at, record));
     }
-    if heads.is_empty() {
-        anyhow::bail!("{}: no witnessed heads", path.display());
-    }
-    Ok(heads)
+    Ok(records)
 }
 
 #[derive(Default)]
@@ -154,10 +176,20 @@ struct ChainTree {
 pub struct HeadsCheck {
     heads: BTreeMap<String, Vec<(Witnessed, Option<bool>)>>,
     chains: BTreeMap<String, ChainTree>,
+    /// The heads are the newest of every chain the witness knows (fetched from a query service),
+    /// not chosen for this source: only the source's chains must reach theirs.
+    of_every_chain: bool,
 }
 
 impl HeadsCheck {
-    pub fn new(heads: Vec<Witnessed>) -> Self {
+    /// Heads read from `source` (see [`read_heads`]), each of which the source must reach.
+    pub fn from_source(source: &str, witnesses: &[PublicKey]) -> Result<Self> {
+        let mut check = Self::new(read_heads(source, witnesses)?);
+        check.of_every_chain = source.starts_with("http://") || source.starts_with("https://");
+        Ok(check)
+    }
+
+    fn new(heads: Vec<Witnessed>) -> Self {
         let mut check = Self::default();
         for head in heads {
             check
@@ -212,7 +244,13 @@ impl HeadsCheck {
     /// Heads the source never reached (failures) and what the reached ones prove (notes).
     pub fn finish(&self) -> (Vec<String>, Vec<String>) {
         let (mut missing, mut notes) = (Vec::new(), Vec::new());
-        for (chain, heads) in &self.heads {
+        let in_source = |chain: &String| !self.of_every_chain || self.chains.contains_key(chain);
+        if !self.heads.keys().any(in_source) {
+            missing.push(
+                "the source holds no event of a chain the witness signed heads for: nothing proves it complete".into(),
+            );
+        }
+        for (chain, heads) in self.heads.iter().filter(|(chain, _)| in_source(chain)) {
             for (head, reached) in heads {
                 let seq = head.seq;
                 match reached {

@@ -176,6 +176,9 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         gateway.terminate();
         if round == 0 {
+            // A head of the first round, so the chain has two heads whatever the batching.
+            let first_round = journal_events(&gateway.journal_dir()).last().unwrap().seq;
+            witnessed(&query, CHAIN, first_round).await;
             gateway.restart_gateway().unwrap();
         }
     }
@@ -200,7 +203,7 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
     );
     assert!(ok, "{out}");
     let public = gateway.public_key();
-    let with_head = |source: &str, path: &Path| {
+    let check = |source: &str, path: &Path, heads: &str, query: Option<&QueryService>| {
         verdict(
             &[
                 "verify",
@@ -209,12 +212,18 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
                 "--public-key",
                 s(&public),
                 "--witnessed-head",
-                s(&heads_file),
+                heads,
                 "--witness-key",
                 s(&witness_pub),
             ],
-            None,
+            query,
         )
+    };
+    let with_head = |source: &str, path: &Path| check(source, path, s(&heads_file), None);
+    // The heads fetched from the query service instead of a file.
+    let with_fetched_head = |source: &str, path: &Path| {
+        let url = query.url();
+        check(source, path, &url, Some(&query))
     };
 
     // The whole journal passes; the gateway's checkpoints commit to the same tree.
@@ -244,6 +253,13 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
         .unwrap();
     file.set_len(*offset).unwrap();
     let (ok, out) = with_head("--journal", &cut);
+    assert!(
+        !ok && out.contains("ends before the head witnessed"),
+        "{out}"
+    );
+    let (ok, out) = with_fetched_head("--journal", &journal);
+    assert!(ok, "{out}");
+    let (ok, out) = with_fetched_head("--journal", &cut);
     assert!(
         !ok && out.contains("ends before the head witnessed"),
         "{out}"
@@ -288,6 +304,8 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
         !ok && out.contains("ends before the head witnessed"),
         "{out}"
     );
+    let (ok, out) = with_fetched_head("--export", &empty);
+    assert!(!ok && out.contains("nothing proves it complete"), "{out}");
 
     // One event handed over alone with its proof verifies; altered, or with another's proof, not.
     let prove = |seq: u64, out: &Path| {
