@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use verdict_journal::JournalReader;
 use verdict_proto::pb::event_body::Kind;
 use verdict_proto::verify::{ChainHead, EventStatus};
-use verdict_proto::{ChainVerifier, SignedEvent, TrustedKey, TrustedKeys, ZERO_HASH};
+use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKey, TrustedKeys, ZERO_HASH};
 use verdict_query::export::{check_jsonl_record, ExportEnd};
 
 #[derive(clap::Args)]
@@ -133,6 +133,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(path) = &args.witnessed_head {
         check.heads = Some(HeadsCheck::from_source(path, &witnesses)?);
     }
+    if let Some(path) = &args.export {
+        carried_heads(path, &witnesses, &mut check)?;
+    }
     let source = match (&args.export, &args.journal) {
         (Some(path), _) => {
             read_export(path, &mut check)?;
@@ -182,6 +185,41 @@ fn verify_event(
     Ok(report.exit_code())
 }
 
+/// The witnessed heads an export's end line carries: checked against `witnesses` and added to
+/// the heads the export must reach; without witness keys, only noted.
+fn carried_heads(path: &Path, witnesses: &[PublicKey], check: &mut ChainCheck) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let end = std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| ExportEnd::parse(&line));
+    let carried = end.map(|end| end.witnessed_heads).unwrap_or_default();
+    if carried.is_empty() {
+        return Ok(());
+    }
+    if witnesses.is_empty() {
+        check.note(format!(
+            "the export carries {} witnessed head(s); give --witness-key to check it against them",
+            carried.len()
+        ));
+        return Ok(());
+    }
+    let heads = carried
+        .iter()
+        .map(|record| record.verify(witnesses))
+        .collect::<Result<Vec<_>, _>>()
+        .context("a witnessed head in the export's end line")?;
+    check.note(format!(
+        "the export carries {} witnessed head(s)",
+        heads.len()
+    ));
+    check
+        .heads
+        .get_or_insert_with(HeadsCheck::default)
+        .extend(heads);
+    Ok(())
+}
+
 fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = std::io::BufReader::new(file);
@@ -225,7 +263,7 @@ fn read_export(path: &PathBuf, check: &mut ChainCheck) -> Result<()> {
     match end {
         None => check.missing("the export has no end line: it was cut short".into()),
         // A record that failed already fails the file, and cannot be counted against the end.
-        Some((at, stated)) if stated != seen && unreadable == 0 => check.missing(format!(
+        Some((at, stated)) if !stated.same_records(&seen) && unreadable == 0 => check.missing(format!(
             "the end line ({at}) states {} record(s) in {} chain span(s), the file holds {} in {}: records are missing",
             stated.records,
             stated.chains.len(),
@@ -491,6 +529,11 @@ impl ChainCheck {
             event: Some((event.chain_id.clone(), event.seq)),
             message,
         });
+    }
+
+    /// A fact about the source the report states (not a failure).
+    pub fn note(&mut self, message: String) {
+        self.notes.push(message);
     }
 
     /// Something the source should hold and does not (a cut tail, a missing end line).

@@ -191,14 +191,18 @@ impl HeadsCheck {
 
     fn new(heads: Vec<Witnessed>) -> Self {
         let mut check = Self::default();
+        check.extend(heads);
+        check
+    }
+
+    /// More heads the source must reach.
+    pub fn extend(&mut self, heads: Vec<Witnessed>) {
         for head in heads {
-            check
-                .heads
+            self.heads
                 .entry(head.chain_id.clone())
                 .or_default()
                 .push((head, None));
         }
-        check
     }
 
     /// The next event of the source (in seq order per chain); a failure message if it

@@ -14,12 +14,16 @@
 //! or one that disagrees with the records before it, and an empty export still has its end line
 //! saying so: `verdict verify --export` fails all three instead of reporting what remains as OK.
 //! The end line is not signed (whoever cuts the file could rewrite it); witnessed heads are what
-//! make an export provably complete.
+//! make an export provably complete. So the end line also carries, per chain, the newest head the
+//! auditor's witness signed within the exported seqs (signed, so not forgeable, though a cutter
+//! can drop it): `verdict verify --export --witness-key` checks the export against it, and a head
+//! fetched independently (`--witnessed-head`) covers the tail after it.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use verdict_proto::verify::EventStatus;
+use verdict_proto::witness::HeadRecord;
 use verdict_proto::SignedEvent;
 use verdict_schema::{EventRow, SourcePosition};
 
@@ -246,6 +250,9 @@ pub struct ChainSpan {
 pub struct ExportEnd {
     pub records: u64,
     pub chains: Vec<ChainSpan>,
+    /// Per chain, the newest witnessed head within its exported seqs, if the witness signed one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnessed_heads: Vec<HeadRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -272,6 +279,11 @@ impl ExportEnd {
                 last_hash: hash.to_owned(),
             }),
         }
+    }
+
+    /// Whether both count the same records in the same chain spans (heads aside).
+    pub fn same_records(&self, other: &Self) -> bool {
+        (self.records, &self.chains) == (other.records, &other.chains)
     }
 
     pub fn to_json_line(&self) -> String {

@@ -17,6 +17,7 @@ use crate::store::{ChainWalk, Store, StoreError};
 use tokio::sync::mpsc;
 use tonic::Status;
 use verdict_proto::pb;
+use verdict_proto::witness::HeadRecord;
 use verdict_schema::EventRow;
 
 type ChunkResult = Result<pb::ExportChunk, Status>;
@@ -34,7 +35,12 @@ impl ExportStream {
     /// Streams every matching event into `tx`; returns the number of rows sent.
     pub async fn run(self, tx: mpsc::Sender<ChunkResult>) -> u64 {
         let (batches_tx, mut batches) = mpsc::channel(1);
-        tokio::spawn(read_chains(self.store, self.chains, self.cond, batches_tx));
+        tokio::spawn(read_chains(
+            self.store.clone(),
+            self.chains,
+            self.cond,
+            batches_tx,
+        ));
         let mut out = ChunkSender::new(tx);
         if self.format == pb::ExportFormat::Csv {
             out.push(&ExportRecord::csv_header()).await;
@@ -58,6 +64,13 @@ impl ExportStream {
             }
         }
         if !matches!(self.format, pb::ExportFormat::Csv | pb::ExportFormat::Ocsf) {
+            match heads_within(&self.store, &end).await {
+                Ok(heads) => end.witnessed_heads = heads,
+                Err(e) => {
+                    out.fail(Status::from(e)).await;
+                    return out.rows;
+                }
+            }
             out.push(&end.to_json_line()).await;
         }
         out.flush().await;
@@ -73,6 +86,25 @@ pub(crate) fn line(row: &EventRow, format: pb::ExportFormat) -> String {
         pb::ExportFormat::Ocsf => ocsf::to_ocsf_line(&record),
         _ => record.to_json_line(),
     }
+}
+
+/// Per exported chain span, the newest witnessed head within it.
+async fn heads_within(store: &Store, end: &ExportEnd) -> Result<Vec<HeadRecord>, QueryError> {
+    let mut heads = Vec::new();
+    for span in &end.chains {
+        let row = store
+            .witnessed_head_within(&span.chain_id, span.first_seq, span.last_seq)
+            .await?;
+        // A stored head that does not decode is not the witness's: the export goes without it.
+        match row.map(|row| HeadRecord::from_signed(&row.to_signed())) {
+            Some(Ok(record)) => heads.push(record),
+            Some(Err(error)) => {
+                tracing::warn!(chain_id = %span.chain_id, %error, "a stored witnessed head does not decode")
+            }
+            None => {}
+        }
+    }
+    Ok(heads)
 }
 
 /// Reads each chain's matching events, window by window, into `batches`.

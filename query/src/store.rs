@@ -444,6 +444,26 @@ impl Store {
         Ok(query.bind(limit).fetch_all().await?)
     }
 
+    /// The newest witnessed head of `chain_id` with a seq in `first..=last`.
+    pub async fn witnessed_head_within(
+        &self,
+        chain_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Option<WitnessedHeadRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? AND seq >= ? AND seq <= ? \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(chain_id)
+            .bind(first)
+            .bind(last)
+            .fetch_optional()
+            .await?)
+    }
+
     /// The witnessed head of `chain_id` at `seq` (0: the newest).
     pub async fn witnessed_head(
         &self,

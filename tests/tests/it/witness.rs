@@ -12,6 +12,7 @@ use verdict_proto::merkle::verify_consistency;
 use verdict_proto::pb;
 use verdict_proto::witness::{self, EventProofRecord};
 use verdict_proto::{ChainWriter, Hash, PublicKey, SignedEvent};
+use verdict_query::export::ExportEnd;
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{produce, producer, temp_dir, AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
@@ -306,6 +307,60 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
     );
     let (ok, out) = with_fetched_head("--export", &empty);
     assert!(!ok && out.contains("nothing proves it complete"), "{out}");
+
+    // The export carries the newest head within it in its end line: checked with the witness key
+    // alone. Cut, with an end line rewritten to match the records left, it still fails against
+    // the head it carries.
+    let (ok, out) = verdict(
+        &[
+            "verify",
+            "--export",
+            s(&export),
+            "--public-key",
+            s(&public),
+            "--witness-key",
+            s(&witness_pub),
+        ],
+        None,
+    );
+    assert!(
+        ok && out.contains("the export carries 1 witnessed head(s)"),
+        "{out}"
+    );
+    assert!(out.contains("equals the witnessed head's"), "{out}");
+    let carried = ExportEnd::parse(lines.last().unwrap()).unwrap();
+    let mut rewritten = ExportEnd {
+        witnessed_heads: carried.witnessed_heads.clone(),
+        ..Default::default()
+    };
+    let kept = &lines[..lines.len() - 11];
+    for line in kept {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (chain, seq, hash) = (&record["chain_id"], &record["seq"], &record["hash"]);
+        rewritten.add(
+            chain.as_str().unwrap(),
+            seq.as_u64().unwrap(),
+            hash.as_str().unwrap(),
+        );
+    }
+    let recut = work.path().join("recut.jsonl");
+    std::fs::write(&recut, kept.join("\n") + "\n" + &rewritten.to_json_line()).unwrap();
+    let (ok, out) = verdict(
+        &[
+            "verify",
+            "--export",
+            s(&recut),
+            "--public-key",
+            s(&public),
+            "--witness-key",
+            s(&witness_pub),
+        ],
+        None,
+    );
+    assert!(
+        !ok && out.contains("ends before the head witnessed"),
+        "{out}"
+    );
 
     // One event handed over alone with its proof verifies; altered, or with another's proof, not.
     let prove = |seq: u64, out: &Path| {
