@@ -6,13 +6,18 @@
 //! 2. End to end: a topic pre-filled with the N events (4 partitions, real tansu), then the real
 //!    `verdict-auditor` binary started against real ClickHouse; timed from start until the group
 //!    has committed all N (so every row is stored), i.e. events verified and stored per second.
+//! 3. With `--witness` (after N): the same run with the auditor's witness on (its Merkle tree,
+//!    chunk roots and signed heads, issue 16), then the query service's inclusion and consistency
+//!    proofs timed end to end over gRPC, their ClickHouse reads included.
 
 use std::time::{Duration, Instant};
+use verdict_proto::pb;
 use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys};
 use verdict_tests::auditor::{
     count, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
 use verdict_tests::chains::{chain, key_in};
+use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
 const CHAINS: usize = 4;
@@ -24,7 +29,9 @@ async fn main() {
         .nth(1)
         .map(|a| a.parse().expect("N must be a number"))
         .unwrap_or(100_000);
+    let witness = std::env::args().any(|a| a == "--witness");
     let dir = temp_dir();
+    key_in(dir.path(), "witness");
     let (key, public) = key_in(dir.path(), "gw");
     let per_chain = (n / CHAINS) as u64;
     let chains: Vec<Vec<SignedEvent>> = (1..=CHAINS)
@@ -80,10 +87,17 @@ async fn main() {
         topic: "verdict.events".into(),
         group: "bench".into(),
         clickhouse_url: clickhouse.url(),
-        keys: vec![(public, None)],
+        keys: vec![(public.clone(), None)],
         max_events: BATCH,
     };
-    let auditor = AuditorProcess::start(&setup).unwrap();
+    let witness_config = match witness {
+        true => format!(
+            "[witness]\nkey = {:?}\nevery_secs = 1\n",
+            dir.path().join("witness").join("verdict.key")
+        ),
+        false => String::new(),
+    };
+    let auditor = AuditorProcess::start_with_config(&setup, &witness_config, &[]).unwrap();
     // Joining the group takes the broker's rebalance delay; time from the assignment on.
     while !auditor.log().contains("partitions assigned") {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -112,6 +126,71 @@ async fn main() {
     }
     let stored = count(&clickhouse.client(), "SELECT count() FROM events FINAL").await;
     assert_eq!(stored, n as u64);
+    if witness {
+        let query = QueryService::start(&clickhouse.url(), Some(&public), "").unwrap();
+        time_proofs(&query, "gw-1", per_chain).await;
+    }
+}
+
+/// Medians of 20 inclusion proofs (seqs spread over the chain) and 20 consistency proofs (the
+/// oldest and the newest witnessed head) of `chain`, once its head at `seq` is witnessed.
+async fn time_proofs(query: &QueryService, chain: &str, seq: u64) {
+    let mut client = query.client().await;
+    let heads = loop {
+        let request = pb::ListWitnessedHeadsRequest {
+            chain_id: chain.into(),
+            limit: 1000,
+        };
+        let heads: Vec<pb::WitnessedHead> = client
+            .list_witnessed_heads(authed(request, TOKEN))
+            .await
+            .unwrap()
+            .into_inner()
+            .heads
+            .iter()
+            .map(|h| prost::Message::decode(h.head.as_slice()).unwrap())
+            .collect();
+        if heads.first().is_some_and(|h| h.seq >= seq) {
+            break heads;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (newest, oldest) = (heads[0].seq, heads[heads.len() - 1].seq);
+    let mut inclusion = Vec::new();
+    let mut consistency = Vec::new();
+    for i in 0..20u64 {
+        let request = pb::InclusionProofRequest {
+            chain_id: chain.into(),
+            seq: 1 + i * (newest - 1) / 19,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        client
+            .get_inclusion_proof(authed(request, TOKEN))
+            .await
+            .unwrap();
+        inclusion.push(started.elapsed());
+        let request = pb::ConsistencyProofRequest {
+            chain_id: chain.into(),
+            first: oldest,
+            second: newest,
+        };
+        let started = Instant::now();
+        client
+            .get_consistency_proof(authed(request, TOKEN))
+            .await
+            .unwrap();
+        consistency.push(started.elapsed());
+    }
+    inclusion.sort();
+    consistency.sort();
+    println!(
+        "proofs over gRPC, chain of {newest} events ({} witnessed heads): inclusion median {:.2} ms, \
+         consistency {oldest} -> {newest} median {:.2} ms",
+        heads.len(),
+        inclusion[10].as_secs_f64() * 1e3,
+        consistency[10].as_secs_f64() * 1e3
+    );
 }
 
 fn report(what: &str, n: usize, elapsed: Duration) {
