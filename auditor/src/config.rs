@@ -57,6 +57,10 @@ pub struct WitnessConfig {
     /// Replication factor of the witness topic when the auditor creates it.
     #[serde(default = "default_witness_replication")]
     pub replication: i32,
+    /// The witness key `key` replaces: the first head of each chain after start is then signed
+    /// by it and hands the witness role to `key` (`next_witness_key`). Remove it once handed over.
+    #[serde(default)]
+    pub previous_key: Option<PathBuf>,
 }
 
 fn default_witness_replication() -> i32 {
@@ -168,15 +172,23 @@ impl AuditorConfig {
     }
 
     /// The witness key, if configured; refused when a gateway key is trusted under the same id.
-    pub fn witness_key(&self, keys: &TrustedKeys) -> Result<Option<SecretKey>, ConfigError> {
+    /// The witness key and the one it replaces, if any; neither may be a trusted gateway key.
+    pub fn witness_keys(
+        &self,
+        keys: &TrustedKeys,
+    ) -> Result<Option<(SecretKey, Option<SecretKey>)>, ConfigError> {
         let Some(witness) = &self.witness else {
             return Ok(None);
         };
-        let key = SecretKey::read_pem_file(&witness.key)?;
-        if keys.contains(key.public().key_id()) {
-            return Err(ConfigError::WitnessIsGateway(key.public().key_id().into()));
-        }
-        Ok(Some(key))
+        let read = |path: &PathBuf| -> Result<SecretKey, ConfigError> {
+            let key = SecretKey::read_pem_file(path)?;
+            match keys.contains(key.public().key_id()) {
+                true => Err(ConfigError::WitnessIsGateway(key.public().key_id().into())),
+                false => Ok(key),
+            }
+        };
+        let previous = witness.previous_key.as_ref().map(read).transpose()?;
+        Ok(Some((read(&witness.key)?, previous)))
     }
 }
 

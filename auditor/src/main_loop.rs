@@ -108,9 +108,9 @@ impl Auditor {
         .await?;
         let consumer = AuditConsumer::new(&config.kafka, metrics.clone())?;
         let grace = Duration::from_secs(config.checkpoint_grace_secs);
-        let witness = config.witness_key(&keys)?;
+        let witness = config.witness_keys(&keys)?;
         let mut pipeline = Pipeline::new(keys, store, metrics.clone(), grace);
-        if let (Some(key), Some(witness)) = (witness, &config.witness) {
+        if let (Some((key, previous)), Some(witness)) = (witness, &config.witness) {
             tracing::info!(
                 key_id = key.public().key_id(),
                 "witnessing verified chain heads"
@@ -120,7 +120,8 @@ impl Auditor {
                 .create(&config.kafka.brokers, witness.replication)
                 .await?;
             let every = Duration::from_secs(witness.every_secs.max(1));
-            pipeline = pipeline.with_witness(Witness::new(key, every), topic);
+            let witness = Witness::new(key, every).handing_over_from(previous);
+            pipeline = pipeline.with_witness(witness, topic);
         }
         pipeline.reload(shutdown).await?;
         // The heads were just loaded; an assignment before the first batch needs no second load.

@@ -13,7 +13,7 @@
 //! It must not sign anything it did not verify itself, and never uses a gateway key.
 
 use crate::store::{Store, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use verdict_proto::merkle::{Frontier, Subtrees};
 use verdict_proto::pb::{self, event_body::Kind};
@@ -75,6 +75,9 @@ impl Tree {
 
 pub struct Witness {
     key: SecretKey,
+    /// The key `key` replaces, until it has signed each chain's hand-over head.
+    previous: Option<SecretKey>,
+    handed_over: HashSet<String>,
     every: Duration,
     chains: HashMap<String, Tree>,
     /// Chains to rebuild from stored rows, and when at the earliest.
@@ -85,10 +88,26 @@ impl Witness {
     pub fn new(key: SecretKey, every: Duration) -> Self {
         Self {
             key,
+            previous: None,
+            handed_over: HashSet::new(),
             every,
             chains: HashMap::new(),
             stale: HashMap::new(),
         }
+    }
+
+    /// The first head of each chain will be signed by `previous` and hand the witness role over
+    /// to this witness's key.
+    pub fn handing_over_from(mut self, previous: Option<SecretKey>) -> Self {
+        if let Some(previous) = &previous {
+            tracing::info!(
+                from = previous.public().key_id(),
+                to = self.key_id(),
+                "handing the witness role over: one head per chain signed by the previous key"
+            );
+        }
+        self.previous = previous;
+        self
     }
 
     pub fn key_id(&self) -> &str {
@@ -135,7 +154,8 @@ impl Witness {
         }
         tree.push(id, event.hash, out);
         if checkpoint.is_some() {
-            sign(&self.key, id, tree, out);
+            let (key, next) = signer(&self.key, &self.previous, &mut self.handed_over, id);
+            sign(key, next, id, tree, out);
         }
     }
 
@@ -146,7 +166,8 @@ impl Witness {
                 .signed
                 .is_none_or(|(seq, _)| seq < tree.frontier.size());
             if grew && tree.signed_at.elapsed() >= self.every && tree.frontier.size() > 0 {
-                sign(&self.key, id, tree, out);
+                let (key, next) = signer(&self.key, &self.previous, &mut self.handed_over, id);
+                sign(key, next, id, tree, out);
             }
         }
     }
@@ -275,7 +296,27 @@ fn extend(
     true
 }
 
-fn sign(key: &SecretKey, chain_id: &str, tree: &mut Tree, out: &mut Witnessed) {
+/// Who signs the next head of `chain_id` (the previous key, once per chain, on a hand-over head),
+/// and the key it hands over to.
+fn signer<'a>(
+    key: &'a SecretKey,
+    previous: &'a Option<SecretKey>,
+    handed_over: &mut HashSet<String>,
+    chain_id: &str,
+) -> (&'a SecretKey, Option<&'a SecretKey>) {
+    match previous {
+        Some(previous) if handed_over.insert(chain_id.to_owned()) => (previous, Some(key)),
+        _ => (key, None),
+    }
+}
+
+fn sign(
+    key: &SecretKey,
+    next: Option<&SecretKey>,
+    chain_id: &str,
+    tree: &mut Tree,
+    out: &mut Witnessed,
+) {
     let root = tree.frontier.root();
     let head = pb::WitnessedHead {
         chain_id: chain_id.to_owned(),
@@ -285,6 +326,7 @@ fn sign(key: &SecretKey, chain_id: &str, tree: &mut Tree, out: &mut Witnessed) {
         time_unix_nanos: verdict_proto::now_unix_nanos(),
         checkpoint_seq: tree.checkpoint_seq,
         witness_key_id: key.public().key_id().to_owned(),
+        next_witness_key: next.map_or_else(Vec::new, |n| n.public().as_bytes().to_vec()),
     };
     let signed = witness::sign(key, &head);
     let row = WitnessedHeadRow::from_signed(&signed, &head);

@@ -125,13 +125,13 @@ fn trusted_keys(args: &Args) -> Result<TrustedKeys> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let keys = trusted_keys(&args)?;
-    let witnesses = witnessed::witness_keys(&args.witness_keys)?;
+    let mut witnesses = witnessed::witness_keys(&args.witness_keys)?;
     if let Some(path) = &args.event {
         return verify_event(path, keys, &witnesses, args.json);
     }
     let mut check = ChainCheck::new(keys);
     if let Some(path) = &args.witnessed_head {
-        check.heads = Some(HeadsCheck::from_source(path, &witnesses)?);
+        check.heads = Some(HeadsCheck::from_source(path, &mut witnesses)?);
     }
     if let Some(path) = &args.export {
         carried_heads(path, &witnesses, &mut check)?;

@@ -125,8 +125,9 @@ pub fn witness_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
 
 /// The witnessed heads of `source` with each signature checked; a head that does not verify is
 /// an error, never silently skipped. `source` is a file of JSON lines (as `verdict heads` writes)
-/// or a query service URL, from which the newest head of every chain is fetched.
-fn read_heads(source: &str, witnesses: &[PublicKey]) -> Result<Vec<Witnessed>> {
+/// or a query service URL, from which the newest head of every chain is fetched. Hand-over heads
+/// among them add the witness keys they hand over to `witnesses`.
+fn read_heads(source: &str, witnesses: &mut Vec<PublicKey>) -> Result<Vec<Witnessed>> {
     let records = match source.starts_with("http://") || source.starts_with("https://") {
         true => crate::query::newest_heads(source)?
             .iter()
@@ -139,6 +140,11 @@ fn read_heads(source: &str, witnesses: &[PublicKey]) -> Result<Vec<Witnessed>> {
             .collect::<Result<Vec<_>>>()?,
         false => head_lines(Path::new(source))?,
     };
+    let signed = records
+        .iter()
+        .map(|(_, record)| record.to_signed())
+        .collect::<Result<Vec<_>, _>>()?;
+    verdict_proto::witness::follow_handovers(witnesses, &signed);
     let mut heads = Vec::new();
     for (at, record) in records {
         heads.push(record.verify(witnesses).with_context(|| at)?);
@@ -183,7 +189,7 @@ pub struct HeadsCheck {
 
 impl HeadsCheck {
     /// Heads read from `source` (see [`read_heads`]), each of which the source must reach.
-    pub fn from_source(source: &str, witnesses: &[PublicKey]) -> Result<Self> {
+    pub fn from_source(source: &str, witnesses: &mut Vec<PublicKey>) -> Result<Self> {
         let mut check = Self::new(read_heads(source, witnesses)?);
         check.of_every_chain = source.starts_with("http://") || source.starts_with("https://");
         Ok(check)

@@ -56,6 +56,28 @@ pub enum WitnessError {
     Hex(String),
 }
 
+/// Extends `witnesses` with every key a head in `heads` hands the witness role to, where that head
+/// is signed by a key already trusted (the configured ones, or one handed over before), until no
+/// more are added. Heads that do not verify hand nothing over.
+pub fn follow_handovers(witnesses: &mut Vec<PublicKey>, heads: &[pb::SignedHead]) {
+    loop {
+        let handed: Vec<PublicKey> = heads
+            .iter()
+            .filter_map(|signed| verify(signed, witnesses).ok())
+            .filter_map(|head| PublicKey::from_bytes(&head.next_witness_key).ok())
+            .filter(|next| witnesses.iter().all(|k| k.key_id() != next.key_id()))
+            .collect();
+        if handed.is_empty() {
+            return;
+        }
+        for key in handed {
+            if witnesses.iter().all(|k| k.key_id() != key.key_id()) {
+                witnesses.push(key);
+            }
+        }
+    }
+}
+
 /// Signs `head` with the witness key.
 pub fn sign(key: &SecretKey, head: &pb::WitnessedHead) -> pb::SignedHead {
     let bytes = head.encode_to_vec();

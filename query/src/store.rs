@@ -422,26 +422,54 @@ impl Store {
             .await?)
     }
 
-    /// Witnessed heads of `chain_id` (newest first), or the newest of every chain.
+    /// Witnessed heads of `chain_id` (newest first), or the newest of every chain; with them, the
+    /// newest head each other witness key signed of the chain(s) — a key's last head is where it
+    /// handed the role over — so a verifier that trusts the first witness key can follow.
     pub async fn witnessed_heads(
         &self,
         chain_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<WitnessedHeadRow>, StoreError> {
-        let query = match chain_id {
-            Some(chain_id) => self
-                .client
-                .query(
-                    "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? \
-                     ORDER BY seq DESC LIMIT 1 BY seq LIMIT ?",
-                )
-                .bind(chain_id),
-            None => self.client.query(
-                "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC \
-                 LIMIT 1 BY chain_id LIMIT ?",
+        let (newest, per_key) = match chain_id {
+            Some(chain_id) => (
+                self.client
+                    .query(
+                        "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? \
+                         ORDER BY seq DESC LIMIT 1 BY seq LIMIT ?",
+                    )
+                    .bind(chain_id)
+                    .bind(limit),
+                self.client
+                    .query(
+                        "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? \
+                         ORDER BY seq DESC LIMIT 1 BY key_id",
+                    )
+                    .bind(chain_id),
+            ),
+            None => (
+                self.client
+                    .query(
+                        "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC \
+                         LIMIT 1 BY chain_id LIMIT ?",
+                    )
+                    .bind(limit),
+                self.client.query(
+                    "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC \
+                     LIMIT 1 BY chain_id, key_id",
+                ),
             ),
         };
-        Ok(query.bind(limit).fetch_all().await?)
+        let mut rows: Vec<WitnessedHeadRow> = newest.fetch_all().await?;
+        for row in per_key.fetch_all::<WitnessedHeadRow>().await? {
+            let known = rows
+                .iter()
+                .any(|r| (&r.chain_id, r.seq, &r.key_id) == (&row.chain_id, row.seq, &row.key_id));
+            if !known {
+                rows.push(row);
+            }
+        }
+        rows.sort_by(|a, b| a.chain_id.cmp(&b.chain_id).then(b.seq.cmp(&a.seq)));
+        Ok(rows)
     }
 
     /// The newest witnessed head of `chain_id` with a seq in `first..=last`.

@@ -108,7 +108,7 @@ impl WitnessWatch {
     }
 
     /// Checks every head of this chain as it arrives, until the process ends.
-    pub async fn run(self, written: watch::Receiver<u64>) {
+    pub async fn run(mut self, written: watch::Receiver<u64>) {
         loop {
             let payload = match self.consumer.recv().await {
                 Ok(message) => message.payload().unwrap_or_default().to_vec(),
@@ -134,12 +134,14 @@ impl WitnessWatch {
         }
     }
 
-    /// The head in `payload` if it is of this chain and signed by a configured witness.
-    fn accept(&self, payload: &[u8]) -> Option<pb::WitnessedHead> {
+    /// The head in `payload` if it is of this chain and signed by a configured witness key (or
+    /// one a hand-over head signed by such a key named).
+    fn accept(&mut self, payload: &[u8]) -> Option<pb::WitnessedHead> {
         let signed: Result<pb::SignedHead, _> = prost::Message::decode(payload);
-        let verified = signed
-            .map_err(|e| e.to_string())
-            .and_then(|s| witness::verify(&s, &self.witnesses).map_err(|e| e.to_string()));
+        let verified = signed.map_err(|e| e.to_string()).and_then(|s| {
+            witness::follow_handovers(&mut self.witnesses, std::slice::from_ref(&s));
+            witness::verify(&s, &self.witnesses).map_err(|e| e.to_string())
+        });
         match verified {
             Ok(head) => (head.chain_id == self.chain_id).then_some(head),
             Err(error) => {

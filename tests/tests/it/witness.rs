@@ -89,7 +89,7 @@ async fn witnessed(query: &QueryService, chain: &str, seq: u64) -> pb::Witnessed
     }
 }
 
-/// The signed heads on `topic`, read from the beginning until one arrives.
+/// The signed heads on `topic`, read from the beginning until none arrived for two seconds.
 async fn published_heads(bootstrap: &str, topic: &str) -> Vec<pb::SignedHead> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
@@ -102,11 +102,14 @@ async fn published_heads(bootstrap: &str, topic: &str) -> Vec<pb::SignedHead> {
     consumer.subscribe(&[topic]).unwrap();
     let mut heads = Vec::new();
     let started = Instant::now();
-    while heads.len() < 2 && started.elapsed() < Duration::from_secs(30) {
-        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
-        {
-            let payload = message.payload().unwrap_or_default();
-            heads.push(prost::Message::decode(payload).unwrap());
+    while started.elapsed() < Duration::from_secs(120) {
+        match tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let payload = message.payload().unwrap_or_default();
+                heads.push(prost::Message::decode(payload).unwrap());
+            }
+            _ if !heads.is_empty() => break,
+            _ => {}
         }
     }
     heads
@@ -508,9 +511,15 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
     produce(&producer, TOPIC, &messages(&events[..2_000])).await;
     witnessed(&query, "forked-gw", 2_000).await;
     // A restarted auditor rebuilds the tree from its stored chunk roots and the rows after them,
-    // and goes on witnessing the same tree.
+    // and goes on witnessing the same tree — with a new witness key, handed over by the old one.
     auditor.kill();
-    let _auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
+    let (new_witness, _) = key_in(dir.path(), "witness-2");
+    let rotated = format!(
+        "[witness]\nkey = {:?}\nprevious_key = {:?}\nevery_secs = 1\n",
+        dir.path().join("witness-2").join("verdict.key"),
+        dir.path().join("witness").join("verdict.key")
+    );
+    let _auditor = AuditorProcess::start_with_config(&setup, &rotated, &[]).unwrap();
     produce(&producer, TOPIC, &messages(&events[2_000..])).await;
     let head = witnessed(&query, "forked-gw", 2_100).await;
     let mut tree = verdict_proto::merkle::Frontier::default();
@@ -519,13 +528,58 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
         (head.seq, head.tree_root.as_slice()),
         (2_100, tree.root().as_slice())
     );
-    // The heads are also on their own topic, which the auditor created, signed by the witness.
+    assert_eq!(head.witness_key_id, new_witness.public().key_id());
+    // The heads are also on their own topic, which the auditor created, signed by the witness:
+    // whoever trusts the first witness key follows the hand-over head to the new one.
     let published = published_heads(&broker.bootstrap(), "verdict.events.witness").await;
     let witness_public =
         PublicKey::read_pem_file(&dir.path().join("witness").join("verdict.pub")).unwrap();
-    assert!(published.iter().any(|h| {
-        witness::verify(h, std::slice::from_ref(&witness_public)).is_ok_and(|h| h.seq == head.seq)
-    }));
+    let mut witnesses = vec![witness_public.clone()];
+    assert!(!published
+        .iter()
+        .any(|h| witness::verify(h, &witnesses).is_ok_and(|h| h.seq == head.seq)));
+    witness::follow_handovers(&mut witnesses, &published);
+    assert_eq!(witnesses.len(), 2, "the hand-over head names the new key");
+    assert!(published
+        .iter()
+        .any(|h| witness::verify(h, &witnesses).is_ok_and(|h| h.seq == head.seq)));
+    // `verdict heads` lists the hand-over head with the newest, and `verify` follows it: an
+    // export checks out against the new key's head with only the first witness key given.
+    let work = temp_dir();
+    let (heads_file, export) = (work.path().join("heads.jsonl"), work.path().join("e.jsonl"));
+    let (ok, out) = verdict(
+        &[
+            "heads",
+            "--chain",
+            "forked-gw",
+            "--limit",
+            "1",
+            "--out",
+            s(&heads_file),
+        ],
+        Some(&query),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = verdict(
+        &["export", "--format", "jsonl", "--out", s(&export)],
+        Some(&query),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = verdict(
+        &[
+            "verify",
+            "--export",
+            s(&export),
+            "--public-key",
+            s(&public),
+            "--witnessed-head",
+            s(&heads_file),
+            "--witness-key",
+            s(&dir.path().join("witness").join("verdict.pub")),
+        ],
+        None,
+    );
+    assert!(ok && out.contains("seqs 1..=2100 equals"), "{out}");
     // The stolen key writes another seq 15.
     let mut thief = ChainWriter::resume("forked-gw", key, 14, events[13].hash);
     let forged = thief.append(b"another history".to_vec());
