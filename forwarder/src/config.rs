@@ -28,6 +28,9 @@ pub struct Destination {
     pub address: String,
     #[serde(default)]
     pub payload: Payload,
+    /// What the destination gets: events, the auditor's integrity findings, or both.
+    #[serde(default)]
+    pub items: Items,
     /// Webhook body framing.
     #[serde(default)]
     pub framing: Framing,
@@ -65,6 +68,16 @@ pub enum Payload {
     Json,
     /// The OCSF 1.4.0 object of Export.
     Ocsf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Items {
+    Events,
+    Findings,
+    /// Events and findings (a SIEM wants to hear of a forgery first).
+    #[default]
+    All,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -5,8 +5,8 @@
 //! doubles up to 30 s, resuming from the saved cursor, so a destination that was down gets
 //! what it missed.
 
-use crate::cef::to_cef;
-use crate::config::{Destination, Kind, Payload};
+use crate::cef::{finding_to_cef, to_cef};
+use crate::config::{Destination, Items, Kind, Payload};
 use crate::syslog::SyslogSender;
 use crate::webhook::{Item, WebhookSender};
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
 use verdict_query::export::ExportRecord;
 use verdict_query::follow_file;
+use verdict_query::FindingRecord;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -102,8 +103,14 @@ async fn follow(
         Payload::Cef | Payload::Json => pb::ExportFormat::Jsonl,
         Payload::Ocsf => pb::ExportFormat::Ocsf,
     };
+    let items = match destination.items {
+        Items::Events => pb::FollowItems::Events,
+        Items::Findings => pb::FollowItems::Findings,
+        Items::All => pb::FollowItems::All,
+    };
     let mut request = tonic::Request::new(pb::FollowRequest {
         format: format as i32,
+        items: items as i32,
         cursor,
         ..Default::default()
     });
@@ -118,12 +125,12 @@ async fn follow(
 }
 
 /// The next messages: waits for one, then takes what else arrives within [`BATCH_WAIT`], up
-/// to `max` events. Returns their lines and the cursor after the last; `None` when stopped.
+/// to `max` events. Returns them and the cursor after the last; `None` when stopped.
 async fn next_batch(
     stream: &mut tonic::Streaming<pb::FollowMessage>,
     stop: &mut watch::Receiver<bool>,
     max: usize,
-) -> Result<Option<(Vec<Vec<u8>>, String)>, DeliveryError> {
+) -> Result<Option<(Vec<Line>, String)>, DeliveryError> {
     let first = tokio::select! {
         message = stream.message() => message?,
         _ = stop.changed() => return Ok(None),
@@ -132,7 +139,10 @@ async fn next_batch(
     let mut lines = Vec::new();
     loop {
         if !message.data.is_empty() {
-            lines.push(std::mem::take(&mut message.data));
+            lines.push(Line {
+                data: std::mem::take(&mut message.data),
+                finding: message.finding,
+            });
         }
         if lines.len() >= max.max(1) {
             break;
@@ -144,6 +154,12 @@ async fn next_batch(
         }
     }
     Ok(Some((lines, message.cursor)))
+}
+
+/// One feed message's line, and whether it is a finding.
+struct Line {
+    data: Vec<u8>,
+    finding: bool,
 }
 
 /// Where a destination's events go.
@@ -223,21 +239,24 @@ impl Event {
 }
 
 /// One feed line as an [`Event`] of the destination's payload.
-fn event(kind: Payload, line: &[u8]) -> Result<Event, DeliveryError> {
+fn event(kind: Payload, line: &Line) -> Result<Event, DeliveryError> {
     if kind == Payload::Ocsf {
-        let event: serde_json::Value = serde_json::from_slice(line)?;
+        let event: serde_json::Value = serde_json::from_slice(&line.data)?;
         return Ok(Event {
             id: event["metadata"]["uid"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
             msgid: event["status_code"].as_str().unwrap_or_default().to_owned(),
-            warning: event["status_id"] == 2,
+            warning: line.finding || event["status_id"] == 2,
             time_millis: event["time"].as_i64().unwrap_or_default(),
             payload: EventPayload::Json(event),
         });
     }
-    let record: ExportRecord = serde_json::from_slice(line)?;
+    if line.finding {
+        return finding_event(kind, &line.data);
+    }
+    let record: ExportRecord = serde_json::from_slice(&line.data)?;
     let msgid = [&record.decision, &record.kind]
         .into_iter()
         .find(|s| !s.is_empty())
@@ -256,6 +275,22 @@ fn event(kind: Payload, line: &[u8]) -> Result<Event, DeliveryError> {
         msgid,
         warning,
         time_millis: record.time_unix_nanos / 1_000_000,
+        payload,
+    })
+}
+
+/// A finding's JSON line as an [`Event`] (CEF or the finding record); always a warning.
+fn finding_event(kind: Payload, data: &[u8]) -> Result<Event, DeliveryError> {
+    let record: FindingRecord = serde_json::from_slice(data)?;
+    let payload = match kind {
+        Payload::Cef => EventPayload::Cef(finding_to_cef(&record)),
+        _ => EventPayload::Json(serde_json::to_value(&record)?),
+    };
+    Ok(Event {
+        id: record.uid(),
+        msgid: format!("finding:{}", record.finding),
+        warning: true,
+        time_millis: record.detected_unix_nanos / 1_000_000,
         payload,
     })
 }
