@@ -13,10 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 use verdict_proto::keys::write_keypair;
 use verdict_proto::{ChainWriter, SecretKey};
 use verdict_tests::audit_rows;
-use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::body;
-use verdict_tests::process::{free_port, ServerProcess};
-use verdict_tests::query::{QueryService, TOKEN};
+use verdict_tests::forwarder::start_forwarder;
+use verdict_tests::process::free_port;
+use verdict_tests::query::QueryService;
 use verdict_tests::ClickHouse;
 
 const SECRET: &str = "webhook-secret-1";
@@ -136,27 +136,17 @@ async fn webhooks_deliver_every_event_once_after_dedup_and_dead_letter_what_cann
     let (flaky_url, flaky) = receiver(3).await;
     let (hec_url, hec) = receiver(0).await;
     let nowhere = format!("http://127.0.0.1:{}/hook", free_port());
-    let config = dir.path().join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "query_url = {:?}\nstate_dir = {:?}\n{}{}{}",
-            service.url(),
-            dir.path().join("state").display().to_string(),
-            destination("flaky", &flaky_url, "max_attempts = 10"),
-            destination("nowhere", &nowhere, "max_attempts = 2"),
-            destination("splunk", &hec_url, "framing = \"splunk_hec\""),
-        ),
-    )
-    .unwrap();
-    let mut command = std::process::Command::new(cargo_bin("verdict-forwarder"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .env("VERDICT_FORWARDER_QUERY_TOKEN", TOKEN)
-        .env("SOC_SECRET", SECRET);
-    let _forwarder =
-        ServerProcess::spawn("verdict-forwarder", command, dir.path().join("fwd.log")).unwrap();
+    let destinations = [
+        destination("flaky", &flaky_url, "max_attempts = 10"),
+        destination("nowhere", &nowhere, "max_attempts = 2"),
+        destination("splunk", &hec_url, "framing = \"splunk_hec\""),
+    ];
+    let _forwarder = start_forwarder(
+        dir.path(),
+        &service.url(),
+        &destinations.concat(),
+        &[("SOC_SECRET", SECRET)],
+    );
 
     let expected: Vec<String> = (1..=EVENTS).map(|s| format!("gw-hook:{s}")).collect();
     let ids = |received: &Mutex<Received>, hec: bool| {

@@ -8,6 +8,7 @@ mod auditor_stream;
 mod auditor_tamper;
 mod compose;
 mod end_to_end;
+mod follow_findings;
 mod forgery;
 mod forwarder_syslog;
 mod forwarder_webhook;
