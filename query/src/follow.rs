@@ -138,6 +138,7 @@ impl Follow {
                 seq: row.seq,
                 cursor: self.positions.encode(),
                 finding: false,
+                behind: self.positions.behind(heads),
             };
             self.send(tx, message, heads).await?;
         }

@@ -38,4 +38,5 @@ mod summary;
 
 pub use config::{ConfigError, QueryConfig};
 pub use follow_findings::FindingRecord;
+pub use ocsf::{finding_to_ocsf, to_ocsf};
 pub use server::{serve, ServeError};

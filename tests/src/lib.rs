@@ -22,6 +22,7 @@ pub mod query;
 pub mod rsyslog;
 pub mod stdio;
 pub mod trail;
+pub mod webhook;
 
 pub use broker::Broker;
 pub use clickhouse::ClickHouse;

@@ -6,10 +6,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
 use verdict_proto::keys::write_keypair;
 use verdict_proto::{ChainWriter, SecretKey};
 use verdict_tests::audit_rows;
@@ -17,79 +14,11 @@ use verdict_tests::chains::body;
 use verdict_tests::forwarder::start_forwarder;
 use verdict_tests::process::free_port;
 use verdict_tests::query::QueryService;
+use verdict_tests::webhook::{receiver, wait_until, Received};
 use verdict_tests::ClickHouse;
 
 const SECRET: &str = "webhook-secret-1";
 const EVENTS: u64 = 120;
-
-/// What a receiver saw: every request's headers (lower-case names) and body.
-#[derive(Default)]
-struct Received {
-    requests: Vec<(BTreeMap<String, String>, Vec<u8>)>,
-}
-
-/// An HTTP/1.1 receiver: answers 500 to the first `fail_first` requests, reads half the body of
-/// the next one and drops the connection, then answers 200.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Received>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let received = Arc::new(Mutex::new(Received::default()));
-    let seen = Arc::clone(&received);
-    tokio::spawn(async move {
-        let mut n = 0;
-        loop {
-            let (socket, _) = listener.accept().await.unwrap();
-            n += 1;
-            handle(socket, n, fail_first, &seen).await;
-        }
-    });
-    (url, received)
-}
-
-async fn handle(mut socket: TcpStream, n: usize, fail_first: usize, seen: &Mutex<Received>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        let read = socket.read(&mut chunk).await.unwrap_or(0);
-        if read == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..read]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
-    let headers: BTreeMap<String, String> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers["content-length"].parse().unwrap();
-    if n == fail_first + 1 {
-        // Half a batch, then the connection is gone.
-        return;
-    }
-    while buf.len() < header_end + length {
-        let read = socket.read(&mut chunk).await.unwrap_or(0);
-        if read == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..read]);
-    }
-    let status = if n <= fail_first {
-        "500 Internal Server Error"
-    } else {
-        seen.lock()
-            .unwrap()
-            .requests
-            .push((headers, buf[header_end..header_end + length].to_vec()));
-        "200 OK"
-    };
-    let response = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let _ = socket.write_all(response.as_bytes()).await;
-}
 
 fn verifies(headers: &BTreeMap<String, String>, body: &[u8]) -> bool {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -107,17 +36,6 @@ fn destination(name: &str, url: &str, extra: &str) -> String {
          payload = \"json\"\nsecret_env = \"SOC_SECRET\"\nbatch_size = 25\n\
          retry_initial_millis = 20\n{extra}\n"
     )
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

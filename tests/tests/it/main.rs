@@ -10,6 +10,7 @@ mod compose;
 mod end_to_end;
 mod follow_findings;
 mod forgery;
+mod forwarder_redaction;
 mod forwarder_syslog;
 mod forwarder_webhook;
 mod gateway_approval_notify;
