@@ -15,6 +15,7 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 /// Settings (TOML; each overridable as VERDICT_FORWARDER_<KEY>):
 ///   query_url = "http://127.0.0.1:8790"
 ///   state_dir = "/var/lib/verdict-forwarder"
+///   metrics_listen = "127.0.0.1:9793"   # /metrics and /healthz (off when absent)
 ///   [[destinations]]
 ///   name = "soc-syslog"
 ///   kind = "syslog"                 # RFC 5424 over TCP, octet-counted
@@ -22,7 +23,6 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 ///   payload = "cef"                 # cef | json | ocsf
 ///   items = "all"                   # events | findings | all
 ///   redact_keys = ["email"]         # masked on the way out, beyond the gateway's words
-///   metrics_listen = "127.0.0.1:9793"   # (top level) /metrics and /healthz
 #[derive(Parser)]
 #[command(name = "verdict-forwarder", version, verbatim_doc_comment)]
 struct Args {

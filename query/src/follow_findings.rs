@@ -116,6 +116,7 @@ pub(crate) fn message(
         seq: row.seq,
         cursor: positions.encode(),
         finding: true,
+        behind: 0,
     }
 }
 

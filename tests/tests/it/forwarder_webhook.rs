@@ -2,6 +2,8 @@
 //! drops the connection in the middle of a batch: after deduplication by event id every event
 //! arrived exactly once and every body's HMAC-SHA256 signature verifies. A destination that never
 //! answers dead-letters every event; a Splunk HEC destination gets HEC framing with its token.
+//! The forwarder's `/metrics` then count, per destination, what was delivered, failed, retried
+//! and dead-lettered, and show no lag left.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -59,10 +61,15 @@ async fn webhooks_deliver_every_event_once_after_dedup_and_dead_letter_what_cann
         destination("nowhere", &nowhere, "max_attempts = 2"),
         destination("splunk", &hec_url, "framing = \"splunk_hec\""),
     ];
+    let metrics_port = free_port();
+    let settings = format!(
+        "metrics_listen = \"127.0.0.1:{metrics_port}\"\n{}",
+        destinations.concat()
+    );
     let _forwarder = start_forwarder(
         dir.path(),
         &service.url(),
-        &destinations.concat(),
+        &settings,
         &[("SOC_SECRET", SECRET)],
     );
 
@@ -132,4 +139,32 @@ async fn webhooks_deliver_every_event_once_after_dedup_and_dead_letter_what_cann
         expected,
         "each event dead-lettered once, in order"
     );
+
+    // The forwarder's own metrics, per destination, scraped after the run.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str, destination: &str| -> f64 {
+        let prefix = format!("verdict_forwarder_{name}{{destination=\"{destination}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let events = EVENTS as f64;
+    assert!(value("delivered_total", "flaky") >= events, "{metrics}");
+    assert!(value("failures_total", "flaky") >= 4.0, "{metrics}");
+    assert!(value("retries_total", "flaky") >= 4.0, "{metrics}");
+    assert_eq!(value("dead_lettered_total", "flaky"), 0.0, "{metrics}");
+    assert_eq!(value("lag_events", "flaky"), 0.0, "{metrics}");
+    assert_eq!(value("lag_seconds", "flaky"), 0.0, "{metrics}");
+    assert_eq!(value("delivered_total", "nowhere"), 0.0, "{metrics}");
+    assert_eq!(value("dead_lettered_total", "nowhere"), events, "{metrics}");
+    assert!(value("failures_total", "nowhere") >= 2.0 * 5.0, "{metrics}");
+    assert!(value("delivered_total", "splunk") >= events, "{metrics}");
 }
