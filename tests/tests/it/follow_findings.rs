@@ -139,12 +139,7 @@ async fn findings_reach_followers_and_syslog_once_across_an_auditor_crash() {
         .execute()
         .await
         .unwrap();
-    let service = QueryService::start(
-        &clickhouse.url(),
-        Some(&public),
-        "[limits]\nfollow_poll_millis = 50\n",
-    )
-    .expect("verdict-query");
+    let service = QueryService::following(&clickhouse.url(), &public);
     let rsyslog = Rsyslog::start().expect("rsyslogd");
     let syslog = format!(
         "[[destinations]]\nname = \"soc\"\nkind = \"syslog\"\naddress = {:?}\npayload = \"cef\"\n",

@@ -127,12 +127,7 @@ async fn secrets_leave_through_no_push_format_and_clean_events_still_verify() {
     audit_rows::migrate(&db).await.unwrap();
     audit_rows::store_events(&db, &events).await.unwrap();
     let public = gateway.public_key();
-    let service = QueryService::start(
-        &clickhouse.url(),
-        Some(&public),
-        "[limits]\nfollow_poll_millis = 50\n",
-    )
-    .expect("verdict-query");
+    let service = QueryService::following(&clickhouse.url(), &public);
     let rsyslog = Rsyslog::start().expect("rsyslogd");
     let (hook_url, hook) = receiver(0).await;
     let (hec_url, hec) = receiver(0).await;

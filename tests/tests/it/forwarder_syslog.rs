@@ -52,12 +52,7 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     let mut all = vec![writer.append(checkpoint_body(1_750_000_000_000_000_000, 0, "startup"))];
     all.extend(every_decision_kind(&mut writer, 0, 40));
     audit_rows::store_events(&db, &all).await.unwrap();
-    let service = QueryService::start(
-        &clickhouse.url(),
-        Some(&public),
-        "[limits]\nfollow_poll_millis = 50\n",
-    )
-    .expect("verdict-query");
+    let service = QueryService::following(&clickhouse.url(), &public);
     let rsyslog = Rsyslog::start().expect("rsyslogd");
 
     let mut forwarder = start_forwarder(dir.path(), &service.url(), &rsyslog.address());
