@@ -1,5 +1,7 @@
 //! `verdict follow`: `tail -f` for the audit trail. Prints the events matching a filter as the
-//! query service's `Follow` stream delivers them (JSON lines with the envelope, or OCSF), live.
+//! query service's `Follow` stream delivers them (JSON lines with the envelope, or OCSF), live,
+//! and with `--items findings|all` the auditor's integrity findings too (a JSON line with a
+//! `finding` field, or an OCSF Detection Finding).
 //!
 //! With `--cursor-file`, the cursor of every message is saved after its line is written and
 //! flushed, and read back at start: a follower that is stopped, crashes or is disconnected for
@@ -23,6 +25,9 @@ pub struct Args {
     /// jsonl | ocsf
     #[arg(long, default_value = "jsonl")]
     format: String,
+    /// events | findings | all
+    #[arg(long, default_value = "events")]
+    items: String,
     /// Resume after this cursor (from a previous run).
     #[arg(long, conflicts_with = "from_now")]
     cursor: Option<String>,
@@ -32,7 +37,7 @@ pub struct Args {
     /// Only events stored from now on (without a cursor).
     #[arg(long)]
     from_now: bool,
-    /// Stop after this many events (default: follow until interrupted).
+    /// Stop after this many events and findings (default: follow until interrupted).
     #[arg(long)]
     max_events: Option<u64>,
 }
@@ -49,6 +54,12 @@ pub async fn run(mut client: Client, args: Args) -> Result<ExitCode> {
         "ocsf" => pb::ExportFormat::Ocsf,
         other => bail!("unknown format {other:?}: jsonl or ocsf"),
     };
+    let items = match args.items.as_str() {
+        "events" => pb::FollowItems::Events,
+        "findings" => pb::FollowItems::Findings,
+        "all" => pb::FollowItems::All,
+        other => bail!("unknown items {other:?}: events, findings or all"),
+    };
     let cursor = match (&args.cursor, &args.cursor_file) {
         (Some(cursor), _) => cursor.clone(),
         (None, Some(file)) => {
@@ -62,6 +73,7 @@ pub async fn run(mut client: Client, args: Args) -> Result<ExitCode> {
         from_now: args.from_now && cursor.is_empty(),
         cursor,
         since_unix_nanos: 0,
+        items: items as i32,
     });
     let mut stream = client
         .inner

@@ -8,6 +8,7 @@
 //! and line breaks, as the CEF specification requires. Arguments are never sent.
 
 use verdict_query::export::ExportRecord;
+use verdict_query::FindingRecord;
 
 /// The CEF line of one event (no trailing newline).
 pub fn to_cef(record: &ExportRecord) -> String {
@@ -52,6 +53,41 @@ pub fn to_cef(record: &ExportRecord) -> String {
         escape_header(signature),
         escape_header(name.trim()),
         severity(record),
+        extension.join(" ")
+    )
+}
+
+/// The CEF line of one integrity finding: signature `finding:<kind>`, severity 9 for forged or
+/// altered messages and 6 otherwise, `externalId` = the finding's id, `cs1`/`cn1` its chain and
+/// seq, `msg` the auditor's detail.
+pub fn finding_to_cef(record: &FindingRecord) -> String {
+    let signature = format!("finding:{}", record.finding);
+    let name = format!(
+        "{} on chain {} at seq {}",
+        record.finding, record.chain_id, record.seq
+    );
+    let extension = [
+        ("rt", (record.detected_unix_nanos / 1_000_000).to_string()),
+        ("externalId", record.uid()),
+        ("cs1Label", "chain".into()),
+        ("cs1", record.chain_id.clone()),
+        ("cn1Label", "seq".into()),
+        ("cn1", record.seq.to_string()),
+        ("act", record.finding.clone()),
+        ("cs2Label", "evidence_sha256".into()),
+        ("cs2", record.evidence_sha256.clone()),
+        ("msg", record.detail.clone()),
+    ]
+    .iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(key, value)| format!("{key}={}", escape_value(value)))
+    .collect::<Vec<_>>();
+    format!(
+        "CEF:0|Verdict|Verdict|{}|{}|{}|{}|{}",
+        env!("CARGO_PKG_VERSION"),
+        escape_header(&signature),
+        escape_header(&name),
+        if record.is_forgery() { 9 } else { 6 },
         extension.join(" ")
     )
 }
@@ -115,5 +151,27 @@ mod tests {
         assert!(line.contains("|deny|a\\|b deny|5|"), "{line}");
         assert!(line.contains("externalId=gw-1:7 "), "{line}");
         assert!(line.contains("reason=x\\=1\\nback\\\\slash"), "{line}");
+    }
+
+    #[test]
+    fn a_forged_message_is_a_severe_finding_line() {
+        let record = FindingRecord {
+            finding: "bad_signature".into(),
+            chain_id: "gw-1".into(),
+            seq: 3,
+            detail: "signature=forged".into(),
+            evidence_sha256: "ab".repeat(32),
+            ..FindingRecord::default()
+        };
+        let line = finding_to_cef(&record);
+        assert!(
+            line.contains("|finding:bad_signature|bad_signature on chain gw-1 at seq 3|9|"),
+            "{line}"
+        );
+        assert!(
+            line.contains("externalId=finding:gw-1:bad_signature:3:abab"),
+            "{line}"
+        );
+        assert!(line.contains("msg=signature\\=forged"), "{line}");
     }
 }

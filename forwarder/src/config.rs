@@ -3,6 +3,7 @@
 //! service); the query token only from the environment, so it is never in a file or a log.
 
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use verdict_service::config::ConfigError;
@@ -14,6 +15,10 @@ pub struct ForwarderConfig {
     pub query_url: String,
     /// Directory of the per-destination cursor files (`<name>.cursor`).
     pub state_dir: PathBuf,
+    /// HTTP address for `/metrics` (Prometheus text, per destination) and `/healthz`; off when
+    /// absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     pub destinations: Vec<Destination>,
 }
 
@@ -28,6 +33,13 @@ pub struct Destination {
     pub address: String,
     #[serde(default)]
     pub payload: Payload,
+    /// Argument key words masked on the way out, beyond the gateway's default ones (the same
+    /// rule: a key containing one, ignoring case and `_ - .`).
+    #[serde(default)]
+    pub redact_keys: Vec<String>,
+    /// What the destination gets: events, the auditor's integrity findings, or both.
+    #[serde(default)]
+    pub items: Items,
     /// Webhook body framing.
     #[serde(default)]
     pub framing: Framing,
@@ -65,6 +77,16 @@ pub enum Payload {
     Json,
     /// The OCSF 1.4.0 object of Export.
     Ocsf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Items {
+    Events,
+    Findings,
+    /// Events and findings (a SIEM wants to hear of a forgery first).
+    #[default]
+    All,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -5,15 +5,15 @@
 //! doubles up to 30 s, resuming from the saved cursor, so a destination that was down gets
 //! what it missed.
 
-use crate::cef::to_cef;
-use crate::config::{Destination, Kind, Payload};
+use crate::config::{Destination, Items, Kind};
+use crate::metrics::DestinationMetrics;
+use crate::payload::{Event, Line, Shaper};
 use crate::syslog::SyslogSender;
 use crate::webhook::{Item, WebhookSender};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
-use verdict_query::export::ExportRecord;
 use verdict_query::follow_file;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -47,12 +47,18 @@ pub struct Feed {
 }
 
 /// Delivers to `destination` until `stop` turns true.
-pub async fn run(destination: Destination, feed: Feed, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    destination: Destination,
+    feed: Feed,
+    metrics: DestinationMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = FIRST_BACKOFF;
     while !*stop.borrow() {
-        match deliver(&destination, &feed, &mut stop).await {
+        match deliver(&destination, &feed, &metrics, &mut stop).await {
             Ok(()) => return,
             Err(e) => {
+                metrics.failures.inc();
                 tracing::warn!(destination = %destination.name, error = %e, "delivery interrupted; resuming from the saved cursor");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -68,42 +74,52 @@ pub async fn run(destination: Destination, feed: Feed, mut stop: watch::Receiver
 async fn deliver(
     destination: &Destination,
     feed: &Feed,
+    metrics: &DestinationMetrics,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), DeliveryError> {
     let cursor_file = feed.state_dir.join(format!("{}.cursor", destination.name));
     let cursor = follow_file::load(&cursor_file)?;
-    let mut sink = Sink::connect(destination, feed).await?;
+    let shaper = Shaper::new(destination);
+    let mut sink = Sink::connect(destination, feed, metrics).await?;
     let mut stream = follow(destination, feed, cursor).await?;
     tracing::info!(destination = %destination.name, "following");
     loop {
-        let Some((events, cursor)) = next_batch(&mut stream, stop, destination.batch_size).await?
-        else {
+        let Some(batch) = next_batch(&mut stream, stop, destination.batch_size).await? else {
             return Ok(());
         };
-        let events = events
+        let events = batch
+            .lines
             .iter()
-            .map(|line| event(destination.payload, line))
+            .map(|line| shaper.event(line))
             .collect::<Result<Vec<_>, _>>()?;
-        if !events.is_empty() {
-            sink.send(events).await?;
+        if let Some(last) = events.last() {
+            let (count, time_millis) = (events.len() as u64, last.time_millis);
+            if sink.send(events).await? {
+                metrics.delivered.inc_by(count);
+            }
+            metrics.lag(batch.behind, time_millis);
         }
+        let cursor = batch.cursor;
         follow_file::save(&cursor_file, &cursor)?;
     }
 }
 
-/// Opens the feed after `cursor` in the format the destination's payload is made from.
+/// Opens the feed after `cursor`, as JSON lines: every payload is made here from the records,
+/// after masking ([`Shaper`]).
 async fn follow(
     destination: &Destination,
     feed: &Feed,
     cursor: String,
 ) -> Result<tonic::Streaming<pb::FollowMessage>, DeliveryError> {
     let mut client = AuditQueryClient::connect(feed.query_url.clone()).await?;
-    let format = match destination.payload {
-        Payload::Cef | Payload::Json => pb::ExportFormat::Jsonl,
-        Payload::Ocsf => pb::ExportFormat::Ocsf,
+    let items = match destination.items {
+        Items::Events => pb::FollowItems::Events,
+        Items::Findings => pb::FollowItems::Findings,
+        Items::All => pb::FollowItems::All,
     };
     let mut request = tonic::Request::new(pb::FollowRequest {
-        format: format as i32,
+        format: pb::ExportFormat::Jsonl as i32,
+        items: items as i32,
         cursor,
         ..Default::default()
     });
@@ -118,21 +134,26 @@ async fn follow(
 }
 
 /// The next messages: waits for one, then takes what else arrives within [`BATCH_WAIT`], up
-/// to `max` events. Returns their lines and the cursor after the last; `None` when stopped.
+/// to `max` events; `None` when stopped.
 async fn next_batch(
     stream: &mut tonic::Streaming<pb::FollowMessage>,
     stop: &mut watch::Receiver<bool>,
     max: usize,
-) -> Result<Option<(Vec<Vec<u8>>, String)>, DeliveryError> {
+) -> Result<Option<Batch>, DeliveryError> {
     let first = tokio::select! {
         message = stream.message() => message?,
         _ = stop.changed() => return Ok(None),
     };
     let mut message = first.ok_or_else(|| tonic::Status::unavailable("the feed ended"))?;
     let mut lines = Vec::new();
+    let mut behind = 0;
     loop {
         if !message.data.is_empty() {
-            lines.push(std::mem::take(&mut message.data));
+            behind = message.behind;
+            lines.push(Line {
+                data: std::mem::take(&mut message.data),
+                finding: message.finding,
+            });
         }
         if lines.len() >= max.max(1) {
             break;
@@ -143,7 +164,19 @@ async fn next_batch(
             _ => break,
         }
     }
-    Ok(Some((lines, message.cursor)))
+    Ok(Some(Batch {
+        lines,
+        cursor: message.cursor,
+        behind,
+    }))
+}
+
+/// Feed messages taken together: their lines, the cursor after the last, and how many stored
+/// events were still after the last line.
+struct Batch {
+    lines: Vec<Line>,
+    cursor: String,
+    behind: u64,
 }
 
 /// Where a destination's events go.
@@ -153,7 +186,11 @@ enum Sink {
 }
 
 impl Sink {
-    async fn connect(destination: &Destination, feed: &Feed) -> Result<Self, DeliveryError> {
+    async fn connect(
+        destination: &Destination,
+        feed: &Feed,
+        metrics: &DestinationMetrics,
+    ) -> Result<Self, DeliveryError> {
         Ok(match destination.kind {
             Kind::Syslog => Self::Syslog(SyslogSender::connect(&destination.address).await?),
             Kind::Webhook => {
@@ -162,12 +199,18 @@ impl Sink {
                 let dead_letter = feed
                     .state_dir
                     .join(format!("{}.dead-letter.jsonl", destination.name));
-                Self::Webhook(WebhookSender::new(destination, secret, dead_letter))
+                Self::Webhook(WebhookSender::new(
+                    destination,
+                    secret,
+                    dead_letter,
+                    metrics.clone(),
+                ))
             }
         })
     }
 
-    async fn send(&mut self, events: Vec<Event>) -> Result<(), DeliveryError> {
+    /// Sends `events`; true when the receiver took them (false: dead-lettered).
+    async fn send(&mut self, events: Vec<Event>) -> Result<bool, DeliveryError> {
         match self {
             Self::Syslog(sender) => {
                 for event in &events {
@@ -178,84 +221,9 @@ impl Sink {
             }
             Self::Webhook(sender) => {
                 let items: Vec<Item> = events.into_iter().map(Event::into_item).collect();
-                sender.send(&items).await?;
+                return Ok(sender.send(&items).await?);
             }
         }
-        Ok(())
+        Ok(true)
     }
-}
-
-/// One feed event, ready for any sink.
-struct Event {
-    /// `chain_id:seq`.
-    id: String,
-    msgid: String,
-    warning: bool,
-    time_millis: i64,
-    /// A CEF line, or the JSON object (record or OCSF).
-    payload: EventPayload,
-}
-
-enum EventPayload {
-    Cef(String),
-    Json(serde_json::Value),
-}
-
-impl Event {
-    fn payload_text(&self) -> String {
-        match &self.payload {
-            EventPayload::Cef(line) => line.clone(),
-            EventPayload::Json(value) => value.to_string(),
-        }
-    }
-
-    fn into_item(self) -> Item {
-        let event = match self.payload {
-            EventPayload::Cef(line) => serde_json::Value::String(line),
-            EventPayload::Json(value) => value,
-        };
-        Item {
-            id: self.id,
-            time_millis: self.time_millis,
-            event,
-        }
-    }
-}
-
-/// One feed line as an [`Event`] of the destination's payload.
-fn event(kind: Payload, line: &[u8]) -> Result<Event, DeliveryError> {
-    if kind == Payload::Ocsf {
-        let event: serde_json::Value = serde_json::from_slice(line)?;
-        return Ok(Event {
-            id: event["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            msgid: event["status_code"].as_str().unwrap_or_default().to_owned(),
-            warning: event["status_id"] == 2,
-            time_millis: event["time"].as_i64().unwrap_or_default(),
-            payload: EventPayload::Json(event),
-        });
-    }
-    let record: ExportRecord = serde_json::from_slice(line)?;
-    let msgid = [&record.decision, &record.kind]
-        .into_iter()
-        .find(|s| !s.is_empty())
-        .cloned()
-        .unwrap_or_default();
-    let warning = !matches!(
-        record.decision.as_str(),
-        "" | "allow" | "approved" | "approval_requested"
-    );
-    let payload = match kind {
-        Payload::Cef => EventPayload::Cef(to_cef(&record)),
-        _ => EventPayload::Json(serde_json::to_value(&record)?),
-    };
-    Ok(Event {
-        id: format!("{}:{}", record.chain_id, record.seq),
-        msgid,
-        warning,
-        time_millis: record.time_unix_nanos / 1_000_000,
-        payload,
-    })
 }

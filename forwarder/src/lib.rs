@@ -6,17 +6,22 @@
 //! and the forwarder can run next to the SIEM with only a query token.
 //!
 //! - `config`: TOML + `VERDICT_FORWARDER_*`; `destination`: one delivery loop per destination;
-//! - `syslog`: RFC 5424 over TCP (octet-counted); `cef`: the CEF payload; `webhook`: signed
-//!   JSON or Splunk HEC batches with retries and a dead-letter file.
+//! - `metrics`: Prometheus metrics per destination on their own listener;
+//! - `payload`: masking and each record's payload; `cef`: the CEF payload;
+//! - `syslog`: RFC 5424 over TCP (octet-counted); `webhook`: signed JSON or Splunk HEC batches
+//!   with retries and a dead-letter file.
 
 mod cef;
 pub mod config;
 mod destination;
+pub mod metrics;
+mod payload;
 mod syslog;
 mod webhook;
 
 pub use config::{ConfigError, ForwarderConfig};
 pub use destination::Feed;
+pub use metrics::Metrics;
 
 use tokio::sync::watch;
 
@@ -24,13 +29,17 @@ use tokio::sync::watch;
 pub async fn run(
     config: ForwarderConfig,
     feed: Feed,
+    metrics: &Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let (stop_tx, stop) = watch::channel(false);
     let tasks: Vec<_> = config
         .destinations
         .into_iter()
-        .map(|d| tokio::spawn(destination::run(d, feed.clone(), stop.clone())))
+        .map(|d| {
+            let metrics = metrics.destination(&d.name);
+            tokio::spawn(destination::run(d, feed.clone(), metrics, stop.clone()))
+        })
         .collect();
     shutdown.await;
     let _ = stop_tx.send(true);

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
-use verdict_forwarder::{Feed, ForwarderConfig};
+use std::sync::Arc;
+use verdict_forwarder::{Feed, ForwarderConfig, Metrics};
 use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict forwarder: follows the query service's feed (`Follow`) and pushes every event to
@@ -14,11 +15,14 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 /// Settings (TOML; each overridable as VERDICT_FORWARDER_<KEY>):
 ///   query_url = "http://127.0.0.1:8790"
 ///   state_dir = "/var/lib/verdict-forwarder"
+///   metrics_listen = "127.0.0.1:9793"   # /metrics and /healthz (off when absent)
 ///   [[destinations]]
 ///   name = "soc-syslog"
 ///   kind = "syslog"                 # RFC 5424 over TCP, octet-counted
 ///   address = "127.0.0.1:6514"
-///   payload = "cef"                 # cef | ocsf
+///   payload = "cef"                 # cef | json | ocsf
+///   items = "all"                   # events | findings | all
+///   redact_keys = ["email"]         # masked on the way out, beyond the gateway's words
 #[derive(Parser)]
 #[command(name = "verdict-forwarder", version, verbatim_doc_comment)]
 struct Args {
@@ -45,7 +49,16 @@ async fn main() -> anyhow::Result<()> {
         destinations = config.destinations.len(),
         "forwarder starting"
     );
-    verdict_forwarder::run(config, feed, shutdown_signal()).await;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics listener {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening");
+        let app = verdict_forwarder::metrics::router(Arc::clone(&metrics));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    verdict_forwarder::run(config, feed, &metrics, shutdown_signal()).await;
     tracing::info!("forwarder stopped");
     Ok(())
 }

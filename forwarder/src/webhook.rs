@@ -9,6 +9,7 @@
 //! "event"}` object per event, `Authorization: Splunk <secret>`).
 
 use crate::config::{Destination, Framing};
+use crate::metrics::DestinationMetrics;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -36,10 +37,16 @@ pub struct WebhookSender {
     max_attempts: u32,
     retry_initial: Duration,
     dead_letter: PathBuf,
+    metrics: DestinationMetrics,
 }
 
 impl WebhookSender {
-    pub fn new(destination: &Destination, secret: String, dead_letter: PathBuf) -> Self {
+    pub fn new(
+        destination: &Destination,
+        secret: String,
+        dead_letter: PathBuf,
+        metrics: DestinationMetrics,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -53,18 +60,23 @@ impl WebhookSender {
             max_attempts: destination.max_attempts.max(1),
             retry_initial: Duration::from_millis(destination.retry_initial_millis),
             dead_letter,
+            metrics,
         }
     }
 
-    /// Delivers `items` as one batch, retrying; dead-letters it after the last attempt. Fails
-    /// only when the dead-letter file cannot be written (then nothing moves on).
-    pub async fn send(&self, items: &[Item]) -> std::io::Result<()> {
+    /// Delivers `items` as one batch, retrying; dead-letters it after the last attempt (then
+    /// `false`). Fails only when the dead-letter file cannot be written (then nothing moves on).
+    pub async fn send(&self, items: &[Item]) -> std::io::Result<bool> {
         let body = self.body(items);
         let mut delay = self.retry_initial;
         for attempt in 1..=self.max_attempts {
+            if attempt > 1 {
+                self.metrics.retries.inc();
+            }
             match self.post(&body).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(error) => {
+                    self.metrics.failures.inc();
                     tracing::warn!(destination = %self.name, attempt, %error, "webhook delivery failed")
                 }
             }
@@ -73,7 +85,8 @@ impl WebhookSender {
                 delay *= 2;
             }
         }
-        self.dead_letter(items)
+        self.dead_letter(items)?;
+        Ok(false)
     }
 
     async fn post(&self, body: &[u8]) -> Result<(), String> {
@@ -137,6 +150,7 @@ impl WebhookSender {
         }
         file.write_all(lines.as_bytes())?;
         file.sync_data()?;
+        self.metrics.dead_lettered.inc_by(items.len() as u64);
         tracing::error!(destination = %self.name, events = items.len(), file = %self.dead_letter.display(), "batch dead-lettered");
         Ok(())
     }

@@ -366,21 +366,10 @@ fn default_topic() -> String {
     "verdict.events".into()
 }
 fn default_sensitive_keys() -> Vec<String> {
-    [
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "token",
-        "apikey",
-        "authorization",
-        "privatekey",
-        "cookie",
-        "credential",
-        "signature",
-    ]
-    .map(String::from)
-    .to_vec()
+    verdict_service::redact::DEFAULT_SENSITIVE_KEYS
+        .iter()
+        .map(|&k| k.to_owned())
+        .collect()
 }
 
 pub use verdict_service::config::ConfigError;

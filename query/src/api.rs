@@ -315,17 +315,32 @@ impl QueryService {
             }
         };
         let cond = self.event_conditions(req.filter.as_ref())?;
+        let items = pb::FollowItems::try_from(req.items)
+            .map_err(|_| QueryError::Invalid("items: events, findings or all".into()))?;
+        let finding_cond = self.follow_finding_conditions(req.filter.as_ref())?;
         let positions = self.follow_start(&req).await?;
         let (tx, rx) = mpsc::channel(FOLLOW_CHANNEL);
         let follow = Follow {
             store: self.store.clone(),
             cond,
+            items,
+            finding_cond,
             format,
             positions,
             limits: self.limits.clone(),
         };
         tokio::spawn(follow.run(tx).instrument(tracing::info_span!("follow")));
         Ok(ReceiverStream::new(rx))
+    }
+
+    /// `Follow`'s findings conditions: the filter's chains (the other fields describe events).
+    fn follow_finding_conditions(&self, filter: Option<&pb::EventFilter>) -> Result<Conditions> {
+        let chain_ids = filter.map(|f| f.chain_ids.clone()).unwrap_or_default();
+        let req = pb::ListFindingsRequest {
+            chain_ids,
+            ..Default::default()
+        };
+        Ok(filter::finding_filter(&req, self.filter_limits())?)
     }
 
     /// Where a follower starts: its cursor, now, a time, or the beginning.
@@ -343,9 +358,14 @@ impl QueryService {
         Ok(if !req.cursor.is_empty() {
             Positions::decode(&req.cursor).map_err(|e| QueryError::Invalid(e.to_string()))?
         } else if req.from_now {
-            Positions::at(self.store.stored_heads().await?)
-        } else {
+            let (offsets, silent) = self.store.finding_heads(i64::MAX).await?;
+            Positions::at(self.store.stored_heads().await?).after_findings(offsets, silent)
+        } else if req.since_unix_nanos != 0 {
+            let (offsets, silent) = self.store.finding_heads(req.since_unix_nanos).await?;
             Positions::at(self.store.heads_before(req.since_unix_nanos).await?)
+                .after_findings(offsets, silent)
+        } else {
+            Positions::default()
         })
     }
 

@@ -9,11 +9,15 @@
 //! slows the reads. A client more than `follow_max_lag` stored events behind while the channel
 //! is full is disconnected with `RESOURCE_EXHAUSTED` naming how to resume. ClickHouse errors do
 //! not end the stream: the round is retried after a pause (an outage only delays delivery).
+//!
+//! A follower that asks for findings also gets, each round, the findings stored after its
+//! findings positions (`follow_findings`), in the same stream and cursor.
 
 use crate::config::Limits;
 use crate::export_stream::line;
 use crate::filter::Conditions;
 use crate::follow_cursor::Positions;
+use crate::follow_findings;
 use crate::store::{Store, StoreError, BATCH_ROWS};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,6 +43,10 @@ enum Stop {
 pub struct Follow {
     pub store: Store,
     pub cond: Conditions,
+    /// Events, findings or both.
+    pub items: pb::FollowItems,
+    /// The findings' conditions (the filter's chains).
+    pub finding_cond: Conditions,
     pub format: pb::ExportFormat,
     pub positions: Positions,
     pub limits: Limits,
@@ -72,14 +80,32 @@ impl Follow {
         }
     }
 
-    /// One pass over every chain; true when it moved any position.
+    /// One pass over every chain and the findings; true when it moved any position.
     async fn round(&mut self, tx: &mpsc::Sender<FollowResult>) -> Result<bool, ReadOrStop> {
-        let heads = self.store.stored_heads().await?;
         let mut moved = false;
-        for (chain, head) in &heads {
-            moved |= self.chain_step(tx, chain, *head, &heads).await?;
+        if self.items != pb::FollowItems::Findings {
+            let heads = self.store.stored_heads().await?;
+            for (chain, head) in &heads {
+                moved |= self.chain_step(tx, chain, *head, &heads).await?;
+            }
+        }
+        if self.items != pb::FollowItems::Events {
+            moved |= self.findings_step(tx).await?;
         }
         Ok(moved)
+    }
+
+    /// Delivers the next findings after the follower's findings positions; true when any.
+    async fn findings_step(&mut self, tx: &mpsc::Sender<FollowResult>) -> Result<bool, ReadOrStop> {
+        let rows = self
+            .store
+            .findings_after(&self.finding_cond, &self.positions)
+            .await?;
+        for row in &rows {
+            let message = follow_findings::message(row, self.format, &mut self.positions);
+            self.send(tx, message, &[]).await?;
+        }
+        Ok(!rows.is_empty())
     }
 
     /// Delivers the next window of `chain` (up to its hole-free end); true when it moved.
@@ -111,6 +137,8 @@ impl Follow {
                 chain_id: row.chain_id.clone(),
                 seq: row.seq,
                 cursor: self.positions.encode(),
+                finding: false,
+                behind: self.positions.behind(heads),
             };
             self.send(tx, message, heads).await?;
         }

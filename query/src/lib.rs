@@ -9,8 +9,8 @@
 //!   Summarize from pre-aggregated hours; `api`: the RPCs;
 //! - `export` and `ocsf`: export records (the JSON-lines check is shared with the offline
 //!   `verdict verify --export`); `export_stream`: reading and encoding an export in two
-//!   overlapping stages; `follow`, `follow_cursor` and `follow_store`: the live `Follow` stream
-//!   and its per-chain cursors;
+//!   overlapping stages; `follow`, `follow_cursor`, `follow_store` and `follow_findings`: the live
+//!   `Follow` stream of events and findings, and its cursors;
 //! - `proofs`: the witness's signed heads and Merkle proofs against them;
 //! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
 //!
@@ -26,6 +26,7 @@ mod filter;
 mod follow;
 mod follow_cursor;
 pub mod follow_file;
+mod follow_findings;
 mod follow_store;
 mod metrics;
 mod ocsf;
@@ -36,4 +37,6 @@ mod store;
 mod summary;
 
 pub use config::{ConfigError, QueryConfig};
+pub use follow_findings::FindingRecord;
+pub use ocsf::{finding_to_ocsf, to_ocsf};
 pub use server::{serve, ServeError};

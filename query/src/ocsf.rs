@@ -7,10 +7,12 @@
 //! `security_control` profile, with their captions), its label to `status_code` and its reason to
 //! `status_detail`. OCSF has no place for a hash chain, so the full Verdict record (with envelope
 //! and signature) travels in `unmapped.verdict`: a SIEM indexes the OCSF fields, an auditor
-//! re-verifies `unmapped.verdict`. The integration tests validate every line against the
+//! re-verifies `unmapped.verdict`. `Follow`'s findings are Detection Findings (class 2004,
+//! [`finding_to_ocsf`]). The integration tests validate every line against the
 //! published 1.4.0 schema with two third-party validators (`scripts/ocsf_validate.py`).
 
 use crate::export::ExportRecord;
+use crate::follow_findings::FindingRecord;
 use serde_json::{json, Map, Value};
 use verdict_proto::pb::{DecisionKind, OutcomeKind, RiskClass};
 use verdict_proto::Label;
@@ -183,6 +185,57 @@ pub fn to_ocsf(record: &ExportRecord) -> Value {
         }),
     );
     event.insert("unmapped".into(), json!({ "verdict": record }));
+    Value::Object(event)
+}
+
+/// A finding as an OCSF Detection Finding (class 2004, activity 1 Create): the kind is the
+/// finding's type and title, the detail its description; the whole finding record (evidence
+/// included) travels in `unmapped.verdict_finding`.
+pub fn finding_to_ocsf(record: &FindingRecord) -> Value {
+    const FINDING_CLASS_UID: u32 = 2004;
+    let severity = if record.is_forgery() { HIGH } else { MEDIUM };
+    let time = record.detected_unix_nanos / 1_000_000;
+    let mut event = Map::new();
+    event.insert("class_uid".into(), json!(FINDING_CLASS_UID));
+    event.insert("class_name".into(), json!("Detection Finding"));
+    event.insert("category_uid".into(), json!(2));
+    event.insert("category_name".into(), json!("Findings"));
+    event.insert("activity_id".into(), json!(1));
+    event.insert("activity_name".into(), json!("Create"));
+    event.insert("type_uid".into(), json!(FINDING_CLASS_UID * 100 + 1));
+    event.insert("type_name".into(), json!("Detection Finding: Create"));
+    event.insert("time".into(), json!(time));
+    put_enum(&mut event, "severity", severity);
+    put_enum(&mut event, "status", (1, "New"));
+    event.insert("status_code".into(), json!(record.finding));
+    event.insert("status_detail".into(), json!(record.detail));
+    event.insert(
+        "message".into(),
+        json!(format!(
+            "{} on chain {} at seq {}",
+            record.finding, record.chain_id, record.seq
+        )),
+    );
+    event.insert(
+        "finding_info".into(),
+        json!({
+            "uid": record.uid(),
+            "title": format!("Verdict audit trail integrity: {}", record.finding),
+            "desc": record.detail,
+            "types": [record.finding],
+            "created_time": time,
+        }),
+    );
+    event.insert(
+        "metadata".into(),
+        json!({
+            "version": OCSF_VERSION,
+            "product": { "name": "Verdict", "vendor_name": "Verdict" },
+            "uid": record.uid(),
+            "log_name": record.chain_id,
+        }),
+    );
+    event.insert("unmapped".into(), json!({ "verdict_finding": record }));
     Value::Object(event)
 }
 

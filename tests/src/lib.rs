@@ -14,6 +14,7 @@ pub mod bins;
 pub mod broker;
 pub mod chains;
 pub mod clickhouse;
+pub mod forwarder;
 pub mod mcp;
 pub mod ocsf;
 pub mod process;
@@ -21,6 +22,7 @@ pub mod query;
 pub mod rsyslog;
 pub mod stdio;
 pub mod trail;
+pub mod webhook;
 
 pub use broker::Broker;
 pub use clickhouse::ClickHouse;

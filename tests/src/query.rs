@@ -62,6 +62,17 @@ impl QueryService {
         Ok(Self { port, dir, process })
     }
 
+    /// [`Self::start`] for `Follow` tests: trusting `public_key`, looking for new rows every
+    /// 50 ms while a follower is caught up.
+    pub fn following(clickhouse_url: &str, public_key: &Path) -> Self {
+        Self::start(
+            clickhouse_url,
+            Some(public_key),
+            "[limits]\nfollow_poll_millis = 50\n",
+        )
+        .expect("verdict-query")
+    }
+
     /// `http://127.0.0.1:PORT`, for `--query-url` and tonic.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

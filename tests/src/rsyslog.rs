@@ -6,7 +6,7 @@ use crate::process::{find_program, free_port, ServerProcess};
 use crate::Result;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Rsyslog {
     pub port: u16,
@@ -70,4 +70,25 @@ impl Rsyslog {
             .map(|l| l.trim_start().to_owned())
             .collect()
     }
+
+    /// The lines received once there are `n` of them (or what arrived within 60 s).
+    pub fn wait_lines(&self, n: usize) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let lines = self.lines();
+            if lines.len() >= n || started.elapsed() > Duration::from_secs(60) {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The value of `key` in a CEF line's extension (values here hold no spaces).
+pub fn cef_value(extension: &str, key: &str) -> String {
+    let start = extension
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("{key} missing in {extension}"));
+    let value = &extension[start + key.len() + 1..];
+    value.split(' ').next().unwrap_or_default().to_owned()
 }

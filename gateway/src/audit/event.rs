@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use verdict_proto::hash::sha256;
 use verdict_proto::merkle::Frontier;
 use verdict_proto::pb::{self, event_body::Kind};
+use verdict_service::redact::{SensitiveKeys, REDACTED};
 
-const REDACTED: &str = "[redacted]";
 /// Arguments stored as text at most; larger ones are stored as their hash only (a 4 MiB request
 /// must not make a 4 MiB event).
 const MAX_STORED_ARGUMENTS: usize = 64 << 10;
@@ -35,7 +35,7 @@ const MAX_TARGETS: usize = 32;
 #[derive(Debug, Clone)]
 pub struct EventBuilder {
     redaction: RedactionMode,
-    sensitive_keys: Vec<String>,
+    sensitive_keys: SensitiveKeys,
     targets: BTreeMap<String, Vec<String>>,
 }
 
@@ -59,12 +59,7 @@ impl EventBuilder {
     pub fn new(config: &AuditConfig) -> Self {
         Self {
             redaction: config.redaction,
-            sensitive_keys: config
-                .sensitive_keys
-                .iter()
-                .map(|k| normalized_key(k))
-                .filter(|k| !k.is_empty())
-                .collect(),
+            sensitive_keys: SensitiveKeys::new(&config.sensitive_keys),
             targets: config.targets.clone(),
         }
     }
@@ -95,7 +90,7 @@ impl EventBuilder {
 
     fn fill_arguments(&self, decision: &mut pb::Decision, tool: &str, arguments: &Value) {
         decision.arguments_sha256 = sha256(canonical_json(arguments).as_bytes()).to_vec();
-        let redacted = self.redact(arguments);
+        let redacted = self.sensitive_keys.redact(arguments);
         decision.targets = self.extract_targets(tool, &redacted);
         let (redaction, stored) = match self.redaction {
             RedactionMode::Full => (pb::Redaction::Full, canonical_json(arguments)),
@@ -109,32 +104,6 @@ impl EventBuilder {
         };
         decision.redaction = redaction as i32;
         decision.arguments_json = stored;
-    }
-
-    /// `value` with the values of sensitive keys replaced, at any depth.
-    fn redact(&self, value: &Value) -> Value {
-        match value {
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(key, value)| {
-                        let sensitive = self.is_sensitive(key);
-                        let value = if sensitive {
-                            Value::String(REDACTED.into())
-                        } else {
-                            self.redact(value)
-                        };
-                        (key.clone(), value)
-                    })
-                    .collect(),
-            ),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact(v)).collect()),
-            other => other.clone(),
-        }
-    }
-
-    fn is_sensitive(&self, key: &str) -> bool {
-        let key = normalized_key(key);
-        self.sensitive_keys.iter().any(|word| key.contains(word))
     }
 
     fn extract_targets(&self, tool: &str, arguments: &Value) -> Vec<pb::Target> {
@@ -168,14 +137,6 @@ impl EventBuilder {
         targets.truncate(MAX_TARGETS);
         targets
     }
-}
-
-/// `key` lowercased without the separators people put between words (`api_key`, `api-key`).
-fn normalized_key(key: &str) -> String {
-    key.chars()
-        .filter(|c| !matches!(c, '_' | '-' | '.'))
-        .flat_map(char::to_lowercase)
-        .collect()
 }
 
 fn is_default_target(name: &str) -> bool {

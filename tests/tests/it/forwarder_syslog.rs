@@ -3,46 +3,22 @@
 //! cursor file: events stored while it was down arrive, none twice.
 
 use std::collections::BTreeSet;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use verdict_proto::keys::write_keypair;
 use verdict_proto::pb::DecisionKind;
 use verdict_proto::{ChainWriter, Label, SecretKey};
 use verdict_tests::audit_rows::{self, checkpoint_body, every_decision_kind};
-use verdict_tests::bins::cargo_bin;
+use verdict_tests::forwarder;
 use verdict_tests::process::ServerProcess;
-use verdict_tests::query::{QueryService, TOKEN};
-use verdict_tests::rsyslog::Rsyslog;
+use verdict_tests::query::QueryService;
+use verdict_tests::rsyslog::{cef_value, Rsyslog};
 use verdict_tests::ClickHouse;
 
 fn start_forwarder(dir: &std::path::Path, query_url: &str, syslog: &str) -> ServerProcess {
-    let config = dir.join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "query_url = {query_url:?}\nstate_dir = {:?}\n\
-             [[destinations]]\nname = \"soc\"\nkind = \"syslog\"\naddress = {syslog:?}\npayload = \"cef\"\n",
-            dir.join("state").display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(cargo_bin("verdict-forwarder"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .env("VERDICT_FORWARDER_QUERY_TOKEN", TOKEN);
-    ServerProcess::spawn("verdict-forwarder", command, dir.join("forwarder.log")).unwrap()
-}
-
-fn wait_lines(rsyslog: &Rsyslog, n: usize) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let lines = rsyslog.lines();
-        if lines.len() >= n || started.elapsed() > Duration::from_secs(60) {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let destination = format!(
+        "[[destinations]]\nname = \"soc\"\nkind = \"syslog\"\naddress = {syslog:?}\npayload = \"cef\"\n"
+    );
+    forwarder::start_forwarder(dir, query_url, &destination, &[])
 }
 
 /// A CEF line's seven header fields and its extension (split on unescaped `|`).
@@ -64,15 +40,6 @@ fn parse_cef(line: &str) -> (Vec<String>, String) {
     (fields, extension)
 }
 
-/// The value of `key` in a CEF extension.
-fn extension_value(extension: &str, key: &str) -> String {
-    let start = extension
-        .find(&format!("{key}="))
-        .unwrap_or_else(|| panic!("{key} missing in {extension}"));
-    let value = &extension[start + key.len() + 1..];
-    value.split(' ').next().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,16 +52,11 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     let mut all = vec![writer.append(checkpoint_body(1_750_000_000_000_000_000, 0, "startup"))];
     all.extend(every_decision_kind(&mut writer, 0, 40));
     audit_rows::store_events(&db, &all).await.unwrap();
-    let service = QueryService::start(
-        &clickhouse.url(),
-        Some(&public),
-        "[limits]\nfollow_poll_millis = 50\n",
-    )
-    .expect("verdict-query");
+    let service = QueryService::following(&clickhouse.url(), &public);
     let rsyslog = Rsyslog::start().expect("rsyslogd");
 
     let mut forwarder = start_forwarder(dir.path(), &service.url(), &rsyslog.address());
-    assert_eq!(wait_lines(&rsyslog, all.len()).len(), all.len());
+    assert_eq!(rsyslog.wait_lines(all.len()).len(), all.len());
     forwarder.terminate(Duration::from_secs(10));
 
     // Stored while the forwarder is down: delivered after it starts again, from its cursor.
@@ -102,7 +64,7 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     audit_rows::store_events(&db, &later).await.unwrap();
     all.extend(later);
     let _forwarder = start_forwarder(dir.path(), &service.url(), &rsyslog.address());
-    let lines = wait_lines(&rsyslog, all.len());
+    let lines = rsyslog.wait_lines(all.len());
     std::thread::sleep(Duration::from_millis(500));
     let lines = if lines.len() == all.len() {
         rsyslog.lines()
@@ -116,7 +78,7 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
     for line in &lines {
         assert!(line.starts_with("CEF:0|Verdict|Verdict|"), "{line}");
         let (header, extension) = parse_cef(line);
-        let id = extension_value(&extension, "externalId");
+        let id = cef_value(&extension, "externalId");
         let (chain, seq) = id.split_once(':').unwrap();
         assert_eq!(chain, "gw-cef");
         let seq: u64 = seq.parse().unwrap();
@@ -124,7 +86,7 @@ async fn every_event_reaches_rsyslog_once_as_a_cef_line_across_a_restart() {
         assert_eq!(event.seq, seq);
         if DecisionKind::from_label(&header[4]).is_some() {
             decisions += 1;
-            assert_eq!(extension_value(&extension, "act"), header[4]);
+            assert_eq!(cef_value(&extension, "act"), header[4]);
             assert!(header[5].starts_with("agent|a "), "{}", header[5]);
         }
         assert!(ids.insert(id), "{line} arrived twice");

@@ -2,94 +2,25 @@
 //! drops the connection in the middle of a batch: after deduplication by event id every event
 //! arrived exactly once and every body's HMAC-SHA256 signature verifies. A destination that never
 //! answers dead-letters every event; a Splunk HEC destination gets HEC framing with its token.
+//! The forwarder's `/metrics` then count, per destination, what was delivered, failed, retried
+//! and dead-lettered, and show no lag left.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
 use verdict_proto::keys::write_keypair;
 use verdict_proto::{ChainWriter, SecretKey};
 use verdict_tests::audit_rows;
-use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::body;
-use verdict_tests::process::{free_port, ServerProcess};
-use verdict_tests::query::{QueryService, TOKEN};
+use verdict_tests::forwarder::start_forwarder;
+use verdict_tests::process::free_port;
+use verdict_tests::query::QueryService;
+use verdict_tests::webhook::{receiver, wait_until, Received};
 use verdict_tests::ClickHouse;
 
 const SECRET: &str = "webhook-secret-1";
 const EVENTS: u64 = 120;
-
-/// What a receiver saw: every request's headers (lower-case names) and body.
-#[derive(Default)]
-struct Received {
-    requests: Vec<(BTreeMap<String, String>, Vec<u8>)>,
-}
-
-/// An HTTP/1.1 receiver: answers 500 to the first `fail_first` requests, reads half the body of
-/// the next one and drops the connection, then answers 200.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Received>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let received = Arc::new(Mutex::new(Received::default()));
-    let seen = Arc::clone(&received);
-    tokio::spawn(async move {
-        let mut n = 0;
-        loop {
-            let (socket, _) = listener.accept().await.unwrap();
-            n += 1;
-            handle(socket, n, fail_first, &seen).await;
-        }
-    });
-    (url, received)
-}
-
-async fn handle(mut socket: TcpStream, n: usize, fail_first: usize, seen: &Mutex<Received>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        let read = socket.read(&mut chunk).await.unwrap_or(0);
-        if read == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..read]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
-    let headers: BTreeMap<String, String> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers["content-length"].parse().unwrap();
-    if n == fail_first + 1 {
-        // Half a batch, then the connection is gone.
-        return;
-    }
-    while buf.len() < header_end + length {
-        let read = socket.read(&mut chunk).await.unwrap_or(0);
-        if read == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..read]);
-    }
-    let status = if n <= fail_first {
-        "500 Internal Server Error"
-    } else {
-        seen.lock()
-            .unwrap()
-            .requests
-            .push((headers, buf[header_end..header_end + length].to_vec()));
-        "200 OK"
-    };
-    let response = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let _ = socket.write_all(response.as_bytes()).await;
-}
 
 fn verifies(headers: &BTreeMap<String, String>, body: &[u8]) -> bool {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -109,17 +40,6 @@ fn destination(name: &str, url: &str, extra: &str) -> String {
     )
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_deliver_every_event_once_after_dedup_and_dead_letter_what_cannot_be_delivered() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,27 +56,22 @@ async fn webhooks_deliver_every_event_once_after_dedup_and_dead_letter_what_cann
     let (flaky_url, flaky) = receiver(3).await;
     let (hec_url, hec) = receiver(0).await;
     let nowhere = format!("http://127.0.0.1:{}/hook", free_port());
-    let config = dir.path().join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "query_url = {:?}\nstate_dir = {:?}\n{}{}{}",
-            service.url(),
-            dir.path().join("state").display().to_string(),
-            destination("flaky", &flaky_url, "max_attempts = 10"),
-            destination("nowhere", &nowhere, "max_attempts = 2"),
-            destination("splunk", &hec_url, "framing = \"splunk_hec\""),
-        ),
-    )
-    .unwrap();
-    let mut command = std::process::Command::new(cargo_bin("verdict-forwarder"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .env("VERDICT_FORWARDER_QUERY_TOKEN", TOKEN)
-        .env("SOC_SECRET", SECRET);
-    let _forwarder =
-        ServerProcess::spawn("verdict-forwarder", command, dir.path().join("fwd.log")).unwrap();
+    let destinations = [
+        destination("flaky", &flaky_url, "max_attempts = 10"),
+        destination("nowhere", &nowhere, "max_attempts = 2"),
+        destination("splunk", &hec_url, "framing = \"splunk_hec\""),
+    ];
+    let metrics_port = free_port();
+    let settings = format!(
+        "metrics_listen = \"127.0.0.1:{metrics_port}\"\n{}",
+        destinations.concat()
+    );
+    let _forwarder = start_forwarder(
+        dir.path(),
+        &service.url(),
+        &settings,
+        &[("SOC_SECRET", SECRET)],
+    );
 
     let expected: Vec<String> = (1..=EVENTS).map(|s| format!("gw-hook:{s}")).collect();
     let ids = |received: &Mutex<Received>, hec: bool| {
@@ -224,4 +139,32 @@ async fn webhooks_deliver_every_event_once_after_dedup_and_dead_letter_what_cann
         expected,
         "each event dead-lettered once, in order"
     );
+
+    // The forwarder's own metrics, per destination, scraped after the run.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str, destination: &str| -> f64 {
+        let prefix = format!("verdict_forwarder_{name}{{destination=\"{destination}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let events = EVENTS as f64;
+    assert!(value("delivered_total", "flaky") >= events, "{metrics}");
+    assert!(value("failures_total", "flaky") >= 4.0, "{metrics}");
+    assert!(value("retries_total", "flaky") >= 4.0, "{metrics}");
+    assert_eq!(value("dead_lettered_total", "flaky"), 0.0, "{metrics}");
+    assert_eq!(value("lag_events", "flaky"), 0.0, "{metrics}");
+    assert_eq!(value("lag_seconds", "flaky"), 0.0, "{metrics}");
+    assert_eq!(value("delivered_total", "nowhere"), 0.0, "{metrics}");
+    assert_eq!(value("dead_lettered_total", "nowhere"), events, "{metrics}");
+    assert!(value("failures_total", "nowhere") >= 2.0 * 5.0, "{metrics}");
+    assert!(value("delivered_total", "splunk") >= events, "{metrics}");
 }
