@@ -282,8 +282,52 @@ mod tests {
                 time_unix_nanos: 1,
                 checkpoint_seq: 2,
                 witness_key_id: key.public().key_id().into(),
+                ..Default::default()
             },
         )
+    }
+
+    /// A head signed by `key` handing the witness role to `next`.
+    fn hand_over(key: &SecretKey, next: &SecretKey) -> pb::SignedHead {
+        let mut head: pb::WitnessedHead = Message::decode(self::head(key).head.as_slice()).unwrap();
+        head.next_witness_key = next.public().as_bytes().to_vec();
+        sign(key, &head)
+    }
+
+    #[test]
+    fn hand_overs_are_followed_from_trusted_keys_only() {
+        let (first, second, third) = (
+            SecretKey::from_seed(&[1; 32]),
+            SecretKey::from_seed(&[2; 32]),
+            SecretKey::from_seed(&[3; 32]),
+        );
+        let stranger = SecretKey::from_seed(&[4; 32]);
+        // Out of order on purpose: second → third is only trusted once first → second is.
+        let heads = [
+            hand_over(&second, &third),
+            hand_over(&stranger, &SecretKey::from_seed(&[5; 32])),
+            hand_over(&first, &second),
+            head(&third),
+        ];
+        let mut witnesses = vec![first.public().clone()];
+        follow_handovers(&mut witnesses, &heads);
+        let ids: Vec<&str> = witnesses.iter().map(PublicKey::key_id).collect();
+        assert_eq!(
+            ids,
+            [
+                first.public().key_id(),
+                second.public().key_id(),
+                third.public().key_id()
+            ]
+        );
+        assert!(verify(&heads[3], &witnesses).is_ok());
+        let mut only_stranger = vec![first.public().clone()];
+        follow_handovers(&mut only_stranger, &heads[..2]);
+        assert_eq!(
+            only_stranger.len(),
+            1,
+            "a stranger's hand-over hands nothing over"
+        );
     }
 
     #[test]
