@@ -201,6 +201,19 @@ pub async fn connect(url: &str, api_key: &str) -> RunningService<RoleClient, ()>
     client
 }
 
+/// `n` allowed Work Memory calls (`add_work_memory` in `project`) through `url` as the agent
+/// with `api_key`; each must succeed.
+pub async fn add_notes(url: &str, api_key: &str, project: &str, n: usize) {
+    let agent = connect(url, api_key).await;
+    for i in 0..n {
+        let content = format!("{project} note {i}");
+        let arguments = serde_json::json!({"project": project, "content": content});
+        call_tool(&agent, "add_work_memory", arguments)
+            .await
+            .expect("an allowed call");
+    }
+}
+
 /// Calls `tool` with object `arguments`.
 pub async fn call_tool(
     client: &RunningService<RoleClient, ()>,

@@ -5,7 +5,6 @@
 //! VerifyChain that starts after it. A thief holding the old key who appends to the chain after
 //! the hand-over is a `retired_key` finding: before rotations existed, that event verified.
 
-use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use verdict_proto::pb;
@@ -14,7 +13,7 @@ use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{count, findings, produce, producer, AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{body, key_in};
-use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
+use verdict_tests::mcp::{add_notes, work_memory_bin, HttpProcess};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::trail::journal_events;
 use verdict_tests::{Broker, ClickHouse};
@@ -32,20 +31,6 @@ fn config(brokers: &str, audit: &str) -> String {
         key_digest(AGENT_KEY),
         work_memory_bin().display().to_string(),
     )
-}
-
-async fn calls(gateway: &HttpProcess, n: usize) {
-    let agent = connect(&gateway.url(), AGENT_KEY).await;
-    for i in 0..n {
-        let content = format!("note {i}");
-        call_tool(
-            &agent,
-            "add_work_memory",
-            json!({"project": "k", "content": content}),
-        )
-        .await
-        .unwrap();
-    }
 }
 
 /// Waits until ClickHouse holds `seq` events of the chain.
@@ -76,7 +61,7 @@ async fn a_rotated_gateway_key_verifies_everywhere_and_the_retired_key_is_a_find
         max_events: 50,
     };
     let mut auditor = AuditorProcess::start(&setup).unwrap();
-    calls(&gateway, 5).await;
+    add_notes(&gateway.url(), AGENT_KEY, "k", 5).await;
     gateway.terminate();
 
     // The new key; the old one hands the chain over at the next start.
@@ -91,7 +76,7 @@ async fn a_rotated_gateway_key_verifies_everywhere_and_the_retired_key_is_a_find
     )
     .unwrap();
     gateway.restart_gateway().unwrap();
-    calls(&gateway, 5).await;
+    add_notes(&gateway.url(), AGENT_KEY, "k", 5).await;
     gateway.terminate();
     let events = journal_events(&gateway.journal_dir());
     let rotation = events
@@ -119,7 +104,7 @@ async fn a_rotated_gateway_key_verifies_everywhere_and_the_retired_key_is_a_find
     auditor.kill();
     let _auditor = AuditorProcess::start(&setup).unwrap();
     gateway.restart_gateway().unwrap();
-    calls(&gateway, 3).await;
+    add_notes(&gateway.url(), AGENT_KEY, "k", 3).await;
     gateway.terminate();
     let events = journal_events(&gateway.journal_dir());
     let last = events.last().unwrap().clone();

@@ -4,7 +4,6 @@
 //! last lines of an export, everything) or altered. A second writer holding the gateway key who
 //! forks the chain below a witnessed head is a finding that cites the head.
 
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{produce, producer, temp_dir, AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{body, key_in};
-use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
+use verdict_tests::mcp::{add_notes, work_memory_bin, HttpProcess};
 use verdict_tests::query::{authed, findings, QueryService, TOKEN};
 use verdict_tests::trail::journal_events;
 use verdict_tests::{Broker, ClickHouse};
@@ -115,6 +114,56 @@ async fn published_heads(bootstrap: &str, topic: &str) -> Vec<pb::SignedHead> {
     heads
 }
 
+/// A broker with the events and witness topics, ClickHouse, a real gateway with `config`, an
+/// auditor whose witness signs every second (group `group`), and the query service.
+struct Stack {
+    broker: Broker,
+    clickhouse: ClickHouse,
+    keys: tempfile::TempDir,
+    gateway: HttpProcess,
+    _auditor: AuditorProcess,
+    query: QueryService,
+}
+
+async fn stack(config: &str, group: &str) -> Stack {
+    let broker = Broker::start().unwrap();
+    broker.create_topic(TOPIC, 1).await.unwrap();
+    broker
+        .create_topic("verdict.events.witness", 1)
+        .await
+        .unwrap();
+    let clickhouse = ClickHouse::start().unwrap();
+    let keys = temp_dir();
+    key_in(keys.path(), "witness");
+    let config = config.replace("BROKERS", &broker.bootstrap()).replace(
+        "WITNESS_PUB",
+        s(&keys.path().join("witness").join("verdict.pub")),
+    );
+    let gateway = HttpProcess::gateway(&config).unwrap();
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: TOPIC.into(),
+        group: group.into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
+        max_events: 200,
+    };
+    let witness = format!(
+        "[witness]\nkey = {:?}\nevery_secs = 1\n",
+        keys.path().join("witness").join("verdict.key")
+    );
+    let auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
+    let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
+    Stack {
+        broker,
+        clickhouse,
+        keys,
+        gateway,
+        _auditor: auditor,
+        query,
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -137,46 +186,24 @@ fn record_positions(dir: &Path) -> Vec<(PathBuf, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
-    let broker = Broker::start().unwrap();
-    broker.create_topic(TOPIC, 1).await.unwrap();
-    broker
-        .create_topic("verdict.events.witness", 1)
-        .await
-        .unwrap();
-    let clickhouse = ClickHouse::start().unwrap();
-    let keys = temp_dir();
-    let (witness_key, witness_pub) = key_in(keys.path(), "witness");
-    let mut gateway = HttpProcess::gateway(&gateway_config(&broker.bootstrap())).unwrap();
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "witness".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
-        max_events: 200,
-    };
-    let witness = format!(
-        "[witness]\nkey = {:?}\nevery_secs = 1\n",
-        keys.path().join("witness").join("verdict.key")
-    );
-    let _auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
-    let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
+    // Every part is bound: one left to `..` would be dropped (and stopped) right here.
+    let Stack {
+        broker: _broker,
+        clickhouse: _clickhouse,
+        keys,
+        mut gateway,
+        _auditor,
+        query,
+    } = stack(&gateway_config("BROKERS"), "witness").await;
+    let witness_key =
+        verdict_proto::SecretKey::read_pem_file(&keys.path().join("witness").join("verdict.key"))
+            .unwrap();
+    let witness_pub = keys.path().join("witness").join("verdict.pub");
 
     // Calls before and after a restart: the restarted gateway continues its Merkle tree from the
     // newest checkpoint's peaks, and the witness must agree with every checkpoint's root.
     for round in 0..2 {
-        let agent = connect(&gateway.url(), AGENT_KEY).await;
-        for i in 0..40 {
-            let content = format!("round {round} note {i}");
-            call_tool(
-                &agent,
-                "add_work_memory",
-                json!({"project": "w", "content": content}),
-            )
-            .await
-            .unwrap();
-        }
-        drop(agent);
+        add_notes(&gateway.url(), AGENT_KEY, &format!("w{round}"), 40).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         gateway.terminate();
         if round == 0 {
@@ -611,50 +638,20 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
 /// Heads it did write move its agreement gauge; forged heads on the topic are rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_reading_heads_back_alarms_when_its_key_signs_another_history() {
-    let broker = Broker::start().unwrap();
-    broker.create_topic(TOPIC, 1).await.unwrap();
-    broker
-        .create_topic("verdict.events.witness", 1)
-        .await
-        .unwrap();
-    let clickhouse = ClickHouse::start().unwrap();
-    let keys = temp_dir();
-    let (_, witness_pub) = key_in(keys.path(), "witness");
     // Periodic checkpoints far apart, so the chain stands still between the calls and the theft.
-    let config = gateway_config(&broker.bootstrap())
-        .replace("checkpoint_secs = 1", "checkpoint_secs = 3600");
+    let config = gateway_config("BROKERS").replace("checkpoint_secs = 1", "checkpoint_secs = 3600");
     let config = format!(
-        "metrics_listen = \"127.0.0.1:0\"\n{config}[audit.witness]\nkeys = [{:?}]\n",
-        s(&witness_pub)
+        "metrics_listen = \"127.0.0.1:0\"\n{config}[audit.witness]\nkeys = [\"WITNESS_PUB\"]\n"
     );
-    let gateway = HttpProcess::gateway(&config).unwrap();
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "read-back".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(gateway.public_key(), Some(vec![CHAIN.into()]))],
-        max_events: 200,
-    };
-    let witness = format!(
-        "[witness]\nkey = {:?}\nevery_secs = 1\n",
-        keys.path().join("witness").join("verdict.key")
-    );
-    let _auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
-    let query = QueryService::start(&clickhouse.url(), Some(&gateway.public_key()), "").unwrap();
-
-    let agent = connect(&gateway.url(), AGENT_KEY).await;
-    for i in 0..10 {
-        let content = format!("note {i}");
-        call_tool(
-            &agent,
-            "add_work_memory",
-            json!({"project": "r", "content": content}),
-        )
-        .await
-        .unwrap();
-    }
-    drop(agent);
+    let Stack {
+        broker,
+        clickhouse: _clickhouse,
+        keys: _keys,
+        gateway,
+        _auditor,
+        query,
+    } = stack(&config, "read-back").await;
+    add_notes(&gateway.url(), AGENT_KEY, "r", 10).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = journal_events(&gateway.journal_dir());
     let last = events.last().unwrap().clone();
