@@ -27,6 +27,8 @@ const CHAINS: usize = 3;
 /// Events per chain: 3 × 16,667 = 50,001 events in all.
 const PER_CHAIN: u64 = 16_667;
 const TOTAL: u64 = CHAINS as u64 * PER_CHAIN;
+/// The time of the test chains' events (`verdict_tests::chains::body`: one per millisecond).
+const T0: i64 = 1_700_000_000_000_000_000;
 const CLUSTER_GROUP: &str = "cluster";
 const SINGLE_GROUP: &str = "single";
 /// Generous: two auditor groups, several servers and the test itself share two cores.
@@ -281,8 +283,8 @@ fn questions() -> Vec<(pb::EventFilter, bool, u32)> {
     };
     let window = pb::EventFilter {
         time: Some(pb::TimeRange {
-            from_unix_nanos: 1_700_000_000_000_000_000 + 5_000_000_000,
-            to_unix_nanos: 1_700_000_000_000_000_000 + 6_000_000_000,
+            from_unix_nanos: T0 + 5_000_000_000,
+            to_unix_nanos: T0 + 6_000_000_000,
         }),
         ..Default::default()
     };
@@ -294,22 +296,26 @@ fn questions() -> Vec<(pb::EventFilter, bool, u32)> {
     ]
 }
 
-/// Summaries over everything and over a window with partial hours.
+/// Summaries over whole hours and partial ones (the hourly counts and rows), and within a few
+/// seconds (rows only).
 fn summaries() -> Vec<(pb::EventFilter, Vec<i32>)> {
     let by = |d: &[pb::Dimension]| d.iter().map(|&d| d as i32).collect::<Vec<_>>();
-    let window = pb::EventFilter {
+    let within = |from_secs: i64, to_secs: i64| pb::EventFilter {
         time: Some(pb::TimeRange {
-            from_unix_nanos: 1_700_000_000_000_000_000 + 3_000_000_000,
-            to_unix_nanos: 1_700_000_000_000_000_000 + 40_000_000_000,
+            from_unix_nanos: T0 + from_secs * 1_000_000_000,
+            to_unix_nanos: T0 + to_secs * 1_000_000_000,
         }),
         ..Default::default()
     };
     vec![
         (
-            pb::EventFilter::default(),
+            within(-7_000, 7_000),
             by(&[pb::Dimension::Agent, pb::Dimension::Decision]),
         ),
-        (window, by(&[pb::Dimension::Tool, pb::Dimension::Risk])),
+        (
+            within(3, 40),
+            by(&[pb::Dimension::Tool, pb::Dimension::Risk]),
+        ),
     ]
 }
 
