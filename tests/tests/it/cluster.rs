@@ -8,7 +8,7 @@
 //! verify every chain — on one shard of two replicas and on two shards of one replica; and keep
 //! exact counts through a replica outage and an auditor killed with SIGKILL under load.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use verdict_proto::pb;
@@ -321,7 +321,7 @@ fn summaries() -> Vec<(pb::EventFilter, Vec<i32>)> {
 
 async fn audited_like_one_server(layout: Layout) {
     let fleet = Fleet::start(layout).await;
-    let _auditors = [fleet.cluster_auditor(0), fleet.cluster_auditor(1)];
+    let auditors = [fleet.cluster_auditor(0), fleet.cluster_auditor(1)];
     let _reference = fleet.single_auditor();
     fleet.produce(0..fleet.messages.len()).await;
     fleet.wait_committed(CLUSTER_GROUP).await;
@@ -329,6 +329,37 @@ async fn audited_like_one_server(layout: Layout) {
     fleet.assert_every_row_once_per_replica().await;
     fleet.assert_exact_counts().await;
     fleet.assert_same_answers_as_one_server().await;
+    // The fleet dashboard's view: the newest head of every chain over the group's auditors.
+    let expected: BTreeMap<String, f64> = (1..=CHAINS)
+        .map(|i| (format!("gw-{i}"), PER_CHAIN as f64))
+        .collect();
+    assert_eq!(head_seqs_over(&auditors).await, expected);
+}
+
+/// `max by (chain_id) (verdict_auditor_chain_head_seq)` over `auditors`, as a dashboard asks it.
+async fn head_seqs_over(auditors: &[AuditorProcess]) -> BTreeMap<String, f64> {
+    let mut heads = BTreeMap::new();
+    for auditor in auditors {
+        for line in scrape(auditor).await.lines() {
+            let Some(rest) = line.strip_prefix("verdict_auditor_chain_head_seq{chain_id=\"") else {
+                continue;
+            };
+            let (chain_id, value) = rest.split_once("\"} ").unwrap();
+            let value: f64 = value.parse().unwrap();
+            let entry = heads.entry(chain_id.to_owned()).or_insert(value);
+            *entry = entry.max(value);
+        }
+    }
+    heads
+}
+
+async fn scrape(auditor: &AuditorProcess) -> String {
+    reqwest::get(format!("http://{}/metrics", auditor.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,12 +416,7 @@ async fn an_auditor_killed_mid_batch_leaves_exact_counts() {
 async fn wait_storing(auditor: &AuditorProcess) {
     let start = Instant::now();
     loop {
-        let metrics = reqwest::get(format!("http://{}/metrics", auditor.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = scrape(auditor).await;
         let stored = metric(&metrics, "verdict_auditor_events_stored_total");
         if stored > 0.0 {
             return;
