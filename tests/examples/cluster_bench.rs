@@ -11,11 +11,10 @@
 //! per stored event (`system.parts`) and the rows each shard holds.
 
 use std::time::{Duration, Instant};
-use verdict_proto::SignedEvent;
 use verdict_tests::auditor::{
     count, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
-use verdict_tests::chains::{chain, key_in};
+use verdict_tests::chains::{interleaved_messages, key_in};
 use verdict_tests::cluster::{ClickHouseCluster, Layout, CLUSTER};
 use verdict_tests::Broker;
 
@@ -25,20 +24,12 @@ const TOPIC: &str = "verdict.events";
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args()
+    let n = std::env::args()
         .nth(1)
-        .map(|a| a.parse().expect("N must be a number"))
-        .unwrap_or(100_000);
+        .map_or(100_000, |a| a.parse::<usize>().expect("N must be a number"));
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
-    let per_chain = (n / CHAINS) as u64;
-    let chains: Vec<Vec<SignedEvent>> = (1..=CHAINS)
-        .map(|i| chain(&format!("gw-{i}"), &key, per_chain))
-        .collect();
-    let messages: Vec<(String, Vec<u8>)> = (0..per_chain as usize)
-        .flat_map(|i| chains.iter().map(move |c| &c[i]))
-        .map(|e| (e.chain_id.clone(), e.encode()))
-        .collect();
+    let messages = interleaved_messages(&key, CHAINS, (n / CHAINS) as u64);
     let n = messages.len();
     let broker = Broker::start().unwrap();
     broker.create_topic(TOPIC, PARTITIONS).await.unwrap();
@@ -76,8 +67,11 @@ async fn run(layout: Layout, auditors: usize, mut setup: AuditorSetup, n: usize)
     let processes: Vec<AuditorProcess> = (0..auditors)
         .map(|i| {
             setup.clickhouse_url = cluster.servers()[i % cluster.servers().len()].url();
-            AuditorProcess::start_with_env(&setup, &[("VERDICT_AUDITOR_CLICKHOUSE__CLUSTER", CLUSTER)])
-                .unwrap()
+            AuditorProcess::start_with_env(
+                &setup,
+                &[("VERDICT_AUDITOR_CLICKHOUSE__CLUSTER", CLUSTER)],
+            )
+            .unwrap()
         })
         .collect();
     for auditor in &processes {
@@ -103,7 +97,10 @@ async fn run(layout: Layout, auditors: usize, mut setup: AuditorSetup, n: usize)
     );
     for (i, server) in cluster.servers().iter().enumerate() {
         let client = server.client();
-        let _ = client.query("OPTIMIZE TABLE events_local FINAL").execute().await;
+        let _ = client
+            .query("OPTIMIZE TABLE events_local FINAL")
+            .execute()
+            .await;
         let rows = count(&client, "SELECT count() FROM events_local").await;
         let bytes = count(
             &client,

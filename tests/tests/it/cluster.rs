@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use verdict_proto::pb;
 use verdict_proto::SignedEvent;
 use verdict_tests::auditor::{
-    count, findings, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
+    assert_exactly_verified, count, produce, producer, temp_dir, wait_committed, AuditorProcess,
+    AuditorSetup,
 };
 use verdict_tests::chains::{chain, key_in};
 use verdict_tests::cluster::{ClickHouseCluster, Layout, CLUSTER};
@@ -199,19 +200,7 @@ impl Fleet {
     /// every chain's head at its last seq.
     async fn assert_exact_counts(&self) {
         let client = self.cluster.servers()[0].client();
-        assert_eq!(
-            count(&client, "SELECT count() FROM events FINAL").await,
-            TOTAL
-        );
-        assert_eq!(
-            count(
-                &client,
-                "SELECT count() FROM events FINAL WHERE verification = 'verified'"
-            )
-            .await,
-            TOTAL
-        );
-        assert_eq!(findings(&client).await, vec![]);
+        assert_exactly_verified(&client, TOTAL).await;
         assert_eq!(
             count(&client, "SELECT sum(seq) FROM chain_heads FINAL").await,
             TOTAL
