@@ -367,7 +367,7 @@ async fn two_shards_hold_every_row_once_and_answer_like_one_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_for_30_s_under_load_loses_and_duplicates_nothing() {
     let mut fleet = Fleet::start(Layout::REPLICATED).await;
-    let _auditors = [fleet.cluster_auditor(0), fleet.cluster_auditor(1)];
+    let auditors = [fleet.cluster_auditor(0), fleet.cluster_auditor(1)];
     let _reference = fleet.single_auditor();
     let third = fleet.messages.len() / 3;
     fleet.produce(0..third).await;
@@ -382,6 +382,12 @@ async fn a_replica_stopped_for_30_s_under_load_loses_and_duplicates_nothing() {
     fleet.assert_every_row_once_per_replica().await;
     fleet.assert_exact_counts().await;
     fleet.assert_same_answers_as_one_server().await;
+    // The outage happened under load: the auditor writing through the stopped replica waited.
+    assert!(
+        auditors[1].log().contains("clickhouse unavailable"),
+        "{}",
+        auditors[1].log()
+    );
 }
 
 /// One of the two auditors killed with SIGKILL while it stores batches; the other takes over its
