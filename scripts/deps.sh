@@ -2,6 +2,7 @@
 # scripts/test and scripts/demo; every step is skipped when its tool is already there.
 #   - the clippy and rustfmt components (scripts/test checks lints and formatting)
 #   - clickhouse-server (Debian package; tests start private instances, never the system service)
+#   - zookeeper (Debian package; coordinates the test ClickHouse clusters)
 #   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
 #   - grpcio for Python (the query API's cross-language client test)
 #   - the OCSF validators (a venv under the target dir) and rsyslog (the forwarder's receiver)
@@ -35,6 +36,15 @@ if ! command -v tansu >/dev/null 2>&1; then
   tansu_target=$(mktemp -d)
   CARGO_TARGET_DIR="$tansu_target" cargo install tansu --locked --features dynostore,libsql --quiet
   rm -rf "$tansu_target"
+fi
+
+# ZooKeeper: coordination for the replicated ClickHouse cluster the cluster tests start
+# (tests/src/cluster.rs runs /usr/share/zookeeper/bin/zkServer.sh with its own config).
+if [ ! -x /usr/share/zookeeper/bin/zkServer.sh ]; then
+  say "installing zookeeper (apt)"
+  SUDO=$(need_root zookeeper)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq zookeeper >/dev/null
 fi
 
 # The query API's Python client test (scripts/grpc_client_test.py) generates a grpcio client

@@ -51,6 +51,7 @@ impl ClientContext for AuditContext {
             .collect();
         let lag: i64 = lags.values().filter(|&&lag| lag >= 0).sum();
         self.metrics.consumer_lag.set(lag);
+        self.metrics.fleet.partition_lags(&lags);
         self.lags.set(lags);
     }
 }

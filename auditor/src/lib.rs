@@ -16,6 +16,7 @@
 
 mod config;
 mod consumer;
+mod fleet;
 mod heads;
 mod main_loop;
 mod metrics;

@@ -39,6 +39,8 @@ pub enum AuditorError {
     Config(#[from] ConfigError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("[clickhouse]: {0}")]
+    ClickHouse(#[from] verdict_schema::ClusterError),
     #[error(transparent)]
     Stopped(#[from] Stopped),
     #[error("the task storing a batch failed: {0}")]
@@ -101,7 +103,7 @@ impl Auditor {
     ) -> Result<Self, AuditorError> {
         let keys = config.trusted_keys()?;
         tracing::info!(keys = keys.len(), "trusted keys loaded");
-        let store = Store::new(&config.clickhouse);
+        let store = Store::new(&config.clickhouse)?;
         with_retry(&metrics, shutdown, "migrating the schema", || {
             store.migrate()
         })

@@ -5,6 +5,7 @@
 //! whether ClickHouse is reachable (while it is not, consumption pauses and nothing is lost), and
 //! whether it is reading at all (see `crate::watchdog`).
 
+use crate::fleet::FleetMetrics;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -38,6 +39,8 @@ pub struct Metrics {
     pub clickhouse_up: Gauge,
     /// 1 while this auditor holds no partitions and the group's backlog stands still.
     pub stalled: Gauge,
+    /// Per chain and per partition, for a fleet dashboard (see `crate::fleet`).
+    pub fleet: FleetMetrics,
 }
 
 impl Default for Metrics {
@@ -77,6 +80,8 @@ impl Default for Metrics {
             "1 while this auditor holds no partitions and the group's backlog stands still",
             stalled.clone(),
         );
+        let fleet = FleetMetrics::default();
+        fleet.register(&mut registry);
         Self {
             registry: Arc::new(registry),
             verified,
@@ -86,6 +91,7 @@ impl Default for Metrics {
             insert_seconds,
             clickhouse_up,
             stalled,
+            fleet,
         }
     }
 }

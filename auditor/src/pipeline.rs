@@ -387,6 +387,7 @@ impl BatchWriter {
             store.insert_heads(&batch.heads)
         })
         .await?;
+        self.metrics.fleet.heads(&batch.heads);
         self.store_witnessed(batch, shutdown).await
     }
 
@@ -413,6 +414,7 @@ impl BatchWriter {
             store.insert_witnessed(&rows)
         })
         .await?;
+        self.metrics.fleet.witnessed(rows.iter());
         while let Err(error) = topic.publish(&batch.witnessed.heads).await {
             tracing::warn!(%error, topic = topic.topic(), "publishing witnessed heads failed; retrying");
             tokio::select! {

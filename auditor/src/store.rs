@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use verdict_proto::Hash;
 use verdict_schema::{
-    ChainHeadRow, ChunkRow, ClickHouseConfig, EventRow, FindingRow, WitnessedHeadRow,
+    ChainHeadRow, ChunkRow, ClickHouseConfig, Cluster, ClusterError, EventRow, FindingRow,
+    WitnessedHeadRow,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,21 +45,29 @@ struct EnvelopeOnly {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    cluster: Option<Cluster>,
 }
 
 impl Store {
     /// Inserts are uncompressed: envelopes are mostly hashes and signatures, which do not
     /// compress, and LZ4 cost more than half the insert time on the 2-core benchmark host.
-    pub fn new(config: &ClickHouseConfig) -> Self {
+    ///
+    /// Fails when `config.cluster` or the database is not a usable identifier.
+    pub fn new(config: &ClickHouseConfig) -> Result<Self, ClusterError> {
         let client = config
             .client()
             .with_compression(clickhouse::Compression::None);
-        Self { client }
+        let cluster = config.cluster()?;
+        Ok(Self { client, cluster })
     }
 
-    /// Applies the stored contract's migrations (see `verdict_schema::migrations`).
+    /// Applies the stored contract's migrations (see `verdict_schema::migrations`), on one
+    /// server or `ON CLUSTER`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        verdict_schema::migrate(&self.client).await?;
+        match &self.cluster {
+            Some(cluster) => verdict_schema::migrate_cluster(&self.client, cluster).await?,
+            None => verdict_schema::migrate(&self.client).await?,
+        }
         Ok(())
     }
 

@@ -15,6 +15,14 @@
 //!   range's edges from rows;
 //! - exports and verification walk one chain at a time in windows of `seq` along the primary
 //!   key.
+//!
+//! On a cluster (`[clickhouse] cluster`, see `verdict_schema::Cluster`) the same SQL reads the
+//! `Distributed` tables under the same names. Nothing here branches on the layout, because every
+//! read stays exact when rows are sharded by chain: `FINAL` and `LIMIT 1 BY chain_id, seq` see
+//! all copies of a key on its one shard, aggregates (`count`, `min`, `max`, `sum`) merge across
+//! shards, `ORDER BY … LIMIT` is merged by the server answering, and `IN (subquery)` runs its
+//! subquery once, globally (the client's `distributed_product_mode`). How stale an answer can be
+//! after a replica failover is in README "Operations".
 
 use crate::config::ClickHouseConfig;
 use crate::filter::{Bound, Conditions, Param};

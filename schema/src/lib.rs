@@ -9,12 +9,14 @@
 //! It must not verify events (the verifier lives in `verdict-proto`), read Kafka, or hold any
 //! query logic: which rows a question needs is the query service's business.
 
+mod cluster;
 mod config;
 pub mod migrations;
 pub mod rows;
 
+pub use cluster::{Cluster, ClusterError};
 pub use config::ClickHouseConfig;
-pub use migrations::{migrate, MigrationError, MERKLE_CHUNK};
+pub use migrations::{migrate, migrate_cluster, MigrationError, MERKLE_CHUNK};
 pub use rows::{
     ChainHeadRow, ChunkRow, EventRow, FindingRow, SourcePosition, WitnessedHeadRow, KEY_ROTATION,
 };

@@ -35,14 +35,19 @@
 //!   or one still writing with the old version, can count rows stored meanwhile twice or not at
 //!   all; the README (operations) shows how to rebuild it from `events FINAL`.
 
+use crate::cluster::{Cluster, ClusterError};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// A migration could not be read or applied.
 #[derive(Debug, thiserror::Error)]
-#[error("clickhouse migration: {0}")]
-pub struct MigrationError(#[from] clickhouse::error::Error);
+pub enum MigrationError {
+    #[error("clickhouse migration: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("clickhouse migration on a cluster: {0}")]
+    Cluster(#[from] ClusterError),
+}
 
 #[derive(Debug, Row, Serialize, Deserialize)]
 struct MigrationRow {
@@ -50,22 +55,17 @@ struct MigrationRow {
     description: String,
 }
 
-const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
-    version UInt32,
-    description String
-) ENGINE = ReplacingMergeTree ORDER BY version";
+const MIGRATION_COLUMNS: &str = "version UInt32, description String";
 
-/// Applies every migration not yet recorded in `schema_migrations`, in order. Statements are
-/// idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
+/// Applies every migration not yet recorded in `schema_migrations`, in order, on one server.
+/// Statements are idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
 pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
-    client.query(CREATE_MIGRATIONS).execute().await?;
-    let applied: BTreeSet<u32> = client
-        .query("SELECT version, description FROM schema_migrations FINAL")
-        .fetch_all::<MigrationRow>()
-        .await?
-        .into_iter()
-        .map(|m| m.version)
-        .collect();
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ({MIGRATION_COLUMNS}) \
+         ENGINE = ReplacingMergeTree ORDER BY version"
+    );
+    client.query(&create).execute().await?;
+    let applied = applied(client).await?;
     for &(version, description, statements) in MIGRATIONS {
         if applied.contains(&version) {
             continue;
@@ -73,16 +73,59 @@ pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
         for statement in statements {
             client.query(statement).execute().await?;
         }
-        let mut insert = client.insert::<MigrationRow>("schema_migrations").await?;
-        insert
-            .write(&MigrationRow {
-                version,
-                description: description.into(),
-            })
-            .await?;
-        insert.end().await?;
-        tracing::info!(version, description, "applied migration");
+        record(client, version, description).await?;
     }
+    Ok(())
+}
+
+/// [`migrate`] on a cluster (see [`Cluster`]): the same versions, each statement in its
+/// cluster form, `ON CLUSTER`. A cluster without any version starts from [`BASELINE`], the
+/// schema migrations 1 to 4 arrive at, and records those versions.
+pub async fn migrate_cluster(client: &Client, cluster: &Cluster) -> Result<(), MigrationError> {
+    client
+        .query(&cluster.migrations_table(MIGRATION_COLUMNS))
+        .execute()
+        .await?;
+    let applied = applied(client).await?;
+    for &(version, description, statements) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        let statements = match version {
+            1 => BASELINE,
+            v if v <= BASELINE_VERSION => &[],
+            _ => statements,
+        };
+        for statement in statements {
+            for sql in cluster.translate(statement)? {
+                client.query(&sql).execute().await?;
+            }
+        }
+        record(client, version, description).await?;
+    }
+    Ok(())
+}
+
+async fn applied(client: &Client) -> Result<BTreeSet<u32>, MigrationError> {
+    Ok(client
+        .query("SELECT version, description FROM schema_migrations FINAL")
+        .fetch_all::<MigrationRow>()
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect())
+}
+
+async fn record(client: &Client, version: u32, description: &str) -> Result<(), MigrationError> {
+    let mut insert = client.insert::<MigrationRow>("schema_migrations").await?;
+    insert
+        .write(&MigrationRow {
+            version,
+            description: description.into(),
+        })
+        .await?;
+    insert.end().await?;
+    tracing::info!(version, description, "applied migration");
     Ok(())
 }
 
@@ -154,13 +197,27 @@ const EVENTS_V1: &str = concat!(
     ") ENGINE = ReplacingMergeTree(ingested_at)\nPARTITION BY toYYYYMM(time)\nORDER BY (chain_id, seq)"
 );
 
-/// `events` since migration 3: trusted events only, one partition, keyed and deduplicated by
-/// `(chain_id, seq)` and the auditor's own `ingested_at` — never by anything the event claims, so
-/// two rows at one key always meet in a merge.
+/// The engine of `events` since migration 3: trusted events only, one partition, keyed and
+/// deduplicated by `(chain_id, seq)` and the auditor's own `ingested_at` — never by anything the
+/// event claims, so two rows at one key always meet in a merge.
+macro_rules! events_v3_engine {
+    () => {
+        ") ENGINE = ReplacingMergeTree(ingested_at)\nORDER BY (chain_id, seq)"
+    };
+}
+
+/// `events` since migration 3, built beside the old table and renamed over it.
 const EVENTS_V3: &str = concat!(
     "CREATE TABLE events_rebuilt (",
     event_columns!(),
-    ") ENGINE = ReplacingMergeTree(ingested_at)\nORDER BY (chain_id, seq)"
+    events_v3_engine!()
+);
+
+/// `events` as a new cluster creates it: the migration 3 definition under its own name.
+const EVENTS_CURRENT: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS events (",
+    event_columns!(),
+    events_v3_engine!()
 );
 
 const FINDINGS: &str = r"CREATE TABLE IF NOT EXISTS findings (
@@ -286,6 +343,23 @@ const MERKLE_CHUNKS: &str = r"CREATE TABLE IF NOT EXISTS merkle_chunks (
     root String
 ) ENGINE = ReplacingMergeTree
 ORDER BY (chain_id, chunk)";
+
+/// The last version [`BASELINE`] stands for.
+const BASELINE_VERSION: u32 = 4;
+
+/// The schema of versions 1 to [`BASELINE_VERSION`] as one step, without the renames and refills
+/// an upgraded single server needed: where a cluster starts.
+const BASELINE: &[&str] = &[
+    EVENTS_CURRENT,
+    FINDINGS,
+    CHAIN_HEADS,
+    EVENTS_BY_TIME,
+    EVENTS_BY_TIME_FEED,
+    EVENT_COUNTS,
+    EVENT_COUNTS_FEED,
+    WITNESSED_HEADS,
+    MERKLE_CHUNKS,
+];
 
 /// `(version, description, statements)`, applied in order.
 pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[

@@ -295,6 +295,23 @@ pub async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
     client.query(sql).fetch_one::<u64>().await.expect(sql)
 }
 
+/// Exactly `total` events stored, each once and `verified`, and no finding.
+pub async fn assert_exactly_verified(client: &clickhouse::Client, total: u64) {
+    assert_eq!(
+        count(client, "SELECT count() FROM events FINAL").await,
+        total
+    );
+    assert_eq!(
+        count(
+            client,
+            "SELECT count() FROM events FINAL WHERE verification = 'verified'"
+        )
+        .await,
+        total
+    );
+    assert_eq!(findings(client).await, vec![]);
+}
+
 /// One stored event's identity and verification status.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
 pub struct StoredStatus {

@@ -82,3 +82,19 @@ pub fn chain(chain_id: &str, key: &SecretKey, n: u64) -> Vec<SignedEvent> {
     let mut writer = ChainWriter::new(chain_id, key.clone());
     (1..=n).map(|i| writer.append(body(i))).collect()
 }
+
+/// `per_chain` events of each of `chains` chains `gw-1`, `gw-2`, … signed with `key`, interleaved
+/// as concurrent gateways ship them, as `(key, payload)` topic messages.
+pub fn interleaved_messages(
+    key: &SecretKey,
+    chains: usize,
+    per_chain: u64,
+) -> Vec<(String, Vec<u8>)> {
+    let chains: Vec<Vec<SignedEvent>> = (1..=chains)
+        .map(|i| chain(&format!("gw-{i}"), key, per_chain))
+        .collect();
+    (0..per_chain as usize)
+        .flat_map(|i| chains.iter().map(move |c| &c[i]))
+        .map(|e| (e.chain_id.clone(), e.encode()))
+        .collect()
+}

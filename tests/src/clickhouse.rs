@@ -25,6 +25,12 @@ pub struct ClickHouse {
 
 impl ClickHouse {
     pub fn start() -> Result<Self> {
+        Self::start_with(free_port(), free_port(), "")
+    }
+
+    /// A server on the given ports with `extra` XML added to its config (cluster settings: see
+    /// `crate::cluster`).
+    pub fn start_with(http_port: u16, tcp_port: u16, extra: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("verdict-clickhouse-")
             .tempdir()
@@ -32,12 +38,12 @@ impl ClickHouse {
                 what: "creating a temp dir".into(),
                 source,
             })?;
-        let (http_port, tcp_port) = (free_port(), free_port());
         let data = dir.path().display().to_string();
         let config = SERVER_XML
             .replace("DATA_DIR", &data)
             .replace("HTTP_PORT", &http_port.to_string())
-            .replace("TCP_PORT", &tcp_port.to_string());
+            .replace("TCP_PORT", &tcp_port.to_string())
+            .replace("</yandex>", &format!("{extra}</yandex>"));
         let write = |name: &str, text: &str| {
             std::fs::write(dir.path().join(name), text).map_err(|source| HarnessError::Io {
                 what: format!("writing {name}"),

@@ -14,6 +14,7 @@ pub mod bins;
 pub mod broker;
 pub mod chains;
 pub mod clickhouse;
+pub mod cluster;
 pub mod forwarder;
 pub mod mcp;
 pub mod ocsf;

@@ -27,6 +27,16 @@ impl QueryService {
     /// (a PEM file) for `VerifyChain` on every chain. `extra` is appended to the TOML config
     /// (with no `public_key`, it may set `trusted_keys` itself).
     pub fn start(clickhouse_url: &str, public_key: Option<&Path>, extra: &str) -> Result<Self> {
+        Self::start_with_env(clickhouse_url, public_key, extra, &[])
+    }
+
+    /// [`QueryService::start`] with environment overrides (`VERDICT_QUERY_…`).
+    pub fn start_with_env(
+        clickhouse_url: &str,
+        public_key: Option<&Path>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = public_key
             .map(|p| format!("trusted_keys = [{:?}]\n", p.display().to_string()))
@@ -48,6 +58,7 @@ impl QueryService {
             .arg(&path)
             .arg("--ready-file")
             .arg(&ready)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn");
         let mut process =
             ServerProcess::spawn("verdict-query", command, dir.path().join("query.log"))?;

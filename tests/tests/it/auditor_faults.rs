@@ -5,8 +5,8 @@
 use std::time::Duration;
 use verdict_proto::SecretKey;
 use verdict_tests::auditor::{
-    committed, count, findings, produce, producer, temp_dir, wait_committed, AuditorProcess,
-    AuditorSetup,
+    assert_exactly_verified, committed, count, findings, produce, producer, temp_dir,
+    wait_committed, AuditorProcess, AuditorSetup,
 };
 use verdict_tests::chains::{chain, key_in};
 use verdict_tests::{Broker, ClickHouse};
@@ -42,23 +42,6 @@ async fn setup(
         max_events: 500,
     };
     (setup, key, dir)
-}
-
-async fn assert_exactly_verified(clickhouse: &ClickHouse, total: u64) {
-    let client = clickhouse.client();
-    assert_eq!(
-        count(&client, "SELECT count() FROM events FINAL").await,
-        total
-    );
-    assert_eq!(
-        count(
-            &client,
-            "SELECT count() FROM events FINAL WHERE verification = 'verified'"
-        )
-        .await,
-        total
-    );
-    assert_eq!(findings(&client).await, vec![]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +89,7 @@ async fn crash_then_restart(group: &str, crash_point: &str) {
         Duration::from_secs(120),
     )
     .await;
-    assert_exactly_verified(&clickhouse, 6000).await;
+    assert_exactly_verified(&clickhouse.client(), 6000).await;
     // Written once: the hourly counts add up every row inserted, a merge cannot hide a repeat.
     assert_eq!(
         count(&clickhouse.client(), "SELECT sum(events) FROM event_counts").await,
@@ -152,7 +135,7 @@ async fn clickhouse_down_for_20_seconds_pauses_consumption_and_loses_nothing() {
         Duration::from_secs(120),
     )
     .await;
-    assert_exactly_verified(&clickhouse, 9000).await;
+    assert_exactly_verified(&clickhouse.client(), 9000).await;
     let health = reqwest::get(format!("http://{}/healthz", auditor.metrics))
         .await
         .unwrap();

@@ -144,3 +144,88 @@ fn compose_configs_are_accepted_by_the_services_loaders() {
     verdict_auditor::AuditorConfig::load(Some(&dir.join("auditor.toml"))).unwrap();
     verdict_query::QueryConfig::load(Some(&dir.join("query.toml"))).unwrap();
 }
+
+/// The `cluster` profile: two ClickHouse replicas of one shard coordinated by ClickHouse Keeper,
+/// three Kafka brokers forming one KRaft quorum, and services that name the cluster the
+/// ClickHouse config defines, all of it outside the default profile.
+#[test]
+fn compose_cluster_profile_runs_two_replicas_with_keeper_and_three_kraft_brokers() {
+    let doc = compose();
+    let services = doc["services"].as_hash().unwrap();
+    let in_cluster_profile =
+        |name: &str| strings(&doc["services"][name]["profiles"]) == ["cluster"];
+    for (name, _) in services {
+        let name = name.as_str().unwrap();
+        let cluster_service = name == "keeper" || name.contains('-') && name != "work-memory";
+        assert_eq!(in_cluster_profile(name), cluster_service, "{name}: profile");
+    }
+    assert!(doc["services"]["keeper"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("clickhouse/clickhouse-keeper:"));
+    let keeper = std::fs::read_to_string(root().join("deploy/compose/cluster/keeper.xml")).unwrap();
+    assert!(keeper.contains("<tcp_port>9181</tcp_port>"));
+    let config =
+        std::fs::read_to_string(root().join("deploy/compose/cluster/clickhouse.xml")).unwrap();
+    assert!(config.contains("<host>keeper</host><port>9181</port>"));
+    assert!(config.contains("<verdict>") && config.contains("<internal_replication>true"));
+    let mut replicas = BTreeSet::new();
+    for name in ["clickhouse-1", "clickhouse-2"] {
+        let service = &doc["services"][name];
+        assert!(
+            config.contains(&format!("<host>{name}</host>")),
+            "{name} in remote_servers"
+        );
+        assert_eq!(service["hostname"].as_str(), Some(name));
+        replicas.insert(
+            service["environment"]["REPLICA"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        assert!(strings(&service["volumes"]).iter().any(|v| v.starts_with(
+            "./deploy/compose/cluster/clickhouse.xml:/etc/clickhouse-server/config.d/"
+        )));
+    }
+    assert_eq!(replicas.len(), 2, "replica macros are unique");
+
+    let voters = "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093";
+    let mut ids = BTreeSet::new();
+    for n in 1..=3 {
+        let env = &doc["services"][format!("kafka-{n}").as_str()]["environment"];
+        assert_eq!(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].as_str(), Some(voters));
+        assert!(env["KAFKA_PROCESS_ROLES"]
+            .as_str()
+            .unwrap()
+            .contains("controller"));
+        assert_eq!(env["KAFKA_NODE_ID"].as_i64(), Some(n));
+        assert_eq!(env["KAFKA_DEFAULT_REPLICATION_FACTOR"].as_i64(), Some(3));
+        ids.insert(env["CLUSTER_ID"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one KRaft cluster");
+
+    let brokers = "kafka-1:9092,kafka-2:9092,kafka-3:9092";
+    let auditor = &doc["services"]["auditor-cluster"]["environment"];
+    assert_eq!(
+        auditor["VERDICT_AUDITOR_KAFKA__BROKERS"].as_str(),
+        Some(brokers)
+    );
+    assert_eq!(
+        auditor["VERDICT_AUDITOR_CLICKHOUSE__CLUSTER"].as_str(),
+        Some("verdict")
+    );
+    assert_eq!(
+        doc["services"]["auditor-cluster"]["deploy"]["replicas"].as_i64(),
+        Some(2)
+    );
+    let query = &doc["services"]["query-cluster"]["environment"];
+    assert_eq!(
+        query["VERDICT_QUERY_CLICKHOUSE__CLUSTER"].as_str(),
+        Some("verdict")
+    );
+    let gateway = &doc["services"]["gateway-cluster"]["environment"];
+    assert_eq!(
+        gateway["VERDICT_GATEWAY_AUDIT__KAFKA__BROKERS"].as_str(),
+        Some(brokers)
+    );
+}

@@ -6,6 +6,7 @@ mod auditor_faults;
 mod auditor_group;
 mod auditor_stream;
 mod auditor_tamper;
+mod cluster;
 mod compose;
 mod end_to_end;
 mod follow_findings;
