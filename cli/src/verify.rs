@@ -25,7 +25,7 @@
 //! signed (`--witnessed-head`, checked in [`crate::witnessed`]), which also carry the chain's
 //! Merkle root. `--event` checks one event handed over alone with its inclusion proof.
 
-use crate::witnessed::{self, HeadsCheck};
+use crate::witnessed::{self, HeadsCheck, WitnessTrust};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use verdict_journal::JournalReader;
 use verdict_proto::pb::event_body::Kind;
 use verdict_proto::verify::{ChainHead, EventStatus};
-use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKey, TrustedKeys, ZERO_HASH};
+use verdict_proto::{ChainVerifier, SignedEvent, TrustedKey, TrustedKeys, ZERO_HASH};
 use verdict_query::export::{check_jsonl_record, ExportEnd};
 
 #[derive(clap::Args)]
@@ -58,6 +58,10 @@ pub struct Args {
     /// The auditor witness's public key (PEM; repeatable).
     #[arg(long = "witness-key")]
     witness_keys: Vec<PathBuf>,
+    /// A witness key revoked from a time on, `KEY_ID=2026-12-01T08:00:00Z` (repeatable): heads it
+    /// signed from then on fail, and hand over nothing.
+    #[arg(long = "witness-revoked", requires = "witness_keys")]
+    witness_revoked: Vec<String>,
     /// Trusted public key file (PEM; repeatable for rotated keys), trusted for every chain.
     #[arg(long = "public-key", required_unless_present = "trusted_keys")]
     public_keys: Vec<PathBuf>,
@@ -125,7 +129,7 @@ fn trusted_keys(args: &Args) -> Result<TrustedKeys> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let keys = trusted_keys(&args)?;
-    let mut witnesses = witnessed::witness_keys(&args.witness_keys)?;
+    let mut witnesses = WitnessTrust::load(&args.witness_keys, &args.witness_revoked)?;
     if let Some(path) = &args.event {
         return verify_event(path, keys, &witnesses, args.json);
     }
@@ -160,7 +164,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 fn verify_event(
     path: &Path,
     keys: TrustedKeys,
-    witnesses: &[verdict_proto::PublicKey],
+    witnesses: &WitnessTrust,
     json: bool,
 ) -> Result<ExitCode> {
     let (event, failures) = witnessed::verify_event(path, keys, witnesses)?;
@@ -187,7 +191,7 @@ fn verify_event(
 
 /// The witnessed heads an export's end line carries: checked against `witnesses` and added to
 /// the heads the export must reach; without witness keys, only noted.
-fn carried_heads(path: &Path, witnesses: &[PublicKey], check: &mut ChainCheck) -> Result<()> {
+fn carried_heads(path: &Path, witnesses: &WitnessTrust, check: &mut ChainCheck) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let end = std::io::BufReader::new(file)
         .lines()
@@ -197,7 +201,7 @@ fn carried_heads(path: &Path, witnesses: &[PublicKey], check: &mut ChainCheck) -
     if carried.is_empty() {
         return Ok(());
     }
-    if witnesses.is_empty() {
+    if witnesses.keys.is_empty() {
         check.note(format!(
             "the export carries {} witnessed head(s); give --witness-key to check it against them",
             carried.len()
@@ -206,8 +210,8 @@ fn carried_heads(path: &Path, witnesses: &[PublicKey], check: &mut ChainCheck) -
     }
     let heads = carried
         .iter()
-        .map(|record| record.verify(witnesses))
-        .collect::<Result<Vec<_>, _>>()
+        .map(|record| witnesses.verify(record))
+        .collect::<Result<Vec<_>>>()
         .context("a witnessed head in the export's end line")?;
     check.note(format!(
         "the export carries {} witnessed head(s)",

@@ -11,13 +11,13 @@
 
 use crate::query::{status, Client, Connection};
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use verdict_proto::merkle::Frontier;
 use verdict_proto::pb::{self, event_body::Kind};
-use verdict_proto::witness::{EventProofRecord, HeadRecord, Witnessed};
+use verdict_proto::witness::{self, EventProofRecord, HeadRecord, Witnessed};
 use verdict_proto::{PublicKey, SignedEvent};
 
 #[derive(clap::Args)]
@@ -113,21 +113,48 @@ fn write_out(path: Option<&Path>, text: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The witness public keys of `--witness-key` files.
-pub fn witness_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
-    paths
-        .iter()
-        .map(|p| {
-            PublicKey::read_pem_file(p).with_context(|| format!("witness key {}", p.display()))
-        })
-        .collect()
+/// The witness keys a verification trusts: the `--witness-key` files, the keys hand-over heads
+/// add, and the revocation times of `--witness-revoked KEY_ID=TIME`.
+#[derive(Default)]
+pub struct WitnessTrust {
+    pub keys: Vec<PublicKey>,
+    pub revoked: HashMap<String, i64>,
+}
+
+impl WitnessTrust {
+    pub fn load(paths: &[PathBuf], revoked: &[String]) -> Result<Self> {
+        let keys = paths
+            .iter()
+            .map(|p| {
+                PublicKey::read_pem_file(p).with_context(|| format!("witness key {}", p.display()))
+            })
+            .collect::<Result<_>>()?;
+        let revoked = revoked
+            .iter()
+            .map(|entry| {
+                let (key_id, time) = entry.split_once('=').with_context(|| {
+                    format!("--witness-revoked {entry:?}: expected KEY_ID=TIME")
+                })?;
+                let from = verdict_proto::trusted::parse_rfc3339(time)?;
+                Ok((key_id.to_owned(), from))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { keys, revoked })
+    }
+
+    /// Checks a head's signature against the trusted keys and its key's revocation time.
+    pub fn verify(&self, record: &HeadRecord) -> Result<Witnessed> {
+        let head = record.verify(&self.keys)?;
+        witness::revocation(&head.key_id, head.time_unix_nanos, &self.revoked)?;
+        Ok(head)
+    }
 }
 
 /// The witnessed heads of `source` with each signature checked; a head that does not verify is
 /// an error, never silently skipped. `source` is a file of JSON lines (as `verdict heads` writes)
 /// or a query service URL, from which the newest head of every chain is fetched. Hand-over heads
 /// among them add the witness keys they hand over to `witnesses`.
-fn read_heads(source: &str, witnesses: &mut Vec<PublicKey>) -> Result<Vec<Witnessed>> {
+fn read_heads(source: &str, trust: &mut WitnessTrust) -> Result<Vec<Witnessed>> {
     let records = match source.starts_with("http://") || source.starts_with("https://") {
         true => crate::query::newest_heads(source)?
             .iter()
@@ -144,10 +171,10 @@ fn read_heads(source: &str, witnesses: &mut Vec<PublicKey>) -> Result<Vec<Witnes
         .iter()
         .map(|(_, record)| record.to_signed())
         .collect::<Result<Vec<_>, _>>()?;
-    verdict_proto::witness::follow_handovers(witnesses, &signed);
+    witness::follow_handovers(&mut trust.keys, &signed, &trust.revoked);
     let mut heads = Vec::new();
     for (at, record) in records {
-        heads.push(record.verify(witnesses).with_context(|| at)?);
+        heads.push(trust.verify(&record).with_context(|| at)?);
     }
     if heads.is_empty() {
         anyhow::bail!("{source}: no witnessed heads");
@@ -189,8 +216,8 @@ pub struct HeadsCheck {
 
 impl HeadsCheck {
     /// Heads read from `source` (see [`read_heads`]), each of which the source must reach.
-    pub fn from_source(source: &str, witnesses: &mut Vec<PublicKey>) -> Result<Self> {
-        let mut check = Self::new(read_heads(source, witnesses)?);
+    pub fn from_source(source: &str, trust: &mut WitnessTrust) -> Result<Self> {
+        let mut check = Self::new(read_heads(source, trust)?);
         check.of_every_chain = source.starts_with("http://") || source.starts_with("https://");
         Ok(check)
     }
@@ -302,13 +329,17 @@ fn checkpoint_disagrees(event: &SignedEvent, tree: &Frontier) -> Option<String> 
 pub fn verify_event(
     path: &Path,
     keys: verdict_proto::TrustedKeys,
-    witnesses: &[PublicKey],
+    trust: &WitnessTrust,
 ) -> Result<(Option<SignedEvent>, Vec<String>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let record: EventProofRecord = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an event proof", path.display()))?;
-    let event = match record.verify(witnesses) {
+    let event = match record.verify(&trust.keys).and_then(|event| {
+        let head = record.head.verify(&trust.keys)?;
+        witness::revocation(&head.key_id, head.time_unix_nanos, &trust.revoked)?;
+        Ok(event)
+    }) {
         Ok(event) => event,
         Err(error) => return Ok((None, vec![error.to_string()])),
     };

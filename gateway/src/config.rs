@@ -188,6 +188,10 @@ pub struct WitnessWatchConfig {
     /// The topic the auditor publishes heads on; default `<kafka.topic>.witness`.
     #[serde(default)]
     pub topic: Option<String>,
+    /// Witness keys revoked from a time on: key id → RFC 3339 time. Heads such a key signed
+    /// from then on are rejected, and hand nothing over.
+    #[serde(default)]
+    pub revoked: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

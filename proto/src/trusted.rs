@@ -134,7 +134,7 @@ pub enum TrustError {
 }
 
 /// Unix nanoseconds of an RFC 3339 time.
-fn parse_rfc3339(text: &str) -> Result<i64, TrustError> {
+pub fn parse_rfc3339(text: &str) -> Result<i64, TrustError> {
     let bad = || TrustError::RevokedFrom(text.to_owned());
     let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| bad())?;

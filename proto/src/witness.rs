@@ -15,6 +15,7 @@ use crate::pb;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// Domain separation tag of witness signatures.
 pub const WITNESS_TAG: &[u8; 18] = b"verdict.witness.v1";
@@ -54,16 +55,30 @@ pub enum WitnessError {
     Proof(#[from] MerkleError),
     #[error("not hex: {0}")]
     Hex(String),
+    #[error("witness key {key_id} is revoked from {from} ns; the head was signed at {signed} ns")]
+    Revoked {
+        key_id: String,
+        from: i64,
+        signed: i64,
+    },
 }
 
 /// Extends `witnesses` with every key a head in `heads` hands the witness role to, where that head
 /// is signed by a key already trusted (the configured ones, or one handed over before), until no
 /// more are added. Heads that do not verify hand nothing over.
-pub fn follow_handovers(witnesses: &mut Vec<PublicKey>, heads: &[pb::SignedHead]) {
+///
+/// A hand-over signed by a revoked key at or after its revocation time (`revoked`: key_id → Unix
+/// nanoseconds) hands nothing over: a stolen witness key cannot name a successor of its thief's.
+pub fn follow_handovers(
+    witnesses: &mut Vec<PublicKey>,
+    heads: &[pb::SignedHead],
+    revoked: &HashMap<String, i64>,
+) {
     loop {
         let handed: Vec<PublicKey> = heads
             .iter()
             .filter_map(|signed| verify(signed, witnesses).ok())
+            .filter(|head| revocation(&head.witness_key_id, head.time_unix_nanos, revoked).is_ok())
             .filter_map(|head| PublicKey::from_bytes(&head.next_witness_key).ok())
             .filter(|next| witnesses.iter().all(|k| k.key_id() != next.key_id()))
             .collect();
@@ -75,6 +90,22 @@ pub fn follow_handovers(witnesses: &mut Vec<PublicKey>, heads: &[pb::SignedHead]
                 witnesses.push(key);
             }
         }
+    }
+}
+
+/// Whether a head `key_id` signed at `time_unix_nanos` falls after the key's revocation.
+pub fn revocation(
+    key_id: &str,
+    time_unix_nanos: i64,
+    revoked: &HashMap<String, i64>,
+) -> Result<(), WitnessError> {
+    match revoked.get(key_id) {
+        Some(&from) if time_unix_nanos >= from => Err(WitnessError::Revoked {
+            key_id: key_id.to_owned(),
+            from,
+            signed: time_unix_nanos,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -182,6 +213,7 @@ pub struct Witnessed {
     pub event_hash: Hash,
     pub tree_root: Hash,
     pub key_id: String,
+    pub time_unix_nanos: i64,
 }
 
 impl TryFrom<pb::WitnessedHead> for Witnessed {
@@ -197,6 +229,7 @@ impl TryFrom<pb::WitnessedHead> for Witnessed {
             chain_id: head.chain_id,
             seq: head.seq,
             key_id: head.witness_key_id,
+            time_unix_nanos: head.time_unix_nanos,
         })
     }
 }
@@ -310,7 +343,7 @@ mod tests {
             head(&third),
         ];
         let mut witnesses = vec![first.public().clone()];
-        follow_handovers(&mut witnesses, &heads);
+        follow_handovers(&mut witnesses, &heads, &HashMap::new());
         let ids: Vec<&str> = witnesses.iter().map(PublicKey::key_id).collect();
         assert_eq!(
             ids,

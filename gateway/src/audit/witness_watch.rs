@@ -23,6 +23,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Message;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub enum WatchError {
     Key(#[from] KeyError),
     #[error("[audit.witness] needs at least one witness public key in `keys`")]
     NoKeys,
+    #[error("[audit.witness] revoked: {0}")]
+    Revoked(#[from] verdict_proto::TrustError),
     #[error("kafka consumer for the witness topic: {0}")]
     Kafka(#[from] KafkaError),
 }
@@ -61,6 +64,8 @@ enum Comparison {
 pub struct WitnessWatch {
     consumer: StreamConsumer<QuietContext>,
     witnesses: Vec<PublicKey>,
+    /// key_id → Unix nanoseconds from which the witness key is revoked.
+    revoked: HashMap<String, i64>,
     chain_id: String,
     journal_dir: PathBuf,
     pub status: Arc<WitnessStatus>,
@@ -81,6 +86,11 @@ impl WitnessWatch {
             .iter()
             .map(|path| PublicKey::read_pem_file(path))
             .collect::<Result<Vec<_>, _>>()?;
+        let revoked = config
+            .revoked
+            .iter()
+            .map(|(id, time)| Ok((id.clone(), verdict_proto::trusted::parse_rfc3339(time)?)))
+            .collect::<Result<_, WatchError>>()?;
         let topic = config
             .topic
             .clone()
@@ -101,6 +111,7 @@ impl WitnessWatch {
         Ok(Self {
             consumer,
             witnesses,
+            revoked,
             chain_id: chain_id.to_owned(),
             journal_dir,
             status: Arc::default(),
@@ -139,8 +150,11 @@ impl WitnessWatch {
     fn accept(&mut self, payload: &[u8]) -> Option<pb::WitnessedHead> {
         let signed: Result<pb::SignedHead, _> = prost::Message::decode(payload);
         let verified = signed.map_err(|e| e.to_string()).and_then(|s| {
-            witness::follow_handovers(&mut self.witnesses, std::slice::from_ref(&s));
-            witness::verify(&s, &self.witnesses).map_err(|e| e.to_string())
+            witness::follow_handovers(&mut self.witnesses, std::slice::from_ref(&s), &self.revoked);
+            let head = witness::verify(&s, &self.witnesses).map_err(|e| e.to_string())?;
+            witness::revocation(&head.witness_key_id, head.time_unix_nanos, &self.revoked)
+                .map_err(|e| e.to_string())?;
+            Ok(head)
         });
         match verified {
             Ok(head) => (head.chain_id == self.chain_id).then_some(head),

@@ -565,7 +565,7 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
     assert!(!published
         .iter()
         .any(|h| witness::verify(h, &witnesses).is_ok_and(|h| h.seq == head.seq)));
-    witness::follow_handovers(&mut witnesses, &published);
+    witness::follow_handovers(&mut witnesses, &published, &Default::default());
     assert_eq!(witnesses.len(), 2, "the hand-over head names the new key");
     assert!(published
         .iter()
@@ -607,6 +607,27 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
         None,
     );
     assert!(ok && out.contains("seqs 1..=2100 equals"), "{out}");
+    // With the first witness key revoked from before it handed over, nothing it signed counts.
+    let first_id = witness_public.key_id().to_owned();
+    let (ok, out) = verdict(
+        &[
+            "verify",
+            "--export",
+            s(&export),
+            "--public-key",
+            s(&public),
+            "--witnessed-head",
+            s(&heads_file),
+            "--witness-key",
+            s(&dir.path().join("witness").join("verdict.pub")),
+            "--witness-revoked",
+            &format!("{first_id}=2020-01-01T00:00:00Z"),
+        ],
+        None,
+    );
+    // The new key's head is no longer handed over, the hand-over head itself is revoked.
+    let refused = ["is revoked from", "is not among the trusted witness keys"];
+    assert!(!ok && refused.iter().any(|r| out.contains(r)), "{out}");
     // The stolen key writes another seq 15.
     let mut thief = ChainWriter::resume("forked-gw", key, 14, events[13].hash);
     let forged = thief.append(b"another history".to_vec());
