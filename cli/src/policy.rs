@@ -20,13 +20,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use verdict_gateway::catalog::Catalog;
-use verdict_gateway::decision::{CallInfo, Ruling};
-use verdict_gateway::mcp::ClientInfo;
-use verdict_gateway::policy::pin::{pin_key, Fingerprint, LockFile};
-use verdict_gateway::policy::schema_check::Severity;
-use verdict_gateway::policy::Policy;
 use verdict_gateway::upstream::Upstream;
 use verdict_gateway::GatewayConfig;
+use verdict_policy::pin::{pin_key, Fingerprint, LockFile};
+use verdict_policy::schema_check::Severity;
+use verdict_policy::{CallInfo, Policy, Ruling};
 use verdict_proto::Label;
 
 #[derive(clap::Subcommand)]
@@ -181,7 +179,6 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
         "\n{:<28} {:<14} {:<12} {:<24} {:<22} may also apply",
         "TOOL", "UPSTREAM", "RISK", "DECISION", "RULE"
     );
-    let client = ClientInfo::default();
     let no_arguments = json!({});
     for tool in catalog.tools() {
         let upstream = &upstreams[tool.upstream].name;
@@ -192,7 +189,6 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
             let call = CallInfo {
                 agent,
                 session: "",
-                client: &client,
                 upstream,
                 tool: &tool.name,
                 exposed: &tool.exposed,

@@ -6,11 +6,12 @@
 //! - [`shipper`]: the journal is tailed and produced to Kafka, resuming where the broker last
 //!   acknowledged.
 //!
-//! [`canonical`] is the one JSON encoding that argument hashes are computed over; [`refusals`]
+//! [`canonical`] (from `verdict_policy`, which fingerprints tools with it) is the one JSON encoding
+//! that argument hashes are computed over; [`refusals`]
 //! counts the refusals of unauthenticated requests into one event per interval; [`space`] watches
 //! the journal's disk; `tree` keeps the Merkle tree the checkpoints commit to.
 
-pub mod canonical;
+pub use verdict_policy::canonical;
 pub mod event;
 pub mod recorder;
 pub mod refusals;
