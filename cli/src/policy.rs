@@ -8,6 +8,10 @@
 //! that cannot be reached or launched, or any error, makes the exit status non-zero: a policy
 //! checked against nothing is not "valid".
 //!
+//! `--replay` also replays the recorded calls under the policy and fails when it refuses calls
+//! that were allowed, unless acknowledged; `verdict policy replay` shows every change (both in
+//! `policy_replay.rs`).
+//!
 //! `verdict policy pin` writes the lock file of tool pinning (`policy.lock` beside the policy):
 //! the fingerprint of every tool the policy's `"pin"` patterns cover, as the upstreams list them
 //! now. It prints what changes against the current lock file first, like a lockfile update in
@@ -31,6 +35,9 @@ use verdict_proto::Label;
 pub enum Command {
     /// Validate POLICY; with --gateway-config, classify every upstream tool and show its rule.
     Check(CheckArgs),
+    /// What a draft policy would have done to the recorded calls (query service): the changes per
+    /// rule, agent and tool, with sample calls.
+    Replay(crate::policy_replay::ReplayArgs),
     /// Pin the tools that POLICY's "pin" patterns cover, as the upstreams list them now, in the
     /// lock file beside POLICY (policy.lock); prints the change first.
     Pin(PinArgs),
@@ -58,11 +65,14 @@ pub struct CheckArgs {
     /// The agent id to evaluate rules for.
     #[arg(long, default_value = "any")]
     agent: String,
+    #[command(flatten)]
+    gate: crate::policy_replay::GateArgs,
 }
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check(args) => check(args),
+        Command::Replay(args) => crate::policy_replay::replay(args),
         Command::Pin(args) => pin(args),
     }
 }
@@ -80,8 +90,13 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         args.policy.display(),
         hex::encode(policy.sha256)
     );
+    let gate_passed = !args.gate.enabled() || crate::policy_replay::gate(&args.policy, &args.gate)?;
     let Some(config_path) = &args.gateway_config else {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if gate_passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     };
     let (upstreams, catalog) = list_tools(config_path)?;
     print_table(&policy, &catalog, &upstreams, &args.agent);
@@ -110,8 +125,8 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(match errors {
-        0 => ExitCode::SUCCESS,
+    Ok(match (errors, gate_passed) {
+        (0, true) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
 }

@@ -12,6 +12,8 @@ use crate::follow::{Follow, FollowResult};
 use crate::follow_cursor::Positions;
 use crate::metrics::Metrics;
 use crate::paging::{page_window, BadToken, Cursor};
+use crate::replay::{Replay, REPLAYED};
+use crate::replay_stream::{ReplayResult, ReplayStream};
 use crate::store::{ChainWalk, Store, StoreError};
 use crate::summary::{self, SummaryRow};
 use prost::Message;
@@ -34,6 +36,9 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Messages buffered per follower before its task waits (the stream's back-pressure bound).
 const FOLLOW_CHANNEL: usize = 64;
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+/// Concrete calls a replay keeps per change, by default and at most.
+const DEFAULT_REPLAY_SAMPLES: u32 = 5;
+const MAX_REPLAY_SAMPLES: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -45,6 +50,9 @@ pub enum QueryError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The service is not configured for the request.
+    #[error("{0}")]
+    Unconfigured(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +64,7 @@ impl From<QueryError> for Status {
                 Status::invalid_argument(err.to_string())
             }
             QueryError::NotFound(what) => Status::not_found(what),
+            QueryError::Unconfigured(what) => Status::failed_precondition(what),
             QueryError::Store(e) => {
                 tracing::error!(error = %e, "storage query failed");
                 Status::unavailable("the audit store did not answer; see the query service log")
@@ -484,6 +493,47 @@ impl QueryService {
         })
     }
 
+    async fn replay_policy(
+        &self,
+        req: pb::ReplayPolicyRequest,
+    ) -> Result<ReceiverStream<ReplayResult>> {
+        let draft = verdict_policy::Policy::from_text(&req.policy_json)
+            .map_err(|e| QueryError::Invalid(format!("policy_json:{e}")))?;
+        let samples = bounded(
+            "samples",
+            req.samples,
+            DEFAULT_REPLAY_SAMPLES,
+            MAX_REPLAY_SAMPLES,
+        )?;
+        if self.keys.is_empty() {
+            return Err(QueryError::Unconfigured(
+                "a replay re-decides verified events only: configure trusted_keys".into(),
+            ));
+        }
+        let filter = pb::EventFilter {
+            decisions: REPLAYED.iter().map(|&kind| kind as i32).collect(),
+            ..req.filter.unwrap_or_default()
+        };
+        let cond = self.decision_conditions(Some(&filter))?;
+        let chains = self.store.chain_ranges(&cond).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let replay = ReplayStream {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            chains,
+            cond,
+            replay: Replay::new(draft, samples as usize),
+        };
+        tokio::spawn(
+            async move {
+                let calls = replay.run(tx).await;
+                tracing::info!(calls, "replay finished");
+            }
+            .instrument(tracing::info_span!("replay")),
+        );
+        Ok(ReceiverStream::new(rx))
+    }
+
     /// The chain's persisted head, or (before the auditor persisted one) its newest stored event.
     async fn head(&self, chain_id: &str, newest_seq: u64) -> Result<pb::ChainHeadInfo> {
         if let Some(head) = self
@@ -557,6 +607,16 @@ impl AuditQuery for QueryService {
     }
 
     type FollowStream = ReceiverStream<FollowResult>;
+
+    type ReplayPolicyStream = ReceiverStream<ReplayResult>;
+
+    async fn replay_policy(
+        &self,
+        request: Request<pb::ReplayPolicyRequest>,
+    ) -> std::result::Result<Response<Self::ReplayPolicyStream>, Status> {
+        self.timed("ReplayPolicy", self.replay_policy(request.into_inner()))
+            .await
+    }
 
     async fn follow(
         &self,

@@ -76,7 +76,7 @@ pub(crate) fn line(row: &EventRow, format: pb::ExportFormat) -> String {
 }
 
 /// Reads each chain's matching events, window by window, into `batches`.
-async fn read_chains(
+pub(crate) async fn read_chains(
     store: Store,
     chains: Vec<(String, u64, u64)>,
     cond: Conditions,
