@@ -23,6 +23,7 @@ mod gateway_stdio;
 mod gateway_stdio_relay;
 mod gateway_upstream_notifications;
 mod gateway_upstream_requests;
+mod policy_replay;
 mod query_bad_input;
 mod query_export;
 mod query_follow;
