@@ -355,6 +355,9 @@ async fn replay_counts_equal_a_live_run_of_the_draft_and_hashed_arguments_are_un
         got, expected,
         "the replay decides as the draft gateways did"
     );
+    for ((from, to, rule, agent, tool), count) in &got {
+        eprintln!("{from} -> {to} {rule} {agent} {tool}: {count}");
+    }
     for kind in [
         DecisionKind::Deny,
         DecisionKind::ApprovalRequested,
