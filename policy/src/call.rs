@@ -8,7 +8,7 @@ use crate::pin::Fingerprint;
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
-use verdict_proto::pb::RiskClass;
+use verdict_proto::pb::{DecisionKind, RiskClass};
 
 /// A tool's risk class, as classified from its definition and named in policy files (`read`,
 /// `write`, `destructive`; ordered by severity, so the most severe of several is the `max`).
@@ -72,6 +72,19 @@ pub enum Ruling {
     RequireApproval {
         timeout: Duration,
     },
+}
+
+impl Ruling {
+    /// The decision an event records for this ruling.
+    pub fn kind(&self) -> DecisionKind {
+        match self {
+            Self::Allow => DecisionKind::Allow,
+            Self::Deny => DecisionKind::Deny,
+            Self::Hide => DecisionKind::Hide,
+            Self::RateLimited { .. } => DecisionKind::RateLimited,
+            Self::RequireApproval { .. } => DecisionKind::ApprovalRequested,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
