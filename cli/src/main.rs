@@ -7,6 +7,7 @@ mod approvals;
 mod follow;
 mod keygen;
 mod policy;
+mod policy_explain;
 mod policy_replay;
 mod query;
 mod verify;

@@ -10,7 +10,8 @@
 //!
 //! `--replay` also replays the recorded calls under the policy and fails when it refuses calls
 //! that were allowed, unless acknowledged; `verdict policy replay` shows every change (both in
-//! `policy_replay.rs`).
+//! `policy_replay.rs`); `verdict policy explain` shows why one recorded call was decided as it was
+//! (`policy_explain.rs`).
 //!
 //! `verdict policy pin` writes the lock file of tool pinning (`policy.lock` beside the policy):
 //! the fingerprint of every tool the policy's `"pin"` patterns cover, as the upstreams list them
@@ -38,6 +39,9 @@ pub enum Command {
     /// What a draft policy would have done to the recorded calls (query service): the changes per
     /// rule, agent and tool, with sample calls.
     Replay(crate::policy_replay::ReplayArgs),
+    /// Why a recorded call (chain:seq) was decided as it was, under the policy in force and a
+    /// draft (query service).
+    Explain(crate::policy_explain::ExplainArgs),
     /// Pin the tools that POLICY's "pin" patterns cover, as the upstreams list them now, in the
     /// lock file beside POLICY (policy.lock); prints the change first.
     Pin(PinArgs),
@@ -73,6 +77,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check(args) => check(args),
         Command::Replay(args) => crate::policy_replay::replay(args),
+        Command::Explain(args) => crate::policy_explain::explain(args),
         Command::Pin(args) => pin(args),
     }
 }

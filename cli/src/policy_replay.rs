@@ -165,6 +165,7 @@ fn run(
             policy_json,
             filter: Some(filter),
             samples,
+            ..Default::default()
         });
         let mut stream = client
             .inner

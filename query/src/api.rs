@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use verdict_proto::pb::{self, audit_query_server::AuditQuery};
-use verdict_proto::verify::ChainHead;
+use verdict_proto::verify::{ChainHead, EventStatus};
 use verdict_proto::Label;
 use verdict_proto::{ChainVerifier, SignedEvent, TrustedKeys};
 use verdict_schema::{ChainHeadRow, EventRow};
@@ -497,19 +497,21 @@ impl QueryService {
         &self,
         req: pb::ReplayPolicyRequest,
     ) -> Result<ReceiverStream<ReplayResult>> {
-        let draft = verdict_policy::Policy::from_text(&req.policy_json)
-            .map_err(|e| QueryError::Invalid(format!("policy_json:{e}")))?;
+        if self.keys.is_empty() {
+            return Err(QueryError::Unconfigured(
+                "a replay re-decides verified events only: configure trusted_keys".into(),
+            ));
+        }
+        if !req.event.is_empty() {
+            return self.explain_event(&req).await;
+        }
+        let draft = draft_policy(&req.policy_json)?;
         let samples = bounded(
             "samples",
             req.samples,
             DEFAULT_REPLAY_SAMPLES,
             MAX_REPLAY_SAMPLES,
         )?;
-        if self.keys.is_empty() {
-            return Err(QueryError::Unconfigured(
-                "a replay re-decides verified events only: configure trusted_keys".into(),
-            ));
-        }
         let filter = pb::EventFilter {
             decisions: REPLAYED.iter().map(|&kind| kind as i32).collect(),
             ..req.filter.unwrap_or_default()
@@ -531,6 +533,46 @@ impl QueryService {
             }
             .instrument(tracing::info_span!("replay")),
         );
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// `ReplayPolicy` for one event: its verified record, re-decided under the draft if any.
+    async fn explain_event(
+        &self,
+        req: &pb::ReplayPolicyRequest,
+    ) -> Result<ReceiverStream<ReplayResult>> {
+        let invalid = || QueryError::Invalid("event: expected chain_id:seq".into());
+        let (chain_id, seq) = req.event.rsplit_once(':').ok_or_else(invalid)?;
+        let seq: u64 = seq.parse().map_err(|_| invalid())?;
+        let chain_id = filter::text("event", chain_id)?;
+        let draft = match req.policy_json.as_str() {
+            "" => None,
+            text => Some(draft_policy(text)?),
+        };
+        let not_found = || QueryError::NotFound(format!("{chain_id}:{seq} is not stored"));
+        let envelope = self
+            .store
+            .envelope(&chain_id, seq)
+            .await?
+            .ok_or_else(not_found)?;
+        let event = SignedEvent::decode(&envelope)
+            .ok()
+            .filter(|e| {
+                ChainVerifier::new(self.keys.clone()).verify(e).status != EventStatus::Untrusted
+            })
+            .ok_or_else(|| {
+                QueryError::Invalid(format!(
+                    "{chain_id}:{seq} does not verify with the trusted keys"
+                ))
+            })?;
+        let explanation = crate::replay::explain(draft.as_ref(), &event).ok_or_else(|| {
+            QueryError::Invalid(format!("{chain_id}:{seq} records no tool call's ruling"))
+        })?;
+        let (tx, rx) = mpsc::channel(1);
+        let message = pb::ReplayMessage {
+            kind: Some(pb::replay_message::Kind::Explanation(explanation)),
+        };
+        let _ = tx.send(Ok(message)).await;
         Ok(ReceiverStream::new(rx))
     }
 
@@ -680,6 +722,12 @@ impl AuditQuery for QueryService {
 }
 
 /// `value`, or `default` for 0; more than `max` is an error.
+/// A draft policy from a request, or why it is invalid (line and column).
+fn draft_policy(text: &str) -> Result<verdict_policy::Policy> {
+    verdict_policy::Policy::from_text(text)
+        .map_err(|e| QueryError::Invalid(format!("policy_json:{e}")))
+}
+
 pub(crate) fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32> {
     match value {
         0 => Ok(default.min(max)),

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use verdict_policy::rate::RateLimiter;
-use verdict_policy::{CallInfo, Policy, RiskName, PIN_RULE};
+use verdict_policy::{CallInfo, Decision, Policy, RiskName, PIN_RULE};
 use verdict_proto::pb::{self, event_body::Kind, DecisionKind, Redaction};
 use verdict_proto::SignedEvent;
 
@@ -140,17 +140,21 @@ impl Replay {
     fn count(&mut self, recorded: &Recorded<'_>, outcome: Outcome, sample: String) {
         self.summary.calls += 1;
         let (draft, rule_id, detail) = match outcome {
-            Outcome::Decided(kind, _) if kind == recorded.kind => {
+            Ok(decision) if decision.ruling.kind() == recorded.kind => {
                 self.summary.unchanged += 1;
                 return;
             }
-            Outcome::Decided(kind, rule_id) => {
+            Ok(decision) => {
                 self.summary.changed += 1;
-                (kind, rule_id, String::new())
+                (decision.ruling.kind(), decision.rule_id, String::new())
             }
-            Outcome::Undecidable(rule_ids, detail) => {
+            Err(undecided) => {
                 self.summary.undecidable += 1;
-                (DecisionKind::Unspecified, rule_ids, detail)
+                (
+                    DecisionKind::Unspecified,
+                    undecided.rule_ids,
+                    undecided.detail,
+                )
             }
         };
         let actor = recorded.decision.actor.as_ref();
@@ -183,10 +187,51 @@ impl Replay {
 }
 
 /// What the draft makes of one recorded call.
-enum Outcome {
-    Decided(DecisionKind, String),
-    /// The rules that could decide it, joined, and why the call cannot tell.
-    Undecidable(String, String),
+type Outcome = Result<Decision, Undecided>;
+
+/// A call the draft cannot re-decide: the rules that could decide it, joined, and why the call
+/// cannot tell.
+struct Undecided {
+    rule_ids: String,
+    detail: String,
+}
+
+/// `event` (a verified envelope) re-decided alone under `draft` (without one: the record only);
+/// `None` when it records no tool call's first ruling.
+pub fn explain(draft: Option<&Policy>, event: &SignedEvent) -> Option<pb::ReplayExplanation> {
+    let body = event.decode_body().ok()?;
+    let Some(Kind::Decision(decision)) = &body.kind else {
+        return None;
+    };
+    let recorded = Recorded::read(decision)?;
+    let mut explanation = pb::ReplayExplanation {
+        chain_id: event.chain_id.clone(),
+        seq: event.seq,
+        time_unix_nanos: body.time_unix_nanos,
+        recorded: Some(decision.clone()),
+        ..Default::default()
+    };
+    let Some(draft) = draft else {
+        return Some(explanation);
+    };
+    let (upstream, tool) = (&decision.upstream, &decision.tool);
+    explanation.candidate_rules = draft
+        .rules_for(upstream, [tool, tool])
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    match recorded.redecide(draft, &RateLimiter::default(), Instant::now()) {
+        Ok(decided) => {
+            explanation.draft = decided.ruling.kind() as i32;
+            explanation.rule_id = decided.rule_id;
+            explanation.reason = decided.reason;
+        }
+        Err(undecided) => {
+            explanation.rule_id = undecided.rule_ids;
+            explanation.detail = undecided.detail;
+        }
+    }
+    Some(explanation)
 }
 
 impl<'a> Recorded<'a> {
@@ -222,8 +267,10 @@ impl<'a> Recorded<'a> {
 
     fn redecide(&self, draft: &Policy, rates: &RateLimiter, now: Instant) -> Outcome {
         if self.decision.rule_id == PIN_RULE {
-            let why = "a tool pin decided it; pins are not replayed";
-            return Outcome::Undecidable(PIN_RULE.into(), why.into());
+            return Err(Undecided {
+                rule_ids: PIN_RULE.into(),
+                detail: "a tool pin decided it; pins are not replayed".into(),
+            });
         }
         let actor = self.decision.actor.clone().unwrap_or_default();
         let call = CallInfo {
@@ -243,13 +290,12 @@ impl<'a> Recorded<'a> {
             (Some(_), None) => self.arguments.is_null(),
             (Some(_), Some(value)) => holds_redacted(value),
         };
-        match draft.decide_partly(&call, unknown, rates, now) {
-            Ok(decision) => Outcome::Decided(decision.ruling.kind(), decision.rule_id),
-            Err(undecidable) => Outcome::Undecidable(
-                undecidable.rule_ids.join(" | "),
-                self.unknown.unwrap_or_default().into(),
-            ),
-        }
+        draft
+            .decide_partly(&call, unknown, rates, now)
+            .map_err(|undecidable| Undecided {
+                rule_ids: undecidable.rule_ids.join(" | "),
+                detail: self.unknown.unwrap_or_default().into(),
+            })
     }
 }
 

@@ -232,6 +232,7 @@ async fn replay(query: &QueryService, policy: &str) -> (Vec<pb::ReplayChange>, p
         policy_json: policy.into(),
         filter: None,
         samples: 3,
+        ..Default::default()
     };
     let mut stream = client
         .replay_policy(authed(request, TOKEN))
@@ -454,6 +455,57 @@ async fn replay_counts_equal_a_live_run_of_the_draft_and_hashed_arguments_are_un
         acked.status.success(),
         "{}",
         String::from_utf8_lossy(&acked.stderr)
+    );
+
+    // One changed call and one undecidable call explained, under the policy in force (found by
+    // its hash among the policy files) and the draft.
+    let sample = |undecidable: bool, rule: &str| {
+        changes
+            .iter()
+            .find(|c| c.undecidable == undecidable && c.rule_id.starts_with(rule))
+            .map(|c| c.samples[0].clone())
+            .unwrap()
+    };
+    let dir_arg = dir.path().display().to_string();
+    let explain = |event: &str| {
+        let out = verdict(
+            &[
+                "policy",
+                "explain",
+                "--event",
+                event,
+                "--policy",
+                &draft,
+                "--policies",
+                &dir_arg,
+            ],
+            &query,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = explain(&sample(false, "no-secret-notes"));
+    for line in [
+        "recorded: allow by rule notes",
+        "under the policy in force (",
+        "  allow by rule notes: allowed by rule",
+        "under the draft (",
+        "  deny by rule no-secret-notes: secret projects stay out of work memory",
+        "rules that can apply to this tool, in order: no-secret-notes, notes",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    let text = explain(&sample(true, "no-secret-notes"));
+    assert!(text.contains("arguments (stored as a hash only)"), "{text}");
+    assert!(
+        text.contains(
+            "undecidable (arguments stored as a hash only): rules no-secret-notes | notes"
+        ),
+        "{text}"
     );
     eprintln!(
         "{total} calls recorded in {recording:.1?}, replayed in {replaying:.1?}, re-run live under the draft in {rerun:.1?}"
