@@ -68,17 +68,12 @@ async fn ask(
     event: &str,
     policy_json: String,
 ) -> Result<pb::ReplayExplanation> {
-    let request = client.request(pb::ReplayPolicyRequest {
+    let request = pb::ReplayPolicyRequest {
         policy_json,
         event: event.to_owned(),
         ..Default::default()
-    });
-    let mut stream = client
-        .inner
-        .replay_policy(request)
-        .await
-        .map_err(status)?
-        .into_inner();
+    };
+    let mut stream = crate::policy_replay::open(client, request).await?;
     match stream.message().await.map_err(status)? {
         Some(pb::ReplayMessage {
             kind: Some(Kind::Explanation(explanation)),

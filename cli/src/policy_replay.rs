@@ -161,18 +161,13 @@ fn run(
         .build()?;
     runtime.block_on(async {
         let mut client = Client::connect(connection).await?;
-        let request = client.request(pb::ReplayPolicyRequest {
+        let request = pb::ReplayPolicyRequest {
             policy_json,
             filter: Some(filter),
             samples,
             ..Default::default()
-        });
-        let mut stream = client
-            .inner
-            .replay_policy(request)
-            .await
-            .map_err(status)?
-            .into_inner();
+        };
+        let mut stream = open(&mut client, request).await?;
         let terminal = std::io::stderr().is_terminal();
         let mut changes = Vec::new();
         while let Some(message) = stream.message().await.map_err(status)? {
@@ -190,6 +185,16 @@ fn run(
         }
         anyhow::bail!("the replay stream ended without its summary")
     })
+}
+
+/// The `ReplayPolicy` stream of `request`.
+pub(crate) async fn open(
+    client: &mut Client,
+    request: pb::ReplayPolicyRequest,
+) -> Result<tonic::Streaming<pb::ReplayMessage>> {
+    let request = client.request(request);
+    let stream = client.inner.replay_policy(request).await.map_err(status)?;
+    Ok(stream.into_inner())
 }
 
 fn label(kind: DecisionKind) -> &'static str {

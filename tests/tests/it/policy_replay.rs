@@ -11,14 +11,12 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use verdict_proto::pb::{self, replay_message::Kind, DecisionKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
-use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{authed, verdict_cli as verdict, QueryService, TOKEN};
 use verdict_tests::trail::{decision, journal_events};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -251,15 +249,6 @@ async fn replay(query: &QueryService, policy: &str) -> (Vec<pb::ReplayChange>, p
 }
 
 type Key = (i32, i32, String, String, String);
-
-fn verdict(args: &[&str], query: &QueryService) -> Output {
-    Command::new(cargo_bin("verdict"))
-        .args(args)
-        .env("VERDICT_QUERY_URL", query.url())
-        .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replay_counts_equal_a_live_run_of_the_draft_and_hashed_arguments_are_undecidable() {
