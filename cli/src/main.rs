@@ -7,6 +7,8 @@ mod approvals;
 mod follow;
 mod keygen;
 mod policy;
+mod policy_explain;
+mod policy_replay;
 mod query;
 mod verify;
 mod witnessed;
@@ -29,7 +31,8 @@ struct Cli {
 enum Command {
     /// Generate an Ed25519 signing key pair for a gateway.
     Keygen(keygen::Args),
-    /// Policy files: validate, show what they do to a gateway's tools, pin tool definitions.
+    /// Policy files: validate, show what they do to a gateway's tools, replay a draft against the
+    /// recorded calls, pin tool definitions.
     #[command(subcommand)]
     Policy(policy::Command),
     /// Calls held for a human decision: list, approve, reject (gateway admin API).

@@ -8,6 +8,11 @@
 //! that cannot be reached or launched, or any error, makes the exit status non-zero: a policy
 //! checked against nothing is not "valid".
 //!
+//! `--replay` also replays the recorded calls under the policy and fails when it refuses calls
+//! that were allowed, unless acknowledged; `verdict policy replay` shows every change (both in
+//! `policy_replay.rs`); `verdict policy explain` shows why one recorded call was decided as it was
+//! (`policy_explain.rs`).
+//!
 //! `verdict policy pin` writes the lock file of tool pinning (`policy.lock` beside the policy):
 //! the fingerprint of every tool the policy's `"pin"` patterns cover, as the upstreams list them
 //! now. It prints what changes against the current lock file first, like a lockfile update in
@@ -20,19 +25,23 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use verdict_gateway::catalog::Catalog;
-use verdict_gateway::decision::{CallInfo, Ruling};
-use verdict_gateway::mcp::ClientInfo;
-use verdict_gateway::policy::pin::{pin_key, Fingerprint, LockFile};
-use verdict_gateway::policy::schema_check::Severity;
-use verdict_gateway::policy::Policy;
 use verdict_gateway::upstream::Upstream;
 use verdict_gateway::GatewayConfig;
+use verdict_policy::pin::{pin_key, Fingerprint, LockFile};
+use verdict_policy::schema_check::Severity;
+use verdict_policy::{CallInfo, Policy, Ruling};
 use verdict_proto::Label;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Validate POLICY; with --gateway-config, classify every upstream tool and show its rule.
     Check(CheckArgs),
+    /// What a draft policy would have done to the recorded calls (query service): the changes per
+    /// rule, agent and tool, with sample calls.
+    Replay(crate::policy_replay::ReplayArgs),
+    /// Why a recorded call (chain:seq) was decided as it was, under the policy in force and a
+    /// draft (query service).
+    Explain(crate::policy_explain::ExplainArgs),
     /// Pin the tools that POLICY's "pin" patterns cover, as the upstreams list them now, in the
     /// lock file beside POLICY (policy.lock); prints the change first.
     Pin(PinArgs),
@@ -60,11 +69,15 @@ pub struct CheckArgs {
     /// The agent id to evaluate rules for.
     #[arg(long, default_value = "any")]
     agent: String,
+    #[command(flatten)]
+    gate: crate::policy_replay::GateArgs,
 }
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check(args) => check(args),
+        Command::Replay(args) => crate::policy_replay::replay(args),
+        Command::Explain(args) => crate::policy_explain::explain(args),
         Command::Pin(args) => pin(args),
     }
 }
@@ -82,8 +95,13 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         args.policy.display(),
         hex::encode(policy.sha256)
     );
+    let gate_passed = !args.gate.enabled() || crate::policy_replay::gate(&args.policy, &args.gate)?;
     let Some(config_path) = &args.gateway_config else {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if gate_passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     };
     let (upstreams, catalog) = list_tools(config_path)?;
     print_table(&policy, &catalog, &upstreams, &args.agent);
@@ -112,8 +130,8 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(match errors {
-        0 => ExitCode::SUCCESS,
+    Ok(match (errors, gate_passed) {
+        (0, true) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
 }
@@ -181,7 +199,6 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
         "\n{:<28} {:<14} {:<12} {:<24} {:<22} may also apply",
         "TOOL", "UPSTREAM", "RISK", "DECISION", "RULE"
     );
-    let client = ClientInfo::default();
     let no_arguments = json!({});
     for tool in catalog.tools() {
         let upstream = &upstreams[tool.upstream].name;
@@ -192,7 +209,6 @@ fn print_table(policy: &Policy, catalog: &Catalog, upstreams: &[Upstream], agent
             let call = CallInfo {
                 agent,
                 session: "",
-                client: &client,
                 upstream,
                 tool: &tool.name,
                 exposed: &tool.exposed,

@@ -35,7 +35,7 @@ pub struct Connection {
     client_key: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Which events: every option narrows; repeated options match any of their values.
@@ -71,10 +71,10 @@ pub struct Filter {
     #[arg(long)]
     reason_contains: Option<String>,
     /// Start: a duration back from now (`90m`, `24h`, `7d`) or Unix seconds.
-    #[arg(long)]
+    #[arg(long, visible_alias = "from")]
     since: Option<String>,
     /// End (exclusive), same forms as --since.
-    #[arg(long)]
+    #[arg(long, visible_alias = "to")]
     until: Option<String>,
 }
 
@@ -258,7 +258,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    async fn connect(connection: &Connection) -> Result<Self> {
+    pub(crate) async fn connect(connection: &Connection) -> Result<Self> {
         let url = connection.query_url.as_str();
         let token = std::env::var("VERDICT_QUERY_TOKEN")
             .context("set VERDICT_QUERY_TOKEN to a query service token")?;
@@ -367,7 +367,7 @@ impl Filter {
 }
 
 /// A duration back from `now` (`90s`, `30m`, `24h`, `7d`) or Unix seconds, in nanoseconds.
-fn parse_time(text: &str, now: i64) -> Result<i64> {
+pub(crate) fn parse_time(text: &str, now: i64) -> Result<i64> {
     let unit = |suffix: char| match suffix {
         's' => Some(1),
         'm' => Some(60),

@@ -3,7 +3,6 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use verdict_gateway::decision::{CallInfo, Decider};
-use verdict_gateway::mcp::ClientInfo;
 use verdict_gateway::policy::PolicyDecider;
 
 fn bench(c: &mut Criterion) {
@@ -23,13 +22,11 @@ fn bench(c: &mut Criterion) {
     let path = dir.path().join("policy.json");
     std::fs::write(&path, text).unwrap();
     let decider = PolicyDecider::load(&path).unwrap();
-    let client = ClientInfo::default();
     let definition = json!({"name": "session_manager", "description": "세션을 관리합니다. 세션 삭제", "annotations": {"destructiveHint": true}});
     let arguments = json!({"action": "delete_session", "session_id": "s1"});
     let call = CallInfo {
         agent: "agent-a",
         session: "sess",
-        client: &client,
         upstream: "memory",
         tool: "session_manager",
         exposed: "session_manager",

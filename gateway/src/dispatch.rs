@@ -218,7 +218,7 @@ impl Gateway {
         let arguments = params.get("arguments").unwrap_or(&null);
         // No call goes on, forwarded, held or refused, before its ruling is in the journal.
         let client = session.client();
-        let ruled = match self.rule(session, &client, route, arguments, &id).await {
+        let ruled = match self.rule(session, route, arguments, &id).await {
             Ok(ruled) => ruled,
             Err(refused) => return Some(jsonrpc::error(id, AUDIT_UNAVAILABLE, &refused)),
         };
@@ -275,7 +275,6 @@ impl Gateway {
     async fn rule(
         &self,
         session: &Session,
-        client: &ClientInfo,
         route: &CatalogTool,
         arguments: &Value,
         id: &Value,
@@ -284,7 +283,6 @@ impl Gateway {
         let call = CallInfo {
             agent: &session.agent,
             session: &session.id,
-            client,
             upstream: &upstream.name,
             tool: &route.name,
             exposed: &route.exposed,

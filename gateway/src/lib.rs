@@ -5,7 +5,8 @@
 //!   stdio ([`downstream::stdio`]), in the handshake-era revisions or the stateless 2026-07-28 one;
 //!   API keys map to agent ids (`verdict_service::credentials`); [`session`] tracks agent sessions.
 //! - [`dispatch`]: one function per MCP method; every `tools/call` passes [`decision`] first,
-//!   which the [`policy`] engine implements.
+//!   which [`policy`] implements over a policy file with the engine of the `verdict-policy`
+//!   crate (the same engine the query service's replay runs).
 //! - [`approvals`]: calls a `require_approval` rule holds until a human decides them through the
 //!   [`admin`] gRPC API.
 //! - [`audit`]: each decision becomes a signed event in the journal before the call goes on, and

@@ -12,6 +12,8 @@ use crate::follow::{Follow, FollowResult};
 use crate::follow_cursor::Positions;
 use crate::metrics::Metrics;
 use crate::paging::{page_window, BadToken, Cursor};
+use crate::replay::{Replay, REPLAYED};
+use crate::replay_stream::{ReplayResult, ReplayStream};
 use crate::store::{ChainWalk, Store, StoreError};
 use crate::summary::{self, SummaryRow};
 use prost::Message;
@@ -24,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use verdict_proto::pb::{self, audit_query_server::AuditQuery};
-use verdict_proto::verify::ChainHead;
+use verdict_proto::verify::{ChainHead, EventStatus};
 use verdict_proto::Label;
 use verdict_proto::{ChainVerifier, SignedEvent, TrustedKeys};
 use verdict_schema::{ChainHeadRow, EventRow};
@@ -34,6 +36,9 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Messages buffered per follower before its task waits (the stream's back-pressure bound).
 const FOLLOW_CHANNEL: usize = 64;
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+/// Concrete calls a replay keeps per change, by default and at most.
+const DEFAULT_REPLAY_SAMPLES: u32 = 5;
+const MAX_REPLAY_SAMPLES: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -45,6 +50,9 @@ pub enum QueryError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The service is not configured for the request.
+    #[error("{0}")]
+    Unconfigured(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +64,7 @@ impl From<QueryError> for Status {
                 Status::invalid_argument(err.to_string())
             }
             QueryError::NotFound(what) => Status::not_found(what),
+            QueryError::Unconfigured(what) => Status::failed_precondition(what),
             QueryError::Store(e) => {
                 tracing::error!(error = %e, "storage query failed");
                 Status::unavailable("the audit store did not answer; see the query service log")
@@ -510,6 +519,89 @@ impl QueryService {
         })
     }
 
+    async fn replay_policy(
+        &self,
+        req: pb::ReplayPolicyRequest,
+    ) -> Result<ReceiverStream<ReplayResult>> {
+        if self.keys.is_empty() {
+            return Err(QueryError::Unconfigured(
+                "a replay re-decides verified events only: configure trusted_keys".into(),
+            ));
+        }
+        if !req.event.is_empty() {
+            return self.explain_event(&req).await;
+        }
+        let draft = draft_policy(&req.policy_json)?;
+        let samples = bounded(
+            "samples",
+            req.samples,
+            DEFAULT_REPLAY_SAMPLES,
+            MAX_REPLAY_SAMPLES,
+        )?;
+        let filter = pb::EventFilter {
+            decisions: REPLAYED.iter().map(|&kind| kind as i32).collect(),
+            ..req.filter.unwrap_or_default()
+        };
+        let cond = self.decision_conditions(Some(&filter))?;
+        let chains = self.store.chain_ranges(&cond).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let replay = ReplayStream {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            chains,
+            cond,
+            replay: Replay::new(draft, samples as usize),
+        };
+        tokio::spawn(
+            async move {
+                let calls = replay.run(tx).await;
+                tracing::info!(calls, "replay finished");
+            }
+            .instrument(tracing::info_span!("replay")),
+        );
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// `ReplayPolicy` for one event: its verified record, re-decided under the draft if any.
+    async fn explain_event(
+        &self,
+        req: &pb::ReplayPolicyRequest,
+    ) -> Result<ReceiverStream<ReplayResult>> {
+        let invalid = || QueryError::Invalid("event: expected chain_id:seq".into());
+        let (chain_id, seq) = req.event.rsplit_once(':').ok_or_else(invalid)?;
+        let seq: u64 = seq.parse().map_err(|_| invalid())?;
+        let chain_id = filter::text("event", chain_id)?;
+        let draft = match req.policy_json.as_str() {
+            "" => None,
+            text => Some(draft_policy(text)?),
+        };
+        let not_found = || QueryError::NotFound(format!("{chain_id}:{seq} is not stored"));
+        let envelope = self
+            .store
+            .envelope(&chain_id, seq)
+            .await?
+            .ok_or_else(not_found)?;
+        let event = SignedEvent::decode(&envelope)
+            .ok()
+            .filter(|e| {
+                ChainVerifier::new(self.keys.clone()).verify(e).status != EventStatus::Untrusted
+            })
+            .ok_or_else(|| {
+                QueryError::Invalid(format!(
+                    "{chain_id}:{seq} does not verify with the trusted keys"
+                ))
+            })?;
+        let explanation = crate::replay::explain(draft.as_ref(), &event).ok_or_else(|| {
+            QueryError::Invalid(format!("{chain_id}:{seq} records no tool call's ruling"))
+        })?;
+        let (tx, rx) = mpsc::channel(1);
+        let message = pb::ReplayMessage {
+            kind: Some(pb::replay_message::Kind::Explanation(explanation)),
+        };
+        let _ = tx.send(Ok(message)).await;
+        Ok(ReceiverStream::new(rx))
+    }
+
     /// The chain's persisted head, or (before the auditor persisted one) its newest stored event.
     async fn head(&self, chain_id: &str, newest_seq: u64) -> Result<pb::ChainHeadInfo> {
         if let Some(head) = self
@@ -584,6 +676,16 @@ impl AuditQuery for QueryService {
 
     type FollowStream = ReceiverStream<FollowResult>;
 
+    type ReplayPolicyStream = ReceiverStream<ReplayResult>;
+
+    async fn replay_policy(
+        &self,
+        request: Request<pb::ReplayPolicyRequest>,
+    ) -> std::result::Result<Response<Self::ReplayPolicyStream>, Status> {
+        self.timed("ReplayPolicy", self.replay_policy(request.into_inner()))
+            .await
+    }
+
     async fn follow(
         &self,
         request: Request<pb::FollowRequest>,
@@ -646,6 +748,12 @@ impl AuditQuery for QueryService {
 }
 
 /// `value`, or `default` for 0; more than `max` is an error.
+/// A draft policy from a request, or why it is invalid (line and column).
+fn draft_policy(text: &str) -> Result<verdict_policy::Policy> {
+    verdict_policy::Policy::from_text(text)
+        .map_err(|e| QueryError::Invalid(format!("policy_json:{e}")))
+}
+
 pub(crate) fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32> {
     match value {
         0 => Ok(default.min(max)),

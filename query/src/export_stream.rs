@@ -108,7 +108,7 @@ async fn heads_within(store: &Store, end: &ExportEnd) -> Result<Vec<HeadRecord>,
 }
 
 /// Reads each chain's matching events, window by window, into `batches`.
-async fn read_chains(
+pub(crate) async fn read_chains(
     store: Store,
     chains: Vec<(String, u64, u64)>,
     cond: Conditions,

@@ -12,6 +12,8 @@
 //!   overlapping stages; `follow`, `follow_cursor`, `follow_store` and `follow_findings`: the live
 //!   `Follow` stream of events and findings, and its cursors;
 //! - `proofs`: the witness's signed heads and Merkle proofs against them;
+//! - `replay` and `replay_stream`: `ReplayPolicy`, a draft policy re-deciding the recorded calls
+//!   with the gateway's engine (`verdict-policy`), from verified envelopes;
 //! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
 //!
 //! It must not write to ClickHouse, splice a request value into SQL (every value is bound), or
@@ -32,6 +34,8 @@ mod metrics;
 mod ocsf;
 mod paging;
 mod proofs;
+mod replay;
+mod replay_stream;
 mod server;
 mod store;
 mod summary;

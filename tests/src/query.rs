@@ -6,7 +6,7 @@ use crate::bins::cargo_bin;
 use crate::process::ServerProcess;
 use crate::Result;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 use tonic::transport::Channel;
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
@@ -159,4 +159,14 @@ pub async fn who_tried(
         .await
         .expect("WhoTried")
         .into_inner()
+}
+
+/// Runs the `verdict` CLI against `service` with the test token.
+pub fn verdict_cli(args: &[&str], service: &QueryService) -> Output {
+    Command::new(cargo_bin("verdict"))
+        .args(args)
+        .env("VERDICT_QUERY_URL", service.url())
+        .env("VERDICT_QUERY_TOKEN", TOKEN)
+        .output()
+        .expect("running verdict")
 }

@@ -6,12 +6,13 @@
 //! - [`shipper`]: the journal is tailed and produced to Kafka, resuming where the broker last
 //!   acknowledged.
 //!
-//! [`canonical`] is the one JSON encoding that argument hashes are computed over; [`refusals`]
+//! [`canonical`] (from `verdict_policy`, which fingerprints tools with it) is the one JSON encoding
+//! that argument hashes are computed over; [`refusals`]
 //! counts the refusals of unauthenticated requests into one event per interval; [`space`] watches
 //! the journal's disk; `rotation` hands the chain to a new signing key; `tree` keeps the Merkle tree the checkpoints commit to; [`witness_watch`]
 //! reads the auditor's witnessed heads back and alarms when one is not this gateway's history.
 
-pub mod canonical;
+pub use verdict_policy::canonical;
 pub mod event;
 pub mod recorder;
 pub mod refusals;

@@ -27,6 +27,7 @@ mod gateway_stdio_relay;
 mod gateway_upstream_notifications;
 mod gateway_upstream_requests;
 mod key_rotation;
+mod policy_replay;
 mod query_bad_input;
 mod query_export;
 mod query_follow;

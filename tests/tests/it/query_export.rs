@@ -4,14 +4,14 @@
 //! OCSF exports carry the same records, and `VerifyChain` re-verifies the stored chain.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use verdict_proto::keys::write_keypair;
 use verdict_proto::pb::{self, DecisionKind, OutcomeKind, RiskClass};
 use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 use verdict_tests::audit_rows::{self, checkpoint_body, outcome_body, Call};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::ocsf::assert_valid_ocsf;
-use verdict_tests::query::{authed, QueryService, TOKEN};
+use verdict_tests::query::{authed, verdict_cli as verdict, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
 const T0: i64 = 1_750_000_000_000_000_000;
@@ -47,15 +47,6 @@ fn chain(id: &str, key: &SecretKey, calls: usize) -> Vec<SignedEvent> {
         }
     }
     events
-}
-
-fn verdict(args: &[&str], service: &QueryService) -> Output {
-    Command::new(cargo_bin("verdict"))
-        .args(args)
-        .env("VERDICT_QUERY_URL", service.url())
-        .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
-        .unwrap()
 }
 
 fn verify(export: &Path, public: &Path) -> (bool, String) {

@@ -15,7 +15,7 @@
 //! or stative form: `저장된` ("stored") describes what a tool lists, not what it does, so it is no
 //! write. Japanese and Chinese keywords match anywhere.
 
-use crate::decision::RiskName;
+use crate::RiskName;
 use serde_json::Value;
 
 /// Latin-script keywords match whole words and their inflections ("deletes", "removing", "löschen").
@@ -373,8 +373,7 @@ mod tests {
     #[test]
     fn the_real_work_memory_servers_tools() {
         let published: Value =
-            serde_json::from_str(include_str!("../../../sample-mcp/work-memory-tools.json"))
-                .unwrap();
+            serde_json::from_str(include_str!("../../sample-mcp/work-memory-tools.json")).unwrap();
         let expected = [
             ("add_work_memory", RiskName::Write),
             ("update_work_memory", RiskName::Write),

@@ -7,8 +7,9 @@
 //! value matches (an error), and an equality that leaves out enum values sharing its prefix, like
 //! `delete_session` next to `delete_session_cascade` (a warning).
 
-use super::file::ArgumentMatch;
-use super::{normalized, same_value, Policy};
+use crate::engine::{normalized, same_value};
+use crate::file::ArgumentMatch;
+use crate::Policy;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +157,7 @@ mod tests {
 
     fn session_manager() -> Value {
         let published: Value =
-            serde_json::from_str(include_str!("../../../sample-mcp/work-memory-tools.json"))
-                .unwrap();
+            serde_json::from_str(include_str!("../../sample-mcp/work-memory-tools.json")).unwrap();
         published["tools"]
             .as_array()
             .unwrap()

@@ -6,7 +6,7 @@
 //! comments and trailing commas (JSON has neither). Checks that need more than one field run
 //! inside deserialization, so serde_json positions them too.
 
-use crate::decision::RiskName;
+use crate::RiskName;
 use globset::{GlobBuilder, GlobMatcher};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -69,7 +69,7 @@ pub struct Pattern {
 
 impl Pattern {
     /// Compiles `text`; `any_case` makes it case-insensitive (argument values).
-    pub(super) fn compile(text: String, any_case: bool) -> Result<Self, String> {
+    pub(crate) fn compile(text: String, any_case: bool) -> Result<Self, String> {
         let glob = GlobBuilder::new(&text)
             .literal_separator(true)
             .case_insensitive(any_case)

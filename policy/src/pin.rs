@@ -1,7 +1,7 @@
 //! Tool pinning: protection against "rug pulls", servers that change a tool after it was reviewed.
 //!
 //! A tool's *fingerprint* is the SHA-256 of the canonical JSON (the one encoding argument hashes
-//! use, [`crate::audit::canonical`]) of its definition restricted to what an agent reads or what
+//! use, [`crate::canonical`]) of its definition restricted to what an agent reads or what
 //! shapes the call: [`PINNED_FIELDS`]. The policy's `"pin"` section names tools by
 //! `"upstream/tool"` glob and says what happens when one differs from its pinned fingerprint:
 //! `on_change_deny` (refused, naming the change), `hold` (held for a human through the approval
@@ -14,8 +14,8 @@
 //! it keeps each pinned definition too, so a refusal and the diff can say *what* changed. A missing
 //! lock file pins nothing (every pinned pattern's tools count as changed).
 
-use super::file::Pattern;
-use crate::audit::canonical::canonical_json;
+use crate::canonical::canonical_json;
+use crate::file::Pattern;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
