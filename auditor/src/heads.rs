@@ -176,6 +176,21 @@ fn checkpoint_interval(event: &SignedEvent) -> Option<u32> {
     }
 }
 
+/// Re-learns every stored key rotation (re-verified, in seq order), so that a chain resumed from
+/// its stored head is checked against the key that signs it now, and its retired keys stay
+/// retired.
+async fn restore_rotations(store: &Store, verifier: &mut ChainVerifier) -> Result<(), StoreError> {
+    for envelope in store.key_rotations().await? {
+        let learned = SignedEvent::decode(&envelope)
+            .map_err(|e| e.to_string())
+            .and_then(|event| verifier.restore_rotation(&event));
+        if let Err(error) = learned {
+            tracing::warn!(%error, "a stored key rotation does not verify; ignored");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,19 +251,4 @@ mod tests {
         assert!(heads.silent(Duration::ZERO, &caught_up, 0, 0).is_empty());
         assert_eq!(heads.rows(["gw-ended"].into_iter())[0].ended, 1);
     }
-}
-
-/// Re-learns every stored key rotation (re-verified, in seq order), so that a chain resumed from
-/// its stored head is checked against the key that signs it now, and its retired keys stay
-/// retired.
-async fn restore_rotations(store: &Store, verifier: &mut ChainVerifier) -> Result<(), StoreError> {
-    for envelope in store.key_rotations().await? {
-        let learned = SignedEvent::decode(&envelope)
-            .map_err(|e| e.to_string())
-            .and_then(|event| verifier.restore_rotation(&event));
-        if let Err(error) = learned {
-            tracing::warn!(%error, "a stored key rotation does not verify; ignored");
-        }
-    }
-    Ok(())
 }

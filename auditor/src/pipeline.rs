@@ -362,10 +362,15 @@ impl BatchWriter {
     ) -> Result<(), Stopped> {
         let started = Instant::now();
         let store = &self.store;
+        // Three independent inserts in one round trip's time; a failure retries all three, and
+        // every table keeps one row per key when read (FINAL), so a repeat costs nothing.
         with_retry(&self.metrics, shutdown, "storing a batch", || async {
-            store.insert_findings(&batch.findings).await?;
-            store.insert_events(&batch.events).await?;
-            store.insert_chunks(&batch.witnessed.chunks).await
+            tokio::try_join!(
+                store.insert_findings(&batch.findings),
+                store.insert_events(&batch.events),
+                store.insert_chunks(&batch.witnessed.chunks),
+            )
+            .map(|_| ())
         })
         .await?;
         self.metrics

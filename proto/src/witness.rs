@@ -355,12 +355,19 @@ mod tests {
         );
         assert!(verify(&heads[3], &witnesses).is_ok());
         let mut only_stranger = vec![first.public().clone()];
-        follow_handovers(&mut only_stranger, &heads[..2]);
+        follow_handovers(&mut only_stranger, &heads[..2], &HashMap::new());
         assert_eq!(
             only_stranger.len(),
             1,
             "a stranger's hand-over hands nothing over"
         );
+        // The first key revoked from before its hand-over (signed at time 1): nothing follows.
+        let revoked = HashMap::from([(first.public().key_id().to_owned(), 1)]);
+        let mut after_revocation = vec![first.public().clone()];
+        follow_handovers(&mut after_revocation, &heads, &revoked);
+        assert_eq!(after_revocation.len(), 1);
+        assert!(revocation(first.public().key_id(), 1, &revoked).is_err());
+        assert!(revocation(first.public().key_id(), 0, &revoked).is_ok());
     }
 
     #[test]
