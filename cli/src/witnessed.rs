@@ -282,10 +282,18 @@ impl HeadsCheck {
     pub fn finish(&self) -> (Vec<String>, Vec<String>) {
         let (mut missing, mut notes) = (Vec::new(), Vec::new());
         let in_source = |chain: &String| !self.of_every_chain || self.chains.contains_key(chain);
-        if !self.heads.keys().any(in_source) {
-            missing.push(
-                "the source holds no event of a chain the witness signed heads for: nothing proves it complete".into(),
-            );
+        if self.of_every_chain {
+            // Every chain of the source must have a head; none at all proves nothing.
+            if self.chains.is_empty() {
+                missing.push(
+                    "the source holds no event of a chain the witness signed heads for: nothing proves it complete".into(),
+                );
+            }
+            for chain in self.chains.keys().filter(|c| !self.heads.contains_key(*c)) {
+                missing.push(format!(
+                    "chain {chain}: the witness signed no head of it: nothing proves it complete"
+                ));
+            }
         }
         for (chain, heads) in self.heads.iter().filter(|(chain, _)| in_source(chain)) {
             for (head, reached) in heads {

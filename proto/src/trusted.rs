@@ -12,9 +12,11 @@
 //! trusted_keys_dir = "keys/"   # every *.pub / *.pem in it, for every chain
 //! ```
 //!
-//! A key is **revoked** from a time on with `{ path = "gw-1.pub", revoked_from =
+//! A key is **revoked** from a time on with `{ path = "gw-1.pub", chains = ["gw-1"], revoked_from =
 //! "2026-12-01T12:00:00Z" }` (RFC 3339): events it signs that claim a later time are
-//! `revoked_key` findings, the ones before stay verifiable. The time is the event's own, which
+//! `revoked_key` findings, the ones before stay verifiable. A revoked entry must name its chains
+//! (or say `trusted = false`, to revoke a key known only through a rotation): revoking never
+//! trusts a key for every chain. The time is the event's own, which
 //! its signer chose: a thief who backdates must still fork the chain at seqs already taken (a
 //! `fork` finding) or append behind the genuine gateway's head, and the auditor's witness has
 //! signed heads the genuine history is checked against.
@@ -45,19 +47,27 @@ impl TrustedKeys {
     pub fn load(entries: &[TrustedKey], dir: Option<&Path>) -> Result<Self, TrustError> {
         let mut keys = Self::default();
         for entry in entries {
-            let (path, chains, revoked_from) = match entry {
-                TrustedKey::Path(path) => (path, None, None),
+            let (path, chains, revoked_from, trusted) = match entry {
+                TrustedKey::Path(path) => (path, None, None, true),
                 TrustedKey::Scoped {
                     path,
                     chains,
                     revoked_from,
-                } => (path, chains.clone(), revoked_from.as_deref()),
+                    trusted,
+                } => (path, chains.clone(), revoked_from.as_deref(), *trusted),
             };
             let key = PublicKey::read_pem_file(path)?;
             if let Some(from) = revoked_from {
+                // Revoking must never widen trust: a revoked key is trusted only for the chains
+                // named (before its revocation), or not at all.
+                if trusted && chains.is_none() {
+                    return Err(TrustError::RevokedUnscoped(path.clone()));
+                }
                 keys.revoke(key.key_id(), parse_rfc3339(from)?);
             }
-            keys.add(key, chains);
+            if trusted {
+                keys.add(key, chains);
+            }
         }
         if let Some(dir) = dir {
             for path in key_files(dir)? {
@@ -117,6 +127,10 @@ pub enum TrustedKey {
         /// RFC 3339: events the key signs from this time on are `revoked_key` findings.
         #[serde(default)]
         revoked_from: Option<String>,
+        /// `false`: only the revocation applies (for a key this verifier knows through a chain's
+        /// `KeyRotation`, not from its configuration); the key is not trusted by this entry.
+        #[serde(default = "trusted_by_default")]
+        trusted: bool,
     },
 }
 
@@ -124,6 +138,8 @@ pub enum TrustedKey {
 pub enum TrustError {
     #[error("trusted key: {0}")]
     Key(#[from] KeyError),
+    #[error("trusted key {0}: revoked_from needs `chains` (the chains it signed before) or `trusted = false`: revoking must not trust it for every chain")]
+    RevokedUnscoped(PathBuf),
     #[error("revoked_from {0:?} is not an RFC 3339 time (e.g. 2026-12-01T12:00:00Z)")]
     RevokedFrom(String),
     #[error("reading the trusted keys directory {path}: {source}")]
@@ -131,6 +147,10 @@ pub enum TrustError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+fn trusted_by_default() -> bool {
+    true
 }
 
 /// Unix nanoseconds of an RFC 3339 time.
@@ -188,11 +208,13 @@ mod tests {
                     path: "b.pub".into(),
                     chains: Some(vec!["gw-2".into()]),
                     revoked_from: None,
+                    trusted: true,
                 },
                 TrustedKey::Scoped {
                     path: "c.pub".into(),
                     chains: None,
                     revoked_from: None,
+                    trusted: true,
                 },
             ]
         );
@@ -210,6 +232,7 @@ mod tests {
                 path: scoped_pub,
                 chains: Some(vec!["gw-1".into()]),
                 revoked_from: None,
+                trusted: true,
             }],
             Some(&dir.path().join("many")),
         )
@@ -225,5 +248,27 @@ mod tests {
         );
         let anywhere = ChainWriter::new("gw-3", any).append(vec![1]);
         assert!(verifier.verify(&anywhere).finding.is_none());
+    }
+
+    #[test]
+    fn revoking_never_widens_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate();
+        let (_, public) = write_keypair(&dir.path().join("k"), &key, false).unwrap();
+        let entry = |chains: Option<Vec<String>>, trusted| TrustedKey::Scoped {
+            path: public.clone(),
+            chains,
+            revoked_from: Some("2026-12-01T00:00:00Z".into()),
+            trusted,
+        };
+        let unscoped = TrustedKeys::load(&[entry(None, true)], None);
+        assert!(matches!(unscoped, Err(TrustError::RevokedUnscoped(_))));
+        let revoke_only = TrustedKeys::load(&[entry(None, false)], None).unwrap();
+        assert!(!revoke_only.contains(key.public().key_id()));
+        assert!(revoke_only
+            .revoked(key.public().key_id(), i64::MAX)
+            .is_some());
+        let scoped = TrustedKeys::load(&[entry(Some(vec!["gw-1".into()]), true)], None).unwrap();
+        assert!(scoped.contains(key.public().key_id()));
     }
 }

@@ -163,22 +163,30 @@ struct ChainState {
     retired: HashMap<String, u64>,
 }
 
-/// What the verifier reads of a body: its time and a key rotation. The other fields are skipped
-/// without being decoded, so peeking costs little next to a signature check.
-#[derive(Clone, PartialEq, prost::Message)]
+/// What the verifier reads of a body: its time and a key rotation. The body is decoded whole, as
+/// every reader decodes it (a oneof's last field wins), so no body is a rotation here and a
+/// decision to the auditor's rows and queries.
+#[derive(Clone, Default)]
 struct BodyPeek {
-    #[prost(int64, tag = "1")]
     time_unix_nanos: i64,
-    #[prost(message, optional, tag = "11")]
     key_rotation: Option<pb::KeyRotation>,
 }
 
 /// An undecodable body has no time it could claim: for revocation it counts as after any.
 fn peek(event: &SignedEvent) -> BodyPeek {
-    prost::Message::decode(event.body.as_slice()).unwrap_or(BodyPeek {
-        time_unix_nanos: i64::MAX,
-        key_rotation: None,
-    })
+    match event.decode_body() {
+        Ok(body) => BodyPeek {
+            time_unix_nanos: body.time_unix_nanos,
+            key_rotation: match body.kind {
+                Some(pb::event_body::Kind::KeyRotation(rotation)) => Some(rotation),
+                _ => None,
+            },
+        },
+        Err(_) => BodyPeek {
+            time_unix_nanos: i64::MAX,
+            key_rotation: None,
+        },
+    }
 }
 
 type Trust = Result<(), (BreakKind, String)>;
@@ -267,7 +275,7 @@ impl ChainVerifier {
         // A rotation naming no valid key hands nothing over: later events are `unknown_key`.
         if let Ok(key) = PublicKey::from_bytes(&rotation.new_public_key) {
             state.retired.remove(key.key_id());
-            state.handed.push((event.seq + 1, key));
+            state.handed.push((event.seq.saturating_add(1), key));
         }
     }
 

@@ -157,3 +157,33 @@ fn a_rotation_forged_by_a_stranger_hands_nothing_over() {
     assert_eq!(found[3], Some(BreakKind::UnknownKey));
     assert_eq!(found[4], Some(BreakKind::UnknownKey));
 }
+
+/// A body that holds a rotation and then a decision decodes, as every reader decodes it, as the
+/// decision (a oneof's last field wins): the verifier must not hand the chain over on it, or a
+/// key holder could rotate the chain unseen by the rows and queries that show a decision.
+#[test]
+fn a_rotation_hidden_behind_a_decision_hands_nothing_over() {
+    let (a, b) = (SecretKey::generate(), SecretKey::generate());
+    let rotation = pb::EventBody {
+        time_unix_nanos: T0,
+        kind: Some(Kind::KeyRotation(pb::KeyRotation {
+            new_public_key: b.public().as_bytes().to_vec(),
+            new_key_id: b.public().key_id().to_owned(),
+            reason: String::new(),
+        })),
+    };
+    let decision = pb::EventBody {
+        time_unix_nanos: T0,
+        kind: Some(Kind::Decision(pb::Decision::default())),
+    };
+    let mut hidden = rotation.encode_to_vec();
+    hidden.extend(decision.encode_to_vec());
+    let shown = pb::EventBody::decode(hidden.as_slice()).unwrap();
+    assert!(matches!(shown.kind, Some(Kind::Decision(_))));
+    let mut writer = ChainWriter::new("gw", a.clone());
+    let first = writer.append(hidden);
+    let mut by_b = ChainWriter::resume("gw", b, first.seq, first.hash);
+    let next = by_b.append(body(2));
+    let found = kinds(&mut ChainVerifier::new(trusting(&a)), &[first, next]);
+    assert_eq!(found, [None, Some(BreakKind::UnknownKey)]);
+}

@@ -10,7 +10,7 @@
 //! away stops the encoder, whose dropped receiver stops the reader.
 
 use crate::api::QueryError;
-use crate::export::{ExportEnd, ExportRecord, CHUNK_BYTES};
+use crate::export::{ChainSpan, ExportEnd, ExportRecord, CHUNK_BYTES};
 use crate::filter::Conditions;
 use crate::ocsf;
 use crate::store::{ChainWalk, Store, StoreError};
@@ -88,10 +88,12 @@ pub(crate) fn line(row: &EventRow, format: pb::ExportFormat) -> String {
     }
 }
 
-/// Per exported chain span, the newest witnessed head within it.
+/// Per exported chain span that holds every seq from its first to its last (a filtered export's
+/// spans have holes a head could fall into), the newest witnessed head within it.
 async fn heads_within(store: &Store, end: &ExportEnd) -> Result<Vec<HeadRecord>, QueryError> {
     let mut heads = Vec::new();
-    for span in &end.chains {
+    let whole = |span: &&ChainSpan| span.records == span.last_seq - span.first_seq + 1;
+    for span in end.chains.iter().filter(whole) {
         let row = store
             .witnessed_head_within(&span.chain_id, span.first_seq, span.last_seq)
             .await?;

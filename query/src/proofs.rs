@@ -9,7 +9,7 @@
 
 use crate::api::{QueryError, QueryService};
 use verdict_proto::merkle::{self, Chunked};
-use verdict_proto::{pb, Hash};
+use verdict_proto::{pb, Hash, SignedEvent};
 use verdict_schema::{WitnessedHeadRow, MERKLE_CHUNK};
 
 const DEFAULT_HEADS: u32 = 100;
@@ -49,6 +49,16 @@ impl QueryService {
             .ok_or_else(|| {
                 QueryError::NotFound(format!("{}:{} is not stored", req.chain_id, req.seq))
             })?;
+        // At a forked seq two envelopes are stored: the proof must be for the one asked for.
+        let stored_hash = SignedEvent::decode(&envelope).map(|e| hex::encode(e.hash));
+        if !req.event_hash.is_empty()
+            && stored_hash.as_deref().ok() != Some(req.event_hash.as_str())
+        {
+            return Err(QueryError::NotFound(format!(
+                "{}:{} holds another event than {} (a fork): no proof for it",
+                req.chain_id, req.seq, req.event_hash
+            )));
+        }
         let needed = Chunked::chunks_for_inclusion(MERKLE_CHUNK, req.seq - 1, head.seq);
         let tree = self.tree(&req.chain_id, head.seq, needed).await?;
         let path = merkle::inclusion_proof(&tree, req.seq - 1, head.seq).map_err(incomplete)?;

@@ -218,7 +218,12 @@ impl Recorder {
                         configured: settings.chain_id,
                     });
                 }
-                (event.seq, event.computed_hash(), Some(event.key_id))
+                let handed_to = match event.decode_body().map(|b| b.kind) {
+                    Ok(Some(pb::event_body::Kind::KeyRotation(r))) => Some(r.new_key_id),
+                    _ => None,
+                };
+                let hash = event.computed_hash();
+                (event.seq, hash, Some(handed_to.unwrap_or(event.key_id)))
             }
         };
         let mut tree = super::tree::restore(&settings.journal_dir, head_seq)?;

@@ -17,6 +17,8 @@ use verdict_proto::{ChainWriter, Hash, SecretKey};
 pub(super) struct Head<'a> {
     pub seq: u64,
     pub hash: Hash,
+    /// Who signs the chain now: the last event's key, or the key it handed the chain to when it
+    /// is a `KeyRotation` (a restart right after a rotation announces nothing again).
     pub key_id: Option<&'a str>,
 }
 

@@ -99,12 +99,13 @@ impl WitnessWatch {
         for (key, value) in &kafka.properties {
             client.set(key, value);
         }
-        // Its own group per chain: every gateway reads every head of its chain, from the start.
+        // Every start reads every head from the beginning (no offsets are committed): the
+        // hand-over heads that name later witness keys are only learned by reading them.
         let consumer: StreamConsumer<QuietContext> = client
             .set("bootstrap.servers", &kafka.brokers)
             .set("group.id", format!("verdict-gateway-witness-{chain_id}"))
             .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "true")
+            .set("enable.auto.commit", "false")
             .create_with_context(QuietContext::default())?;
         consumer.subscribe(&[&topic])?;
         tracing::info!(%topic, witnesses = witnesses.len(), "reading the witness's heads back");
