@@ -443,26 +443,26 @@ impl Store {
                 self.client
                     .query(
                         "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? \
-                         ORDER BY seq DESC LIMIT 1 BY seq LIMIT ?",
+                         ORDER BY seq DESC, time_unix_nanos DESC LIMIT 1 BY seq LIMIT ?",
                     )
                     .bind(chain_id)
                     .bind(limit),
                 self.client
                     .query(
                         "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? \
-                         ORDER BY seq DESC LIMIT 1 BY key_id",
+                         ORDER BY seq DESC, time_unix_nanos DESC LIMIT 1 BY key_id",
                     )
                     .bind(chain_id),
             ),
             None => (
                 self.client
                     .query(
-                        "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC \
+                        "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC, time_unix_nanos DESC \
                          LIMIT 1 BY chain_id LIMIT ?",
                     )
                     .bind(limit),
                 self.client.query(
-                    "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC \
+                    "SELECT ?fields FROM witnessed_heads ORDER BY chain_id, seq DESC, time_unix_nanos DESC \
                      LIMIT 1 BY chain_id, key_id",
                 ),
             ),
