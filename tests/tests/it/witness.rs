@@ -596,8 +596,9 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
         Some(&query),
     );
     assert!(ok, "{out}");
-    let (ok, out) = verdict(
-        &[
+    let first_key = dir.path().join("witness").join("verdict.pub");
+    let verify_export = |extra: &[&str]| {
+        let mut args = vec![
             "verify",
             "--export",
             s(&export),
@@ -606,29 +607,17 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
             "--witnessed-head",
             s(&heads_file),
             "--witness-key",
-            s(&dir.path().join("witness").join("verdict.pub")),
-        ],
-        None,
-    );
+            s(&first_key),
+        ];
+        args.extend_from_slice(extra);
+        verdict(&args, None)
+    };
+    let (ok, out) = verify_export(&[]);
     assert!(ok && out.contains("seqs 1..=2100 equals"), "{out}");
     // With the first witness key revoked from before it handed over, nothing it signed counts.
     let first_id = witness_public.key_id().to_owned();
-    let (ok, out) = verdict(
-        &[
-            "verify",
-            "--export",
-            s(&export),
-            "--public-key",
-            s(&public),
-            "--witnessed-head",
-            s(&heads_file),
-            "--witness-key",
-            s(&dir.path().join("witness").join("verdict.pub")),
-            "--witness-revoked",
-            &format!("{first_id}=2020-01-01T00:00:00Z"),
-        ],
-        None,
-    );
+    let revoked = format!("{first_id}=2020-01-01T00:00:00Z");
+    let (ok, out) = verify_export(&["--witness-revoked", &revoked]);
     // The new key's head is no longer handed over, the hand-over head itself is revoked.
     let refused = ["is revoked from", "is not among the trusted witness keys"];
     assert!(!ok && refused.iter().any(|r| out.contains(r)), "{out}");
