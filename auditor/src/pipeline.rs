@@ -380,24 +380,35 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// Writes the batch's chain heads, after its rows: a persisted head never points past
-    /// stored events.
+    /// Writes the batch's chain heads and witnessed heads, after its rows (a persisted head
+    /// never points past stored events, nor a witnessed head past stored chunk roots), then
+    /// publishes the witnessed heads: a published head is always stored.
     pub async fn store_heads(
         &self,
         batch: &Batch,
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
         let store = &self.store;
-        with_retry(&self.metrics, shutdown, "storing chain heads", || {
-            store.insert_heads(&batch.heads)
+        let witnessed: Vec<_> = batch
+            .witnessed
+            .heads
+            .iter()
+            .map(|(_, row)| row.clone())
+            .collect();
+        with_retry(&self.metrics, shutdown, "storing chain heads", || async {
+            tokio::try_join!(
+                store.insert_heads(&batch.heads),
+                store.insert_witnessed(&witnessed),
+            )
+            .map(|_| ())
         })
         .await?;
         self.metrics.fleet.heads(&batch.heads);
-        self.store_witnessed(batch, shutdown).await
+        self.metrics.fleet.witnessed(witnessed.iter());
+        self.publish_witnessed(batch, shutdown).await
     }
 
-    /// Stores the witnessed heads, then publishes them: a published head is always stored.
-    async fn store_witnessed(
+    async fn publish_witnessed(
         &self,
         batch: &Batch,
         shutdown: &CancellationToken,
@@ -408,18 +419,6 @@ impl BatchWriter {
         if batch.witnessed.heads.is_empty() {
             return Ok(());
         }
-        let rows: Vec<_> = batch
-            .witnessed
-            .heads
-            .iter()
-            .map(|(_, row)| row.clone())
-            .collect();
-        let store = &self.store;
-        with_retry(&self.metrics, shutdown, "storing witnessed heads", || {
-            store.insert_witnessed(&rows)
-        })
-        .await?;
-        self.metrics.fleet.witnessed(rows.iter());
         while let Err(error) = topic.publish(&batch.witnessed.heads).await {
             tracing::warn!(%error, topic = topic.topic(), "publishing witnessed heads failed; retrying");
             tokio::select! {

@@ -10,6 +10,11 @@
 //! verified gateway checkpoint, whose own tree root must equal the witness's (else a
 //! `tree_mismatch` finding), and at most every `every` while the chain grows.
 //!
+//! Chunk roots are held back until the next signed head and stored with it: a proof needs them
+//! only against a head, and one insert per head instead of one per batch is most of what the
+//! witness would otherwise cost the auditor. They are a cache of stored events: roots held when
+//! the auditor stops are recomputed from the events when the tree is rebuilt.
+//!
 //! It must not sign anything it did not verify itself, and never uses a gateway key.
 
 use crate::store::{Store, StoreError};
@@ -82,6 +87,8 @@ pub struct Witness {
     chains: HashMap<String, Tree>,
     /// Chains to rebuild from stored rows, and when at the earliest.
     stale: HashMap<String, Instant>,
+    /// Completed chunk roots waiting for the next signed head.
+    held: Vec<ChunkRow>,
 }
 
 impl Witness {
@@ -93,6 +100,7 @@ impl Witness {
             every,
             chains: HashMap::new(),
             stale: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -117,6 +125,7 @@ impl Witness {
     /// Forgets every tree; each chain is rebuilt from stored rows before it is witnessed again.
     pub fn reset(&mut self, chain_ids: impl Iterator<Item = String>) {
         self.chains.clear();
+        self.held.clear();
         self.stale = chain_ids.map(|id| (id, Instant::now())).collect();
     }
 
@@ -159,7 +168,8 @@ impl Witness {
         }
     }
 
-    /// Signs the heads of chains that grew since they were last signed, `every` apart.
+    /// Signs the heads of chains that grew since they were last signed, `every` apart; called
+    /// last for each batch, it also decides whether the batch stores the held chunk roots.
     pub fn sign_due(&mut self, out: &mut Witnessed) {
         for (id, tree) in &mut self.chains {
             let grew = tree
@@ -169,6 +179,16 @@ impl Witness {
                 let (key, next) = signer(&self.key, &self.previous, &mut self.handed_over, id);
                 sign(key, next, id, tree, out);
             }
+        }
+        self.hold_chunks(out);
+    }
+
+    /// Keeps `out`'s chunk roots until a batch signs a head, then hands all held ones over to
+    /// be stored before it (the query service proves against stored heads only).
+    fn hold_chunks(&mut self, out: &mut Witnessed) {
+        self.held.append(&mut out.chunks);
+        if !out.heads.is_empty() {
+            out.chunks = std::mem::take(&mut self.held);
         }
     }
 
