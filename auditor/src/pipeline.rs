@@ -24,6 +24,7 @@ use crate::witness::{Witness, Witnessed};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use verdict_proto::verify::EventStatus;
 use verdict_proto::{BreakKind, ChainVerifier, Finding, SignedEvent, TrustedKeys};
 use verdict_schema::{ChainHeadRow, EventRow, FindingRow, SourcePosition};
 
@@ -185,12 +186,22 @@ impl Pipeline {
                 before: known.get(&(event.chain_id.clone(), event.seq - 1)),
                 after: known.get(&(event.chain_id.clone(), event.seq + 1)),
             };
+            let status = verdict.status;
             let finding = match resolve(event, verdict, message.source, around) {
                 Action::Skip => {
                     self.metrics
                         .verified
                         .get_or_create(&[("status", "redelivered")])
                         .inc();
+                    // A row stored before a crash, above the restored head: the chain head and
+                    // the witness still move past it, or they wait for the chain's next event.
+                    if self.took_as_head(event) {
+                        if let Ok(row) =
+                            EventRow::from_event(event, status, message.source, now_secs)
+                        {
+                            self.advance(event, &row, status, &mut batch.witnessed, &mut touched);
+                        }
+                    }
                     None
                 }
                 Action::FindingOnly(finding) => Some(finding),
@@ -206,22 +217,14 @@ impl Pipeline {
                             let stored = known_row(&row, message.source);
                             known.insert(key.clone(), stored.clone());
                             produced.insert(key, stored);
-                            if self
-                                .verifier
-                                .head(&event.chain_id)
-                                .is_some_and(|h| h.seq == event.seq && h.hash == event.hash)
-                            {
-                                self.heads.advance(event, &row);
-                                touched.insert(event.chain_id.clone());
-                                if let Some(witness) = &mut self.witness {
-                                    let checkpoint = row.kind == "checkpoint";
-                                    witness.advance(
-                                        event,
-                                        status,
-                                        checkpoint,
-                                        &mut batch.witnessed,
-                                    );
-                                }
+                            if self.took_as_head(event) {
+                                self.advance(
+                                    event,
+                                    &row,
+                                    status,
+                                    &mut batch.witnessed,
+                                    &mut touched,
+                                );
                             }
                             batch
                                 .findings
@@ -258,6 +261,28 @@ impl Pipeline {
         batch.heads = self.heads.rows(touched.iter().map(String::as_str));
         self.unstored = produced;
         Ok(batch)
+    }
+
+    /// Whether the verifier took `event` as its chain's next event.
+    fn took_as_head(&self, event: &SignedEvent) -> bool {
+        let head = self.verifier.head(&event.chain_id);
+        head.is_some_and(|h| h.seq == event.seq && h.hash == event.hash)
+    }
+
+    /// Moves `event`'s chain head (and the witness's tree) to it.
+    fn advance(
+        &mut self,
+        event: &SignedEvent,
+        row: &EventRow,
+        status: EventStatus,
+        witnessed: &mut Witnessed,
+        touched: &mut BTreeSet<String>,
+    ) {
+        self.heads.advance(event, row);
+        touched.insert(event.chain_id.clone());
+        if let Some(witness) = &mut self.witness {
+            witness.advance(event, status, row.kind == "checkpoint", witnessed);
+        }
     }
 
     /// Rebuilds the witness's trees of chains it lost track of, from stored rows (skipped for

@@ -13,7 +13,7 @@ use verdict_proto::witness::{self, EventProofRecord};
 use verdict_proto::{ChainWriter, Hash, PublicKey, SignedEvent};
 use verdict_query::export::ExportEnd;
 use verdict_service::credentials::digest as key_digest;
-use verdict_tests::auditor::{produce, producer, temp_dir, AuditorProcess, AuditorSetup};
+use verdict_tests::auditor::{count, produce, producer, temp_dir, AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{body, key_in};
 use verdict_tests::mcp::{add_notes, work_memory_bin, HttpProcess};
@@ -748,4 +748,90 @@ async fn a_gateway_reading_heads_back_alarms_when_its_key_signs_another_history(
         last.seq as f64,
         "the thief's seqs never count as agreement"
     );
+}
+
+/// An auditor that dies after storing a batch's events but before its chain heads, with no
+/// witnessed head due yet, loses nothing the trail's proofs need: chunk roots wait for the next
+/// signed head (one insert per head, not per batch) and are recomputed from the stored events,
+/// and the redelivered events, already stored, still move the chain head and the witness's tree
+/// (before, they were skipped and nothing was witnessed until the chain's next event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_miss() {
+    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
+    broker.create_topic(TOPIC, 1).await.unwrap();
+    broker
+        .create_topic("verdict.events.witness", 1)
+        .await
+        .unwrap();
+    let dir = temp_dir();
+    let (key, public) = key_in(dir.path(), "gw");
+    key_in(dir.path(), "witness");
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: TOPIC.into(),
+        group: "held".into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(public.clone(), None)],
+        max_events: 5_000,
+    };
+    let witness = |every: u64| {
+        format!(
+            "[witness]\nkey = {:?}\nevery_secs = {every}\n",
+            dir.path().join("witness").join("verdict.key")
+        )
+    };
+    let mut writer = ChainWriter::new("held-gw", key);
+    let events: Vec<SignedEvent> = (1..=2_000).map(|i| writer.append(body(i))).collect();
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| (e.chain_id.clone(), e.encode()))
+        .collect();
+    produce(&producer(&broker.bootstrap()), TOPIC, &messages).await;
+    let crash = [("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "1:rows")];
+    let mut crashing = AuditorProcess::start_with_config(&setup, &witness(3_600), &crash).unwrap();
+    crashing
+        .wait_exit(Duration::from_secs(120))
+        .expect("the crash hook aborts the auditor");
+    let client = clickhouse.client();
+    let chunks = "SELECT count() FROM merkle_chunks FINAL WHERE chain_id = 'held-gw'";
+    assert_eq!(
+        count(&client, "SELECT count() FROM events FINAL").await,
+        2_000,
+        "the first batch held every event\n{}",
+        crashing.log()
+    );
+    assert_eq!(count(&client, chunks).await, 0, "roots wait for a head");
+    assert_eq!(count(&client, "SELECT count() FROM chain_heads").await, 0);
+
+    let _auditor = AuditorProcess::start_with_config(&setup, &witness(1), &[]).unwrap();
+    let query = QueryService::start(&clickhouse.url(), Some(&public), "").unwrap();
+    let head = witnessed(&query, "held-gw", 2_000).await;
+    assert_eq!(count(&client, chunks).await, 1);
+    let stored_head = "SELECT max(seq) FROM chain_heads FINAL WHERE chain_id = 'held-gw'";
+    assert_eq!(count(&client, stored_head).await, 2_000);
+    assert!(findings(&mut query.client().await).await.is_empty());
+    let proof = query
+        .client()
+        .await
+        .get_inclusion_proof(authed(
+            pb::InclusionProofRequest {
+                chain_id: "held-gw".into(),
+                seq: 5,
+                tree_size: head.seq,
+                event_hash: String::new(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let path: Vec<Hash> = proof
+        .inclusion
+        .unwrap()
+        .path
+        .iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect();
+    let root: Hash = head.tree_root.as_slice().try_into().unwrap();
+    verdict_proto::merkle::verify_inclusion(&events[4].hash, 4, head.seq, &path, &root).unwrap();
 }
