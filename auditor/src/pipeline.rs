@@ -186,7 +186,9 @@ impl Pipeline {
                 before: known.get(&(event.chain_id.clone(), event.seq - 1)),
                 after: known.get(&(event.chain_id.clone(), event.seq + 1)),
             };
-            let status = verdict.status;
+            // Whether the verifier placed it as its chain's next event (in this batch's order).
+            let placed_as = verdict.status;
+            let placed = matches!(placed_as, EventStatus::Verified | EventStatus::AfterBreak);
             let finding = match resolve(event, verdict, message.source, around) {
                 Action::Skip => {
                     self.metrics
@@ -195,11 +197,17 @@ impl Pipeline {
                         .inc();
                     // A row stored before a crash, above the restored head: the chain head and
                     // the witness still move past it, or they wait for the chain's next event.
-                    if self.took_as_head(event) {
+                    if placed {
                         if let Ok(row) =
-                            EventRow::from_event(event, status, message.source, now_secs)
+                            EventRow::from_event(event, placed_as, message.source, now_secs)
                         {
-                            self.advance(event, &row, status, &mut batch.witnessed, &mut touched);
+                            self.advance(
+                                event,
+                                &row,
+                                placed_as,
+                                &mut batch.witnessed,
+                                &mut touched,
+                            );
                         }
                     }
                     None
@@ -217,7 +225,7 @@ impl Pipeline {
                             let stored = known_row(&row, message.source);
                             known.insert(key.clone(), stored.clone());
                             produced.insert(key, stored);
-                            if self.took_as_head(event) {
+                            if placed {
                                 self.advance(
                                     event,
                                     &row,
@@ -263,13 +271,8 @@ impl Pipeline {
         Ok(batch)
     }
 
-    /// Whether the verifier took `event` as its chain's next event.
-    fn took_as_head(&self, event: &SignedEvent) -> bool {
-        let head = self.verifier.head(&event.chain_id);
-        head.is_some_and(|h| h.seq == event.seq && h.hash == event.hash)
-    }
-
-    /// Moves `event`'s chain head (and the witness's tree) to it.
+    /// Moves the witness's tree to `event`, placed next in its chain, and the chain head row
+    /// when it is the chain's head after the whole batch (the row is written once per batch).
     fn advance(
         &mut self,
         event: &SignedEvent,
@@ -278,10 +281,13 @@ impl Pipeline {
         witnessed: &mut Witnessed,
         touched: &mut BTreeSet<String>,
     ) {
-        self.heads.advance(event, row);
-        touched.insert(event.chain_id.clone());
         if let Some(witness) = &mut self.witness {
             witness.advance(event, status, row.kind == "checkpoint", witnessed);
+        }
+        let head = self.verifier.head(&event.chain_id);
+        if head.is_some_and(|h| h.seq == event.seq && h.hash == event.hash) {
+            self.heads.advance(event, row);
+            touched.insert(event.chain_id.clone());
         }
     }
 

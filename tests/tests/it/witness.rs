@@ -754,7 +754,10 @@ async fn a_gateway_reading_heads_back_alarms_when_its_key_signs_another_history(
 /// witnessed head due yet, loses nothing the trail's proofs need: chunk roots wait for the next
 /// signed head (one insert per head, not per batch) and are recomputed from the stored events,
 /// and the redelivered events, already stored, still move the chain head and the witness's tree
-/// (before, they were skipped and nothing was witnessed until the chain's next event).
+/// (before, they were skipped and nothing was witnessed until the chain's next event). Then the
+/// witness signs a head at every checkpoint of a batch, not only at a batch's last event (before,
+/// it followed only each batch's final head, lost the chain's thread whenever a batch held more
+/// than one of its events, and rebuilt it from ClickHouse instead of witnessing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_miss() {
     let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
@@ -781,12 +784,20 @@ async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_
         )
     };
     let mut writer = ChainWriter::new("held-gw", key);
-    let events: Vec<SignedEvent> = (1..=2_000).map(|i| writer.append(body(i))).collect();
-    let messages: Vec<_> = events
-        .iter()
-        .map(|e| (e.chain_id.clone(), e.encode()))
+    // No checkpoint among the first 2,000 (`body` makes one of every 100th), so no head is due.
+    let events: Vec<SignedEvent> = (1..)
+        .filter(|i| i % 100 != 0)
+        .take(2_000)
+        .map(|i| writer.append(body(i)))
         .collect();
-    produce(&producer(&broker.bootstrap()), TOPIC, &messages).await;
+    let messages = |events: &[SignedEvent]| -> Vec<(String, Vec<u8>)> {
+        events
+            .iter()
+            .map(|e| (e.chain_id.clone(), e.encode()))
+            .collect()
+    };
+    let producer = producer(&broker.bootstrap());
+    produce(&producer, TOPIC, &messages(&events)).await;
     let crash = [("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "1:rows")];
     let mut crashing = AuditorProcess::start_with_config(&setup, &witness(3_600), &crash).unwrap();
     crashing
@@ -834,4 +845,13 @@ async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_
         .collect();
     let root: Hash = head.tree_root.as_slice().try_into().unwrap();
     verdict_proto::merkle::verify_inclusion(&events[4].hash, 4, head.seq, &path, &root).unwrap();
+
+    // 2,000 more, with a checkpoint at every 100th seq, as fast as the auditor reads them.
+    let more: Vec<SignedEvent> = (2_001..=4_000).map(|i| writer.append(body(i))).collect();
+    produce(&producer, TOPIC, &messages(&more)).await;
+    witnessed(&query, "held-gw", 4_000).await;
+    let at_checkpoints = "SELECT uniqExact(seq) FROM witnessed_heads \
+        WHERE chain_id = 'held-gw' AND seq > 2000 AND seq % 100 = 0";
+    assert_eq!(count(&client, at_checkpoints).await, 20);
+    assert_eq!(count(&client, chunks).await, 3);
 }
