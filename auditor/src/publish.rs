@@ -27,7 +27,8 @@ impl HeadTopic {
     pub fn new(brokers: &str, topic: String) -> Result<Self, KafkaError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "false")
+            // Heads of one chain are sent together and must land in order, retries included.
+            .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Self { producer, topic })
@@ -64,14 +65,15 @@ impl HeadTopic {
             .iter()
             .map(|(head, row)| (row.chain_id.as_str(), prost::Message::encode_to_vec(head)))
             .collect();
-        // A handful per batch: one chain's heads are sent in order, each acknowledged.
-        for (key, payload) in &encoded {
+        // All in flight at once (a batch holds a head per checkpoint it verified): enqueued in
+        // order, kept in order by the idempotent producer, each acknowledged.
+        let sends = encoded.iter().map(|(key, payload)| {
             let record = FutureRecord::to(&self.topic).key(*key).payload(payload);
-            self.producer
-                .send(record, DELIVERY_TIMEOUT)
-                .await
-                .map_err(|(error, _)| error)?;
-        }
+            self.producer.send(record, DELIVERY_TIMEOUT)
+        });
+        futures_util::future::try_join_all(sends)
+            .await
+            .map_err(|(error, _)| error)?;
         Ok(())
     }
 }
