@@ -11,6 +11,7 @@ mod compose;
 mod end_to_end;
 mod follow_findings;
 mod forgery;
+mod forwarder_config_trail;
 mod forwarder_redaction;
 mod forwarder_syslog;
 mod forwarder_webhook;
