@@ -49,6 +49,10 @@ pub struct Destination {
     /// What the destination gets: events, the auditor's integrity findings, or both.
     #[serde(default)]
     pub items: Items,
+    /// Syslog over TLS (RFC 5425) instead of plain TCP; syslog only (a webhook's TLS is its
+    /// `https://` address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SyslogTls>,
     /// Webhook body framing.
     #[serde(default)]
     pub framing: Framing,
@@ -65,6 +69,17 @@ pub struct Destination {
     /// Webhook: the first retry's delay; each retry doubles it.
     #[serde(default = "default_retry_initial_millis")]
     pub retry_initial_millis: u64,
+}
+
+/// The receiver's authentication for syslog over TLS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogTls {
+    /// PEM file of the CA certificate(s) that sign the receiver's certificate; only these are
+    /// trusted (not the system's roots). Relative: against the config file's directory.
+    pub ca: PathBuf,
+    /// The name the receiver's certificate must be issued for (DNS name or IP address).
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -130,6 +145,13 @@ impl ForwarderConfig {
         )?;
         let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
         config.audit.resolve_against(base);
+        for tls in config
+            .destinations
+            .iter_mut()
+            .filter_map(|d| d.tls.as_mut())
+        {
+            tls.ca = base.join(&tls.ca);
+        }
         Ok(config)
     }
 }

@@ -10,7 +10,8 @@
 //!   (with the gateway's recorder) before anything is delivered;
 //! - `metrics`: Prometheus metrics per destination on their own listener;
 //! - `payload`: masking and each record's payload; `cef`: the CEF payload;
-//! - `syslog`: RFC 5424 over TCP (octet-counted); `webhook`: signed JSON or Splunk HEC batches
+//! - `syslog`: RFC 5424 over TCP or TLS (octet-counted; `tls`: rustls, the destination's CA
+//!   only); `webhook`: signed JSON or Splunk HEC batches
 //!   with retries and a dead-letter file.
 
 mod cef;
@@ -20,6 +21,7 @@ mod destination;
 pub mod metrics;
 mod payload;
 mod syslog;
+mod tls;
 mod webhook;
 
 pub use config::{ConfigError, ForwarderConfig};

@@ -14,6 +14,7 @@ mod forgery;
 mod forwarder_config_trail;
 mod forwarder_redaction;
 mod forwarder_syslog;
+mod forwarder_syslog_tls;
 mod forwarder_webhook;
 mod gateway_approval_notify;
 mod gateway_approvals;
