@@ -5,7 +5,8 @@
 #   - zookeeper (Debian package; coordinates the test ClickHouse clusters)
 #   - tansu, a Kafka-protocol broker (crates.io; built once, ~15 min on 2 cores)
 #   - grpcio for Python (the query API's cross-language client test)
-#   - the OCSF validators (a venv under the target dir) and rsyslog (the forwarder's receiver)
+#   - the OCSF validators (a venv under the target dir) and rsyslog with its GnuTLS driver (the
+#     forwarder's receiver, plain and TLS)
 
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -79,4 +80,13 @@ if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
   SUDO=$(need_root rsyslog)
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rsyslog >/dev/null
+fi
+
+# rsyslog's GnuTLS network stream driver (lmnsd_gtls): the TLS syslog receiver of the
+# forwarder's syslog-over-TLS test (RFC 5425).
+if ! dpkg -s rsyslog-gnutls >/dev/null 2>&1; then
+  say "installing rsyslog-gnutls (apt)"
+  SUDO=$(need_root rsyslog-gnutls)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rsyslog-gnutls >/dev/null
 fi

@@ -6,6 +6,10 @@
 //! changed (a decision by rule `pin`) a `tool_pin` finding. Both carry the event's envelope as
 //! evidence, like integrity findings, and are derived from verified events only, so a forger
 //! cannot raise (or suppress) them.
+//!
+//! The same holds for a forwarder's destinations: every stored `config_change` event (a SIEM
+//! destination added, removed or changed, secrets only as a hash) becomes a `config_changed`
+//! finding, so a team sees where its trail is being sent without searching for it.
 
 use verdict_proto::pb::DecisionKind;
 use verdict_proto::Label;
@@ -15,6 +19,8 @@ use verdict_schema::{EventRow, FindingRow};
 pub const TOOL_CHANGED: &str = "tool_changed";
 /// The finding kind of a call refused or held by tool pinning.
 pub const TOOL_PIN: &str = "tool_pin";
+/// The finding kind of a forwarder's destination change.
+pub const CONFIG_CHANGED: &str = "config_changed";
 /// The rule id of the gateway's pinning decisions (`verdict_gateway::policy::PIN_RULE`).
 const PIN_RULE: &str = "pin";
 
@@ -25,6 +31,8 @@ pub fn of(row: &EventRow, detected: (u32, i64)) -> Option<FindingRow> {
             TOOL_CHANGED,
             format!("upstream {}: {}", row.upstream, row.reason),
         )
+    } else if row.is_config_change() {
+        (CONFIG_CHANGED, row.reason.clone())
     } else if row.rule_id == PIN_RULE && refused_or_held(&row.decision) {
         (
             TOOL_PIN,
@@ -93,5 +101,15 @@ mod tests {
             ..changed
         };
         assert!(of(&first_sighting, (1, 2)).is_none());
+        let destination = EventRow {
+            kind: verdict_schema::rows::CONFIG_CHANGE.into(),
+            reason: "destination soc (syslog) added".into(),
+            ..Default::default()
+        };
+        let finding = of(&destination, (1, 2)).unwrap();
+        assert_eq!(
+            (finding.kind.as_str(), finding.detail.as_str()),
+            (CONFIG_CHANGED, "destination soc (syslog) added")
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! `verdict-forwarder` settings: where the feed comes from, where each destination's cursor is
 //! kept, and the destinations. TOML plus `VERDICT_FORWARDER_*` overrides (one loader for every
 //! service); the query token only from the environment, so it is never in a file or a log.
+//! `[audit]` is the gateway's own section (key, journal, Kafka): the forwarder records its
+//! destination changes in a chain of its own with the gateway's recorder (see `config_trail`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use verdict_gateway::config::AuditConfig;
 
 pub use verdict_service::config::ConfigError;
 
@@ -20,10 +23,16 @@ pub struct ForwarderConfig {
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     pub destinations: Vec<Destination>,
+    /// The forwarder's own chain, where every change of `destinations` is recorded: the
+    /// gateway's `[audit]` settings (signing key, journal, `[audit.kafka]`). Relative paths
+    /// resolve against the config file's directory; without `[audit.kafka]` the journal alone is
+    /// the record.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// One place the feed is pushed to, with its own cursor.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// Names the cursor and dead-letter files and the logs; unique.
@@ -40,6 +49,10 @@ pub struct Destination {
     /// What the destination gets: events, the auditor's integrity findings, or both.
     #[serde(default)]
     pub items: Items,
+    /// Syslog over TLS (RFC 5425) instead of plain TCP; syslog only (a webhook's TLS is its
+    /// `https://` address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SyslogTls>,
     /// Webhook body framing.
     #[serde(default)]
     pub framing: Framing,
@@ -58,7 +71,18 @@ pub struct Destination {
     pub retry_initial_millis: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The receiver's authentication for syslog over TLS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogTls {
+    /// PEM file of the CA certificate(s) that sign the receiver's certificate; only these are
+    /// trusted (not the system's roots). Relative: against the config file's directory.
+    pub ca: PathBuf,
+    /// The name the receiver's certificate must be issued for (DNS name or IP address).
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// RFC 5424 messages over TCP, octet-counted (RFC 6587).
@@ -67,7 +91,7 @@ pub enum Kind {
     Webhook,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Payload {
     /// ArcSight CEF, one line per event (README "Forwarder"); syslog only.
@@ -79,7 +103,7 @@ pub enum Payload {
     Ocsf,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Items {
     Events,
@@ -89,7 +113,7 @@ pub enum Items {
     All,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Framing {
     /// `{"events": [{"id": "chain:seq", "event": {...}}, ...]}`.
@@ -113,11 +137,21 @@ fn default_retry_initial_millis() -> u64 {
 impl ForwarderConfig {
     /// Loads `path` (if given) and applies `VERDICT_FORWARDER_*` overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        verdict_service::config::load(
+        let mut config: Self = verdict_service::config::load(
             "forwarder",
             path,
             "VERDICT_FORWARDER_",
             &["config", "query_token"],
-        )
+        )?;
+        let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
+        config.audit.resolve_against(base);
+        for tls in config
+            .destinations
+            .iter_mut()
+            .filter_map(|d| d.tls.as_mut())
+        {
+            tls.ca = base.join(&tls.ca);
+        }
+        Ok(config)
     }
 }

@@ -9,6 +9,7 @@ use crate::config::{Destination, Items, Kind};
 use crate::metrics::DestinationMetrics;
 use crate::payload::{Event, Line, Shaper};
 use crate::syslog::SyslogSender;
+use crate::tls::{TlsClient, TlsError};
 use crate::webhook::{Item, WebhookSender};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub enum DeliveryError {
     Token,
     #[error("the webhook secret variable {0} is not set")]
     Secret(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("`tls` is a syslog setting; a webhook gets TLS from an https:// address")]
+    WebhookTls,
 }
 
 /// What a destination's loop needs besides its own settings.
@@ -192,7 +197,11 @@ impl Sink {
         metrics: &DestinationMetrics,
     ) -> Result<Self, DeliveryError> {
         Ok(match destination.kind {
-            Kind::Syslog => Self::Syslog(SyslogSender::connect(&destination.address).await?),
+            Kind::Syslog => {
+                let tls = destination.tls.as_ref().map(TlsClient::new).transpose()?;
+                Self::Syslog(SyslogSender::connect(&destination.address, tls.as_ref()).await?)
+            }
+            Kind::Webhook if destination.tls.is_some() => return Err(DeliveryError::WebhookTls),
             Kind::Webhook => {
                 let secret = std::env::var(&destination.secret_env)
                     .map_err(|_| DeliveryError::Secret(destination.secret_env.clone()))?;

@@ -6,20 +6,26 @@
 //! and the forwarder can run next to the SIEM with only a query token.
 //!
 //! - `config`: TOML + `VERDICT_FORWARDER_*`; `destination`: one delivery loop per destination;
+//! - `config_trail`: every change of the destinations signed into the forwarder's own chain
+//!   (with the gateway's recorder) before anything is delivered;
 //! - `metrics`: Prometheus metrics per destination on their own listener;
 //! - `payload`: masking and each record's payload; `cef`: the CEF payload;
-//! - `syslog`: RFC 5424 over TCP (octet-counted); `webhook`: signed JSON or Splunk HEC batches
+//! - `syslog`: RFC 5424 over TCP or TLS (octet-counted; `tls`: rustls, the destination's CA
+//!   only); `webhook`: signed JSON or Splunk HEC batches
 //!   with retries and a dead-letter file.
 
 mod cef;
 pub mod config;
+mod config_trail;
 mod destination;
 pub mod metrics;
 mod payload;
 mod syslog;
+mod tls;
 mod webhook;
 
 pub use config::{ConfigError, ForwarderConfig};
+pub use config_trail::{record_changes, TrailError};
 pub use destination::Feed;
 pub use metrics::Metrics;
 

@@ -5,6 +5,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use verdict_forwarder::{Feed, ForwarderConfig, Metrics};
+use verdict_gateway::audit::{Audit, Shipping};
 use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict forwarder: follows the query service's feed (`Follow`) and pushes every event to
@@ -23,6 +24,10 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 ///   payload = "cef"                 # cef | json | ocsf
 ///   items = "all"                   # events | findings | all
 ///   redact_keys = ["email"]         # masked on the way out, beyond the gateway's words
+///   [audit]                         # the forwarder's own chain: every change of the
+///   key = "keys/verdict.key"        # destinations is signed into it at start (the gateway's
+///   journal_dir = "journal"         # [audit] settings, [audit.kafka] to ship it to the auditor)
+///   chain_id = "forwarder-1"
 #[derive(Parser)]
 #[command(name = "verdict-forwarder", version, verbatim_doc_comment)]
 struct Args {
@@ -40,6 +45,25 @@ async fn main() -> anyhow::Result<()> {
         .context("set VERDICT_FORWARDER_QUERY_TOKEN to a query service token")?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    anyhow::ensure!(
+        config.audit.witness.is_none(),
+        "[audit.witness] is a gateway setting; the forwarder does not read witnessed heads"
+    );
+    let audit =
+        Audit::open(&config.audit, "forwarder").context("opening the forwarder's audit trail")?;
+    let recorder = audit.recorder;
+    recorder.spawn_timers();
+    let shipping =
+        Shipping::start(&config.audit, &recorder).context("creating the Kafka producer")?;
+    let recorded =
+        verdict_forwarder::record_changes(&config.destinations, &config.state_dir, &recorder)
+            .await
+            .context("recording the destination changes (nothing was delivered)")?;
+    tracing::info!(
+        chain_id = recorder.chain_id(),
+        recorded,
+        "destination changes recorded"
+    );
     let feed = Feed {
         query_url: config.query_url.clone(),
         authorization: format!("Bearer {token}"),
@@ -59,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
     verdict_forwarder::run(config, feed, &metrics, shutdown_signal()).await;
+    recorder.shutdown().await;
+    shipping.finish().await;
     tracing::info!("forwarder stopped");
     Ok(())
 }

@@ -1,24 +1,31 @@
 //! RFC 5424 syslog messages over TCP with octet-counting framing (RFC 6587 §3.4.1): the length
-//! prefix lets a payload hold any byte, and rsyslog, syslog-ng and SIEM collectors read it.
+//! prefix lets a payload hold any byte, and rsyslog, syslog-ng and SIEM collectors read it. Over
+//! TLS (RFC 5425) the frames are the same, octet counting being that RFC's only framing.
 //!
 //! `<PRI>1 - HOST verdict - MSGID - MSG`: facility 13 (log audit); severity 4 (warning) for
 //! refusals and errors, 6 (informational) otherwise; the timestamp is left to the receiver (the
 //! event time travels in the payload); MSGID is the decision or event kind.
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use crate::tls::TlsClient;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 
 const FACILITY_LOG_AUDIT: u8 = 13;
 
-/// A TCP connection to a syslog receiver.
+/// A TCP or TLS connection to a syslog receiver.
 pub struct SyslogSender {
-    stream: BufWriter<TcpStream>,
+    stream: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
     hostname: String,
 }
 
 impl SyslogSender {
-    pub async fn connect(address: &str) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(address).await?;
+    /// Connects to `address`, through a TLS handshake when `tls` is given.
+    pub async fn connect(address: &str, tls: Option<&TlsClient>) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(address).await?;
+        let stream: Box<dyn AsyncWrite + Send + Unpin> = match tls {
+            Some(tls) => Box::new(tls.connect(tcp).await?),
+            None => Box::new(tcp),
+        };
         let hostname = std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.is_empty() && h.is_ascii() && !h.contains(' '))

@@ -233,6 +233,29 @@ pub struct KafkaConfig {
     pub topic_replication: i32,
 }
 
+impl AuditConfig {
+    /// Resolves the relative paths (journal, keys, witness keys) against `base`, the config
+    /// file's directory.
+    pub fn resolve_against(&mut self, base: &Path) {
+        for relative in [
+            Some(&mut self.journal_dir),
+            Some(&mut self.key),
+            self.previous_key.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *relative = base.join(&*relative);
+        }
+        if let Some(witness) = &mut self.witness {
+            witness
+                .keys
+                .iter_mut()
+                .for_each(|key| *key = base.join(&*key));
+        }
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         // Same defaults as an empty `[audit]` table.
@@ -387,23 +410,10 @@ impl GatewayConfig {
             .and_then(Path::parent)
             .map(Path::to_owned)
             .unwrap_or_default();
-        for relative in [
-            config.policy.as_mut(),
-            Some(&mut config.audit.journal_dir),
-            Some(&mut config.audit.key),
-            config.audit.previous_key.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *relative = base.join(&*relative);
+        if let Some(policy) = &mut config.policy {
+            *policy = base.join(&*policy);
         }
-        if let Some(witness) = &mut config.audit.witness {
-            witness
-                .keys
-                .iter_mut()
-                .for_each(|key| *key = base.join(&*key));
-        }
+        config.audit.resolve_against(&base);
         for upstream in config.upstreams.values_mut() {
             upstream.resolve_against(&base);
         }

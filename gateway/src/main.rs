@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
 use verdict_gateway::admin::AdminService;
-use verdict_gateway::audit::shipper::Shipper;
 use verdict_gateway::audit::witness_watch::{WitnessStatus, WitnessWatch};
-use verdict_gateway::audit::{Audit, Recorder};
+use verdict_gateway::audit::{Audit, Recorder, Shipping};
 use verdict_gateway::downstream;
 use verdict_gateway::{Gateway, GatewayConfig};
 use verdict_service::credentials::Credentials;
@@ -85,28 +83,10 @@ async fn run() -> anyhow::Result<()> {
     let audit = Audit::open(&config.audit, mode).context("opening the audit trail")?;
     let recorder = Arc::clone(&audit.recorder);
     recorder.spawn_timers();
-    let stop_shipping = CancellationToken::new();
-    let (shipping, shipper_status) = match &config.audit.kafka {
-        Some(kafka) => {
-            let retention = config.audit.retention_secs.map(Duration::from_secs);
-            let shipper = Shipper::new(
-                kafka,
-                recorder.chain_id(),
-                config.audit.journal_dir.clone(),
-                retention,
-            )
-            .context("creating the Kafka producer")?;
-            let status = Arc::clone(&shipper.status);
-            let task = tokio::spawn(shipper.run(recorder.written(), stop_shipping.clone()));
-            (Some(task), Some(status))
-        }
-        None => {
-            tracing::info!(journal = %config.audit.journal_dir.display(), "no [audit.kafka]: the journal alone is the audit trail");
-            (None, None)
-        }
-    };
+    let shipping =
+        Shipping::start(&config.audit, &recorder).context("creating the Kafka producer")?;
     let mut gateway = Gateway::new(&config, audit)?;
-    if let Some(status) = shipper_status {
+    if let Some(status) = shipping.status.clone() {
         gateway.metrics.watch_shipper(status);
     }
     if let Some(status) = watch_witness(&config, &recorder)? {
@@ -151,7 +131,7 @@ async fn run() -> anyhow::Result<()> {
     if let (Some(agent), Some(stop)) = (args.agent, stdio_stop) {
         let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
         downstream::stdio::serve(Arc::clone(&gateway), agent, input, output, stop).await;
-        finish(&gateway, &recorder, stop_shipping, shipping).await;
+        finish(&gateway, &recorder, shipping).await;
         tracing::info!("gateway stopped");
         return Ok(());
     }
@@ -178,7 +158,7 @@ async fn run() -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
-    finish(&gateway, &recorder, stop_shipping, shipping).await;
+    finish(&gateway, &recorder, shipping).await;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -238,16 +218,8 @@ async fn serve_admin(
 
 /// After the last call: the shutdown checkpoint, a final fsync, what the shipper can still
 /// deliver (the rest ships at the next start), and the upstream processes stopped.
-async fn finish(
-    gateway: &Gateway,
-    recorder: &Recorder,
-    stop_shipping: CancellationToken,
-    shipping: Option<tokio::task::JoinHandle<()>>,
-) {
+async fn finish(gateway: &Gateway, recorder: &Recorder, shipping: Shipping) {
     recorder.shutdown().await;
-    if let Some(shipping) = shipping {
-        stop_shipping.cancel();
-        let _ = shipping.await;
-    }
+    shipping.finish().await;
     gateway.stop_upstreams().await;
 }

@@ -6,7 +6,7 @@
 //! variant is named once and a name means the same value everywhere (ClickHouse columns, export
 //! records, CLI tables, Prometheus labels). The unspecified value has the empty name.
 
-use crate::pb::{DecisionKind, OutcomeKind, Redaction, RiskClass, ToolChange};
+use crate::pb::{ConfigChangeKind, DecisionKind, OutcomeKind, Redaction, RiskClass, ToolChange};
 
 /// An enumeration of the contract with a stored name for each value.
 pub trait Label: Sized + Copy + TryFrom<i32> + 'static {
@@ -63,6 +63,9 @@ names!(Redaction {
 names!(ToolChange {
     Unchanged => "unchanged", Added => "added", Changed => "changed", Removed => "removed",
 });
+names!(ConfigChangeKind {
+    Added => "added", Changed => "changed", Removed => "removed",
+});
 
 #[cfg(test)]
 mod tests {
@@ -86,6 +89,7 @@ mod tests {
         round_trips::<OutcomeKind>();
         round_trips::<Redaction>();
         round_trips::<ToolChange>();
+        round_trips::<ConfigChangeKind>();
     }
 
     #[test]

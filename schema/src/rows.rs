@@ -16,6 +16,8 @@ pub const TOOL_CATALOG: &str = "tool_catalog";
 /// The `kind` of a key rotation row; the verifiers that resume a chain from a stored head re-read
 /// these (their envelopes, re-verified) to learn which key signs it now.
 pub const KEY_ROTATION: &str = "key_rotation";
+/// The `kind` of a forwarder's destination configuration change.
+pub const CONFIG_CHANGE: &str = "config_change";
 
 /// One stored event: every body field as a column, plus the envelope for re-verification.
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
@@ -111,9 +113,39 @@ impl EventRow {
                 row.target_names.push("new_key_id".into());
                 row.target_values.push(r.new_key_id);
             }
+            Some(Kind::ConfigChange(c)) => row.fill_config_change(c),
             None => row.kind = "unknown".into(),
         }
         Ok(row)
+    }
+
+    /// A forwarder's destination change: the destination as a target named by its change
+    /// (`added`, `changed`, `removed`), and its non-secret settings and configuration hash as the
+    /// reason (the envelope holds every field).
+    fn fill_config_change(&mut self, c: pb::ConfigChange) {
+        self.kind = CONFIG_CHANGE.into();
+        let change = pb::ConfigChangeKind::label_of(c.change);
+        let fields = match c.changed_fields.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", c.changed_fields.join(", ")),
+        };
+        self.reason = format!(
+            "destination {} ({}) {change}{fields}: address {}, payload {}, items {}, redact_keys [{}], config_sha256 {}",
+            c.destination,
+            c.kind,
+            c.address,
+            c.payload,
+            c.items,
+            c.redact_keys.join(", "),
+            hex::encode(&c.config_sha256),
+        );
+        self.target_names.push(change.into());
+        self.target_values.push(c.destination);
+    }
+
+    /// Whether this row records a change of a forwarder's destinations.
+    pub fn is_config_change(&self) -> bool {
+        self.kind == CONFIG_CHANGE
     }
 
     /// A tool catalog: the upstream, each tool that changed as a target named by its change
@@ -323,5 +355,33 @@ mod tests {
             ..Default::default()
         });
         assert!(!quiet.is_tool_change());
+    }
+
+    #[test]
+    fn config_changes_name_the_destination_as_target_and_summarise_the_settings() {
+        let mut row = EventRow::default();
+        row.fill_config_change(pb::ConfigChange {
+            destination: "soc-hook".into(),
+            kind: "webhook".into(),
+            change: pb::ConfigChangeKind::Changed as i32,
+            address: "https://siem.example/hook".into(),
+            payload: "json".into(),
+            redact_keys: vec!["email".into()],
+            items: "all".into(),
+            config_sha256: vec![0xab; 32],
+            changed_fields: vec!["secret".into()],
+            ..Default::default()
+        });
+        assert!(row.is_config_change());
+        assert_eq!(row.target_names, ["changed"]);
+        assert_eq!(row.target_values, ["soc-hook"]);
+        assert_eq!(
+            row.reason,
+            format!(
+                "destination soc-hook (webhook) changed (secret): address https://siem.example/hook, \
+                 payload json, items all, redact_keys [email], config_sha256 {}",
+                "ab".repeat(32)
+            )
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Decision → queryable latency of the whole pipeline on this machine:
-//! `cargo run -p verdict-tests --example e2e_bench [CALLS_PER_SEC] [SECONDS]` (default 1000, 60).
+//! `cargo run -p verdict-tests --example e2e_bench [CALLS_PER_SEC] [SECONDS] [follow]` (default
+//! 1000, 60).
 //!
 //! Real tansu, ClickHouse, gateway (with the demo policy), auditor and query service, the sample
 //! MCP server over HTTP. Load: `add_work_memory` calls at the given rate from 8 rmcp clients. Probe:
@@ -7,6 +8,10 @@
 //! policy); from the moment the gateway answers, WhoTried is polled for that session until the
 //! attempt is visible. Reported: probe latency percentiles, and whether every load call's decision
 //! reached ClickHouse (0 lost).
+//!
+//! With `follow`, no probe: a `Follow` client (from now, the load agent's decisions, JSON lines)
+//! timestamps every event it receives against the event's own time (the gateway's decision time,
+//! same machine clock), so each load decision is one sample of decision → delivered to a follower.
 
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -24,11 +29,13 @@ const CLIENTS: u64 = 8;
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args()
-        .skip(1)
-        .map(|a| a.parse::<u64>().expect("a number"));
-    let rate = args.next().unwrap_or(1000);
-    let seconds = args.next().unwrap_or(60);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, default: u64| {
+        args.get(i)
+            .map_or(default, |a| a.parse::<u64>().expect("a number"))
+    };
+    let (rate, seconds) = (number(0, 1000), number(1, 60));
+    let follow_mode = args.get(2).is_some_and(|a| a == "follow");
     let broker = Broker::start().unwrap();
     broker.create_topic("verdict.events", 3).await.unwrap();
     let clickhouse = ClickHouse::start().unwrap();
@@ -58,6 +65,10 @@ async fn main() {
     .unwrap();
     let query = QueryService::start(&clickhouse.url(), None, "").unwrap();
 
+    let follower = match follow_mode {
+        true => Some(follow_latencies(query.client().await).await),
+        false => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let sent = Arc::new(AtomicU64::new(0));
     let load: Vec<_> = (0..CLIENTS)
@@ -86,7 +97,7 @@ async fn main() {
     let mut query_client = query.client().await;
     let mut latencies = Histogram::<u64>::new(3).unwrap();
     let mut n = 0;
-    while Instant::now() < deadline {
+    while !follow_mode && Instant::now() < deadline {
         let session = format!("probe-{n}");
         n += 1;
         call_tool(
@@ -146,6 +157,17 @@ async fn main() {
         sent as f64 / seconds as f64,
         sent.saturating_sub(stored)
     );
+    if let Some(follower) = follower {
+        let (latencies, received) = follower_result(follower, sent).await;
+        println!(
+            "decision → delivered to a Follow client over {received} events: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            latencies.value_at_quantile(0.5),
+            latencies.value_at_quantile(0.9),
+            latencies.value_at_quantile(0.99),
+            latencies.max()
+        );
+        return;
+    }
     println!(
         "decision → visible in WhoTried over {} probes: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
         latencies.len(),
@@ -154,4 +176,53 @@ async fn main() {
         latencies.value_at_quantile(0.99),
         latencies.max()
     );
+}
+
+type Latencies = Arc<std::sync::Mutex<Histogram<u64>>>;
+
+/// Starts following the load agent's decisions from now; a task records, per event, the
+/// milliseconds from its decision time to its arrival here.
+async fn follow_latencies(
+    mut client: verdict_proto::pb::audit_query_client::AuditQueryClient<tonic::transport::Channel>,
+) -> Latencies {
+    let latencies: Latencies = Arc::new(std::sync::Mutex::new(Histogram::new(3).unwrap()));
+    let request = pb::FollowRequest {
+        filter: Some(pb::EventFilter {
+            agents: vec!["load".into()],
+            ..Default::default()
+        }),
+        format: pb::ExportFormat::Jsonl as i32,
+        from_now: true,
+        ..Default::default()
+    };
+    let mut stream = client
+        .follow(authed(request, TOKEN))
+        .await
+        .expect("Follow")
+        .into_inner();
+    let recorded = Arc::clone(&latencies);
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = stream.message().await {
+            if message.data.is_empty() {
+                continue;
+            }
+            let record: serde_json::Value = serde_json::from_slice(&message.data).unwrap();
+            let decided = record["time_unix_nanos"].as_i64().unwrap();
+            let millis = (verdict_proto::now_unix_nanos() - decided).max(0) / 1_000_000;
+            recorded.lock().unwrap().record(millis as u64).unwrap();
+        }
+    });
+    latencies
+}
+
+/// The follower's latencies once it has received `sent` events (or 120 s passed), and how many
+/// it received.
+async fn follower_result(latencies: Latencies, sent: u64) -> (Histogram<u64>, u64) {
+    let start = Instant::now();
+    while latencies.lock().unwrap().len() < sent && start.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let histogram = latencies.lock().unwrap().clone();
+    let received = histogram.len();
+    (histogram, received)
 }

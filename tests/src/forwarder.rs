@@ -32,3 +32,18 @@ pub fn start_forwarder(
     ServerProcess::spawn("verdict-forwarder", command, dir.join("forwarder.log"))
         .expect("starting verdict-forwarder")
 }
+
+/// The forwarder's metric `verdict_forwarder_<name>{destination="<destination>"}` scraped from
+/// its `metrics_listen` port; `None` while it is not exposed yet.
+pub async fn metric(port: u16, name: &str, destination: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("verdict_forwarder_{name}{{destination=\"{destination}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod forwarder;
 pub mod mcp;
 pub mod ocsf;
+pub mod pki;
 pub mod process;
 pub mod query;
 pub mod rsyslog;

@@ -1,12 +1,21 @@
 //! Debian's real `rsyslogd` as a syslog receiver for the forwarder's tests: its own config on a
-//! free loopback port (TCP, RFC 5424, octet-counted or not), every message's MSG part written as
-//! one line to a file in its temp dir. Never the system service.
+//! free loopback port (TCP, RFC 5424, octet-counted or not; or TLS through its GnuTLS network
+//! stream driver, RFC 5425), every message's MSG part written as one line to a file in its temp
+//! dir. Never the system service.
 
 use crate::process::{find_program, free_port, ServerProcess};
 use crate::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// The certificate rsyslog serves TLS with, and its CA (GnuTLS wants one even when it does not
+/// authenticate clients).
+pub struct RsyslogTls<'a> {
+    pub ca: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
 
 pub struct Rsyslog {
     pub port: u16,
@@ -15,7 +24,17 @@ pub struct Rsyslog {
 }
 
 impl Rsyslog {
+    /// Plain TCP.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// TLS (rsyslog's `gtls` driver, from Debian's rsyslog-gnutls), anonymous clients.
+    pub fn start_tls(tls: &RsyslogTls) -> Result<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&RsyslogTls>) -> Result<Self> {
         // Debian installs it in /usr/sbin, which a non-root PATH may lack.
         let sbin = PathBuf::from("/usr/sbin/rsyslogd");
         let program = find_program("rsyslogd", "scripts/deps.sh installs it (apt: rsyslog)")
@@ -29,9 +48,23 @@ impl Rsyslog {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let d = dir.path().display();
+        let (global, module) = match tls {
+            None => (String::new(), String::new()),
+            Some(tls) => (
+                format!(
+                    " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" \
+                     defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
+                    tls.ca.display(),
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+                " streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\""
+                    .to_owned(),
+            ),
+        };
         let config = format!(
-            "global(workDirectory=\"{d}\")\n\
-             module(load=\"imtcp\")\n\
+            "global(workDirectory=\"{d}\"{global})\n\
+             module(load=\"imtcp\"{module})\n\
              template(name=\"msg\" type=\"string\" string=\"%msg%\\n\")\n\
              ruleset(name=\"verdict\") {{ action(type=\"omfile\" file=\"{d}/messages.log\" template=\"msg\") }}\n\
              input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"verdict\")\n"

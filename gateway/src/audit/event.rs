@@ -215,6 +215,12 @@ pub fn tool_catalog(catalog: pb::ToolCatalog) -> pb::EventBody {
     body(Kind::ToolCatalog(catalog))
 }
 
+/// A body recording a change of a forwarder's destinations (`verdict-forwarder`, which records
+/// with this crate's recorder).
+pub fn config_change(change: pb::ConfigChange) -> pb::EventBody {
+    body(Kind::ConfigChange(change))
+}
+
 /// A checkpoint body attesting the head `(seq, hash)`.
 pub fn checkpoint(head_seq: u64, head_hash: &[u8], reason: &str, interval_secs: u32) -> Checkpoint {
     Checkpoint(pb::Checkpoint {

@@ -27,9 +27,11 @@ pub use event::{DecisionFacts, EventBuilder};
 use recorder::FsyncPolicy;
 pub use recorder::{RecordError, Recorder};
 pub use refusals::{Admission, RefusalLedger, RefusalReason};
+use shipper::{Shipper, ShipperError, ShipperStatus};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use verdict_proto::keys::{write_keypair, PRIVATE_KEY_FILE};
 use verdict_proto::pb::{self, DecisionKind};
 use verdict_proto::{KeyError, Label, SecretKey};
@@ -112,6 +114,53 @@ impl Audit {
             self.recorder.defer(&refused(body.clone(), &message));
         }
         Err(message)
+    }
+}
+
+/// The journal shipped to Kafka when `[audit.kafka]` is configured; without it the journal alone
+/// is the audit trail. Shared by the gateway and the forwarder, whose chains travel the same way.
+pub struct Shipping {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+    /// What the broker acknowledged, for `/metrics` (`None` without Kafka).
+    pub status: Option<Arc<ShipperStatus>>,
+}
+
+impl Shipping {
+    /// Starts shipping `recorder`'s journal per `config`.
+    pub fn start(config: &AuditConfig, recorder: &Recorder) -> Result<Self, ShipperError> {
+        let stop = CancellationToken::new();
+        let Some(kafka) = &config.kafka else {
+            tracing::info!(journal = %config.journal_dir.display(), "no [audit.kafka]: the journal alone is the audit trail");
+            return Ok(Self {
+                task: None,
+                stop,
+                status: None,
+            });
+        };
+        let retention = config.retention_secs.map(Duration::from_secs);
+        let shipper = Shipper::new(
+            kafka,
+            recorder.chain_id(),
+            config.journal_dir.clone(),
+            retention,
+        )?;
+        let status = Arc::clone(&shipper.status);
+        let task = tokio::spawn(shipper.run(recorder.written(), stop.clone()));
+        Ok(Self {
+            task: Some(task),
+            stop,
+            status: Some(status),
+        })
+    }
+
+    /// After the recorder's shutdown: delivers what the shipper still can and stops it (the
+    /// rest ships at the next start).
+    pub async fn finish(self) {
+        if let Some(task) = self.task {
+            self.stop.cancel();
+            let _ = task.await;
+        }
     }
 }
 
