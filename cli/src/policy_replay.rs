@@ -309,6 +309,9 @@ fn print_json(replayed: &Replayed) {
         "undecidable": s.undecidable,
         "untrusted": s.untrusted,
         "restarts": s.restarts,
+        "read_wait_secs": s.read_wait_secs,
+        "verify_secs": s.verify_secs,
+        "decide_secs": s.decide_secs,
         "first_unix_nanos": s.first_unix_nanos,
         "last_unix_nanos": s.last_unix_nanos,
     }});

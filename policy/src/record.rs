@@ -45,7 +45,8 @@ pub fn for_trail(text: &str, is_sensitive: impl Fn(&str) -> bool) -> TrailText {
             .pointer_mut("/match/arguments")
             .and_then(Value::as_object_mut);
         for (key, matched) in arguments.into_iter().flatten() {
-            if is_sensitive(key) {
+            // `{"present": bool}` holds no value, and a reader must keep its meaning.
+            if is_sensitive(key) && matched.get("present").is_none() {
                 *matched = Value::String(redaction(matched));
                 redacted.insert(key.clone());
             }
@@ -89,6 +90,8 @@ mod tests {
               {{"id": "leaked", "match": {{"arguments": {{"api_token": "{LEAKED}", "project": "notes"}}}},
                "action": "deny", "reason": "a revoked token"}},
               {{"id": "leaked-many", "match": {{"arguments": {{"api_token": {{"one_of": ["{LEAKED}x"]}}}}}},
+               "action": "deny"}},
+              {{"id": "tokenless", "match": {{"arguments": {{"token": {{"present": false}}}}}},
                "action": "deny"}}]}}"#
         );
         let kept = for_trail(&text, |key| key.contains("token"));
@@ -99,7 +102,8 @@ mod tests {
         let recorded = Policy::from_text(&kept.text).expect("still a valid policy");
         assert_eq!(
             recorded.rules_for("any", ["t", "t"]),
-            ["leaked", "leaked-many"]
+            ["leaked", "leaked-many", "tokenless"]
         );
+        assert!(kept.text.contains(r#""present": false"#), "{}", kept.text);
     }
 }

@@ -339,8 +339,14 @@ impl<'a> Recorded<'a> {
             arguments: &self.arguments,
             fingerprint: None,
         };
-        let unknown = |key: &str| {
+        // A value the draft's text does not hold matters only where the call has the argument
+        // (or its arguments are not known).
+        let hidden_in_draft = |key: &str| {
             unknown_in_draft.iter().any(|k| k == key)
+                && (self.arguments.is_null() || self.arguments.get(key).is_some())
+        };
+        let unknown = |key: &str| {
+            hidden_in_draft(key)
                 || match (self.unknown, self.arguments.get(key)) {
                     (None, _) => false,
                     (Some(_), None) => self.arguments.is_null(),

@@ -6,8 +6,8 @@
 //!
 //! Reading (ClickHouse) and replaying (signature checks and decisions: CPU) overlap on two cores;
 //! the channels between them are bounded, so a slow client slows the reads. A client that goes
-//! away stops the worker, whose dropped receiver stops the reader. The worker logs where its time
-//! went (waiting for rows, verifying, deciding), which tells a slow store from a slow engine.
+//! away stops the worker, whose dropped receiver stops the reader. The summary says where the
+//! worker's time went (waiting for rows, verifying, deciding): a slow store or a slow engine.
 
 use crate::export_stream::read_chains;
 use crate::filter::Conditions;
@@ -67,8 +67,8 @@ impl ReplayStream {
                 }
             }
             let calls = replay.calls();
-            stages.log(calls);
-            let (changes, summary) = replay.finish();
+            let (changes, mut summary) = replay.finish();
+            stages.report(&mut summary);
             for change in changes {
                 if tx.blocking_send(message(Kind::Change(change))).is_err() {
                     return calls;
@@ -132,13 +132,17 @@ impl Stages {
         result
     }
 
-    fn log(&self, calls: u64) {
-        let [read, verify, decide] = self.0.map(|d| d.as_secs_f64());
+    fn report(&self, summary: &mut pb::ReplaySummary) {
+        [
+            summary.read_wait_secs,
+            summary.verify_secs,
+            summary.decide_secs,
+        ] = self.0.map(|d| d.as_secs_f64());
         tracing::info!(
-            calls,
-            read_wait_secs = read,
-            verify_secs = verify,
-            decide_secs = decide,
+            calls = summary.calls,
+            read_wait_secs = summary.read_wait_secs,
+            verify_secs = summary.verify_secs,
+            decide_secs = summary.decide_secs,
             "replay stages"
         );
     }
