@@ -327,7 +327,7 @@ async fn a_changed_tool_is_held_then_denied_until_re_pinned_and_every_step_is_a_
         .flat_map(|c| c.tools)
         .filter(|t| t.change == pb::ToolChange::Changed as i32)
         .map(|t| t.sha256)
-        .last()
+        .next_back()
         .unwrap();
     let pinned = loaded
         .pins
