@@ -41,7 +41,8 @@ const DRAFT: &str = r#"{"version": "1", "default": "allow", "rules": [
 /// The `k`-th call of a session.
 fn script(k: u64) -> (&'static str, Value) {
     match k % 4 {
-        0 => ("list_work_memories", json!({"project": "notes"})),
+        // A project nothing is written to: the sample server lists a project's every memory.
+        0 => ("list_work_memories", json!({"project": "read-only"})),
         1 => (
             "add_work_memory",
             json!({"project": "notes", "content": "n"}),
@@ -120,7 +121,8 @@ async fn main() {
     }
     let recording = started.elapsed();
     let ch = clickhouse.client();
-    let stored_sql = "SELECT count() FROM events WHERE kind = 'decision' AND method = 'tools/call'";
+    let stored_sql =
+        "SELECT uniqExact(seq) FROM events WHERE kind = 'decision' AND method = 'tools/call'";
     while count(&ch, stored_sql).await < calls {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

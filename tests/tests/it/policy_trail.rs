@@ -8,12 +8,12 @@
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use verdict_proto::pb::{self, replay_message::Kind, DecisionKind};
+use verdict_proto::pb::{self, DecisionKind};
 use verdict_proto::SignedEvent;
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
-use verdict_tests::query::{authed, verdict_cli, QueryService, TOKEN};
+use verdict_tests::query::{replay_policy, verdict_cli, QueryService};
 use verdict_tests::trail::{decision, journal_events};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -238,20 +238,9 @@ async fn replay(
             policy_json: policy.into(),
             ..Default::default()
         };
-        let mut stream = client
-            .replay_policy(authed(request, TOKEN))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut changes = Vec::new();
-        while let Some(message) = stream.message().await.unwrap() {
-            match message.kind {
-                Some(Kind::Change(change)) => changes.push(change),
-                Some(Kind::Summary(summary)) if summary.calls == calls => {
-                    return (changes, summary)
-                }
-                _ => {}
-            }
+        let (changes, summary) = replay_policy(&mut client, request).await;
+        if summary.calls == calls {
+            return (changes, summary);
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
