@@ -24,7 +24,7 @@ const SESSIONS_PER_AGENT: u64 = 4;
 const RECORDED: &str = r#"{"version": "1", "default": "allow", "rules": [
   {"id": "no-secret-notes", "match": {"tool": "add_work_memory", "arguments": {"project": {"glob": "secret-*"}}},
    "action": "deny", "reason": "secret projects stay out of work memory"},
-  {"id": "reads", "match": {"tool": "list_work_memories"}, "action": "allow",
+  {"id": "reads", "match": {"tool": "session_manager"}, "action": "allow",
    "rate_limit": {"max": 100000, "window": 3600}}
 ]}"#;
 
@@ -34,15 +34,16 @@ const DRAFT: &str = r#"{"version": "1", "default": "allow", "rules": [
    "action": "deny", "reason": "secret projects stay out of work memory"},
   {"id": "no-plans", "match": {"tool": "add_work_memory", "arguments": {"project": "plans"}},
    "action": "deny", "reason": "plans are reviewed first"},
-  {"id": "reads", "match": {"tool": "list_work_memories"}, "action": "allow",
+  {"id": "reads", "match": {"tool": "session_manager"}, "action": "allow",
    "rate_limit": {"max": 5000, "window": 3600}}
 ]}"#;
 
 /// The `k`-th call of a session.
 fn script(k: u64) -> (&'static str, Value) {
     match k % 4 {
-        // A project nothing is written to: the sample server lists a project's every memory.
-        0 => ("list_work_memories", json!({"project": "read-only"})),
+        // The sample server scans every memory to list a project's, so the read is a tool whose
+        // cost does not grow with the history.
+        0 => ("session_manager", json!({"action": "list_sessions"})),
         1 => (
             "add_work_memory",
             json!({"project": "notes", "content": "n"}),
