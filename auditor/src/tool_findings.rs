@@ -3,7 +3,9 @@
 //! A security team watches findings, so a rug pull must land there, not only in an event a
 //! search might find: every stored `tool_catalog` event that changes a tool becomes a
 //! `tool_changed` finding, and every call the gateway refused or held because a pinned tool
-//! changed (a decision by rule `pin`) a `tool_pin` finding. Both carry the event's envelope as
+//! changed (a decision by rule `pin`) a `tool_pin` finding, and every policy load that changes
+//! the pins in force (`verdict policy pin` accepting a change) a `tool_repinned` finding, so the
+//! acceptance sits beside the change it accepts. All carry the event's envelope as
 //! evidence, like integrity findings, and are derived from verified events only, so a forger
 //! cannot raise (or suppress) them.
 //!
@@ -13,7 +15,7 @@
 
 use verdict_proto::pb::DecisionKind;
 use verdict_proto::Label;
-use verdict_schema::{EventRow, FindingRow};
+use verdict_schema::{rows, EventRow, FindingRow};
 
 /// The finding kind of a changed tool catalog.
 pub const TOOL_CHANGED: &str = "tool_changed";
@@ -21,6 +23,8 @@ pub const TOOL_CHANGED: &str = "tool_changed";
 pub const TOOL_PIN: &str = "tool_pin";
 /// The finding kind of a forwarder's destination change.
 pub const CONFIG_CHANGED: &str = "config_changed";
+/// The finding kind of a policy load that changed pins.
+pub const TOOL_REPINNED: &str = "tool_repinned";
 /// The rule id of the gateway's pinning decisions (`verdict_gateway::policy::PIN_RULE`).
 const PIN_RULE: &str = "pin";
 
@@ -39,6 +43,16 @@ pub fn of(row: &EventRow, detected: (u32, i64)) -> Option<FindingRow> {
             format!(
                 "{} of {}/{} by agent {}: {}",
                 row.decision, row.upstream, row.tool, row.agent_id, row.reason
+            ),
+        )
+    } else if row.kind == rows::POLICY_LOADED && !row.target_values.is_empty() {
+        (
+            TOOL_REPINNED,
+            format!(
+                "pins accepted for {} (policy sha256 {}, {})",
+                row.target_values.join(", "),
+                row.policy_sha256,
+                row.reason
             ),
         )
     } else {
@@ -111,5 +125,19 @@ mod tests {
             (finding.kind.as_str(), finding.detail.as_str()),
             (CONFIG_CHANGED, "destination soc (syslog) added")
         );
+        let repinned = EventRow {
+            kind: rows::POLICY_LOADED.into(),
+            target_names: vec![rows::REPINNED.into()],
+            target_values: vec!["memory/session_manager".into()],
+            ..Default::default()
+        };
+        let finding = of(&repinned, (1, 2)).unwrap();
+        assert_eq!(finding.kind, TOOL_REPINNED);
+        assert!(finding.detail.contains("memory/session_manager"));
+        let started = EventRow {
+            target_values: Vec::new(),
+            ..repinned
+        };
+        assert!(of(&started, (1, 2)).is_none());
     }
 }

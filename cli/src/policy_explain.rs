@@ -2,15 +2,17 @@
 //! recorded call was decided as it was, and what a draft would decide.
 //!
 //! The record comes from the query service (`ReplayPolicy` with `event` set), verified there with
-//! the trusted keys. The event carries the SHA-256 of the policy in force; the policy texts
-//! themselves are kept where policies are reviewed (a repository, or a directory of every
-//! version deployed), and `--policies DIR` names such a directory: the file whose SHA-256 matches
-//! is the policy in force, and the call is re-decided under it by the same engine, so the rule
-//! that matched and the rules that could apply are shown. A single call is re-decided with empty
-//! rate-limit windows and without pins, so an explanation that differs from the record says so.
+//! the trusted keys. The event carries the SHA-256 of the policy in force, and the gateway records
+//! every policy it loads (`PolicyLoaded`): the query service finds the one with that hash in the
+//! trail (`in_force`, verified too) and re-decides the call under it with the same engine, so the
+//! rule that matched and the rules that could apply are shown. For a trail recorded before
+//! gateways recorded their policies, `--policies DIR` names a directory of the policy files
+//! deployed (a repository, say): the file whose SHA-256 matches is the policy in force. A single
+//! call is re-decided with empty rate-limit windows and without pins, so an explanation that
+//! differs from the record says so.
 
 use crate::query::{status, Client, Connection};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use verdict_proto::pb::{self, replay_message::Kind, DecisionKind, Redaction, RiskClass};
@@ -24,7 +26,8 @@ pub struct ExplainArgs {
     /// A draft policy to decide the call under.
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// A directory of policy files: the one whose SHA-256 the event carries is the policy in force.
+    /// A directory of policy files, used when the trail does not hold the policy in force: the
+    /// one whose SHA-256 the event carries is the policy in force.
     #[arg(long)]
     policies: Option<PathBuf>,
     #[command(flatten)]
@@ -37,49 +40,91 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let mut client = Client::connect(&args.connection).await?;
-        let record = ask(&mut client, &args.event, String::new()).await?;
+        let record = ask(&mut client, request(&args.event, String::new())).await?;
         let recorded = record.recorded.clone().unwrap_or_default();
         print_record(&record, &recorded);
         let in_force = hex::encode(&recorded.policy_sha256);
-        match args.policies.as_deref().map(|dir| find_policy(dir, &in_force)).transpose()? {
-            Some(Some((path, text))) => {
-                let under = ask(&mut client, &args.event, text).await?;
-                print_under(&format!("policy in force ({})", path.display()), &under);
-                if under.draft != recorded.decision {
-                    println!("  (differs from the record: a single call is re-decided with empty rate-limit windows and without pins)");
-                }
+        let in_trail = pb::ReplayPolicyRequest {
+            in_force: true,
+            ..request(&args.event, String::new())
+        };
+        match ask(&mut client, in_trail).await {
+            Ok(under) => {
+                let loaded = under.policy_in_force.clone().unwrap_or_default();
+                let title = format!(
+                    "policy in force (recorded at {}, {} {})",
+                    under.policy_event, loaded.reason, loaded.source
+                );
+                print_in_force(&title, &under, &recorded);
             }
-            Some(None) => println!("\npolicy in force: sha256 {in_force}, not among the files of --policies"),
-            None => println!("\npolicy in force: sha256 {in_force} (pass --policies DIR holding it to see its rules)"),
+            Err(missing) if missing.code() == tonic::Code::NotFound => {
+                println!("\npolicy in force: {}", missing.message());
+                from_files(&mut client, &args, &in_force, &recorded).await?;
+            }
+            Err(e) => return Err(status(e)),
         }
         if let Some(path) = &args.policy {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let under = ask(&mut client, &args.event, text).await?;
+            let under = ask(&mut client, request(&args.event, text))
+                .await
+                .map_err(status)?;
             print_under(&format!("draft ({})", path.display()), &under);
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// The explanation of `event` under `policy_json` (empty: the record only).
-async fn ask(
-    client: &mut Client,
-    event: &str,
-    policy_json: String,
-) -> Result<pb::ReplayExplanation> {
-    let request = pb::ReplayPolicyRequest {
+/// The request explaining `event` under `policy_json` (empty: the record only).
+fn request(event: &str, policy_json: String) -> pb::ReplayPolicyRequest {
+    pb::ReplayPolicyRequest {
         policy_json,
         event: event.to_owned(),
         ..Default::default()
-    };
-    let mut stream = crate::policy_replay::open(client, request).await?;
-    match stream.message().await.map_err(status)? {
+    }
+}
+
+/// The explanation the query service gives for `request`.
+async fn ask(
+    client: &mut Client,
+    request: pb::ReplayPolicyRequest,
+) -> std::result::Result<pb::ReplayExplanation, tonic::Status> {
+    let request = client.request(request);
+    let mut stream = client.inner.replay_policy(request).await?.into_inner();
+    match stream.message().await? {
         Some(pb::ReplayMessage {
             kind: Some(Kind::Explanation(explanation)),
         }) => Ok(explanation),
-        _ => bail!("the query service sent no explanation"),
+        _ => Err(tonic::Status::internal(
+            "the query service sent no explanation",
+        )),
     }
+}
+
+/// The policy in force from `--policies DIR`, for a trail that does not hold it.
+async fn from_files(
+    client: &mut Client,
+    args: &ExplainArgs,
+    in_force: &str,
+    recorded: &pb::Decision,
+) -> Result<()> {
+    let Some(dir) = &args.policies else {
+        println!("  (pass --policies DIR holding sha256 {in_force} to see its rules)");
+        return Ok(());
+    };
+    let Some((path, text)) = find_policy(dir, in_force)? else {
+        println!("  sha256 {in_force} is not among the files of --policies either");
+        return Ok(());
+    };
+    let under = ask(client, request(&args.event, text))
+        .await
+        .map_err(status)?;
+    print_in_force(
+        &format!("policy in force ({})", path.display()),
+        &under,
+        recorded,
+    );
+    Ok(())
 }
 
 /// The file of `dir` whose SHA-256 is `sha256` (hex), with its text.
@@ -133,4 +178,12 @@ fn print_under(title: &str, e: &pb::ReplayExplanation) {
         "  rules that can apply to this tool, in order: {}",
         e.candidate_rules.join(", ")
     );
+}
+
+/// [`print_under`] for the policy in force, which should decide as the record says.
+fn print_in_force(title: &str, e: &pb::ReplayExplanation, recorded: &pb::Decision) {
+    print_under(title, e);
+    if e.draft != recorded.decision {
+        println!("  (differs from the record: a single call is re-decided with empty rate-limit windows and without pins)");
+    }
 }

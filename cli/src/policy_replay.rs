@@ -188,7 +188,7 @@ fn run(
 }
 
 /// The `ReplayPolicy` stream of `request`.
-pub(crate) async fn open(
+async fn open(
     client: &mut Client,
     request: pb::ReplayPolicyRequest,
 ) -> Result<tonic::Streaming<pb::ReplayMessage>> {
@@ -262,6 +262,12 @@ fn print_table(replayed: &Replayed) {
             s.untrusted
         );
     }
+    if s.restarts > 0 {
+        println!(
+            "gateway starts in range: {} (each emptied its chain's rate-limit windows, in the replay too)",
+            s.restarts
+        );
+    }
 }
 
 /// Calls per recorded → draft transition, named the way a reviewer asks.
@@ -302,6 +308,10 @@ fn print_json(replayed: &Replayed) {
         "changed": s.changed,
         "undecidable": s.undecidable,
         "untrusted": s.untrusted,
+        "restarts": s.restarts,
+        "read_wait_secs": s.read_wait_secs,
+        "verify_secs": s.verify_secs,
+        "decide_secs": s.decide_secs,
         "first_unix_nanos": s.first_unix_nanos,
         "last_unix_nanos": s.last_unix_nanos,
     }});

@@ -10,6 +10,7 @@ use verdict_gateway::admin::AdminService;
 use verdict_gateway::audit::witness_watch::{WitnessStatus, WitnessWatch};
 use verdict_gateway::audit::{Audit, Recorder, Shipping};
 use verdict_gateway::downstream;
+use verdict_gateway::policy::PolicyTrail;
 use verdict_gateway::{Gateway, GatewayConfig};
 use verdict_service::credentials::Credentials;
 use verdict_service::process::{init_tracing, shutdown_signal, stop_signals};
@@ -109,6 +110,15 @@ async fn run() -> anyhow::Result<()> {
             }
         });
     }
+    // The policy in force is in the trail before any call is decided under it; a start marks a
+    // restart (empty rate-limit windows) for replays.
+    let trail = PolicyTrail::new(&gateway.audit);
+    let in_force = policy.as_ref().map(|decider| decider.policy());
+    let source = config.policy.clone().unwrap_or_default();
+    trail
+        .record(in_force.as_deref(), &source, None)
+        .await
+        .context("recording the policy in the audit trail")?;
     let gateway = Arc::new(gateway);
     gateway.watch_upstreams();
     if let Some(decider) = policy {
@@ -117,7 +127,7 @@ async fn run() -> anyhow::Result<()> {
             "notifications/tools/list_changed",
             serde_json::json!({}),
         );
-        decider.watch(move || notify.sessions.broadcast(&changed));
+        decider.watch(trail, move || notify.sessions.broadcast(&changed));
     }
     gateway.warm_up().await;
     if let Some(admin) = config.admin.listen {

@@ -70,6 +70,8 @@ type Candidates = RwLock<HashMap<(String, String, String), Arc<[usize]>>>;
 pub struct Policy {
     /// SHA-256 of the policy file's bytes; events carry it.
     pub sha256: [u8; 32],
+    /// The text `sha256` was computed over (the gateway records it, see [`crate::record`]).
+    text: Arc<str>,
     default: DefaultAction,
     hide: Vec<Pattern>,
     risk_overrides: HashMap<String, RiskName>,
@@ -110,6 +112,7 @@ impl Policy {
             .collect();
         Ok(Self {
             sha256: Sha256::digest(text.as_bytes()).into(),
+            text: text.into(),
             default: parsed.default,
             hide: parsed.hide,
             risk_overrides: parsed.risk.into_iter().collect(),
@@ -123,6 +126,11 @@ impl Policy {
     /// This policy with the pinned fingerprints of `lock`.
     pub fn with_lock(self, lock: LockFile) -> Self {
         Self { lock, ..self }
+    }
+
+    /// The text the policy was compiled from, exactly as hashed.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// The pin patterns of the policy (see [`pin`]).

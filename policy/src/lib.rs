@@ -10,7 +10,8 @@
 //!   [`Policy::decide`] the decision procedure (hide, rules, pins, rate limits).
 //! - [`risk`] classifies tools (read, write, destructive); [`rate`] counts rate-limit windows;
 //!   [`pin`] is tool pinning and its lock file; [`schema_check`] checks argument rules against
-//!   tool schemas; [`canonical`] is the JSON encoding argument hashes and fingerprints use.
+//!   tool schemas; [`canonical`] is the JSON encoding argument hashes and fingerprints use;
+//!   [`record`] is what the audit trail keeps of a policy's text (secret values as hashes).
 
 mod call;
 pub mod canonical;
@@ -18,6 +19,7 @@ mod engine;
 pub mod file;
 pub mod pin;
 pub mod rate;
+pub mod record;
 pub mod risk;
 pub mod schema_check;
 

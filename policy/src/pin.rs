@@ -152,6 +152,29 @@ impl LockFile {
         text
     }
 
+    /// SHA-256 of the lock file's canonical text ([`LockFile::to_text`], what `verdict policy
+    /// pin` writes): the hash the trail records for the pins in force.
+    pub fn sha256(&self) -> [u8; 32] {
+        Sha256::digest(self.to_text().as_bytes()).into()
+    }
+
+    /// The tools whose pin differs between `self` and `next` (re-pinned, newly pinned or no
+    /// longer pinned), by [`pin_key`], sorted.
+    pub fn repinned(&self, next: &LockFile) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .tools
+            .keys()
+            .chain(next.tools.keys())
+            .filter(|key| {
+                self.tools.get(*key).map(|f| &f.sha256) != next.tools.get(*key).map(|f| &f.sha256)
+            })
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The pinned fingerprint of `tool` at `upstream`.
     pub fn get(&self, upstream: &str, tool: &str) -> Option<&Fingerprint> {
         self.tools.get(&pin_key(upstream, tool))
@@ -340,6 +363,9 @@ mod tests {
         assert!(diff.contains("      - \"old\"\n      + \"new\""), "{diff}");
         assert!(diff.contains("- mem/gone (no longer pinned)"), "{diff}");
         assert!(diff.contains("+ mem/b ("), "{diff}");
+        assert_eq!(old.repinned(&new), ["mem/a", "mem/b", "mem/gone"]);
+        assert!(new.repinned(&new).is_empty());
+        assert_ne!(old.sha256(), new.sha256());
         std::fs::write(&path, r#"{"version": "2", "tools": {}}"#).unwrap();
         assert!(matches!(
             LockFile::load(&path),

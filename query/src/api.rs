@@ -12,7 +12,8 @@ use crate::follow::{Follow, FollowResult};
 use crate::follow_cursor::Positions;
 use crate::metrics::Metrics;
 use crate::paging::{page_window, BadToken, Cursor};
-use crate::replay::{Replay, REPLAYED};
+use crate::replay::{Replay, Under, REPLAYED};
+use crate::replay_explain::policy_in_force;
 use crate::replay_stream::{ReplayResult, ReplayStream};
 use crate::store::{ChainWalk, Store, StoreError};
 use crate::summary::{self, SummaryRow};
@@ -591,9 +592,27 @@ impl QueryService {
                     "{chain_id}:{seq} does not verify with the trusted keys"
                 ))
             })?;
-        let explanation = crate::replay::explain(draft.as_ref(), &event).ok_or_else(|| {
+        let in_force = match req.in_force {
+            true => Some(policy_in_force(&self.store, &self.keys, &event).await?),
+            false => None,
+        };
+        let under = match &in_force {
+            Some(found) => Some(Under {
+                policy: &found.policy,
+                unknown: &found.loaded.redacted_arguments,
+            }),
+            None => draft.as_ref().map(|policy| Under {
+                policy,
+                unknown: &[],
+            }),
+        };
+        let mut explanation = crate::replay::explain(under, &event).ok_or_else(|| {
             QueryError::Invalid(format!("{chain_id}:{seq} records no tool call's ruling"))
         })?;
+        if let Some(found) = in_force {
+            explanation.policy_in_force = Some(found.loaded);
+            explanation.policy_event = found.at;
+        }
         let (tx, rx) = mpsc::channel(1);
         let message = pb::ReplayMessage {
             kind: Some(pb::replay_message::Kind::Explanation(explanation)),

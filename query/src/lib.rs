@@ -13,7 +13,8 @@
 //!   `Follow` stream of events and findings, and its cursors;
 //! - `proofs`: the witness's signed heads and Merkle proofs against them;
 //! - `replay` and `replay_stream`: `ReplayPolicy`, a draft policy re-deciding the recorded calls
-//!   with the gateway's engine (`verdict-policy`), from verified envelopes;
+//!   with the gateway's engine (`verdict-policy`), from verified envelopes; `replay_explain`: the
+//!   policy in force for one call, found in the trail (its `PolicyLoaded` event);
 //! - `metrics`: Prometheus `/metrics` and `/healthz`; [`serve`]: wiring it all together.
 //!
 //! It must not write to ClickHouse, splice a request value into SQL (every value is bound), or
@@ -35,6 +36,7 @@ mod ocsf;
 mod paging;
 mod proofs;
 mod replay;
+mod replay_explain;
 mod replay_stream;
 mod server;
 mod store;

@@ -13,14 +13,17 @@
 //! undecidable too (the catalog and lock file of that moment are not replayed).
 //!
 //! Rate limits are replayed in recorded time order per chain — one gateway, one limiter, as live
-//! — with the recorded timestamps as the clock, so a window opens and closes where it did. Known
-//! limits: a gateway restart (which empties its windows) is not seen; the tool's risk class is the
-//! one recorded (after the overrides of the policy then in force); the rules see the tool's
-//! upstream name (the name agents saw is not recorded where names collided).
+//! — with the recorded timestamps as the clock, so a window opens and closes where it did. A
+//! gateway start (its `PolicyLoaded` event with reason `start`) empties that chain's windows, as
+//! the restart emptied the gateway's; a reload keeps them (the gateway keeps its windows, counted
+//! per rule id). Known limits: the tool's risk class is the one recorded (after the overrides of
+//! the policy then in force); the rules see the tool's upstream name (the name agents saw is not
+//! recorded where names collided).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use verdict_policy::rate::RateLimiter;
+use verdict_policy::record::START;
 use verdict_policy::{CallInfo, Decision, Policy, RiskName, PIN_RULE};
 use verdict_proto::pb::{self, event_body::Kind, DecisionKind, Redaction};
 use verdict_proto::SignedEvent;
@@ -47,6 +50,8 @@ pub struct Replay {
     draft: Policy,
     samples: usize,
     clocks: HashMap<String, ChainClock>,
+    /// Per chain: the seqs at which the gateway started (its windows emptied).
+    starts: HashMap<String, BTreeSet<u64>>,
     changes: BTreeMap<ChangeKey, pb::ReplayChange>,
     summary: pb::ReplaySummary,
 }
@@ -56,6 +61,8 @@ struct ChainClock {
     rates: RateLimiter,
     base: Instant,
     first_nanos: i64,
+    /// The seq of the last call replayed.
+    last_seq: u64,
 }
 
 impl ChainClock {
@@ -84,6 +91,7 @@ impl Replay {
             draft,
             samples,
             clocks: HashMap::new(),
+            starts: HashMap::new(),
             changes: BTreeMap::new(),
             summary,
         }
@@ -97,6 +105,22 @@ impl Replay {
     /// A stored row whose envelope did not verify.
     pub fn untrusted(&mut self) {
         self.summary.untrusted += 1;
+    }
+
+    /// Notes a verified `PolicyLoaded` event of a replayed chain; a gateway start empties the
+    /// chain's rate-limit windows for the calls after it. Give every one before the calls.
+    pub fn policy_loaded(&mut self, event: &SignedEvent) {
+        let Ok(pb::EventBody {
+            kind: Some(Kind::PolicyLoaded(loaded)),
+            ..
+        }) = event.decode_body()
+        else {
+            return;
+        };
+        let starts = self.starts.entry(event.chain_id.clone()).or_default();
+        if loaded.reason == START && starts.insert(event.seq) {
+            self.summary.restarts += 1;
+        }
     }
 
     /// Re-decides `event` if it records a call's first ruling (anything else is passed over).
@@ -119,9 +143,20 @@ impl Replay {
                 rates: RateLimiter::default(),
                 base: Instant::now(),
                 first_nanos: time_unix_nanos,
+                last_seq: event.seq,
             });
+        let restarted = self.starts.get(&event.chain_id).is_some_and(|starts| {
+            starts
+                .range(clock.last_seq.saturating_add(1)..)
+                .next()
+                .is_some_and(|&start| start < event.seq)
+        });
+        if restarted {
+            clock.rates = RateLimiter::default();
+        }
+        clock.last_seq = event.seq;
         let now = clock.at(time_unix_nanos);
-        let outcome = recorded.redecide(&self.draft, &clock.rates, now);
+        let outcome = recorded.redecide(&self.draft, &[], &clock.rates, now);
         self.count(
             &recorded,
             outcome,
@@ -196,9 +231,16 @@ struct Undecided {
     detail: String,
 }
 
+/// A policy to explain a call under, and the argument keys whose values its text does not hold
+/// (redacted in a recorded policy: rules on them cannot tell).
+pub struct Under<'a> {
+    pub policy: &'a Policy,
+    pub unknown: &'a [String],
+}
+
 /// `event` (a verified envelope) re-decided alone under `draft` (without one: the record only);
 /// `None` when it records no tool call's first ruling.
-pub fn explain(draft: Option<&Policy>, event: &SignedEvent) -> Option<pb::ReplayExplanation> {
+pub fn explain(draft: Option<Under<'_>>, event: &SignedEvent) -> Option<pb::ReplayExplanation> {
     let body = event.decode_body().ok()?;
     let Some(Kind::Decision(decision)) = &body.kind else {
         return None;
@@ -211,7 +253,11 @@ pub fn explain(draft: Option<&Policy>, event: &SignedEvent) -> Option<pb::Replay
         recorded: Some(decision.clone()),
         ..Default::default()
     };
-    let Some(draft) = draft else {
+    let Some(Under {
+        policy: draft,
+        unknown,
+    }) = draft
+    else {
         return Some(explanation);
     };
     let (upstream, tool) = (&decision.upstream, &decision.tool);
@@ -220,7 +266,7 @@ pub fn explain(draft: Option<&Policy>, event: &SignedEvent) -> Option<pb::Replay
         .into_iter()
         .map(str::to_owned)
         .collect();
-    match recorded.redecide(draft, &RateLimiter::default(), Instant::now()) {
+    match recorded.redecide(draft, unknown, &RateLimiter::default(), Instant::now()) {
         Ok(decided) => {
             explanation.draft = decided.ruling.kind() as i32;
             explanation.rule_id = decided.rule_id;
@@ -265,7 +311,15 @@ impl<'a> Recorded<'a> {
         })
     }
 
-    fn redecide(&self, draft: &Policy, rates: &RateLimiter, now: Instant) -> Outcome {
+    /// The call under `draft`, whose text does not hold the values it matches under the
+    /// argument keys `unknown_in_draft`.
+    fn redecide(
+        &self,
+        draft: &Policy,
+        unknown_in_draft: &[String],
+        rates: &RateLimiter,
+        now: Instant,
+    ) -> Outcome {
         if self.decision.rule_id == PIN_RULE {
             return Err(Undecided {
                 rule_ids: PIN_RULE.into(),
@@ -285,16 +339,28 @@ impl<'a> Recorded<'a> {
             arguments: &self.arguments,
             fingerprint: None,
         };
-        let unknown = |key: &str| match (self.unknown, self.arguments.get(key)) {
-            (None, _) => false,
-            (Some(_), None) => self.arguments.is_null(),
-            (Some(_), Some(value)) => holds_redacted(value),
+        // A value the draft's text does not hold matters only where the call has the argument
+        // (or its arguments are not known).
+        let hidden_in_draft = |key: &str| {
+            unknown_in_draft.iter().any(|k| k == key)
+                && (self.arguments.is_null() || self.arguments.get(key).is_some())
+        };
+        let unknown = |key: &str| {
+            hidden_in_draft(key)
+                || match (self.unknown, self.arguments.get(key)) {
+                    (None, _) => false,
+                    (Some(_), None) => self.arguments.is_null(),
+                    (Some(_), Some(value)) => holds_redacted(value),
+                }
         };
         draft
             .decide_partly(&call, unknown, rates, now)
             .map_err(|undecidable| Undecided {
                 rule_ids: undecidable.rule_ids.join(" | "),
-                detail: self.unknown.unwrap_or_default().into(),
+                detail: self
+                    .unknown
+                    .unwrap_or("the policy's values for these arguments are recorded as hashes")
+                    .into(),
             })
     }
 }
@@ -405,6 +471,47 @@ mod tests {
         assert!(changes[0].undecidable);
         assert_eq!(changes[0].detail, "arguments stored as a hash only");
         assert_eq!(changes[1].samples, ["c:1"]);
+    }
+
+    #[test]
+    fn a_gateway_start_empties_the_chains_windows_and_a_reload_does_not() {
+        let draft = Policy::from_text(
+            r#"{"version":"1","default":"allow","rules":[
+            {"id":"reads","match":{"tool":"list"},"action":"allow","rate_limit":{"max":2,"window":3600}}]}"#,
+        )
+        .unwrap();
+        let loaded = |reason: &str| pb::EventBody {
+            time_unix_nanos: 1_750_000_000_000_000_000,
+            kind: Some(Kind::PolicyLoaded(pb::PolicyLoaded {
+                reason: reason.into(),
+                ..Default::default()
+            })),
+        };
+        let mut writer = ChainWriter::new("c", SecretKey::generate());
+        let mut events = Vec::new();
+        let mut append = |body: pb::EventBody| {
+            events.push(writer.append(prost::Message::encode_to_vec(&body)));
+        };
+        // Live: two calls allowed, the third limited; a reload keeps the window (the fourth is
+        // limited too); a restart empties it (the fifth is allowed).
+        let (allow, limited) = (DecisionKind::Allow, DecisionKind::RateLimited);
+        for kind in [allow, allow, limited] {
+            append(call("b", "list", None, kind));
+        }
+        append(loaded(verdict_policy::record::RELOAD));
+        append(call("b", "list", None, limited));
+        append(loaded(START));
+        append(call("b", "list", None, allow));
+        let mut replay = Replay::new(draft, 1);
+        for event in &events {
+            replay.policy_loaded(event);
+        }
+        for event in &events {
+            replay.add(event);
+        }
+        let (changes, summary) = replay.finish();
+        assert_eq!((summary.calls, summary.unchanged), (5, 5), "{changes:?}");
+        assert_eq!(summary.restarts, 1);
     }
 
     #[test]

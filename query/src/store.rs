@@ -569,15 +569,29 @@ impl Store {
         chain_id: &str,
         seq: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.kind_envelopes(chain_id, verdict_schema::KEY_ROTATION, (0, seq))
+            .await
+    }
+
+    /// The envelopes of the chain's stored trusted events of `kind` with `from <= seq < below`,
+    /// in seq order (readers re-verify them: the columns only select).
+    pub async fn kind_envelopes(
+        &self,
+        chain_id: &str,
+        kind: &str,
+        (from, below): (u64, u64),
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let hex_envelopes: Vec<String> = self
             .client
             .query(
-                "SELECT hex(envelope) FROM events WHERE chain_id = ? AND seq < ? AND kind = ? \
-                 AND verification IN ('verified', 'after_break') ORDER BY seq LIMIT 1 BY seq",
+                "SELECT hex(envelope) FROM events WHERE chain_id = ? AND seq >= ? AND seq < ? \
+                 AND kind = ? AND verification IN ('verified', 'after_break') \
+                 ORDER BY seq LIMIT 1 BY seq",
             )
             .bind(chain_id)
-            .bind(seq)
-            .bind(verdict_schema::KEY_ROTATION)
+            .bind(from)
+            .bind(below)
+            .bind(kind)
             .fetch_all()
             .await?;
         Ok(hex_envelopes

@@ -19,4 +19,5 @@ pub use config::ClickHouseConfig;
 pub use migrations::{migrate, migrate_cluster, MigrationError, MERKLE_CHUNK};
 pub use rows::{
     ChainHeadRow, ChunkRow, EventRow, FindingRow, SourcePosition, WitnessedHeadRow, KEY_ROTATION,
+    POLICY_LOADED,
 };

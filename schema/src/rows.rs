@@ -19,6 +19,11 @@ pub const KEY_ROTATION: &str = "key_rotation";
 /// The `kind` of a forwarder's destination configuration change.
 pub const CONFIG_CHANGE: &str = "config_change";
 
+/// The `kind` of a policy load row (`PolicyLoaded`: a gateway start or a policy reload).
+pub const POLICY_LOADED: &str = "policy_loaded";
+/// The target name of a pin a policy load changed (`verdict policy pin` accepted it).
+pub const REPINNED: &str = "repinned";
+
 /// One stored event: every body field as a column, plus the envelope for re-verification.
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 pub struct EventRow {
@@ -114,6 +119,7 @@ impl EventRow {
                 row.target_values.push(r.new_key_id);
             }
             Some(Kind::ConfigChange(c)) => row.fill_config_change(c),
+            Some(Kind::PolicyLoaded(p)) => row.fill_policy_loaded(p),
             None => row.kind = "unknown".into(),
         }
         Ok(row)
@@ -174,6 +180,16 @@ impl EventRow {
             self.target_values.push(tool.name);
         }
         self.reason = summary.join("; ");
+    }
+
+    /// A policy loaded by the gateway: its hash, `start`/`reload` and the source as the reason,
+    /// and each pin the load changed as a `repinned` target (`upstream/tool`).
+    fn fill_policy_loaded(&mut self, p: pb::PolicyLoaded) {
+        self.kind = POLICY_LOADED.into();
+        self.policy_sha256 = hex::encode(p.policy_sha256);
+        self.reason = format!("{} {}", p.reason, p.source);
+        self.target_names = vec![REPINNED.into(); p.repinned.len()];
+        self.target_values = p.repinned;
     }
 
     /// Whether this row records a change of an upstream's tools (a rug pull, or a reviewed

@@ -161,6 +161,27 @@ pub async fn who_tried(
         .into_inner()
 }
 
+/// A `ReplayPolicy` stream read to its end, as the test token: the changes and the summary.
+pub async fn replay_policy(
+    client: &mut AuditQueryClient<Channel>,
+    request: pb::ReplayPolicyRequest,
+) -> (Vec<pb::ReplayChange>, pb::ReplaySummary) {
+    let mut stream = client
+        .replay_policy(authed(request, TOKEN))
+        .await
+        .expect("ReplayPolicy")
+        .into_inner();
+    let mut changes = Vec::new();
+    while let Some(message) = stream.message().await.expect("a replay message") {
+        match message.kind {
+            Some(pb::replay_message::Kind::Change(change)) => changes.push(change),
+            Some(pb::replay_message::Kind::Summary(summary)) => return (changes, summary),
+            _ => {}
+        }
+    }
+    panic!("the replay stream ended without its summary")
+}
+
 /// Runs the `verdict` CLI against `service` with the test token.
 pub fn verdict_cli(args: &[&str], service: &QueryService) -> Output {
     Command::new(cargo_bin("verdict"))

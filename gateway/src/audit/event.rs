@@ -64,6 +64,11 @@ impl EventBuilder {
         }
     }
 
+    /// Whether values under argument key `key` are secret (redacted in events).
+    pub fn is_sensitive(&self, key: &str) -> bool {
+        self.sensitive_keys.is_sensitive(key)
+    }
+
     /// A decision body stamped with the current time.
     pub fn decision(&self, actor: pb::Actor, facts: &DecisionFacts<'_>) -> pb::EventBody {
         let mut decision = pb::Decision {
@@ -208,6 +213,11 @@ pub fn unrecorded_refusals(count: u64) -> pb::EventBody {
         ),
         ..Default::default()
     }))
+}
+
+/// A body recording the policy the gateway decides under from now on.
+pub fn policy_loaded(loaded: pb::PolicyLoaded) -> pb::EventBody {
+    body(Kind::PolicyLoaded(loaded))
 }
 
 /// A body recording an upstream's tool catalog (tool pinning).

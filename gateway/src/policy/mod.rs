@@ -4,10 +4,17 @@
 //! state, reloaded on file change or SIGHUP (an invalid new file is logged and the old policy
 //! stays). The engine itself — parsing, matching, risk classes, rate limits, pins — is the
 //! `verdict-policy` crate, re-exported here, so replays outside the gateway run the same code.
+//!
+//! Every policy the gateway decides under is in the trail first ([`PolicyTrail`]): a reloaded
+//! policy (or lock file) is installed only once its `PolicyLoaded` event is journaled; one the
+//! journal refuses is not installed (the old one stays, and the reload is tried again).
 
 pub use verdict_policy::{
     file, pin, rate, risk, schema_check, Policy, PolicyLoadError, RateLimit, Verdict, PIN_RULE,
 };
+
+mod trail;
+pub use trail::PolicyTrail;
 
 use crate::decision::{CallInfo, Decider, Decision};
 use pin::{Fingerprint, LockFile};
@@ -48,13 +55,36 @@ impl PolicyDecider {
         Arc::clone(&self.current.read().expect("policy lock"))
     }
 
-    /// Re-reads the file; on error the old policy stays and the error is returned.
-    pub fn reload(&self) -> Result<bool, PolicyLoadError> {
+    /// Where the policy is read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file: the new policy when it or its lock file differs from the current one
+    /// (not installed yet, see [`Self::install`]).
+    pub fn changed(&self) -> Result<Option<Policy>, PolicyLoadError> {
         let policy = Policy::load(&self.path)?;
-        let mut current = self.current.write().expect("policy lock");
+        let current = self.policy();
         let changed = current.sha256 != policy.sha256 || current.lock() != policy.lock();
-        *current = Arc::new(policy);
-        Ok(changed)
+        Ok(changed.then_some(policy))
+    }
+
+    /// Decides later calls under `policy` (rate-limit windows are kept: they count per rule id).
+    pub fn install(&self, policy: Policy) {
+        *self.current.write().expect("policy lock") = Arc::new(policy);
+    }
+
+    /// Reloads a changed policy once `trail` has recorded it; `Ok(false)` when nothing changed.
+    async fn reload(&self, trail: &PolicyTrail) -> Result<bool, ReloadError> {
+        let Some(policy) = self.changed()? else {
+            return Ok(false);
+        };
+        let before = self.policy();
+        trail
+            .record(Some(&policy), &self.path, Some(before.lock()))
+            .await?;
+        self.install(policy);
+        Ok(true)
     }
 
     /// True when the content of the policy file or its lock file differs from what was last
@@ -70,8 +100,9 @@ impl PolicyDecider {
         changed
     }
 
-    /// Reloads on SIGHUP and whenever the file's content changes (checked every second).
-    pub fn watch(self: Arc<Self>, on_change: impl Fn() + Send + 'static) {
+    /// Reloads on SIGHUP and whenever the file's content changes (checked every second),
+    /// recording each new policy in `trail` before any call is decided under it.
+    pub fn watch(self: Arc<Self>, trail: PolicyTrail, on_change: impl Fn() + Send + 'static) {
         tokio::spawn(async move {
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .expect("SIGHUP handler");
@@ -83,19 +114,33 @@ impl PolicyDecider {
                 if !self.content_changed() && !signalled {
                     continue;
                 }
-                match self.reload() {
+                match self.reload(&trail).await {
                     Ok(true) => {
                         tracing::info!(path = %self.path.display(), policy_sha256 = %hex::encode(self.policy().sha256), pinned = self.policy().lock().tools.len(), "policy reloaded");
                         on_change();
                     }
                     Ok(false) => {}
-                    Err(error) => {
+                    Err(ReloadError::Invalid(error)) => {
                         tracing::error!(%error, "invalid policy; keeping the previous one")
+                    }
+                    Err(ReloadError::Unrecorded(error)) => {
+                        tracing::error!(%error, "the new policy could not be recorded; keeping the previous one until it can");
+                        // Examined again at the next poll.
+                        *self.examined.lock().expect("examined lock") = None;
                     }
                 }
             }
         });
     }
+}
+
+/// Why a changed policy was not installed.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error(transparent)]
+    Invalid(#[from] PolicyLoadError),
+    #[error(transparent)]
+    Unrecorded(#[from] crate::audit::RecordError),
 }
 
 impl Decider for PolicyDecider {

@@ -14,10 +14,10 @@ fn invalid_reload_keeps_the_old_policy() {
     let decider = PolicyDecider::load(&path).unwrap();
     let before = decider.policy().sha256;
     std::fs::write(&path, "{\"version\":\"1\",\"default\":\"deny\",}").unwrap();
-    assert!(decider.reload().is_err());
+    assert!(decider.changed().is_err());
     assert_eq!(decider.policy().sha256, before);
     std::fs::write(&path, r#"{"version":"1","default":"allow"}"#).unwrap();
-    assert!(decider.reload().unwrap());
+    decider.install(decider.changed().unwrap().expect("changed"));
     assert_ne!(decider.policy().sha256, before);
 }
 
@@ -83,7 +83,8 @@ fn pins_make_decisions_stricter_never_looser_and_reload_with_the_lock_file() {
         decider.content_changed(),
         "the lock file is watched with the policy"
     );
-    assert!(decider.reload().unwrap());
+    decider.install(decider.changed().unwrap().expect("the lock file changed"));
+    assert!(decider.changed().unwrap().is_none());
     assert_eq!(
         decide("deny_y").ruling,
         Ruling::Allow,

@@ -3,7 +3,9 @@
 //! waits for a human, under `on_change_deny` (after a gateway restart, which compares with the
 //! lock file) it is refused naming the change, and once `verdict policy pin` accepts the new
 //! definition it goes through again. Every step is a verified event in WhoTried, each change and
-//! each refusal a finding. On a gateway without pinning the poisoned tool is simply forwarded.
+//! each refusal a finding; the acceptance itself is the gateway's `PolicyLoaded` reload naming the
+//! re-pinned tool (found by Search, between the refusal and the call it let through) and a
+//! `tool_repinned` finding. On a gateway without pinning the poisoned tool is simply forwarded.
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -15,7 +17,7 @@ use verdict_tests::approvals::{approvals, pending};
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, HttpProcess};
-use verdict_tests::query::{findings, who_tried, QueryService};
+use verdict_tests::query::{authed, findings, who_tried, QueryService, TOKEN};
 use verdict_tests::trail::{decision, journal_events, outcome};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -236,6 +238,7 @@ async fn a_changed_tool_is_held_then_denied_until_re_pinned_and_every_step_is_a_
             && pin_refusals >= 2
             && kinds("tool_pin") == pin_refusals
             && kinds("tool_changed") >= 2
+            && kinds("tool_repinned") == 1
         {
             break (steps, found);
         }
@@ -261,6 +264,80 @@ async fn a_changed_tool_is_held_then_denied_until_re_pinned_and_every_step_is_a_
     );
     assert!(found.iter().any(|f| f.0 == "tool_changed"
         && f.1 == "upstream memory: session_manager changed (description)"));
+
+    // The acceptance: the reload that re-pinned the tool, between the refusal and the call it let
+    // through, pinning the definition the rug pull introduced.
+    let repin = found.iter().find(|f| f.0 == "tool_repinned").unwrap();
+    assert!(repin.1.contains("memory/session_manager"), "{repin:?}");
+    let attempts = who_tried(&mut query_client, filter, false, 0)
+        .await
+        .attempts;
+    let last_seq = |decision: DecisionKind, session: &str| {
+        attempts
+            .iter()
+            .filter(|a| a.decision == decision as i32)
+            .filter(|a| a.targets.first().is_some_and(|t| t.value == session))
+            .map(|a| a.seq)
+            .max()
+            .unwrap()
+    };
+    let (denied_at, allowed_at) = (
+        last_seq(DecisionKind::Deny, "s3"),
+        last_seq(DecisionKind::Allow, "s1"),
+    );
+    let repinned = pb::EventFilter {
+        targets: vec![pb::TargetMatch {
+            name: "repinned".into(),
+            value: "memory/session_manager".into(),
+        }],
+        ..Default::default()
+    };
+    let request = pb::SearchRequest {
+        filter: Some(repinned),
+        ..Default::default()
+    };
+    let found = query_client
+        .search(authed(request, TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let seq = found[0].attempt.as_ref().unwrap().seq;
+    assert!(
+        denied_at < seq && seq < allowed_at,
+        "{denied_at} < {seq} < {allowed_at}"
+    );
+    let envelope = found[0].envelope.as_ref().unwrap();
+    let Some(pb::event_body::Kind::PolicyLoaded(loaded)) =
+        <pb::EventBody as prost::Message>::decode(envelope.body.as_slice())
+            .unwrap()
+            .kind
+    else {
+        panic!("not a policy load")
+    };
+    assert_eq!(loaded.reason, "reload");
+    assert_eq!(loaded.repinned, ["memory/session_manager"]);
+    let changed = journal_events(&gateway.journal_dir())
+        .iter()
+        .filter_map(|e| match e.decode_body().unwrap().kind {
+            Some(pb::event_body::Kind::ToolCatalog(c)) => Some(c),
+            _ => None,
+        })
+        .flat_map(|c| c.tools)
+        .filter(|t| t.change == pb::ToolChange::Changed as i32)
+        .map(|t| t.sha256)
+        .next_back()
+        .unwrap();
+    let pinned = loaded
+        .pins
+        .iter()
+        .find(|p| p.tool == "memory/session_manager")
+        .unwrap();
+    assert_eq!(
+        pinned.sha256, changed,
+        "the rug-pulled definition is the one pinned now"
+    );
 }
 
 /// The attack on its own: a server rug-pulls a pinned tool and the agent calls it. With pinning

@@ -30,6 +30,7 @@ mod gateway_upstream_notifications;
 mod gateway_upstream_requests;
 mod key_rotation;
 mod policy_replay;
+mod policy_trail;
 mod query_bad_input;
 mod query_export;
 mod query_follow;

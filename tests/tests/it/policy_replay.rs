@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use verdict_proto::pb::{self, replay_message::Kind, DecisionKind};
+use verdict_proto::pb::{self, DecisionKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
-use verdict_tests::query::{authed, verdict_cli as verdict, QueryService, TOKEN};
+use verdict_tests::query::{replay_policy, verdict_cli as verdict, QueryService};
 use verdict_tests::trail::{decision, journal_events};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -225,27 +225,13 @@ fn rulings(gateways: &[HttpProcess; 2]) -> HashMap<Vec<u8>, Ruled> {
 
 /// The replay's messages: changes and summary.
 async fn replay(query: &QueryService, policy: &str) -> (Vec<pb::ReplayChange>, pb::ReplaySummary) {
-    let mut client = query.client().await;
     let request = pb::ReplayPolicyRequest {
         policy_json: policy.into(),
         filter: None,
         samples: 3,
         ..Default::default()
     };
-    let mut stream = client
-        .replay_policy(authed(request, TOKEN))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut changes = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        match message.kind {
-            Some(Kind::Change(change)) => changes.push(change),
-            Some(Kind::Summary(summary)) => return (changes, summary),
-            _ => {}
-        }
-    }
-    panic!("no summary")
+    replay_policy(&mut query.client().await, request).await
 }
 
 type Key = (i32, i32, String, String, String);
