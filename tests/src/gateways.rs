@@ -97,21 +97,27 @@ impl Gateways {
         calls.buffer_unordered(IN_FLIGHT).collect::<()>().await;
     }
 
-    /// Waits until every gateway has shipped its whole journal; returns each chain's last seq.
+    /// Waits until every gateway has journaled the outcome of every call it forwarded (outcomes
+    /// are appended after the agent has its answer) and shipped its whole journal; returns each
+    /// chain's last seq.
     pub async fn shipped(&self) -> BTreeMap<String, u64> {
         let start = Instant::now();
         let mut heads = BTreeMap::new();
         for (i, gateway) in self.gateways.iter().enumerate() {
             loop {
-                let written = gateway.metric("verdict_gateway_journal_seq").await;
-                let shipped = gateway.metric("verdict_gateway_shipped_seq").await;
-                if written > 0.0 && shipped == written {
+                let url = format!("{}/metrics", gateway.metrics_url());
+                let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+                let written = sum(&text, "verdict_gateway_journal_seq");
+                let shipped = sum(&text, "verdict_gateway_shipped_seq");
+                let allowed = sum(&text, "verdict_gateway_decisions_total{decision=\"allow\"");
+                let outcomes = sum(&text, "verdict_gateway_outcomes_total");
+                if written > 0.0 && shipped == written && outcomes == allowed {
                     heads.insert(format!("gw-{}", i + 1), written as u64);
                     break;
                 }
                 assert!(
                     start.elapsed() < SHIPPED_WITHIN,
-                    "gw-{} shipped {shipped} of {written}:\n{}",
+                    "gw-{}: shipped {shipped} of {written}, {outcomes} outcomes of {allowed} allowed calls:\n{}",
                     i + 1,
                     gateway.log_tail()
                 );
@@ -120,6 +126,16 @@ impl Gateways {
         }
         heads
     }
+}
+
+/// The sum of the samples of `series` (a metric name, optionally with the start of its labels)
+/// in a Prometheus text exposition.
+fn sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter(|rest| rest.starts_with([' ', '{', ',', '}']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// One call of the plan: through which gateway, as which agent, what.

@@ -25,8 +25,8 @@ use tonic::transport::Channel;
 use verdict_proto::pb::audit_query_client::AuditQueryClient;
 use verdict_proto::pb::{self, DecisionKind};
 use verdict_tests::auditor::{
-    assert_exactly_verified, count, produce, producer, temp_dir, wait_committed, AuditorProcess,
-    AuditorSetup,
+    assert_exactly_verified, committed, count, produce, producer, temp_dir, wait_committed,
+    AuditorProcess, AuditorSetup,
 };
 use verdict_tests::chains::{chain, key_in};
 use verdict_tests::cluster::{ClickHouseCluster, Layout, CLUSTER};
@@ -460,22 +460,61 @@ async fn a_replica_stopped_for_30_s_under_load_loses_and_duplicates_nothing() {
     let mut cluster = ClickHouseCluster::start(Layout::REPLICATED).unwrap();
     let chains = SignedChains::start().await;
     let auditors = [chains.auditor(&cluster, 0), chains.auditor(&cluster, 1)];
-    let third = chains.messages.len() / 3;
-    chains.produce(0..third).await;
-    cluster.server_mut(0, 1).stop();
-    let stopped = Instant::now();
-    chains.produce(third..2 * third).await;
-    tokio::time::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed())).await;
-    cluster.server_mut(0, 1).resume().unwrap();
-    chains.produce(2 * third..chains.messages.len()).await;
-    chains.wait_committed().await;
-    chains.assert_exact(&cluster).await;
+    through_a_30_s_outage(&mut cluster, &chains).await;
     // The outage happened under load: the auditor writing through the stopped replica waited.
     assert!(
         auditors[1].log().contains("clickhouse unavailable"),
         "{}",
         auditors[1].log()
     );
+}
+
+/// `insert_quorum = 2` on one shard of two replicas, the second down for 30 s under load: the
+/// auditor (writing through the first, which stays up) stores and commits nothing while only one
+/// replica could hold it — so losing that replica too would lose nothing acknowledged — and
+/// resumes when the second is back: nothing lost, no duplicate, no finding. Without the quorum the
+/// auditor goes on committing during the outage (rows then on one server only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_quorum_of_two_commits_nothing_while_a_replica_is_down() {
+    let mut cluster = ClickHouseCluster::start(Layout::REPLICATED).unwrap();
+    let chains = SignedChains::start().await;
+    let quorum = [("VERDICT_AUDITOR_CLICKHOUSE__INSERT_QUORUM", "2")];
+    let _auditor = chains.auditor_with_env(&cluster, 0, &quorum);
+    let before_outage = chains.messages.len() / 3;
+    let during_outage = through_a_30_s_outage(&mut cluster, &chains).await;
+    assert_eq!(during_outage, before_outage as i64);
+}
+
+/// Produces the chains in thirds, replica 2 of the shard down for 30 s from the moment the first
+/// third is committed, through the second, and back for the last; then checks every count. Returns
+/// what the group had committed by the end of the outage.
+async fn through_a_30_s_outage(cluster: &mut ClickHouseCluster, chains: &SignedChains) -> i64 {
+    let third = chains.messages.len() / 3;
+    chains.produce(0..third).await;
+    let brokers = chains.broker.bootstrap();
+    let partial = third as i64;
+    wait_committed(
+        &brokers,
+        CLUSTER_GROUP,
+        TOPIC,
+        PARTITIONS,
+        partial,
+        DONE_WITHIN,
+    )
+    .await;
+    cluster.server_mut(0, 1).stop();
+    let stopped = Instant::now();
+    chains.produce(third..2 * third).await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed())).await;
+    let during =
+        tokio::task::spawn_blocking(move || committed(&brokers, CLUSTER_GROUP, TOPIC, PARTITIONS))
+            .await
+            .unwrap();
+    cluster.server_mut(0, 1).resume().unwrap();
+    chains.produce(2 * third..chains.messages.len()).await;
+    chains.wait_committed().await;
+    chains.assert_exact(cluster).await;
+    during
 }
 
 /// The crash hook's line: the auditor stored a batch's events, not yet its heads or offsets.
@@ -489,9 +528,14 @@ const MID_BATCH: &str = "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached";
 async fn an_auditor_killed_mid_batch_leaves_exact_counts() {
     let cluster = ClickHouseCluster::start(Layout::SHARDED).unwrap();
     let chains = SignedChains::start().await;
-    let pause = [("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "3:rows:pause")];
+    // Plain logs: the test reads the assigned partitions from them.
+    let plain = ("NO_COLOR", "1");
+    let pause = [
+        ("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "3:rows:pause"),
+        plain,
+    ];
     let mut doomed = chains.auditor_with_env(&cluster, 0, &pause);
-    let survivor = chains.auditor(&cluster, 1);
+    let survivor = chains.auditor_with_env(&cluster, 1, &[plain]);
     let owned = wait_half_assigned(&doomed).await;
     let others = wait_half_assigned(&survivor).await;
     let placed = chains.produce(0..chains.messages.len()).await;
