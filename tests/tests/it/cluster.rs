@@ -521,9 +521,11 @@ async fn through_a_30_s_outage(cluster: &mut ClickHouseCluster, chains: &SignedC
 const MID_BATCH: &str = "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached";
 
 /// One of two auditors killed with SIGKILL inside a batch — its third batch's events stored, its
-/// chain heads and offsets not (the crash hook waits there) — while the other goes on storing its
-/// own chains; the survivor then takes the partitions over from the committed offsets: exact
-/// counts at the end, no duplicate visible to queries, no finding.
+/// chain heads and offsets not (the crash hook waits there) — while the other stores its own
+/// chains; the survivor goes on with the second half of the load and takes the partitions over
+/// from the committed offsets: exact counts at the end, no duplicate visible to queries, no
+/// finding. (The kill follows the pause at once: tansu 0.6 did not hand a paused member's
+/// partitions over after it was killed some seconds later, while a rebalance waited for it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_killed_mid_batch_leaves_exact_counts() {
     let cluster = ClickHouseCluster::start(Layout::SHARDED).unwrap();
@@ -563,14 +565,9 @@ async fn an_auditor_killed_mid_batch_leaves_exact_counts() {
         .map(|(chain_id, _)| chain_id)
         .collect();
     assert!(!inside.is_empty(), "events {events:?}, heads {heads:?}");
-    // The other auditor goes on meanwhile, with the second half of its chains.
-    let before = stored(&survivor).await;
-    chains.produce(half..chains.messages.len()).await;
-    wait_until("the survivor's next batch", || async {
-        stored(&survivor).await > before
-    })
-    .await;
     doomed.kill();
+    // The other auditor goes on with the second half, and takes the doomed one's chains over.
+    chains.produce(half..chains.messages.len()).await;
     chains.wait_committed().await;
     chains.assert_exact(&cluster).await;
 }
@@ -594,13 +591,6 @@ async fn wait_half_assigned(auditor: &AuditorProcess) -> BTreeSet<i32> {
     last_assigned().unwrap_or_default()
 }
 
-async fn stored(auditor: &AuditorProcess) -> f64 {
-    metric(
-        &scrape(auditor).await,
-        "verdict_auditor_events_stored_total",
-    )
-}
-
 /// Polls `done` until it holds (panics after [`DONE_WITHIN`], naming `what` it waited for).
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
@@ -614,10 +604,4 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
