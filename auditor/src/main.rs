@@ -32,7 +32,7 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 /// Offsets are committed only after a batch's rows are stored. SIGTERM or ctrl-c finishes the
 /// current batch, commits it and exits. For fault tests only, VERDICT_AUDITOR_CRASH_AFTER_INSERT=N
 /// aborts the process after the N-th stored batch, before its offsets are committed (`N:rows`:
-/// after its events, before its chain heads).
+/// after its events, before its chain heads; a trailing `:pause`: waits there to be killed).
 #[derive(Parser)]
 #[command(name = "verdict-auditor", version, verbatim_doc_comment)]
 struct Args {

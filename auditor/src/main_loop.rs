@@ -17,7 +17,9 @@
 //! Test hook: [`Auditor::crash_at`] (`VERDICT_AUDITOR_CRASH_AFTER_INSERT=N` in the binary)
 //! aborts the process right after the N-th batch is stored and before its offsets are committed,
 //! the window the redelivery rule in [`crate::resolve`] exists for; `N:rows` aborts after its
-//! events, before its chain heads.
+//! events, before its chain heads. A trailing `:pause` logs the same line and then waits there
+//! until the process is killed, so a test can SIGKILL it provably inside the batch while other
+//! auditors go on.
 
 use crate::config::{AuditorConfig, BatchConfig, ConfigError, KafkaConfig};
 use crate::consumer::AuditConsumer;
@@ -71,17 +73,22 @@ pub struct CrashPoint {
     pub batch: u64,
     /// After its events but before its chain heads (else after both, before the commit).
     pub before_heads: bool,
+    /// Wait there until killed instead of aborting.
+    pub pause: bool,
 }
 
 impl std::str::FromStr for CrashPoint {
     type Err = String;
 
-    /// `N` or `N:rows`.
+    /// `N`, `N:rows`, `N:pause` or `N:rows:pause`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let (n, before_heads) = match text.split_once(':') {
-            None => (text, false),
-            Some((n, "rows")) => (n, true),
-            Some(_) => return Err(format!("{text:?}: expected N or N:rows")),
+        let (n, how) = text.split_once(':').unwrap_or((text, ""));
+        let (before_heads, pause) = match how {
+            "" => (false, false),
+            "rows" => (true, false),
+            "pause" => (false, true),
+            "rows:pause" => (true, true),
+            _ => return Err(format!("{text:?}: expected N[:rows][:pause]")),
         };
         let batch = n
             .parse()
@@ -89,6 +96,7 @@ impl std::str::FromStr for CrashPoint {
         Ok(Self {
             batch,
             before_heads,
+            pause,
         })
     }
 }
@@ -233,14 +241,15 @@ async fn store(
     shutdown: CancellationToken,
 ) -> Result<BTreeMap<i32, i64>, Stopped> {
     writer.store_rows(&batch, &shutdown).await?;
-    crash_if(crash, true);
+    crash_if(crash, true).await;
     writer.store_heads(&batch, &shutdown).await?;
-    crash_if(crash, false);
+    crash_if(crash, false).await;
     Ok(batch.commit)
 }
 
-/// The fault-test hook: aborts while storing the chosen batch, before its commit.
-fn crash_if(crash: Option<(CrashPoint, u64)>, before_heads: bool) {
+/// The fault-test hook: aborts (or waits to be killed) while storing the chosen batch, before
+/// its commit.
+async fn crash_if(crash: Option<(CrashPoint, u64)>, before_heads: bool) {
     let Some((point, batch)) = crash else {
         return;
     };
@@ -248,8 +257,33 @@ fn crash_if(crash: Option<(CrashPoint, u64)>, before_heads: bool) {
         tracing::error!(
             inserts = batch,
             before_heads,
-            "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: aborting before commit"
+            pause = point.pause,
+            "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: stopping before commit"
         );
+        if point.pause {
+            std::future::pending::<()>().await;
+        }
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CrashPoint;
+
+    #[test]
+    fn crash_points_parse_with_and_without_a_pause() {
+        let point = |batch, before_heads, pause| CrashPoint {
+            batch,
+            before_heads,
+            pause,
+        };
+        assert_eq!("3".parse(), Ok(point(3, false, false)));
+        assert_eq!("3:rows".parse(), Ok(point(3, true, false)));
+        assert_eq!("3:pause".parse(), Ok(point(3, false, true)));
+        assert_eq!("3:rows:pause".parse(), Ok(point(3, true, true)));
+        for bad in ["", "x", "3:pause:rows", "3:heads", "3:rows:"] {
+            assert!(bad.parse::<CrashPoint>().is_err(), "{bad:?}");
+        }
     }
 }
