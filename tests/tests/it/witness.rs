@@ -164,6 +164,62 @@ async fn stack(config: &str, group: &str) -> Stack {
     }
 }
 
+/// What the tests that write chains themselves start with: a broker with the events and witness
+/// topics, ClickHouse, a gateway key and a witness key in `dir`, and an auditor setup trusting the
+/// gateway key (group `group`, batches of at most `max_events`).
+struct Bare {
+    broker: Broker,
+    clickhouse: ClickHouse,
+    dir: tempfile::TempDir,
+    key: verdict_proto::SecretKey,
+    public: PathBuf,
+    setup: AuditorSetup,
+}
+
+async fn bare(group: &str, max_events: usize) -> Bare {
+    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
+    broker.create_topic(TOPIC, 1).await.unwrap();
+    broker
+        .create_topic("verdict.events.witness", 1)
+        .await
+        .unwrap();
+    let dir = temp_dir();
+    let (key, public) = key_in(dir.path(), "gw");
+    key_in(dir.path(), "witness");
+    let setup = AuditorSetup {
+        brokers: broker.bootstrap(),
+        topic: TOPIC.into(),
+        group: group.into(),
+        clickhouse_url: clickhouse.url(),
+        keys: vec![(public.clone(), None)],
+        max_events,
+    };
+    Bare {
+        broker,
+        clickhouse,
+        dir,
+        key,
+        public,
+        setup,
+    }
+}
+
+/// The auditor's `[witness]` section: the key in `dir/witness`, a head at most `every` s apart.
+fn witness_config(dir: &Path, every: u64) -> String {
+    format!(
+        "[witness]\nkey = {:?}\nevery_secs = {every}\n",
+        dir.join("witness").join("verdict.key")
+    )
+}
+
+/// `events` as topic messages keyed by their chain.
+fn messages(events: &[SignedEvent]) -> Vec<(String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| (e.chain_id.clone(), e.encode()))
+        .collect()
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -507,38 +563,20 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
-    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
-    broker.create_topic(TOPIC, 1).await.unwrap();
-    broker
-        .create_topic("verdict.events.witness", 1)
-        .await
-        .unwrap();
-    let dir = temp_dir();
-    let (key, public) = key_in(dir.path(), "gw");
-    key_in(dir.path(), "witness");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "fork".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
-        max_events: 50,
-    };
-    let witness = format!(
-        "[witness]\nkey = {:?}\nevery_secs = 1\n",
-        dir.path().join("witness").join("verdict.key")
-    );
+    let Bare {
+        broker,
+        clickhouse,
+        dir,
+        key,
+        public,
+        setup,
+    } = bare("fork", 50).await;
+    let witness = witness_config(dir.path(), 1);
     let mut auditor = AuditorProcess::start_with_config(&setup, &witness, &[]).unwrap();
     let query = QueryService::start(&clickhouse.url(), Some(&public), "").unwrap();
     let mut writer = ChainWriter::new("forked-gw", key.clone());
     let events: Vec<SignedEvent> = (1..=2_100).map(|i| writer.append(body(i))).collect();
     let producer = producer(&broker.bootstrap());
-    let messages = |events: &[SignedEvent]| -> Vec<(String, Vec<u8>)> {
-        events
-            .iter()
-            .map(|e| (e.chain_id.clone(), e.encode()))
-            .collect()
-    };
     produce(&producer, TOPIC, &messages(&events[..2_000])).await;
     witnessed(&query, "forked-gw", 2_000).await;
     // A restarted auditor rebuilds the tree from its stored chunk roots and the rows after them,
@@ -760,29 +798,15 @@ async fn a_gateway_reading_heads_back_alarms_when_its_key_signs_another_history(
 /// than one of its events, and rebuilt it from ClickHouse instead of witnessing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_miss() {
-    let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
-    broker.create_topic(TOPIC, 1).await.unwrap();
-    broker
-        .create_topic("verdict.events.witness", 1)
-        .await
-        .unwrap();
-    let dir = temp_dir();
-    let (key, public) = key_in(dir.path(), "gw");
-    key_in(dir.path(), "witness");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "held".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
-        max_events: 5_000,
-    };
-    let witness = |every: u64| {
-        format!(
-            "[witness]\nkey = {:?}\nevery_secs = {every}\n",
-            dir.path().join("witness").join("verdict.key")
-        )
-    };
+    let Bare {
+        broker,
+        clickhouse,
+        dir,
+        key,
+        public,
+        setup,
+    } = bare("held", 5_000).await;
+    let witness = |every: u64| witness_config(dir.path(), every);
     let mut writer = ChainWriter::new("held-gw", key);
     // No checkpoint among the first 2,000 (`body` makes one of every 100th), so no head is due.
     let events: Vec<SignedEvent> = (1..)
@@ -790,12 +814,6 @@ async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_
         .take(2_000)
         .map(|i| writer.append(body(i)))
         .collect();
-    let messages = |events: &[SignedEvent]| -> Vec<(String, Vec<u8>)> {
-        events
-            .iter()
-            .map(|e| (e.chain_id.clone(), e.encode()))
-            .collect()
-    };
     let producer = producer(&broker.bootstrap());
     produce(&producer, TOPIC, &messages(&events)).await;
     let crash = [("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "1:rows")];
