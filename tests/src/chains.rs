@@ -83,6 +83,14 @@ pub fn chain(chain_id: &str, key: &SecretKey, n: u64) -> Vec<SignedEvent> {
     (1..=n).map(|i| writer.append(body(i))).collect()
 }
 
+/// `events` as topic messages keyed by their chain.
+pub fn messages(events: &[SignedEvent]) -> Vec<(String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| (e.chain_id.clone(), e.encode()))
+        .collect()
+}
+
 /// `per_chain` events of each of `chains` chains `gw-1`, `gw-2`, … signed with `key`, interleaved
 /// as concurrent gateways ship them, as `(key, payload)` topic messages.
 pub fn interleaved_messages(

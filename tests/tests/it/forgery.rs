@@ -14,7 +14,7 @@ use verdict_tests::audit_rows::Call;
 use verdict_tests::auditor::{
     findings, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
-use verdict_tests::chains::key_in;
+use verdict_tests::chains::{key_in, messages};
 use verdict_tests::query::{authed, verify_whole_chain, who_tried, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -94,13 +94,6 @@ fn forgeries(head: &SignedEvent) -> Vec<SignedEvent> {
                 D::Allow,
             ))
         })
-        .collect()
-}
-
-fn messages(events: &[SignedEvent]) -> Vec<(String, Vec<u8>)> {
-    events
-        .iter()
-        .map(|e| (e.chain_id.clone(), e.encode()))
         .collect()
 }
 

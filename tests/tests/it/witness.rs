@@ -15,7 +15,7 @@ use verdict_query::export::ExportEnd;
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::auditor::{count, produce, producer, temp_dir, AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
-use verdict_tests::chains::{body, key_in};
+use verdict_tests::chains::{body, key_in, messages};
 use verdict_tests::mcp::{add_notes, work_memory_bin, HttpProcess};
 use verdict_tests::query::{authed, findings, QueryService, TOKEN};
 use verdict_tests::trail::journal_events;
@@ -212,11 +212,10 @@ fn witness_config(dir: &Path, every: u64) -> String {
     )
 }
 
-/// `events` as topic messages keyed by their chain.
-fn messages(events: &[SignedEvent]) -> Vec<(String, Vec<u8>)> {
-    events
-        .iter()
-        .map(|e| (e.chain_id.clone(), e.encode()))
+/// A proof's path as hashes.
+fn hashes(path: &[Vec<u8>]) -> Vec<Hash> {
+    path.iter()
+        .map(|h| h.as_slice().try_into().unwrap())
         .collect()
 }
 
@@ -549,13 +548,7 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
         .await
         .unwrap()
         .into_inner();
-    let path: Vec<Hash> = answer
-        .proof
-        .unwrap()
-        .path
-        .iter()
-        .map(|p| p.as_slice().try_into().unwrap())
-        .collect();
+    let path = hashes(&answer.proof.unwrap().path);
     let root = |h: &pb::WitnessedHead| -> Hash { h.tree_root.as_slice().try_into().unwrap() };
     verify_consistency(oldest.seq, newest.seq, &root(oldest), &root(newest), &path).unwrap();
     assert_eq!(witness_key.public().key_id(), newest.witness_key_id);
@@ -854,13 +847,7 @@ async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_
         .await
         .unwrap()
         .into_inner();
-    let path: Vec<Hash> = proof
-        .inclusion
-        .unwrap()
-        .path
-        .iter()
-        .map(|h| h.as_slice().try_into().unwrap())
-        .collect();
+    let path = hashes(&proof.inclusion.unwrap().path);
     let root: Hash = head.tree_root.as_slice().try_into().unwrap();
     verdict_proto::merkle::verify_inclusion(&events[4].hash, 4, head.seq, &path, &root).unwrap();
 
