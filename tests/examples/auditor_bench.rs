@@ -9,6 +9,9 @@
 //! 3. With `--witness` (after N): the same run with the auditor's witness on (its Merkle tree,
 //!    chunk roots and signed heads, issue 16), then the query service's inclusion and consistency
 //!    proofs timed end to end over gRPC, their ClickHouse reads included.
+//! 4. With `--checkpoint-every K` (a multiple of 100): chains with a checkpoint every K events
+//!    instead of every 100 (each verified checkpoint is a witnessed head), e.g. 6,000 for a
+//!    gateway checkpointing every 60 s at 100 calls/s.
 
 use std::time::{Duration, Instant};
 use verdict_proto::pb;
@@ -16,7 +19,7 @@ use verdict_proto::{ChainVerifier, PublicKey, SignedEvent, TrustedKeys};
 use verdict_tests::auditor::{
     count, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
-use verdict_tests::chains::{chain, key_in};
+use verdict_tests::chains::{chain_checkpointed, key_in};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -34,8 +37,12 @@ async fn main() {
     key_in(dir.path(), "witness");
     let (key, public) = key_in(dir.path(), "gw");
     let per_chain = (n / CHAINS) as u64;
+    let every = std::env::args()
+        .skip_while(|a| a != "--checkpoint-every")
+        .nth(1)
+        .map_or(100, |k| k.parse().expect("K must be a multiple of 100"));
     let chains: Vec<Vec<SignedEvent>> = (1..=CHAINS)
-        .map(|i| chain(&format!("gw-{i}"), &key, per_chain))
+        .map(|i| chain_checkpointed(&format!("gw-{i}"), &key, per_chain, every))
         .collect();
     let events: Vec<SignedEvent> = (0..per_chain as usize)
         .flat_map(|i| chains.iter().map(move |c| c[i].clone()))

@@ -79,8 +79,17 @@ pub fn body(i: u64) -> Vec<u8> {
 
 /// Events 1..=n of chain `chain_id` signed with `key`.
 pub fn chain(chain_id: &str, key: &SecretKey, n: u64) -> Vec<SignedEvent> {
+    chain_checkpointed(chain_id, key, n, CHECKPOINT_EVERY)
+}
+
+/// Like [`chain`], with a checkpoint only every `every` events (a multiple of 100).
+pub fn chain_checkpointed(chain_id: &str, key: &SecretKey, n: u64, every: u64) -> Vec<SignedEvent> {
     let mut writer = ChainWriter::new(chain_id, key.clone());
-    (1..=n).map(|i| writer.append(body(i))).collect()
+    (1..)
+        .filter(|i| i % CHECKPOINT_EVERY != 0 || i % every == 0)
+        .take(n as usize)
+        .map(|i| writer.append(body(i)))
+        .collect()
 }
 
 /// `events` as topic messages keyed by their chain.
