@@ -51,3 +51,19 @@ pub enum HarnessError {
 }
 
 pub type Result<T> = std::result::Result<T, HarnessError>;
+
+use std::time::{Duration, Instant};
+
+/// Polls `done` every 100 ms until it holds; panics after 60 s, naming `what` it waited for.
+/// For what a server does after it has answered (a gateway queues a call's outcome without
+/// holding the reply for it; a forwarder delivers in the background).
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -18,7 +18,8 @@ use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::query::QueryService;
 use verdict_tests::rsyslog::Rsyslog;
 use verdict_tests::trail::journal_events;
-use verdict_tests::webhook::{receiver, wait_until, Received};
+use verdict_tests::wait_until;
+use verdict_tests::webhook::{receiver, Received};
 use verdict_tests::ClickHouse;
 
 const API_KEY: &str = "redaction-agent-key";

@@ -16,7 +16,8 @@ use verdict_tests::chains::body;
 use verdict_tests::forwarder::start_forwarder;
 use verdict_tests::process::free_port;
 use verdict_tests::query::QueryService;
-use verdict_tests::webhook::{receiver, wait_until, Received};
+use verdict_tests::wait_until;
+use verdict_tests::webhook::{receiver, Received};
 use verdict_tests::ClickHouse;
 
 const SECRET: &str = "webhook-secret-1";

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use verdict_proto::pb::{self, DecisionKind};
@@ -21,6 +21,7 @@ use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::trail::{self, journal_events};
+use verdict_tests::wait_until;
 
 const KEY: &str = "hardening-agent-key";
 const ADMIN_TOKEN: &str = "hardening-admin-token";
@@ -62,15 +63,6 @@ fn refused_count(dir: &Path, rule: &str) -> u64 {
         .filter(|r| r.rule_id == rule)
         .map(|r| r.count)
         .sum()
-}
-
-/// Waits (bounded) until `done` holds.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(30), "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn list_tools() -> String {

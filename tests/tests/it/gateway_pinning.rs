@@ -19,7 +19,7 @@ use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, HttpProcess};
 use verdict_tests::query::{authed, findings, who_tried, QueryService, TOKEN};
 use verdict_tests::trail::{decision, journal_events, outcome};
-use verdict_tests::{Broker, ClickHouse};
+use verdict_tests::{wait_until, Broker, ClickHouse};
 
 const AGENT_KEY: &str = "pinning-agent-key";
 const ADMIN_TOKEN: &str = "pinning-admin-token";
@@ -428,9 +428,12 @@ async fn a_rug_pulled_tool_is_never_forwarded() {
         .await
         .unwrap();
     assert!(!forwarded.is_error.unwrap_or(false), "{}", text(&forwarded));
-    let events = journal_events(&unpinned.journal_dir());
-    assert!(events
-        .iter()
-        .filter_map(outcome)
-        .any(|o| o.kind == pb::OutcomeKind::Ok as i32));
+    // The outcome is queued behind the reply (the reply does not wait for the journal).
+    wait_until("the forwarded call's outcome is journaled", || {
+        journal_events(&unpinned.journal_dir())
+            .iter()
+            .filter_map(outcome)
+            .any(|o| o.kind == pb::OutcomeKind::Ok as i32)
+    })
+    .await;
 }
