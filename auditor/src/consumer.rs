@@ -31,7 +31,8 @@ pub struct RawMessage {
     pub source: SourcePosition,
 }
 
-/// Metadata and offset look-ups of the watchdog; it runs only while the assignment is empty.
+/// Metadata and offset look-ups of the watchdog; it runs only while this auditor has nothing of
+/// its own to read.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct AuditContext {
@@ -47,12 +48,24 @@ impl ClientContext for AuditContext {
             .values()
             .flat_map(|t| t.partitions.iter())
             .filter(|(&id, _)| id >= 0)
-            .map(|(&id, p)| (id, p.consumer_lag.max(-1)))
+            .map(|(&id, p)| (id, lag(p)))
             .collect();
         let lag: i64 = lags.values().filter(|&&lag| lag >= 0).sum();
         self.metrics.consumer_lag.set(lag);
         self.metrics.fleet.partition_lags(&lags);
         self.lags.set(lags);
+    }
+}
+
+/// Messages behind the end of `partition`, `-1` if unknown. librdkafka counts from the group's
+/// committed offset, which a partition that never held a message does not have: such a
+/// partition (low watermark = high watermark) is read to its end, not of unknown lag.
+fn lag(partition: &rdkafka::statistics::Partition) -> i64 {
+    let empty = partition.hi_offset >= 0 && partition.lo_offset == partition.hi_offset;
+    if partition.consumer_lag < 0 && empty {
+        0
+    } else {
+        partition.consumer_lag.max(-1)
     }
 }
 
@@ -123,8 +136,9 @@ impl AuditConsumer {
         self.inner.context().lags.caught_up(&self.assigned())
     }
 
-    /// The group's committed offsets and the topic's end, summed over all its partitions (a
-    /// partition the group never committed counts from its start). Blocking look-ups.
+    /// The group's committed offsets and the topic's end, summed over the partitions this
+    /// consumer does not hold (a partition the group never committed counts from its start).
+    /// Blocking look-ups.
     pub fn backlog(&self) -> Result<Backlog, KafkaError> {
         tokio::task::block_in_place(|| {
             let metadata = self
@@ -136,13 +150,22 @@ impl AuditConsumer {
                 end: 0,
             };
             let mut starts = BTreeMap::new();
-            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let held = self.assigned();
+            let others = metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .filter(|p| !held.contains(&p.id()));
+            for partition in others {
                 let (low, high) =
                     self.inner
                         .fetch_watermarks(&self.topic, partition.id(), LOOKUP_TIMEOUT)?;
                 backlog.end += high;
                 starts.insert(partition.id(), low);
                 list.add_partition(&self.topic, partition.id());
+            }
+            if list.count() == 0 {
+                return Ok(backlog);
             }
             for element in self
                 .inner

@@ -11,8 +11,9 @@
 //!
 //! Shutdown (SIGTERM, ctrl-c) stops polling, finishes the batch in hand, commits it and returns.
 //! While ClickHouse is down the loop waits inside the store step, so nothing more is polled.
-//! Between batches the [`Watchdog`] checks that an empty assignment is not a stuck one, and
-//! rejoins the group with a fresh consumer when it is.
+//! Between batches the [`Watchdog`] checks, while this auditor has nothing of its own to read,
+//! that the partitions it does not hold are being read by someone; when they are not, the loop
+//! finishes its batch in flight, leaves the group and rejoins it with a fresh consumer.
 //!
 //! Test hook: [`Auditor::crash_at`] (`VERDICT_AUDITOR_CRASH_AFTER_INSERT=N` in the binary)
 //! aborts the process right after the N-th batch is stored and before its offsets are committed,
@@ -27,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Batch, BatchWriter, Pipeline};
 use crate::publish::HeadTopic;
 use crate::store::{with_retry, Stopped, Store};
-use crate::watchdog::{Verdict, Watchdog};
+use crate::watchdog::{Holding, Verdict, Watchdog};
 use crate::witness::Witness;
 use rdkafka::error::KafkaError;
 use std::collections::BTreeMap;
@@ -55,6 +56,11 @@ type InFlight = JoinHandle<Result<BTreeMap<i32, i64>, Stopped>>;
 /// How long an empty assignment over a backlog that does not move is tolerated before the
 /// auditor rejoins: longer than a rebalance after a member's session expires (10 s).
 const STALL_PATIENCE: Duration = Duration::from_secs(15);
+
+/// How long a caught-up auditor tolerates partitions it does not hold whose backlog does not
+/// move: longer than another member may hold its batch waiting for a restarting ClickHouse
+/// replica, so the group is not rebalanced around every short outage.
+const ORPHAN_PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct Auditor {
     consumer: AuditConsumer,
@@ -140,7 +146,7 @@ impl Auditor {
             consumer,
             kafka: config.kafka.clone(),
             metrics,
-            watchdog: Watchdog::new(STALL_PATIENCE),
+            watchdog: Watchdog::new(STALL_PATIENCE, ORPHAN_PATIENCE),
             pipeline,
             batch: config.batch.clone(),
             crash_at: None,
@@ -169,7 +175,10 @@ impl Auditor {
                 self.finish(in_flight.take()).await?;
                 self.pipeline.reload(&shutdown).await?;
             }
-            self.watch()?;
+            if self.stalled() {
+                self.finish(in_flight.take()).await?;
+                self = self.rejoin()?;
+            }
             let caught_up = self.consumer.caught_up();
             let batch = self
                 .pipeline
@@ -203,32 +212,64 @@ impl Auditor {
         Ok(())
     }
 
-    /// Rejoins the group with a fresh consumer when the watchdog finds this one stuck.
-    fn watch(&mut self) -> Result<(), AuditorError> {
-        let assigned = !self.consumer.assigned().is_empty();
-        if assigned {
+    /// Whether the watchdog finds this consumer stuck: nothing of its own to read, while the
+    /// partitions it does not hold have a backlog that no one commits.
+    fn stalled(&mut self) -> bool {
+        let assigned = self.consumer.assigned();
+        let holding = self.consumer.caught_up().holding(&assigned);
+        if holding == Holding::Reading {
             self.metrics.stalled.set(0);
         }
-        if !self.watchdog.due(assigned) {
-            return Ok(());
+        if !self.watchdog.due(holding) {
+            return false;
         }
         let backlog = match self.consumer.backlog() {
             Ok(backlog) => backlog,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the group's backlog");
-                return Ok(());
+                return false;
             }
         };
-        if self.watchdog.judge(backlog) == Verdict::Stalled {
-            tracing::warn!(
-                committed = backlog.committed,
-                end = backlog.end,
-                "no partitions assigned while the group's backlog stands still: rejoining with a fresh consumer"
-            );
-            self.metrics.stalled.set(1);
-            self.consumer = AuditConsumer::new(&self.kafka, self.metrics.clone())?;
+        if self.watchdog.judge(backlog) == Verdict::Fine {
+            self.metrics.stalled.set(0);
+            return false;
         }
-        Ok(())
+        tracing::warn!(
+            ?assigned,
+            committed = backlog.committed,
+            end = backlog.end,
+            "partitions this auditor does not hold have a backlog no one commits: rejoining the group"
+        );
+        self.metrics.stalled.set(1);
+        true
+    }
+
+    /// Leaves the group, then joins it again with a fresh consumer. Leaving first matters: a
+    /// member that joins while the stuck one is still in the group inherits the group's leader,
+    /// which on tansu 0.6 may be a member that is long dead; one that joins an empty group is
+    /// its leader and assigns every partition.
+    fn rejoin(self) -> Result<Self, AuditorError> {
+        let Self {
+            consumer,
+            kafka,
+            metrics,
+            watchdog,
+            pipeline,
+            batch,
+            crash_at,
+        } = self;
+        // Dropping the consumer closes it: it leaves the group and waits until it has.
+        tokio::task::block_in_place(|| drop(consumer));
+        let consumer = AuditConsumer::new(&kafka, metrics.clone())?;
+        Ok(Self {
+            consumer,
+            kafka,
+            metrics,
+            watchdog,
+            pipeline,
+            batch,
+            crash_at,
+        })
     }
 }
 

@@ -124,14 +124,15 @@ async fn metrics(State(metrics): State<Metrics>) -> String {
 }
 
 /// 200 while the auditor stores what it reads; 503 while it is paused waiting for ClickHouse,
-/// or holds no partitions while the group's backlog stands still (it is rejoining).
+/// or has nothing of its own to read while partitions it does not hold have a backlog no one
+/// commits (it is rejoining).
 async fn healthz(State(metrics): State<Metrics>) -> (StatusCode, &'static str) {
     if metrics.clickhouse_up.get() != 1 {
         (StatusCode::SERVICE_UNAVAILABLE, "clickhouse unavailable\n")
     } else if metrics.stalled.get() == 1 {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "stalled: no partitions assigned while unread messages wait; rejoining the group\n",
+            "stalled: partitions no one reads while unread messages wait; rejoining the group\n",
         )
     } else {
         (StatusCode::OK, "ok\n")

@@ -7,12 +7,19 @@
 //!    partition — revoked, never assigned, behind — is not judged at all; a chain whose partition
 //!    is not known yet (restored from ClickHouse, not heard since) only when this auditor holds
 //!    every partition of the topic, all caught up.
-//! 2. **Stalled** ([`Watchdog`]): a consumer with no partitions while the group's committed
-//!    offsets stand still below the topic's end is not idle, it is stuck — seen after a `kill -9`
-//!    and restart, when the group handed the new member an empty assignment and never rebalanced
-//!    again. Such an auditor reports unhealthy and rejoins the group with a fresh consumer.
-//!    Another auditor of the group that is making progress keeps the committed offsets moving,
-//!    so an auditor that legitimately holds nothing is never mistaken for a stuck one.
+//! 2. **Stalled** ([`Watchdog`]): an auditor with nothing to read of its own — no partitions, or
+//!    every partition it holds read to the end — while the group's committed offsets on the
+//!    partitions it does *not* hold stand still below the topic's end, is not idle: those
+//!    partitions have no reader. Seen twice: after a `kill -9` and restart, when the group handed
+//!    the new member an empty assignment and never rebalanced again; and after the group's
+//!    leader was killed, when the broker (tansu 0.6) expired it but kept the survivors' old
+//!    assignments and handed the dead member's partitions to no one. Such an auditor reports
+//!    unhealthy and rejoins the group with a fresh consumer (leaving first, so that it is the
+//!    new leader and assigns every partition). Another auditor of the group that is making
+//!    progress keeps the committed offsets moving, so one that legitimately holds less is never
+//!    mistaken for a stuck one; a member that is alive but holds its partitions without storing
+//!    them (waiting for a ClickHouse replica) is given a longer patience before the group is
+//!    rebalanced around it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -50,6 +57,17 @@ pub struct CaughtUp {
 }
 
 impl CaughtUp {
+    /// What the auditor holding `assigned` has to read of its own.
+    pub fn holding(&self, assigned: &BTreeSet<i32>) -> Holding {
+        if assigned.is_empty() {
+            Holding::Nothing
+        } else if assigned.is_subset(&self.partitions) {
+            Holding::CaughtUp
+        } else {
+            Holding::Reading
+        }
+    }
+
     /// Whether a chain last heard on `partition` (`None`: not heard since the heads were loaded)
     /// can be judged silent.
     pub fn covers(&self, partition: Option<i32>) -> bool {
@@ -60,11 +78,23 @@ impl CaughtUp {
     }
 }
 
-/// What the group has committed and what the topic holds, summed over its partitions.
+/// What the group has committed and what the topic holds, summed over the partitions this
+/// auditor does not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
     pub committed: i64,
     pub end: i64,
+}
+
+/// What this auditor has to read of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// No partitions assigned.
+    Nothing,
+    /// Partitions assigned, every one read and committed to the topic's end.
+    CaughtUp,
+    /// Partitions assigned with messages still to read: busy, not stuck.
+    Reading,
 }
 
 /// What the main loop should do after a look.
@@ -75,33 +105,43 @@ pub enum Verdict {
     Stalled,
 }
 
-/// Watches for an empty assignment while the group makes no progress on a backlog.
+/// Watches, while this auditor has nothing of its own to read, whether the group makes progress
+/// on the partitions it does not hold.
 #[derive(Debug)]
 pub struct Watchdog {
-    patience: Duration,
-    /// Since when the assignment is empty, and the backlog then.
+    /// How long an empty assignment over a standing backlog is tolerated.
+    empty: Duration,
+    /// How long a caught-up assignment beside another member's standing backlog is tolerated.
+    caught_up: Duration,
+    /// Since when this auditor has had nothing to read, and the backlog then.
     idle: Option<(Instant, Option<Backlog>)>,
 }
 
 impl Watchdog {
-    /// `patience`: how long an empty assignment over a standing backlog is tolerated (longer than
-    /// a rebalance takes).
-    pub fn new(patience: Duration) -> Self {
+    /// `empty`: the patience with an empty assignment (longer than a rebalance takes);
+    /// `caught_up`: with a caught-up one (longer than another member may legitimately wait for
+    /// ClickHouse with its partitions held).
+    pub fn new(empty: Duration, caught_up: Duration) -> Self {
         Self {
-            patience,
+            empty,
+            caught_up,
             idle: None,
         }
     }
 
-    /// Whether the watchdog wants a backlog reading now (the assignment has been empty for its
-    /// patience).
-    pub fn due(&mut self, assigned: bool) -> bool {
-        if assigned {
-            self.idle = None;
-            return false;
-        }
+    /// Whether the watchdog wants a backlog reading now (this auditor has had nothing to read
+    /// for its patience).
+    pub fn due(&mut self, holding: Holding) -> bool {
+        let patience = match holding {
+            Holding::Reading => {
+                self.idle = None;
+                return false;
+            }
+            Holding::Nothing => self.empty,
+            Holding::CaughtUp => self.caught_up,
+        };
         let (since, _) = self.idle.get_or_insert((Instant::now(), None));
-        since.elapsed() >= self.patience
+        since.elapsed() >= patience
     }
 
     /// Judges a backlog reading taken because [`Watchdog::due`] said so. The first reading is
@@ -148,9 +188,9 @@ mod tests {
 
     #[test]
     fn an_empty_assignment_is_a_stall_only_while_the_group_makes_no_progress() {
-        let mut dog = Watchdog::new(Duration::ZERO);
-        assert!(!dog.due(true));
-        assert!(dog.due(false));
+        let mut dog = Watchdog::new(Duration::ZERO, Duration::ZERO);
+        assert!(!dog.due(Holding::Reading));
+        assert!(dog.due(Holding::Nothing));
         let standing = Backlog {
             committed: 10,
             end: 50,
@@ -160,7 +200,7 @@ mod tests {
             Verdict::Fine,
             "first reading: baseline"
         );
-        assert!(dog.due(false));
+        assert!(dog.due(Holding::Nothing));
         let moving = Backlog {
             committed: 20,
             end: 60,
@@ -170,9 +210,9 @@ mod tests {
             Verdict::Fine,
             "another member is reading"
         );
-        assert!(dog.due(false));
+        assert!(dog.due(Holding::Nothing));
         assert_eq!(dog.judge(moving), Verdict::Stalled);
-        assert!(dog.due(false));
+        assert!(dog.due(Holding::Nothing));
         let done = Backlog {
             committed: 60,
             end: 60,
@@ -183,5 +223,39 @@ mod tests {
             Verdict::Fine,
             "nothing to read is idle, not stuck"
         );
+    }
+
+    #[test]
+    fn a_caught_up_auditor_beside_partitions_no_one_reads_is_stalled_after_its_patience() {
+        let lags = Lags::default();
+        lags.set(BTreeMap::from([(0, 7), (1, 7), (2, 0), (3, 0)]));
+        let held = BTreeSet::from([2, 3]);
+        let holding = lags.caught_up(&held).holding(&held);
+        assert_eq!(holding, Holding::CaughtUp);
+        assert_eq!(
+            lags.caught_up(&BTreeSet::from([1, 2]))
+                .holding(&BTreeSet::from([1, 2])),
+            Holding::Reading
+        );
+        assert_eq!(
+            lags.caught_up(&BTreeSet::new()).holding(&BTreeSet::new()),
+            Holding::Nothing
+        );
+
+        let mut dog = Watchdog::new(Duration::ZERO, Duration::from_secs(3600));
+        assert!(!dog.due(holding), "a caught-up auditor waits longer");
+        let mut dog = Watchdog::new(Duration::from_secs(3600), Duration::ZERO);
+        assert!(dog.due(holding));
+        let orphaned = Backlog {
+            committed: 100,
+            end: 114,
+        };
+        assert_eq!(dog.judge(orphaned), Verdict::Fine, "baseline");
+        assert!(dog.due(holding));
+        assert_eq!(dog.judge(orphaned), Verdict::Stalled);
+        assert!(dog.due(holding));
+        assert_eq!(dog.judge(orphaned), Verdict::Fine, "a new baseline");
+        assert!(!dog.due(Holding::Reading), "busy with its own");
+        assert_eq!(dog.judge(orphaned), Verdict::Fine, "nothing was due");
     }
 }
