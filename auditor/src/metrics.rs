@@ -77,7 +77,7 @@ impl Default for Metrics {
         );
         registry.register(
             "stalled",
-            "1 while this auditor holds no partitions and the group's backlog stands still",
+            "1 while partitions this auditor does not hold have a backlog no one commits and it rejoins the group",
             stalled.clone(),
         );
         let fleet = FleetMetrics::default();
