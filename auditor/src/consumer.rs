@@ -100,7 +100,26 @@ pub struct AuditConsumer {
 }
 
 impl AuditConsumer {
+    /// A consumer subscribed to the topic: it joins the group.
     pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaError> {
+        let consumer = Self::unsubscribed(config, metrics)?;
+        consumer.inner.subscribe(&[&consumer.topic])?;
+        Ok(consumer)
+    }
+
+    /// Replaces this consumer with a fresh one, which joins the group only after this one has
+    /// left it. The order matters: a member that joins while the stuck one is still in the group
+    /// inherits the group's leader, which on tansu 0.6 may be a member that is long dead; one
+    /// that joins an empty group is its leader and assigns every partition.
+    pub fn rejoin(&mut self, config: &KafkaConfig, metrics: Metrics) -> Result<(), KafkaError> {
+        let fresh = Self::unsubscribed(config, metrics)?;
+        let stuck = std::mem::replace(self, fresh);
+        // Dropping a consumer closes it: it leaves the group and waits until it has.
+        tokio::task::block_in_place(|| drop(stuck));
+        self.inner.subscribe(&[&self.topic])
+    }
+
+    fn unsubscribed(config: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaError> {
         let context = AuditContext {
             assigned: AtomicBool::new(false),
             metrics,
@@ -116,7 +135,6 @@ impl AuditConsumer {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
             .create_with_context(context)?;
-        inner.subscribe(&[&config.topic])?;
         Ok(Self {
             inner,
             topic: config.topic.clone(),

@@ -177,7 +177,7 @@ impl Auditor {
             }
             if self.stalled() {
                 self.finish(in_flight.take()).await?;
-                self = self.rejoin()?;
+                self.consumer.rejoin(&self.kafka, self.metrics.clone())?;
             }
             let caught_up = self.consumer.caught_up();
             let batch = self
@@ -242,34 +242,6 @@ impl Auditor {
         );
         self.metrics.stalled.set(1);
         true
-    }
-
-    /// Leaves the group, then joins it again with a fresh consumer. Leaving first matters: a
-    /// member that joins while the stuck one is still in the group inherits the group's leader,
-    /// which on tansu 0.6 may be a member that is long dead; one that joins an empty group is
-    /// its leader and assigns every partition.
-    fn rejoin(self) -> Result<Self, AuditorError> {
-        let Self {
-            consumer,
-            kafka,
-            metrics,
-            watchdog,
-            pipeline,
-            batch,
-            crash_at,
-        } = self;
-        // Dropping the consumer closes it: it leaves the group and waits until it has.
-        tokio::task::block_in_place(|| drop(consumer));
-        let consumer = AuditConsumer::new(&kafka, metrics.clone())?;
-        Ok(Self {
-            consumer,
-            kafka,
-            metrics,
-            watchdog,
-            pipeline,
-            batch,
-            crash_at,
-        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! Real tansu, ClickHouse, gateway (stdio sample server upstream), auditor and query service.
 //! CALLS `tools/call`s go through the gateway from 16 rmcp clients (4 agents × 4 sessions, each
 //! in a closed loop), under a policy with an argument deny rule and a per-session rate limit; then
-//! the bench waits until the auditor has stored every decision, and times `verdict policy replay
+//! the bench waits until the auditor has stored every decision, and times three `verdict policy replay
 //! --policy DRAFT --json` (the CLI over gRPC against the real query service), whose summary says
 //! where the service's time went: waiting for ClickHouse rows, verifying envelopes, re-deciding.
 //! A measurement, not a test: it asserts only that every call was replayed.
@@ -20,6 +20,8 @@ use verdict_tests::{Broker, ClickHouse};
 
 const AGENTS: [&str; 4] = ["bench-a", "bench-b", "bench-c", "bench-d"];
 const SESSIONS_PER_AGENT: u64 = 4;
+/// Replays of the same history, one after another.
+const RUNS: usize = 3;
 
 const RECORDED: &str = r#"{"version": "1", "default": "allow", "rules": [
   {"id": "no-secret-notes", "match": {"tool": "add_work_memory", "arguments": {"project": {"glob": "secret-*"}}},
@@ -129,26 +131,10 @@ async fn main() {
     }
     let ingested = started.elapsed();
 
-    let replayed = Instant::now();
     let draft_arg = draft.display().to_string();
-    let out = verdict_cli(
-        &["policy", "replay", "--policy", &draft_arg, "--json"],
-        &query,
-    );
-    let end_to_end = replayed.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find_map(|line| line.get("summary").cloned())
-        .expect("a summary line");
-    assert_eq!(summary["calls"], calls, "{summary}");
-    let secs = |key: &str| summary[key].as_f64().unwrap_or_default();
+    let runs: Vec<(f64, Value)> = (0..RUNS)
+        .map(|_| replay(&query, &draft_arg, calls))
+        .collect();
     let rate = |seconds: f64| calls as f64 / seconds;
     println!("| step, {calls} calls | time | calls/s |");
     println!("|---|---|---|");
@@ -162,20 +148,48 @@ async fn main() {
         "| ... and stored by the auditor | {ingested:.1} s | {:.0} |",
         rate(ingested)
     );
-    let total = end_to_end.as_secs_f64();
-    println!(
-        "| **`verdict policy replay` end to end (gRPC)** | {total:.2} s | **{:.0}** |",
-        rate(total)
-    );
-    for (label, key) in [
-        ("service: waiting for ClickHouse rows", "read_wait_secs"),
-        ("service: verifying envelopes", "verify_secs"),
-        ("service: re-deciding (engine)", "decide_secs"),
-    ] {
-        println!("| {label} | {:.2} s | {:.0} |", secs(key), rate(secs(key)));
+    for (run, (total, summary)) in runs.iter().enumerate() {
+        let secs = |key: &str| summary[key].as_f64().unwrap_or_default();
+        let run = run + 1;
+        println!(
+            "| **run {run}: `verdict policy replay` end to end (gRPC)** | {total:.2} s | **{:.0}** |",
+            rate(*total)
+        );
+        for (label, key) in [
+            ("service: waiting for ClickHouse rows", "read_wait_secs"),
+            ("service: verifying envelopes", "verify_secs"),
+            ("service: re-deciding (engine)", "decide_secs"),
+        ] {
+            println!(
+                "| run {run}, {label} | {:.2} s | {:.0} |",
+                secs(key),
+                rate(secs(key))
+            );
+        }
     }
+    let summary = &runs[0].1;
     println!(
         "\nchanged {}, unchanged {}, undecidable {}",
         summary["changed"], summary["unchanged"], summary["undecidable"]
     );
+}
+
+/// One `verdict policy replay --json` of the draft: its wall time and its summary.
+fn replay(query: &QueryService, draft: &str, calls: u64) -> (f64, Value) {
+    let replayed = Instant::now();
+    let out = verdict_cli(&["policy", "replay", "--policy", draft, "--json"], query);
+    let end_to_end = replayed.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find_map(|line| line.get("summary").cloned())
+        .expect("a summary line");
+    assert_eq!(summary["calls"], calls, "{summary}");
+    (end_to_end, summary)
 }
