@@ -43,6 +43,11 @@ struct Args {
     /// (or the metrics address, when metrics_listen is set) to this file.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Apply the schema migrations (on the cluster, with `[clickhouse] cluster`) and exit,
+    /// without reading the topic: the step that creates a cluster's schema before a single
+    /// server's rows are copied into it.
+    #[arg(long)]
+    migrate_only: bool,
 }
 
 #[tokio::main]
@@ -62,6 +67,11 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     let metrics = Metrics::default();
+    if args.migrate_only {
+        Auditor::migrate_only(&config, &metrics, &shutdown).await?;
+        tracing::info!("schema migrated");
+        return Ok(());
+    }
     let mut ready = "ready".to_owned();
     if let Some(address) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)

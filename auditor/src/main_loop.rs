@@ -117,11 +117,7 @@ impl Auditor {
     ) -> Result<Self, AuditorError> {
         let keys = config.trusted_keys()?;
         tracing::info!(keys = keys.len(), "trusted keys loaded");
-        let store = Store::new(&config.clickhouse)?;
-        with_retry(&metrics, shutdown, "migrating the schema", || {
-            store.migrate()
-        })
-        .await?;
+        let store = migrated(config, &metrics, shutdown).await?;
         let consumer = AuditConsumer::new(&config.kafka, metrics.clone())?;
         let grace = Duration::from_secs(config.checkpoint_grace_secs);
         let witness = config.witness_keys(&keys)?;
@@ -151,6 +147,17 @@ impl Auditor {
             batch: config.batch.clone(),
             crash_at: None,
         })
+    }
+
+    /// Migrates the schema (waiting for ClickHouse) and returns, without joining the group:
+    /// `verdict-auditor --migrate-only`, which creates a cluster's schema before rows are copied
+    /// into it (README "Converting a single server to a cluster").
+    pub async fn migrate_only(
+        config: &AuditorConfig,
+        metrics: &Metrics,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AuditorError> {
+        migrated(config, metrics, shutdown).await.map(drop)
     }
 
     /// Test hook: abort while storing a batch, before committing it.
@@ -243,6 +250,20 @@ impl Auditor {
         self.metrics.stalled.set(1);
         true
     }
+}
+
+/// The store of `[clickhouse]`, its schema migrated (on its cluster, when set).
+async fn migrated(
+    config: &AuditorConfig,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Store, AuditorError> {
+    let store = Store::new(&config.clickhouse)?;
+    with_retry(metrics, shutdown, "migrating the schema", || {
+        store.migrate()
+    })
+    .await?;
+    Ok(store)
 }
 
 /// Stores `batch` (rows, then chain heads) and returns its offsets to commit. `crash`: the

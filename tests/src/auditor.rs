@@ -52,6 +52,26 @@ impl AuditorSetup {
         }
     }
 
+    /// Runs `verdict-auditor --migrate-only` with this setup (and `env`): the schema is created,
+    /// nothing is read. Panics when it fails.
+    pub fn migrate_only(&self, env: &[(&str, &str)]) {
+        let dir = temp_dir();
+        let config = dir.path().join("auditor.toml");
+        std::fs::write(&config, self.toml()).unwrap();
+        let out = Command::new(cargo_bin("verdict-auditor"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--migrate-only")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "verdict-auditor --migrate-only: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn toml(&self) -> String {
         let mut text = format!(
             "checkpoint_grace_secs = 30\nmetrics_listen = \"127.0.0.1:0\"\n\

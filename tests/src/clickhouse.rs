@@ -20,6 +20,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ClickHouse {
     dir: tempfile::TempDir,
     http_port: u16,
+    tcp_port: u16,
     process: Option<ServerProcess>,
 }
 
@@ -55,6 +56,7 @@ impl ClickHouse {
         let mut server = Self {
             dir,
             http_port,
+            tcp_port,
             process: None,
         };
         server.resume()?;
@@ -91,6 +93,11 @@ impl ClickHouse {
     /// Base URL of the HTTP interface, e.g. `http://127.0.0.1:8123`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// `host:port` of the native protocol, as `remote()` on another server names this one.
+    pub fn tcp_address(&self) -> String {
+        format!("127.0.0.1:{}", self.tcp_port)
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -577,6 +577,74 @@ async fn an_auditor_killed_mid_batch_leaves_exact_counts() {
     chains.assert_exact(&cluster).await;
 }
 
+/// The README's "Converting a single server to a cluster", step by step, with the single server
+/// outside the cluster (its rows read with `remote()`): the chains' first half audited on one
+/// server; that auditor stopped; the cluster's schema made by `verdict-auditor --migrate-only`
+/// (nothing read); the rows copied through the distributed tables and counted against the old
+/// server; then two auditors on the cluster store the second half from the group's committed
+/// offsets. Exact counts, no finding, VerifyChain OK over the whole of every chain: the chains
+/// go on across the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_server_converted_to_a_cluster_by_the_documented_procedure_loses_nothing() {
+    let chains = SignedChains::start().await;
+    let single = ClickHouse::start().unwrap();
+    let on_single = setup(&chains.broker, &chains.keys, CLUSTER_GROUP, single.url());
+    let mut before = AuditorProcess::start(&on_single).unwrap();
+    let half = chains.messages.len() / 2;
+    chains.produce(0..half).await;
+    let brokers = chains.broker.bootstrap();
+    wait_committed(
+        &brokers,
+        CLUSTER_GROUP,
+        TOPIC,
+        PARTITIONS,
+        half as i64,
+        DONE_WITHIN,
+    )
+    .await;
+    // 1. Stop the auditors.
+    assert!(before.terminate(Duration::from_secs(30)).is_some());
+    let stored = tops(&single.client(), "events").await;
+    assert_eq!(stored.values().sum::<u64>(), half as u64);
+    // 2.-4. The cluster, and its schema, with nothing read.
+    let cluster = ClickHouseCluster::start(Layout::SHARDED).unwrap();
+    let servers = cluster.servers();
+    let on_cluster = setup(
+        &chains.broker,
+        &chains.keys,
+        CLUSTER_GROUP,
+        servers[0].url(),
+    );
+    on_cluster.migrate_only(&[("VERDICT_AUDITOR_CLICKHOUSE__CLUSTER", CLUSTER)]);
+    let client = servers[0]
+        .client()
+        .with_setting("insert_distributed_sync", "1");
+    assert_eq!(count(&client, "SELECT count() FROM events").await, 0);
+    assert_eq!(
+        committed(&brokers, CLUSTER_GROUP, TOPIC, PARTITIONS),
+        half as i64
+    );
+    // 5. Copy the rows through the distributed tables, and count them against the old server.
+    for table in [
+        "events",
+        "findings",
+        "chain_heads",
+        "witnessed_heads",
+        "merkle_chunks",
+    ] {
+        let old = format!("remote('{}', default.{table})", single.tcp_address());
+        let copy = format!("INSERT INTO {table} SELECT * FROM {old} FINAL");
+        client.query(&copy).execute().await.unwrap();
+    }
+    assert_eq!(tops(&client, "events").await, stored);
+    assert_eq!(tops(&client, "chain_heads").await, stored);
+    // 6. The auditors on the cluster.
+    let _auditors = [chains.auditor(&cluster, 0), chains.auditor(&cluster, 1)];
+    chains.produce(half..chains.messages.len()).await;
+    chains.wait_committed().await;
+    chains.assert_exact(&cluster).await;
+}
+
 /// One of the two auditors killed with SIGKILL while it stores batches, not provably inside one;
 /// the other takes over its partitions from the committed offsets: exact counts, no finding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
 use verdict_tests::trail::{self, consume, journal_events};
-use verdict_tests::Broker;
+use verdict_tests::{wait_until, Broker};
 
 const TOPIC: &str = "verdict.events";
 
@@ -104,6 +104,15 @@ async fn ten_thousand_calls_from_eight_agents_reach_the_topic_exactly_once() {
     for agent in agents {
         agent.await.unwrap();
     }
+    // A call's outcome is queued behind its reply: wait for the last ones.
+    wait_until("every call's outcome is journaled", || {
+        journal_events(&gateway.journal_dir())
+            .iter()
+            .filter_map(trail::outcome)
+            .count()
+            >= 10_000
+    })
+    .await;
     let last = journal_events(&gateway.journal_dir()).last().unwrap().seq;
     let messages = consume(&broker.bootstrap(), TOPIC, Duration::from_secs(120), |m| {
         m.len() as u64 >= last
