@@ -9,6 +9,7 @@
 //! 3. With `--witness` (after N): the same run with the auditor's witness on (its Merkle tree,
 //!    chunk roots and signed heads, issue 16), then the query service's inclusion and consistency
 //!    proofs timed end to end over gRPC, their ClickHouse reads included.
+//!    Also printed: the CPU seconds the auditor and the ClickHouse server used meanwhile.
 //! 4. With `--checkpoint-every K` (a multiple of 100): chains with a checkpoint every K events
 //!    instead of every 100 (each verified checkpoint is a witnessed head), e.g. 6,000 for a
 //!    gateway checkpointing every 60 s at 100 calls/s.
@@ -20,6 +21,7 @@ use verdict_tests::auditor::{
     count, produce, producer, temp_dir, wait_committed, AuditorProcess, AuditorSetup,
 };
 use verdict_tests::chains::{chain_checkpointed, key_in};
+use verdict_tests::process::cpu_seconds;
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -109,7 +111,11 @@ async fn main() {
     while !auditor.log().contains("partitions assigned") {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let started = Instant::now();
+    let cpu = || {
+        let seconds = |pid: Option<u32>| pid.and_then(cpu_seconds).unwrap_or_default();
+        (seconds(auditor.pid()), seconds(clickhouse.pid()))
+    };
+    let (started, cpu_before) = (Instant::now(), cpu());
     wait_committed(
         &broker.bootstrap(),
         "bench",
@@ -124,6 +130,18 @@ async fn main() {
         n,
         started.elapsed(),
     );
+    // CPU used meanwhile: steadier than the wall time on a shared 2-core machine, and it says
+    // which process paid (ClickHouse's background merges included).
+    let cpu_after = cpu();
+    for (who, used) in [
+        ("auditor", cpu_after.0 - cpu_before.0),
+        ("clickhouse-server", cpu_after.1 - cpu_before.1),
+    ] {
+        println!(
+            "{who:<40} {used:>10.2} CPU s  {:>8.1} µs/event",
+            used * 1e6 / n as f64
+        );
+    }
     let metrics = reqwest_metrics(&auditor.metrics).await;
     for line in metrics.lines().filter(|l| {
         l.starts_with("verdict_auditor_insert_seconds_sum")

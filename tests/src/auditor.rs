@@ -194,6 +194,11 @@ impl AuditorProcess {
     }
 
     /// SIGKILL.
+    /// The process id (`None` once it was reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

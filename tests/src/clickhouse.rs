@@ -95,6 +95,11 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// The server's process id (`None` while it is stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::pid)
+    }
+
     /// `host:port` of the native protocol, as `remote()` on another server names this one.
     pub fn tcp_address(&self) -> String {
         format!("127.0.0.1:{}", self.tcp_port)

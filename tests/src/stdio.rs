@@ -124,9 +124,7 @@ impl StdioProcess {
 
 /// What `/proc/<pid>/stat` says about a live process: (parent pid, process group).
 pub fn proc_stat(pid: u32) -> Option<(u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: fields follow the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = crate::process::stat_fields(pid)?;
     Some((fields.get(1)?.parse().ok()?, fields.get(2)?.parse().ok()?))
 }
 
