@@ -326,13 +326,13 @@ pub async fn assert_exactly_verified(client: &clickhouse::Client, total: u64) {
         count(client, "SELECT count() FROM events FINAL").await,
         total
     );
+    let sql = "SELECT verification, count() FROM events FINAL GROUP BY verification";
+    let by_status: Vec<(String, u64)> = client.query(sql).fetch_all().await.expect(sql);
     assert_eq!(
-        count(
-            client,
-            "SELECT count() FROM events FINAL WHERE verification = 'verified'"
-        )
-        .await,
-        total
+        by_status,
+        vec![("verified".to_owned(), total)],
+        "events by verification status; findings: {:?}",
+        findings(client).await
     );
     assert_eq!(findings(client).await, vec![]);
 }
