@@ -316,7 +316,14 @@ async fn audited_like_one_server(layout: Layout) {
     broker.create_topic(TOPIC, PARTITIONS).await.unwrap();
     let gateways = Gateways::start(&broker, GATEWAYS).unwrap();
     let keys = gateways.keys();
-    let auditors = [0, 1].map(|i| cluster_auditor(&broker, &keys, &cluster, i, &[]));
+    // Plain logs: the assigned partitions are read from them. The load starts once both
+    // auditors hold their half: a rebalance while a batch is in flight can still store that
+    // batch twice, and the hourly counts then count it twice (README "Auditor", known limit).
+    let plain = [("NO_COLOR", "1")];
+    let auditors = [0, 1].map(|i| cluster_auditor(&broker, &keys, &cluster, i, &plain));
+    for auditor in &auditors {
+        wait_half_assigned(auditor).await;
+    }
     let up = started.elapsed();
     gateways.drive(DECISIONS).await;
     let heads = gateways.shipped().await;
@@ -431,8 +438,19 @@ impl SignedChains {
         chains.zip(placed.into_iter().map(|(p, _)| p)).collect()
     }
 
+    /// Auditor `i` (plain logs: tests read the assigned partitions from them).
     fn auditor(&self, cluster: &ClickHouseCluster, i: usize) -> AuditorProcess {
-        self.auditor_with_env(cluster, i, &[])
+        self.auditor_with_env(cluster, i, &[("NO_COLOR", "1")])
+    }
+
+    /// Both auditors of the group, each once it holds half the partitions: no rebalance is
+    /// left to happen under the load (see `audited_like_one_server`).
+    async fn auditors(&self, cluster: &ClickHouseCluster) -> [AuditorProcess; 2] {
+        let auditors = [self.auditor(cluster, 0), self.auditor(cluster, 1)];
+        for auditor in &auditors {
+            wait_half_assigned(auditor).await;
+        }
+        auditors
     }
 
     fn auditor_with_env(
@@ -462,7 +480,7 @@ impl SignedChains {
 async fn a_replica_stopped_for_30_s_under_load_loses_and_duplicates_nothing() {
     let mut cluster = ClickHouseCluster::start(Layout::REPLICATED).unwrap();
     let chains = SignedChains::start().await;
-    let auditors = [chains.auditor(&cluster, 0), chains.auditor(&cluster, 1)];
+    let auditors = chains.auditors(&cluster).await;
     through_a_30_s_outage(&mut cluster, &chains).await;
     // The outage happened under load: the auditor writing through the stopped replica waited.
     assert!(
@@ -639,7 +657,7 @@ async fn a_single_server_converted_to_a_cluster_by_the_documented_procedure_lose
     assert_eq!(tops(&client, "events").await, stored);
     assert_eq!(tops(&client, "chain_heads").await, stored);
     // 6. The auditors on the cluster.
-    let _auditors = [chains.auditor(&cluster, 0), chains.auditor(&cluster, 1)];
+    let _auditors = chains.auditors(&cluster).await;
     chains.produce(half..chains.messages.len()).await;
     chains.wait_committed().await;
     chains.assert_exact(&cluster).await;
@@ -651,8 +669,7 @@ async fn a_single_server_converted_to_a_cluster_by_the_documented_procedure_lose
 async fn an_auditor_killed_under_load_leaves_exact_counts() {
     let cluster = ClickHouseCluster::start(Layout::SHARDED).unwrap();
     let chains = SignedChains::start().await;
-    let mut doomed = chains.auditor(&cluster, 0);
-    let _survivor = chains.auditor(&cluster, 1);
+    let [mut doomed, _survivor] = chains.auditors(&cluster).await;
     let half = chains.messages.len() / 2;
     chains.produce(0..half).await;
     wait_until("stored events", || async {
