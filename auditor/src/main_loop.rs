@@ -222,8 +222,7 @@ impl Auditor {
     /// Whether the watchdog finds this consumer stuck: nothing of its own to read, while the
     /// partitions it does not hold have a backlog that no one commits.
     fn stalled(&mut self) -> bool {
-        let assigned = self.consumer.assigned();
-        let holding = self.consumer.caught_up().holding(&assigned);
+        let holding = self.consumer.caught_up().holding();
         if holding == Holding::Reading {
             self.metrics.stalled.set(0);
         }
@@ -242,7 +241,7 @@ impl Auditor {
             return false;
         }
         tracing::warn!(
-            ?assigned,
+            assigned = ?self.consumer.assigned(),
             committed = backlog.committed,
             end = backlog.end,
             "partitions this auditor does not hold have a backlog no one commits: rejoining the group"

@@ -44,7 +44,18 @@ impl Lags {
             .filter(|p| lags.get(p) == Some(&0))
             .collect();
         let all = !lags.is_empty() && lags.keys().all(|p| partitions.contains(p));
-        CaughtUp { partitions, all }
+        let holding = if assigned.is_empty() {
+            Holding::Nothing
+        } else if assigned.is_subset(&partitions) {
+            Holding::CaughtUp
+        } else {
+            Holding::Reading
+        };
+        CaughtUp {
+            partitions,
+            all,
+            holding,
+        }
     }
 }
 
@@ -54,18 +65,14 @@ pub struct CaughtUp {
     partitions: BTreeSet<i32>,
     /// Every partition of the topic is among them.
     all: bool,
+    /// What the auditor has to read of its own.
+    holding: Holding,
 }
 
 impl CaughtUp {
-    /// What the auditor holding `assigned` has to read of its own.
-    pub fn holding(&self, assigned: &BTreeSet<i32>) -> Holding {
-        if assigned.is_empty() {
-            Holding::Nothing
-        } else if assigned.is_subset(&self.partitions) {
-            Holding::CaughtUp
-        } else {
-            Holding::Reading
-        }
+    /// What the auditor has to read of its own.
+    pub fn holding(&self) -> Holding {
+        self.holding
     }
 
     /// Whether a chain last heard on `partition` (`None`: not heard since the heads were loaded)
@@ -87,9 +94,10 @@ pub struct Backlog {
 }
 
 /// What this auditor has to read of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Holding {
     /// No partitions assigned.
+    #[default]
     Nothing,
     /// Partitions assigned, every one read and committed to the topic's end.
     CaughtUp,
@@ -229,18 +237,13 @@ mod tests {
     fn a_caught_up_auditor_beside_partitions_no_one_reads_is_stalled_after_its_patience() {
         let lags = Lags::default();
         lags.set(BTreeMap::from([(0, 7), (1, 7), (2, 0), (3, 0)]));
-        let held = BTreeSet::from([2, 3]);
-        let holding = lags.caught_up(&held).holding(&held);
+        let holding = lags.caught_up(&BTreeSet::from([2, 3])).holding();
         assert_eq!(holding, Holding::CaughtUp);
         assert_eq!(
-            lags.caught_up(&BTreeSet::from([1, 2]))
-                .holding(&BTreeSet::from([1, 2])),
+            lags.caught_up(&BTreeSet::from([1, 2])).holding(),
             Holding::Reading
         );
-        assert_eq!(
-            lags.caught_up(&BTreeSet::new()).holding(&BTreeSet::new()),
-            Holding::Nothing
-        );
+        assert_eq!(lags.caught_up(&BTreeSet::new()).holding(), Holding::Nothing);
 
         let mut dog = Watchdog::new(Duration::ZERO, Duration::from_secs(3600));
         assert!(!dog.due(holding), "a caught-up auditor waits longer");

@@ -321,9 +321,7 @@ async fn audited_like_one_server(layout: Layout) {
     // batch twice, and the hourly counts then count it twice (README "Auditor", known limit).
     let plain = [("NO_COLOR", "1")];
     let auditors = [0, 1].map(|i| cluster_auditor(&broker, &keys, &cluster, i, &plain));
-    for auditor in &auditors {
-        wait_half_assigned(auditor).await;
-    }
+    let auditors = holding_half(auditors).await;
     let up = started.elapsed();
     gateways.drive(DECISIONS).await;
     let heads = gateways.shipped().await;
@@ -446,11 +444,7 @@ impl SignedChains {
     /// Both auditors of the group, each once it holds half the partitions: no rebalance is
     /// left to happen under the load (see `audited_like_one_server`).
     async fn auditors(&self, cluster: &ClickHouseCluster) -> [AuditorProcess; 2] {
-        let auditors = [self.auditor(cluster, 0), self.auditor(cluster, 1)];
-        for auditor in &auditors {
-            wait_half_assigned(auditor).await;
-        }
-        auditors
+        holding_half([self.auditor(cluster, 0), self.auditor(cluster, 1)]).await
     }
 
     fn auditor_with_env(
@@ -683,6 +677,14 @@ async fn an_auditor_killed_under_load_leaves_exact_counts() {
     chains.produce(half..chains.messages.len()).await;
     chains.wait_committed().await;
     chains.assert_exact(&cluster).await;
+}
+
+/// `auditors`, once each holds half the topic's partitions.
+async fn holding_half(auditors: [AuditorProcess; 2]) -> [AuditorProcess; 2] {
+    for auditor in &auditors {
+        wait_half_assigned(auditor).await;
+    }
+    auditors
 }
 
 /// Waits until `auditor` holds half the topic's partitions (both auditors are in the group);
