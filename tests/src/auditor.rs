@@ -19,7 +19,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Generous: an auditor on a cluster first runs its migrations `ON CLUSTER`, which wait for every
+/// replica through ZooKeeper; with two clusters starting at once on two cores that took over 60 s
+/// in CI (the auditor was waiting for ClickHouse, as it should).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What a test auditor connects to and trusts.
 #[derive(Debug, Clone)]
