@@ -153,7 +153,7 @@ impl AuditorConfig {
     /// Loads `path` (if given) and applies `VERDICT_AUDITOR_*` overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         // Read by the binary itself, not settings.
-        let not_settings = ["config", "crash_after_insert"];
+        let not_settings = ["config", "fault"];
         let config: Self =
             verdict_service::config::load("auditor", path, "VERDICT_AUDITOR_", &not_settings)?;
         if config.batch.max_events == 0 {

@@ -6,10 +6,15 @@
 //! flag the pipeline checks before verifying, so chain state is reloaded from ClickHouse for
 //! partitions that another auditor may have advanced.
 //!
+//! Before partitions are revoked, the callback finishes and commits the batch in flight
+//! ([`InFlight`], which explains why), and the messages read from them but not yet verified are
+//! dropped: whoever holds those partitions next reads them again from the committed offset.
+//!
 //! The statistics callback also keeps each partition's lag ([`Lags`]): what the watchdog and the
 //! silent-chain check need to know whether this auditor has read the topic to its end.
 
 use crate::config::KafkaConfig;
+use crate::in_flight::{InFlight, Offsets, StoreFailed};
 use crate::metrics::Metrics;
 use crate::watchdog::{Backlog, CaughtUp, Lags};
 use rdkafka::consumer::StreamConsumer;
@@ -19,6 +24,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use verdict_schema::SourcePosition;
@@ -37,8 +43,18 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct AuditContext {
     assigned: AtomicBool,
+    /// Partitions revoked since the main loop last looked.
+    revoked: Mutex<BTreeSet<i32>>,
+    in_flight: Arc<InFlight>,
+    topic: String,
     metrics: Metrics,
     lags: Lags,
+}
+
+impl AuditContext {
+    fn take_revoked(&self) -> BTreeSet<i32> {
+        std::mem::take(&mut self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl ClientContext for AuditContext {
@@ -70,6 +86,34 @@ fn lag(partition: &rdkafka::statistics::Partition) -> i64 {
 }
 
 impl ConsumerContext for AuditContext {
+    /// Before partitions move: the batch in flight is stored and committed, and the partitions
+    /// are remembered so the messages already read from them are dropped.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else {
+            return;
+        };
+        if let Some(offsets) = self.in_flight.finish_blocking() {
+            match tokio::task::block_in_place(|| commit(consumer, &self.topic, &offsets)) {
+                Ok(()) => tracing::info!(
+                    ?offsets,
+                    "batch in flight stored and committed before revoke"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "offset commit before revoke failed; the uncommitted tail will be redelivered")
+                }
+            }
+        }
+        let ids: Vec<i32> = partitions
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(ids);
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
@@ -101,8 +145,13 @@ pub struct AuditConsumer {
 
 impl AuditConsumer {
     /// A consumer subscribed to the topic: it joins the group.
-    pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaError> {
-        let consumer = Self::unsubscribed(config, metrics)?;
+    /// `in_flight` is the auditor's batch being stored, which a revoke finishes first.
+    pub fn new(
+        config: &KafkaConfig,
+        metrics: Metrics,
+        in_flight: Arc<InFlight>,
+    ) -> Result<Self, KafkaError> {
+        let consumer = Self::unsubscribed(config, metrics, in_flight)?;
         consumer.inner.subscribe(&[&consumer.topic])?;
         Ok(consumer)
     }
@@ -112,16 +161,24 @@ impl AuditConsumer {
     /// inherits the group's leader, which on tansu 0.6 may be a member that is long dead; one
     /// that joins an empty group is its leader and assigns every partition.
     pub fn rejoin(&mut self, config: &KafkaConfig, metrics: Metrics) -> Result<(), KafkaError> {
-        let fresh = Self::unsubscribed(config, metrics)?;
+        let in_flight = self.inner.context().in_flight.clone();
+        let fresh = Self::unsubscribed(config, metrics, in_flight)?;
         let stuck = std::mem::replace(self, fresh);
         // Dropping a consumer closes it: it leaves the group and waits until it has.
         tokio::task::block_in_place(|| drop(stuck));
         self.inner.subscribe(&[&self.topic])
     }
 
-    fn unsubscribed(config: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaError> {
+    fn unsubscribed(
+        config: &KafkaConfig,
+        metrics: Metrics,
+        in_flight: Arc<InFlight>,
+    ) -> Result<Self, KafkaError> {
         let context = AuditContext {
             assigned: AtomicBool::new(false),
+            revoked: Mutex::default(),
+            in_flight,
+            topic: config.topic.clone(),
             metrics,
             lags: Lags::default(),
         };
@@ -205,6 +262,7 @@ impl AuditConsumer {
     }
 
     /// Up to `max` messages, returning early after `wait` (possibly with none) or on `shutdown`.
+    /// Messages read before a revoke from the partitions it took are dropped (see the module).
     pub async fn next_batch(
         &self,
         max: usize,
@@ -219,7 +277,7 @@ impl AuditConsumer {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
                 received = self.inner.recv() => match received {
-                    Ok(message) => batch.push(RawMessage {
+                    Ok(message) => self.drop_revoked(&mut batch).push(RawMessage {
                         key: message.key().map(<[u8]>::to_vec),
                         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                         source: SourcePosition {
@@ -231,18 +289,55 @@ impl AuditConsumer {
                 },
             }
         }
+        self.drop_revoked(&mut batch);
         batch
     }
 
-    /// Commits `next` (partition → next offset to read) synchronously.
-    pub fn commit(&self, next: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
-        if next.is_empty() {
-            return Ok(());
+    /// Drops from `batch` what was read from partitions revoked since: every message in it was
+    /// received before the revoke, as this runs after each receive.
+    fn drop_revoked<'a>(&self, batch: &'a mut Vec<RawMessage>) -> &'a mut Vec<RawMessage> {
+        let revoked = self.inner.context().take_revoked();
+        if !revoked.is_empty() {
+            let read = batch.len();
+            batch.retain(|message| !revoked.contains(&message.source.partition));
+            if batch.len() < read {
+                tracing::info!(
+                    dropped = read - batch.len(),
+                    "messages of revoked partitions dropped before verification"
+                );
+            }
         }
-        let mut list = TopicPartitionList::new();
-        for (&partition, &offset) in next {
-            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
-        }
-        tokio::task::block_in_place(|| self.inner.commit(&list, CommitMode::Sync))
+        batch
     }
+
+    /// Waits until the batch in flight, if any, is stored, then commits its offsets.
+    pub async fn finish(&self) -> Result<(), StoreFailed> {
+        let Some(offsets) = self.inner.context().in_flight.finish().await? else {
+            return Ok(());
+        };
+        if let Err(error) =
+            tokio::task::block_in_place(|| commit(&self.inner, &self.topic, &offsets))
+        {
+            // Typically a revoked partition: its new owner rereads the uncommitted tail,
+            // which the redelivery rule absorbs.
+            tracing::warn!(%error, "offset commit failed; the uncommitted tail will be redelivered");
+        }
+        Ok(())
+    }
+}
+
+/// Commits `next` (partition → next offset to read) synchronously.
+fn commit<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    next: &Offsets,
+) -> Result<(), KafkaError> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (&partition, &offset) in next {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&list, CommitMode::Sync)
 }

@@ -4,8 +4,9 @@
 //! consumer group (`consumer`), verifies every event with the shared
 //! [`verdict_proto::ChainVerifier`] (`pipeline`), tells redeliveries from replays and forks
 //! against stored rows (`resolve`), raises findings about tool pinning (`tool_findings`), stores events, findings and chain heads (`store`, `heads`)
-//! through the stored contract (`verdict-schema`), reports on itself ([`Metrics`]), and notices
-//! when it has stopped reading (`watchdog`). As the witness (`witness`), it signs the heads it
+//! through the stored contract (`verdict-schema`), finishes the batch being stored before its
+//! partitions move to another auditor (`in_flight`), reports on itself ([`Metrics`]), and notices
+//! when it has stopped reading (`watchdog`). Fault tests steer a batch's store (`fault`). As the witness (`witness`), it signs the heads it
 //! verified with a key of its own and publishes them (`publish`).
 //!
 //! It must not: commit an offset before the rows it covers are stored; drop a message (garbage is
@@ -16,8 +17,10 @@
 
 mod config;
 mod consumer;
+mod fault;
 mod fleet;
 mod heads;
+mod in_flight;
 mod main_loop;
 mod metrics;
 mod pipeline;
@@ -29,7 +32,8 @@ mod watchdog;
 mod witness;
 
 pub use config::{AuditorConfig, ConfigError};
-pub use main_loop::{Auditor, AuditorError, CrashPoint};
+pub use fault::Faults;
+pub use main_loop::{Auditor, AuditorError};
 pub use metrics::Metrics;
 
 /// Lowercase hex SHA-256, as stored in `evidence_sha256`.

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
-use verdict_auditor::{Auditor, AuditorConfig, CrashPoint, Metrics};
+use verdict_auditor::{Auditor, AuditorConfig, Faults, Metrics};
 use verdict_service::process::{init_tracing, shutdown_signal};
 
 /// Verdict auditor: consumes the audit topic, verifies every event's signature and chain link
@@ -30,9 +30,10 @@ use verdict_service::process::{init_tracing, shutdown_signal};
 ///                          finding (default 30)
 ///
 /// Offsets are committed only after a batch's rows are stored. SIGTERM or ctrl-c finishes the
-/// current batch, commits it and exits. For fault tests only, VERDICT_AUDITOR_CRASH_AFTER_INSERT=N
-/// aborts the process after the N-th stored batch, before its offsets are committed (`N:rows`:
-/// after its events, before its chain heads; a trailing `:pause`: waits there to be killed).
+/// current batch, commits it and exits. For fault tests only, VERDICT_AUDITOR_FAULT=N aborts the
+/// process after the N-th stored batch, before its offsets are committed (`N:rows`: after its
+/// events, before its chain heads; a trailing `:pause`: waits there to be killed); `N:hold=SECS`
+/// waits SECS before storing the N-th batch; several points are separated by commas.
 #[derive(Parser)]
 #[command(name = "verdict-auditor", version, verbatim_doc_comment)]
 struct Args {
@@ -55,14 +56,12 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
     let config = AuditorConfig::load(args.config.as_deref())?;
-    let crash_at = match std::env::var("VERDICT_AUDITOR_CRASH_AFTER_INSERT") {
-        Ok(point) => Some(
-            point
-                .parse::<CrashPoint>()
-                .map_err(anyhow::Error::msg)
-                .context("VERDICT_AUDITOR_CRASH_AFTER_INSERT")?,
-        ),
-        Err(_) => None,
+    let faults = match std::env::var("VERDICT_AUDITOR_FAULT") {
+        Ok(points) => points
+            .parse::<Faults>()
+            .map_err(anyhow::Error::msg)
+            .context("VERDICT_AUDITOR_FAULT")?,
+        Err(_) => Faults::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -83,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let auditor = Auditor::start(&config, metrics, &shutdown)
         .await?
-        .crash_at(crash_at);
+        .with_faults(faults);
     if let Some(path) = &args.ready_file {
         std::fs::write(path, &ready).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -15,15 +15,15 @@
 //! that the partitions it does not hold are being read by someone; when they are not, the loop
 //! finishes its batch in flight, leaves the group and rejoins it with a fresh consumer.
 //!
-//! Test hook: [`Auditor::crash_at`] (`VERDICT_AUDITOR_CRASH_AFTER_INSERT=N` in the binary)
-//! aborts the process right after the N-th batch is stored and before its offsets are committed,
-//! the window the redelivery rule in [`crate::resolve`] exists for; `N:rows` aborts after its
-//! events, before its chain heads. A trailing `:pause` logs the same line and then waits there
-//! until the process is killed, so a test can SIGKILL it provably inside the batch while other
-//! auditors go on.
+//! A batch in flight is also finished, and committed, by the consumer's revoke callback before
+//! its partitions can move to another auditor ([`InFlight`]).
+//!
+//! Test hook: [`Auditor::with_faults`] (`VERDICT_AUDITOR_FAULT` in the binary, see [`crate::fault`]).
 
 use crate::config::{AuditorConfig, BatchConfig, ConfigError, KafkaConfig};
 use crate::consumer::AuditConsumer;
+use crate::fault::{Faults, Stage};
+use crate::in_flight::{InFlight, Offsets, StoreFailed};
 use crate::metrics::Metrics;
 use crate::pipeline::{Batch, BatchWriter, Pipeline};
 use crate::publish::HeadTopic;
@@ -31,9 +31,8 @@ use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::{Holding, Verdict, Watchdog};
 use crate::witness::Witness;
 use rdkafka::error::KafkaError;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +45,9 @@ pub enum AuditorError {
     ClickHouse(#[from] verdict_schema::ClusterError),
     #[error(transparent)]
     Stopped(#[from] Stopped),
-    #[error("the task storing a batch failed: {0}")]
-    Storing(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Storing(#[from] StoreFailed),
 }
-
-/// A batch being stored on a task of its own; it yields the offsets to commit once it is.
-type InFlight = JoinHandle<Result<BTreeMap<i32, i64>, Stopped>>;
 
 /// How long an empty assignment over a backlog that does not move is tolerated before the
 /// auditor rejoins: longer than a rebalance after a member's session expires (10 s).
@@ -69,42 +65,8 @@ pub struct Auditor {
     watchdog: Watchdog,
     pipeline: Pipeline,
     batch: BatchConfig,
-    crash_at: Option<CrashPoint>,
-}
-
-/// Where the fault-test hook aborts the auditor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrashPoint {
-    /// The 1-based batch.
-    pub batch: u64,
-    /// After its events but before its chain heads (else after both, before the commit).
-    pub before_heads: bool,
-    /// Wait there until killed instead of aborting.
-    pub pause: bool,
-}
-
-impl std::str::FromStr for CrashPoint {
-    type Err = String;
-
-    /// `N`, `N:rows`, `N:pause` or `N:rows:pause`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (n, how) = text.split_once(':').unwrap_or((text, ""));
-        let (before_heads, pause) = match how {
-            "" => (false, false),
-            "rows" => (true, false),
-            "pause" => (false, true),
-            "rows:pause" => (true, true),
-            _ => return Err(format!("{text:?}: expected N[:rows][:pause]")),
-        };
-        let batch = n
-            .parse()
-            .map_err(|_| format!("{text:?}: expected a batch number"))?;
-        Ok(Self {
-            batch,
-            before_heads,
-            pause,
-        })
-    }
+    in_flight: Arc<InFlight>,
+    faults: Faults,
 }
 
 impl Auditor {
@@ -118,7 +80,8 @@ impl Auditor {
         let keys = config.trusted_keys()?;
         tracing::info!(keys = keys.len(), "trusted keys loaded");
         let store = migrated(config, &metrics, shutdown).await?;
-        let consumer = AuditConsumer::new(&config.kafka, metrics.clone())?;
+        let in_flight = Arc::new(InFlight::default());
+        let consumer = AuditConsumer::new(&config.kafka, metrics.clone(), in_flight.clone())?;
         let grace = Duration::from_secs(config.checkpoint_grace_secs);
         let witness = config.witness_keys(&keys)?;
         let mut pipeline = Pipeline::new(keys, store, metrics.clone(), grace);
@@ -145,7 +108,8 @@ impl Auditor {
             watchdog: Watchdog::new(STALL_PATIENCE, ORPHAN_PATIENCE),
             pipeline,
             batch: config.batch.clone(),
-            crash_at: None,
+            in_flight,
+            faults: Faults::default(),
         })
     }
 
@@ -160,30 +124,29 @@ impl Auditor {
         migrated(config, metrics, shutdown).await.map(drop)
     }
 
-    /// Test hook: abort while storing a batch, before committing it.
-    pub fn crash_at(mut self, point: Option<CrashPoint>) -> Self {
-        self.crash_at = point;
+    /// Test hook: a batch misbehaves while it is stored ([`crate::fault`]).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
         self
     }
 
     /// Runs until `shutdown`; the batch in hand is stored and committed before returning.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AuditorError> {
         let mut inserts = 0u64;
-        let mut in_flight = None;
         while !shutdown.is_cancelled() {
             let messages = self
                 .consumer
                 .next_batch(self.batch.max_events, self.batch.max_wait(), &shutdown)
                 .await;
             if messages.is_empty() {
-                self.finish(in_flight.take()).await?;
+                self.consumer.finish().await?;
             }
             if self.consumer.take_assigned() {
-                self.finish(in_flight.take()).await?;
+                self.consumer.finish().await?;
                 self.pipeline.reload(&shutdown).await?;
             }
             if self.stalled() {
-                self.finish(in_flight.take()).await?;
+                self.consumer.finish().await?;
                 self.consumer.rejoin(&self.kafka, self.metrics.clone())?;
             }
             let caught_up = self.consumer.caught_up();
@@ -191,31 +154,18 @@ impl Auditor {
                 .pipeline
                 .process(&messages, &caught_up, &shutdown)
                 .await?;
-            self.finish(in_flight.take()).await?;
+            self.consumer.finish().await?;
             if batch.is_empty() {
                 continue;
             }
             inserts += 1;
-            let crash = self.crash_at.map(|point| (point, inserts));
+            let fault = (self.faults.clone(), inserts);
             let writer = self.pipeline.writer();
-            in_flight = Some(tokio::spawn(store(writer, batch, crash, shutdown.clone())));
+            let task = tokio::spawn(store(writer, batch, fault, shutdown.clone()));
+            self.in_flight.start(task);
         }
-        self.finish(in_flight.take()).await?;
+        self.consumer.finish().await?;
         tracing::info!("auditor stopped");
-        Ok(())
-    }
-
-    /// Waits until the batch in flight is stored, then commits its offsets.
-    async fn finish(&self, in_flight: Option<InFlight>) -> Result<(), AuditorError> {
-        let Some(task) = in_flight else {
-            return Ok(());
-        };
-        let commit = task.await??;
-        if let Err(error) = self.consumer.commit(&commit) {
-            // Typically a revoked partition: its new owner rereads the uncommitted tail,
-            // which the redelivery rule absorbs.
-            tracing::warn!(%error, "offset commit failed; the uncommitted tail will be redelivered");
-        }
         Ok(())
     }
 
@@ -265,58 +215,18 @@ async fn migrated(
     Ok(store)
 }
 
-/// Stores `batch` (rows, then chain heads) and returns its offsets to commit. `crash`: the
+/// Stores `batch` (rows, then chain heads) and returns its offsets to commit. `fault`: the
 /// fault-test hook and this batch's number.
 async fn store(
     writer: BatchWriter,
     batch: Batch,
-    crash: Option<(CrashPoint, u64)>,
+    (faults, number): (Faults, u64),
     shutdown: CancellationToken,
-) -> Result<BTreeMap<i32, i64>, Stopped> {
+) -> Result<Offsets, Stopped> {
+    faults.reach(number, Stage::Start).await;
     writer.store_rows(&batch, &shutdown).await?;
-    crash_if(crash, true).await;
+    faults.reach(number, Stage::RowsStored).await;
     writer.store_heads(&batch, &shutdown).await?;
-    crash_if(crash, false).await;
+    faults.reach(number, Stage::HeadsStored).await;
     Ok(batch.commit)
-}
-
-/// The fault-test hook: aborts (or waits to be killed) while storing the chosen batch, before
-/// its commit.
-async fn crash_if(crash: Option<(CrashPoint, u64)>, before_heads: bool) {
-    let Some((point, batch)) = crash else {
-        return;
-    };
-    if point.batch == batch && point.before_heads == before_heads {
-        tracing::error!(
-            inserts = batch,
-            before_heads,
-            pause = point.pause,
-            "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached: stopping before commit"
-        );
-        if point.pause {
-            std::future::pending::<()>().await;
-        }
-        std::process::abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::CrashPoint;
-
-    #[test]
-    fn crash_points_parse_with_and_without_a_pause() {
-        let point = |batch, before_heads, pause| CrashPoint {
-            batch,
-            before_heads,
-            pause,
-        };
-        assert_eq!("3".parse(), Ok(point(3, false, false)));
-        assert_eq!("3:rows".parse(), Ok(point(3, true, false)));
-        assert_eq!("3:pause".parse(), Ok(point(3, false, true)));
-        assert_eq!("3:rows:pause".parse(), Ok(point(3, true, true)));
-        for bad in ["", "x", "3:pause:rows", "3:heads", "3:rows:"] {
-            assert!(bad.parse::<CrashPoint>().is_err(), "{bad:?}");
-        }
-    }
 }

@@ -31,7 +31,8 @@
 //! - `event_counts`: events per hour × kind × agent × tool × risk ×
 //!   decision × upstream, summed on merge, so dashboards aggregate tens of thousands of rows
 //!   instead of millions. It counts rows as inserted, which is exact because the auditor never
-//!   writes an event twice (see the auditor's `resolve` module). Two auditors applying this migration at once,
+//!   writes an event twice (the auditor's `resolve` and `in_flight` modules; the README names the
+//!   two rebalance cases where it can). Two auditors applying this migration at once,
 //!   or one still writing with the old version, can count rows stored meanwhile twice or not at
 //!   all; the README (operations) shows how to rebuild it from `events FINAL`.
 

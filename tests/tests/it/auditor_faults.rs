@@ -60,19 +60,14 @@ async fn crash_then_restart(group: &str, crash_point: &str) {
     let (broker, clickhouse) = (Broker::start().unwrap(), ClickHouse::start().unwrap());
     let (setup, key, _dir) = setup(group, &broker, &clickhouse).await;
     let all = messages(&key, 2000);
-    let mut crashing = AuditorProcess::start_with_env(
-        &setup,
-        &[("VERDICT_AUDITOR_CRASH_AFTER_INSERT", crash_point)],
-    )
-    .unwrap();
+    let mut crashing =
+        AuditorProcess::start_with_env(&setup, &[("VERDICT_AUDITOR_FAULT", crash_point)]).unwrap();
     produce(&producer(&broker.bootstrap()), TOPIC, &all).await;
     let status = crashing
         .wait_exit(Duration::from_secs(60))
         .expect("the crash hook aborts the auditor");
     assert!(!status.success(), "{}", crashing.log());
-    assert!(crashing
-        .log()
-        .contains("VERDICT_AUDITOR_CRASH_AFTER_INSERT reached"));
+    assert!(crashing.log().contains("VERDICT_AUDITOR_FAULT reached"));
 
     // The third batch is stored but its offsets are not committed: a tail will be redelivered.
     let stored = count(&clickhouse.client(), "SELECT count() FROM events FINAL").await;

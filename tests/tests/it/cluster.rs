@@ -533,7 +533,7 @@ async fn through_a_30_s_outage(cluster: &mut ClickHouseCluster, chains: &SignedC
 }
 
 /// The crash hook's line: the auditor stored a batch's events, not yet its heads or offsets.
-const MID_BATCH: &str = "VERDICT_AUDITOR_CRASH_AFTER_INSERT reached";
+const MID_BATCH: &str = "VERDICT_AUDITOR_FAULT reached";
 
 /// One of two auditors killed with SIGKILL inside a batch — its third batch's events stored, its
 /// chain heads and offsets not (the crash hook waits there) — while the other stores its own
@@ -549,10 +549,7 @@ async fn an_auditor_killed_mid_batch_leaves_exact_counts() {
     let chains = SignedChains::start().await;
     // Plain logs: the test reads the assigned partitions from them.
     let plain = ("NO_COLOR", "1");
-    let pause = [
-        ("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "3:rows:pause"),
-        plain,
-    ];
+    let pause = [("VERDICT_AUDITOR_FAULT", "3:rows:pause"), plain];
     let mut doomed = chains.auditor_with_env(&cluster, 0, &pause);
     let survivor = chains.auditor_with_env(&cluster, 1, &[plain]);
     let owned = wait_half_assigned(&doomed).await;

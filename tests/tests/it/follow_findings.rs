@@ -129,8 +129,7 @@ async fn findings_reach_followers_and_syslog_once_across_an_auditor_crash() {
 
     // Stored, then aborted before the commit: the next auditor raises both findings again.
     let mut crashing =
-        AuditorProcess::start_with_env(&setup, &[("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "1")])
-            .unwrap();
+        AuditorProcess::start_with_env(&setup, &[("VERDICT_AUDITOR_FAULT", "1")]).unwrap();
     crashing
         .wait_exit(Duration::from_secs(120))
         .expect("the crash hook aborts the auditor");

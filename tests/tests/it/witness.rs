@@ -809,7 +809,7 @@ async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_
         .collect();
     let producer = producer(&broker.bootstrap());
     produce(&producer, TOPIC, &messages(&events)).await;
-    let crash = [("VERDICT_AUDITOR_CRASH_AFTER_INSERT", "1:rows")];
+    let crash = [("VERDICT_AUDITOR_FAULT", "1:rows")];
     let mut crashing = AuditorProcess::start_with_config(&setup, &witness(3_600), &crash).unwrap();
     crashing
         .wait_exit(Duration::from_secs(120))
