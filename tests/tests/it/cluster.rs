@@ -317,8 +317,8 @@ async fn audited_like_one_server(layout: Layout) {
     let gateways = Gateways::start(&broker, GATEWAYS).unwrap();
     let keys = gateways.keys();
     // Plain logs: the assigned partitions are read from them. The load starts once both
-    // auditors hold their half: a rebalance while a batch is in flight can still store that
-    // batch twice, and the hourly counts then count it twice (README "Auditor", known limit).
+    // auditors hold their half, so each stores a known half of the chains (a rebalance under
+    // load has its own test: `auditor_group::a_member_joining_while_a_batch_is_being_stored…`).
     let plain = [("NO_COLOR", "1")];
     let auditors = [0, 1].map(|i| cluster_auditor(&broker, &keys, &cluster, i, &plain));
     let auditors = holding_half(auditors).await;
