@@ -96,6 +96,11 @@ pub async fn prove(mut client: Client, args: ProveArgs) -> Result<ExitCode> {
         tree_size: inclusion.tree_size,
         path: inclusion.path.iter().map(hex::encode).collect(),
         head: HeadRecord::from_signed(&head)?,
+        handovers: proof
+            .handovers
+            .iter()
+            .map(HeadRecord::from_signed)
+            .collect::<Result<_, _>>()?,
     };
     write_out(
         args.out.as_deref(),
@@ -343,11 +348,15 @@ pub fn verify_event(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let record: EventProofRecord = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an event proof", path.display()))?;
-    let event = match record.verify(&trust.keys).and_then(|event| {
-        let head = record.head.verify(&trust.keys)?;
-        witness::revocation(&head.key_id, head.time_unix_nanos, &trust.revoked)?;
-        Ok(event)
-    }) {
+    let checked = record
+        .witnesses(&trust.keys, &trust.revoked)
+        .and_then(|witnesses| {
+            let event = record.verify(&witnesses)?;
+            let head = record.head.verify(&witnesses)?;
+            witness::revocation(&head.key_id, head.time_unix_nanos, &trust.revoked)?;
+            Ok(event)
+        });
+    let event = match checked {
         Ok(event) => event,
         Err(error) => return Ok((None, vec![error.to_string()])),
     };

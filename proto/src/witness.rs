@@ -246,9 +246,30 @@ pub struct EventProofRecord {
     /// Hex hashes, leaf to root.
     pub path: Vec<String>,
     pub head: HeadRecord,
+    /// Heads of earlier witness keys that may hand the role over to the head's key (see
+    /// `EventProof.handovers`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handovers: Vec<HeadRecord>,
 }
 
 impl EventProofRecord {
+    /// `trusted`, plus the keys this record's hand-over heads hand the role over to (see
+    /// [`follow_handovers`]; a revoked key hands nothing over).
+    pub fn witnesses(
+        &self,
+        trusted: &[PublicKey],
+        revoked: &HashMap<String, i64>,
+    ) -> Result<Vec<PublicKey>, WitnessError> {
+        let handovers = self
+            .handovers
+            .iter()
+            .map(HeadRecord::to_signed)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut witnesses = trusted.to_vec();
+        follow_handovers(&mut witnesses, &handovers, revoked);
+        Ok(witnesses)
+    }
+
     /// Checks the witness's signature on the head and that the event is leaf `seq - 1` of the tree
     /// the head signs. The event's own signature is the caller's to check (it needs the gateway
     /// keys); the decoded event is returned for that.

@@ -62,6 +62,10 @@ impl QueryService {
         let needed = Chunked::chunks_for_inclusion(MERKLE_CHUNK, req.seq - 1, head.seq);
         let tree = self.tree(&req.chain_id, head.seq, needed).await?;
         let path = merkle::inclusion_proof(&tree, req.seq - 1, head.seq).map_err(incomplete)?;
+        let handovers = self
+            .store()
+            .earlier_keys_heads(&req.chain_id, head.seq, &head.key_id)
+            .await?;
         Ok(pb::EventProof {
             envelope,
             inclusion: Some(pb::InclusionProof {
@@ -71,6 +75,7 @@ impl QueryService {
                 path: path.iter().map(|h| h.to_vec()).collect(),
             }),
             head: Some(head.to_signed()),
+            handovers: handovers.iter().map(WitnessedHeadRow::to_signed).collect(),
         })
     }
 

@@ -480,6 +480,29 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest head of `chain_id` at or below `seq` that each witness key other than
+    /// `key_id` signed, oldest first: where earlier keys handed the role over.
+    pub async fn earlier_keys_heads(
+        &self,
+        chain_id: &str,
+        seq: u64,
+        key_id: &str,
+    ) -> Result<Vec<WitnessedHeadRow>, StoreError> {
+        let mut rows: Vec<WitnessedHeadRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM witnessed_heads WHERE chain_id = ? AND seq <= ? AND key_id != ? \
+                 ORDER BY seq DESC, time_unix_nanos DESC LIMIT 1 BY key_id",
+            )
+            .bind(chain_id)
+            .bind(seq)
+            .bind(key_id)
+            .fetch_all()
+            .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// The newest witnessed head of `chain_id` with a seq in `first..=last`.
     pub async fn witnessed_head_within(
         &self,

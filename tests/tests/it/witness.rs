@@ -652,6 +652,71 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
     // The new key's head is no longer handed over, the hand-over head itself is revoked.
     let refused = ["is revoked from", "is not among the trusted witness keys"];
     assert!(!ok && refused.iter().any(|r| out.contains(r)), "{out}");
+    // One event proven against the new key's head carries the first key's hand-over head, so it
+    // too verifies with only the first witness key given; not once that key is revoked.
+    let proof_file = work.path().join("event-2050.json");
+    let (ok, out) = verdict(
+        &[
+            "prove",
+            "--chain",
+            "forked-gw",
+            "--seq",
+            "2050",
+            "--out",
+            s(&proof_file),
+        ],
+        Some(&query),
+    );
+    assert!(ok, "{out}");
+    let verify_event = |path: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--event",
+            s(path),
+            "--public-key",
+            s(&public),
+            "--witness-key",
+            s(&first_key),
+        ];
+        args.extend_from_slice(extra);
+        verdict(&args, None)
+    };
+    let (ok, out) = verify_event(&proof_file, &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = verify_event(&proof_file, &["--witness-revoked", &revoked]);
+    assert!(
+        !ok && out.contains("is not among the trusted witness keys"),
+        "{out}"
+    );
+    // A stranger's key cannot hand itself the role: its "hand-over" head and its own head over
+    // the same event and tree are refused.
+    let proof: EventProofRecord =
+        serde_json::from_str(&std::fs::read_to_string(&proof_file).unwrap()).unwrap();
+    assert_eq!(proof.handovers.len(), 1, "the first key's last head");
+    let (stranger, _) = key_in(dir.path(), "stranger");
+    let resign = |record: &witness::HeadRecord, next: Vec<u8>| {
+        let mut head = witness::verify(
+            &record.to_signed().unwrap(),
+            &[witness_public.clone(), new_witness.public().clone()],
+        )
+        .unwrap();
+        head.witness_key_id = stranger.public().key_id().to_owned();
+        head.next_witness_key = next;
+        witness::HeadRecord::from_signed(&witness::sign(&stranger, &head)).unwrap()
+    };
+    let mut forged = proof.clone();
+    forged.handovers = vec![resign(
+        &proof.handovers[0],
+        stranger.public().as_bytes().to_vec(),
+    )];
+    forged.head = resign(&proof.head, Vec::new());
+    let forged_file = work.path().join("forged-handover.json");
+    std::fs::write(&forged_file, serde_json::to_string(&forged).unwrap()).unwrap();
+    let (ok, out) = verify_event(&forged_file, &[]);
+    assert!(
+        !ok && out.contains("is not among the trusted witness keys"),
+        "{out}"
+    );
     // The stolen key writes another seq 15.
     let mut thief = ChainWriter::resume("forked-gw", key, 14, events[13].hash);
     let forged = thief.append(b"another history".to_vec());
