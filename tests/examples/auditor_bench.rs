@@ -122,7 +122,8 @@ async fn main() {
         "verdict.events",
         4,
         n as i64,
-        Duration::from_secs(600),
+        // At least 10 minutes, and room for 10M events at 5,000 a second.
+        Duration::from_secs((n as u64 / 5_000).max(600)),
     )
     .await;
     report(
