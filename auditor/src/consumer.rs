@@ -140,7 +140,6 @@ impl ConsumerContext for AuditContext {
 
 pub struct AuditConsumer {
     inner: StreamConsumer<AuditContext>,
-    topic: String,
 }
 
 impl AuditConsumer {
@@ -152,7 +151,7 @@ impl AuditConsumer {
         in_flight: Arc<InFlight>,
     ) -> Result<Self, KafkaError> {
         let consumer = Self::unsubscribed(config, metrics, in_flight)?;
-        consumer.inner.subscribe(&[&consumer.topic])?;
+        consumer.inner.subscribe(&[consumer.topic()])?;
         Ok(consumer)
     }
 
@@ -166,7 +165,7 @@ impl AuditConsumer {
         let stuck = std::mem::replace(self, fresh);
         // Dropping a consumer closes it: it leaves the group and waits until it has.
         tokio::task::block_in_place(|| drop(stuck));
-        self.inner.subscribe(&[&self.topic])
+        self.inner.subscribe(&[self.topic()])
     }
 
     fn unsubscribed(
@@ -192,10 +191,11 @@ impl AuditConsumer {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
             .create_with_context(context)?;
-        Ok(Self {
-            inner,
-            topic: config.topic.clone(),
-        })
+        Ok(Self { inner })
+    }
+
+    fn topic(&self) -> &str {
+        &self.inner.context().topic
     }
 
     /// The partitions this consumer holds now.
@@ -218,7 +218,7 @@ impl AuditConsumer {
         tokio::task::block_in_place(|| {
             let metadata = self
                 .inner
-                .fetch_metadata(Some(&self.topic), LOOKUP_TIMEOUT)?;
+                .fetch_metadata(Some(self.topic()), LOOKUP_TIMEOUT)?;
             let mut list = TopicPartitionList::new();
             let mut backlog = Backlog {
                 committed: 0,
@@ -234,10 +234,10 @@ impl AuditConsumer {
             for partition in others {
                 let (low, high) =
                     self.inner
-                        .fetch_watermarks(&self.topic, partition.id(), LOOKUP_TIMEOUT)?;
+                        .fetch_watermarks(self.topic(), partition.id(), LOOKUP_TIMEOUT)?;
                 backlog.end += high;
                 starts.insert(partition.id(), low);
-                list.add_partition(&self.topic, partition.id());
+                list.add_partition(self.topic(), partition.id());
             }
             if list.count() == 0 {
                 return Ok(backlog);
@@ -316,7 +316,7 @@ impl AuditConsumer {
             return Ok(());
         };
         if let Err(error) =
-            tokio::task::block_in_place(|| commit(&self.inner, &self.topic, &offsets))
+            tokio::task::block_in_place(|| commit(&self.inner, self.topic(), &offsets))
         {
             // Typically a revoked partition: its new owner rereads the uncommitted tail,
             // which the redelivery rule absorbs.

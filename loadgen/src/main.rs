@@ -52,6 +52,11 @@ pub struct Args {
     /// A header sent with every call to --url, as `Name: value` (repeatable).
     #[arg(long = "header", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// The MCP revision of the calls to --url: 2026-07-28 (stateless, `_meta` and the
+    /// `mcp-method`/`mcp-name` headers) or an earlier one, sent as a plain session-less
+    /// `tools/call` with only its `mcp-protocol-version` header (for peers that refuse 2026-07-28).
+    #[arg(long, default_value = run::STATELESS)]
+    protocol_version: String,
     /// A process whose CPU time per call is reported, as `NAME=PID` (repeatable; with --url).
     #[arg(long = "watch", value_parser = parse_watch)]
     watch: Vec<(String, u32)>,
@@ -87,7 +92,8 @@ async fn endpoint(args: &Args, url: &str) -> anyhow::Result<()> {
     for (name, pid) in &args.watch {
         watched.add(name, *pid);
     }
-    let target = run::Target::new(&args.label, url, args.headers.clone());
+    let target =
+        run::Target::new(&args.label, url, args.headers.clone()).speaking(&args.protocol_version);
     let phases = [&target];
     let stats = measure(args, &phases, &watched).await;
     print_report(args, &[(&args.label, &stats[0])]);

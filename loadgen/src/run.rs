@@ -8,17 +8,24 @@ use tokio::sync::Semaphore;
 
 use crate::cpu::{self, CpuTimes, Watched};
 
+/// The stateless MCP revision, which carries its protocol fields in `_meta` and its routing
+/// fields in headers.
+pub const STATELESS: &str = "2026-07-28";
+
+#[derive(Clone)]
 pub struct Target {
     pub name: String,
     url: String,
     /// Sent with every call (e.g. `authorization`).
     headers: Vec<(String, String)>,
+    /// The MCP revision the calls speak.
+    protocol_version: String,
     http: reqwest::Client,
 }
 
 fn meta() -> Value {
     json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/protocolVersion": STATELESS,
         "io.modelcontextprotocol/clientInfo": {"name": "verdict-loadgen", "version": "1"},
         "io.modelcontextprotocol/clientCapabilities": {},
     })
@@ -34,28 +41,48 @@ impl Target {
             name: name.into(),
             url: url.into(),
             headers,
+            protocol_version: STATELESS.into(),
             http,
         }
     }
 
+    /// Calls in `version` instead of the stateless revision (see `--protocol-version`).
+    pub fn speaking(mut self, version: &str) -> Self {
+        self.protocol_version = version.into();
+        self
+    }
+
     async fn call(&self, tool: &str, arguments: Value) -> Result<(), String> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta()}});
+        let stateless = self.protocol_version == STATELESS;
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if stateless {
+            params["_meta"] = meta();
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
         let mut request = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
+            .header("mcp-protocol-version", &self.protocol_version)
             .body(body.to_string());
+        if stateless {
+            request = request
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", tool);
+        }
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status();
         let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() || !text.contains("\"result\"") {
+        // A tool error is an answer, not the work measured: it counts as a failed call.
+        let tool_error = ["\"isError\":true", "\"isError\": true"]
+            .iter()
+            .any(|e| text.contains(e));
+        let answered = text.contains("\"result\"") && !tool_error;
+        if !status.is_success() || !answered {
             return Err(format!(
                 "HTTP {status}: {}",
                 text.chars().take(200).collect::<String>()
@@ -128,12 +155,7 @@ pub async fn phase(
     let total = (rate as f64 * length.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
-    let target = Arc::new(Target {
-        name: target.name.clone(),
-        url: target.url.clone(),
-        headers: target.headers.clone(),
-        http: target.http.clone(),
-    });
+    let target = Arc::new(target.clone());
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         let scheduled = start + interval * i as u32;
