@@ -55,6 +55,25 @@ impl AuditorSetup {
         }
     }
 
+    /// The setup of the auditor tests: topic `verdict.events` in `group`, one key trusted for
+    /// every chain, batches of at most `max_events`.
+    pub fn trusting(
+        brokers: String,
+        clickhouse_url: String,
+        group: &str,
+        public_key: PathBuf,
+        max_events: usize,
+    ) -> Self {
+        Self {
+            brokers,
+            topic: "verdict.events".into(),
+            group: group.into(),
+            clickhouse_url,
+            keys: vec![(public_key, None)],
+            max_events,
+        }
+    }
+
     /// Runs `verdict-auditor --migrate-only` with this setup (and `env`): the schema is created,
     /// nothing is read. Panics when it fails.
     pub fn migrate_only(&self, env: &[(&str, &str)]) {

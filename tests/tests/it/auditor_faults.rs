@@ -33,14 +33,7 @@ async fn setup(
     broker.create_topic(TOPIC, 3).await.unwrap();
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: group.into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public, None)],
-        max_events: 500,
-    };
+    let setup = AuditorSetup::trusting(broker.bootstrap(), clickhouse.url(), group, public, 500);
     (setup, key, dir)
 }
 

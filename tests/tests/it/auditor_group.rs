@@ -61,14 +61,8 @@ impl Stream {
             .flat_map(|i| chains.iter().map(move |c| &c[i]))
             .map(|e| (e.chain_id.clone(), e.encode()))
             .collect();
-        let setup = AuditorSetup {
-            brokers: broker.bootstrap(),
-            topic: TOPIC.into(),
-            group: group.into(),
-            clickhouse_url: clickhouse.url(),
-            keys: vec![(public, None)],
-            max_events: 300,
-        };
+        let setup =
+            AuditorSetup::trusting(broker.bootstrap(), clickhouse.url(), group, public, 300);
         Self {
             broker,
             clickhouse,

@@ -53,6 +53,21 @@ fn verdict(args: &[&str], query: Option<&QueryService>) -> (bool, String) {
     (status.success(), text)
 }
 
+/// `verdict verify --event PATH` with the gateway's public key and one witness key, and `extra`.
+fn verify_event(path: &Path, public: &Path, witness_key: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "verify",
+        "--event",
+        s(path),
+        "--public-key",
+        s(public),
+        "--witness-key",
+        s(witness_key),
+    ];
+    args.extend_from_slice(extra);
+    verdict(&args, None)
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -461,20 +476,7 @@ async fn witnessed_heads_prove_a_journal_an_export_and_one_event_complete() {
         assert!(ok, "{text}");
         serde_json::from_str::<EventProofRecord>(&std::fs::read_to_string(out).unwrap()).unwrap()
     };
-    let check_event = |path: &Path| {
-        verdict(
-            &[
-                "verify",
-                "--event",
-                s(path),
-                "--public-key",
-                s(&public),
-                "--witness-key",
-                s(&witness_pub),
-            ],
-            None,
-        )
-    };
+    let check_event = |path: &Path| verify_event(path, &public, &witness_pub, &[]);
     let proof_file = work.path().join("event-7.json");
     let proof = prove(7, &proof_file);
     let (ok, out) = check_event(&proof_file);
@@ -668,22 +670,14 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
         Some(&query),
     );
     assert!(ok, "{out}");
-    let verify_event = |path: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "verify",
-            "--event",
-            s(path),
-            "--public-key",
-            s(&public),
-            "--witness-key",
-            s(&first_key),
-        ];
-        args.extend_from_slice(extra);
-        verdict(&args, None)
-    };
-    let (ok, out) = verify_event(&proof_file, &[]);
+    let (ok, out) = verify_event(&proof_file, &public, &first_key, &[]);
     assert!(ok, "{out}");
-    let (ok, out) = verify_event(&proof_file, &["--witness-revoked", &revoked]);
+    let (ok, out) = verify_event(
+        &proof_file,
+        &public,
+        &first_key,
+        &["--witness-revoked", &revoked],
+    );
     assert!(
         !ok && out.contains("is not among the trusted witness keys"),
         "{out}"
@@ -712,7 +706,7 @@ async fn a_fork_below_a_witnessed_head_is_a_finding_citing_the_head() {
     forged.head = resign(&proof.head, Vec::new());
     let forged_file = work.path().join("forged-handover.json");
     std::fs::write(&forged_file, serde_json::to_string(&forged).unwrap()).unwrap();
-    let (ok, out) = verify_event(&forged_file, &[]);
+    let (ok, out) = verify_event(&forged_file, &public, &first_key, &[]);
     assert!(
         !ok && out.contains("is not among the trusted witness keys"),
         "{out}"
