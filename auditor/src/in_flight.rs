@@ -9,6 +9,12 @@
 //! `onPartitionsRevoked`, the revoke callback finishes the batch in flight and commits it
 //! before the group may hand its partitions on: a group coordinator does not assign them while a
 //! member has not rejoined, and a member rejoins only once its callback returns.
+//!
+//! The guarantee is bounded: a coordinator waits for a member only up to the rebalance timeout
+//! (librdkafka's `max.poll.interval.ms`, 300 s), so a batch that cannot be stored for longer
+//! (ClickHouse down) may land after the new owner's rows; and tansu 0.6 completes a rebalance
+//! once the group's leader has rejoined, without waiting for the others (README, "A rebalance
+//! while a batch is in flight").
 
 use crate::store::Stopped;
 use std::collections::BTreeMap;

@@ -134,7 +134,7 @@ impl Auditor {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AuditorError> {
         let mut inserts = 0u64;
         while !shutdown.is_cancelled() {
-            let messages = self
+            let mut messages = self
                 .consumer
                 .next_batch(self.batch.max_events, self.batch.max_wait(), &shutdown)
                 .await;
@@ -148,6 +148,9 @@ impl Auditor {
             if self.stalled() {
                 self.consumer.finish().await?;
                 self.consumer.rejoin(&self.kafka, self.metrics.clone())?;
+                // Read by the consumer that left, from partitions that may now be another's:
+                // uncommitted, so whoever holds them next reads them again.
+                messages.clear();
             }
             let caught_up = self.consumer.caught_up();
             let batch = self
