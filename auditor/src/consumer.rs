@@ -14,7 +14,7 @@
 //! silent-chain check need to know whether this auditor has read the topic to its end.
 
 use crate::config::KafkaConfig;
-use crate::in_flight::{InFlight, Offsets, StoreFailed};
+use crate::in_flight::{InFlight, Offsets, StoreFailed, Task};
 use crate::metrics::Metrics;
 use crate::watchdog::{Backlog, CaughtUp, Lags};
 use rdkafka::consumer::StreamConsumer;
@@ -144,13 +144,8 @@ pub struct AuditConsumer {
 
 impl AuditConsumer {
     /// A consumer subscribed to the topic: it joins the group.
-    /// `in_flight` is the auditor's batch being stored, which a revoke finishes first.
-    pub fn new(
-        config: &KafkaConfig,
-        metrics: Metrics,
-        in_flight: Arc<InFlight>,
-    ) -> Result<Self, KafkaError> {
-        let consumer = Self::unsubscribed(config, metrics, in_flight)?;
+    pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaError> {
+        let consumer = Self::unsubscribed(config, metrics, Arc::default())?;
         consumer.inner.subscribe(&[consumer.topic()])?;
         Ok(consumer)
     }
@@ -308,6 +303,11 @@ impl AuditConsumer {
             }
         }
         batch
+    }
+
+    /// Hands over the task storing the next batch, which a revoke finishes first.
+    pub fn start(&self, task: Task) {
+        self.inner.context().in_flight.start(task);
     }
 
     /// Waits until the batch in flight, if any, is stored, then commits its offsets.

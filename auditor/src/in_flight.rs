@@ -33,7 +33,8 @@ pub enum StoreFailed {
     Task(#[from] JoinError),
 }
 
-type Task = JoinHandle<Result<Offsets, Stopped>>;
+/// The task storing a batch; it yields the offsets to commit.
+pub type Task = JoinHandle<Result<Offsets, Stopped>>;
 
 /// At most one batch being stored.
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 //! verify and resolve, store, and only then commit the batch's offsets.
 //!
 //! The stages overlap, and the commit still follows the store: librdkafka fetches ahead on its
-//! own threads; batch N's rows are stored by a task of their own ([`InFlight`]) while the loop
+//! own threads; batch N's rows are stored by a task of their own ([`crate::in_flight`]) while the loop
 //! collects and verifies batch N+1 (signatures checked on both cores); then the loop waits for
 //! N's insert, commits N's offsets, and hands N+1 to a new insert task. At most one batch is in
 //! flight, so offsets are committed in batch order, each only after its batch's rows and chain
@@ -16,14 +16,14 @@
 //! finishes its batch in flight, leaves the group and rejoins it with a fresh consumer.
 //!
 //! A batch in flight is also finished, and committed, by the consumer's revoke callback before
-//! its partitions can move to another auditor ([`InFlight`]).
+//! its partitions can move to another auditor ([`crate::in_flight`]).
 //!
 //! Test hook: [`Auditor::with_faults`] (`VERDICT_AUDITOR_FAULT` in the binary, see [`crate::fault`]).
 
 use crate::config::{AuditorConfig, BatchConfig, ConfigError, KafkaConfig};
 use crate::consumer::AuditConsumer;
 use crate::fault::{Faults, Stage};
-use crate::in_flight::{InFlight, Offsets, StoreFailed};
+use crate::in_flight::{Offsets, StoreFailed};
 use crate::metrics::Metrics;
 use crate::pipeline::{Batch, BatchWriter, Pipeline};
 use crate::publish::HeadTopic;
@@ -31,7 +31,6 @@ use crate::store::{with_retry, Stopped, Store};
 use crate::watchdog::{Holding, Verdict, Watchdog};
 use crate::witness::Witness;
 use rdkafka::error::KafkaError;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +64,6 @@ pub struct Auditor {
     watchdog: Watchdog,
     pipeline: Pipeline,
     batch: BatchConfig,
-    in_flight: Arc<InFlight>,
     faults: Faults,
 }
 
@@ -80,8 +78,7 @@ impl Auditor {
         let keys = config.trusted_keys()?;
         tracing::info!(keys = keys.len(), "trusted keys loaded");
         let store = migrated(config, &metrics, shutdown).await?;
-        let in_flight = Arc::new(InFlight::default());
-        let consumer = AuditConsumer::new(&config.kafka, metrics.clone(), in_flight.clone())?;
+        let consumer = AuditConsumer::new(&config.kafka, metrics.clone())?;
         let grace = Duration::from_secs(config.checkpoint_grace_secs);
         let witness = config.witness_keys(&keys)?;
         let mut pipeline = Pipeline::new(keys, store, metrics.clone(), grace);
@@ -108,7 +105,6 @@ impl Auditor {
             watchdog: Watchdog::new(STALL_PATIENCE, ORPHAN_PATIENCE),
             pipeline,
             batch: config.batch.clone(),
-            in_flight,
             faults: Faults::default(),
         })
     }
@@ -165,7 +161,7 @@ impl Auditor {
             let fault = (self.faults.clone(), inserts);
             let writer = self.pipeline.writer();
             let task = tokio::spawn(store(writer, batch, fault, shutdown.clone()));
-            self.in_flight.start(task);
+            self.consumer.start(task);
         }
         self.consumer.finish().await?;
         tracing::info!("auditor stopped");
