@@ -3,7 +3,8 @@
 //! It starts the sample `work-memory` server and a gateway in front of it (binaries from the same
 //! target directory), then sends `tools/call list_work_memories` at a fixed rate, open loop, to the
 //! server directly and through the gateway in alternating phases (A B A B ...), so both see the
-//! same machine conditions. Latency is measured from each call's scheduled send time, so a
+//! same machine conditions. Latency is measured from each call's scheduled send time (less the
+//! timer's 1 ms tick, which would otherwise add up to 1 ms of noise to every call), so a
 //! stalled system cannot hide its queueing (no coordinated omission). Both paths speak the
 //! stateless 2026-07-28 revision over HTTP with keep-alive connections.
 //!
@@ -15,10 +16,12 @@
 //! test: it asserts nothing.
 
 mod cpu;
+mod fsync_probe;
 mod run;
 mod stack;
 
 use clap::Parser;
+use hdrhistogram::Histogram;
 use std::time::Duration;
 
 #[derive(Parser, Debug, Clone)]
@@ -60,6 +63,10 @@ pub struct Args {
     /// A process whose CPU time per call is reported, as `NAME=PID` (repeatable; with --url).
     #[arg(long = "watch", value_parser = parse_watch)]
     watch: Vec<(String, u32)>,
+    /// Measure the disk's own `fdatasync` latency in this directory while the load runs (give
+    /// the journal's directory), reported under the table.
+    #[arg(long, value_name = "DIR")]
+    fsync_probe: Option<std::path::PathBuf>,
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -95,8 +102,8 @@ async fn endpoint(args: &Args, url: &str) -> anyhow::Result<()> {
     let target =
         run::Target::new(&args.label, url, args.headers.clone()).speaking(&args.protocol_version);
     let phases = [&target];
-    let stats = measure(args, &phases, &watched).await;
-    print_report(args, &[(&args.label, &stats[0])]);
+    let (stats, fsync) = measure(args, &phases, &watched).await?;
+    print_report(args, &[(&args.label, &stats[0])], fsync.as_ref());
     Ok(())
 }
 
@@ -112,13 +119,19 @@ async fn side_by_side(args: &Args) -> anyhow::Result<()> {
     for target in [&direct, &gateway] {
         target.prepare().await?;
     }
-    let stats = measure(args, &[&direct, &gateway], &stack.watched).await;
-    print_report(args, &[("direct", &stats[0]), (&args.label, &stats[1])]);
+    let (stats, fsync) = measure(args, &[&direct, &gateway], &stack.watched).await?;
+    let paths = [("direct", &stats[0]), (&args.label, &stats[1])];
+    print_report(args, &paths, fsync.as_ref());
     Ok(())
 }
 
-/// Warms every target for a second, then runs `rounds` phases on each in turn.
-async fn measure(args: &Args, targets: &[&run::Target], watched: &cpu::Watched) -> Vec<run::Stats> {
+/// Warms every target for a second, then runs `rounds` phases on each in turn (with the disk's
+/// own fdatasync latency over the same time, when asked).
+async fn measure(
+    args: &Args,
+    targets: &[&run::Target],
+    watched: &cpu::Watched,
+) -> std::io::Result<(Vec<run::Stats>, Option<Histogram<u64>>)> {
     // Warm every path (connections, caches) before anything is counted.
     for target in targets {
         let warm = Duration::from_secs(1);
@@ -126,18 +139,29 @@ async fn measure(args: &Args, targets: &[&run::Target], watched: &cpu::Watched) 
     }
     let mut stats: Vec<run::Stats> = targets.iter().map(|_| run::Stats::new()).collect();
     let phase = Duration::from_secs(args.phase_secs);
+    let probe = match &args.fsync_probe {
+        Some(dir) => Some(fsync_probe::Probe::start(dir)?),
+        None => None,
+    };
     for _ in 0..args.rounds {
         for (target, stats) in targets.iter().zip(&mut stats) {
             stats.merge(run::phase(target, args.rate, phase, args.max_in_flight, watched).await);
         }
     }
-    stats
+    let fsync = match probe {
+        Some(probe) => Some(probe.finish()?),
+        None => None,
+    };
+    Ok((stats, fsync))
 }
 
-fn print_report(args: &Args, paths: &[(&str, &run::Stats)]) {
+fn print_report(args: &Args, paths: &[(&str, &run::Stats)], fsync: Option<&Histogram<u64>>) {
     println!(
         "offered rate {} calls/s, {} rounds of {} s per path\n",
         args.rate, args.rounds, args.phase_secs
     );
     println!("{}", run::report(paths));
+    if let Some(latency_us) = fsync {
+        println!("{}", fsync_probe::summary(latency_us));
+    }
 }

@@ -230,12 +230,18 @@ async fn main() {
         .await
         .unwrap()
         .into_inner();
-    let (mut lines, mut bytes) = (0u64, 0u64);
+    let (mut lines, mut bytes, mut last) = (0u64, 0u64, Vec::new());
     while let Some(chunk) = stream.message().await.unwrap() {
         lines += chunk.data.iter().filter(|&&b| b == b'\n').count() as u64;
         bytes += chunk.data.len() as u64;
+        last = chunk.data;
     }
     let secs = t.elapsed().as_secs_f64();
+    // One line per event, then the export's own last line saying what it held.
+    let end = String::from_utf8_lossy(&last);
+    let end = end.trim_end().rsplit('\n').next().unwrap_or_default();
+    assert!(end.starts_with(r#"{"export_end""#), "last line: {end}");
+    lines -= 1;
     assert_eq!(lines, rows as u64);
     println!(
         "Export JSONL: {lines} rows, {:.0} MB in {secs:.1} s = {:.0} rows/s",
