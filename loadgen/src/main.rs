@@ -67,6 +67,11 @@ pub struct Args {
     /// the journal's directory), reported under the table.
     #[arg(long, value_name = "DIR")]
     fsync_probe: Option<std::path::PathBuf>,
+    /// Send the direct and the gateway calls interleaved one by one in the same phases (each
+    /// path at --rate), instead of alternating phases: both paths then meet the same moments of
+    /// the machine, which makes the added latency precise; CPU per call is not reported then.
+    #[arg(long)]
+    interleave: bool,
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -125,17 +130,19 @@ async fn side_by_side(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Warms every target for a second, then runs `rounds` phases on each in turn (with the disk's
-/// own fdatasync latency over the same time, when asked).
+/// Warms every target for a second, then runs `rounds` phases on each in turn, or with
+/// `--interleave` `rounds` phases of all targets' calls interleaved (with the disk's own
+/// fdatasync latency over the same time, when asked).
 async fn measure(
     args: &Args,
     targets: &[&run::Target],
     watched: &cpu::Watched,
 ) -> std::io::Result<(Vec<run::Stats>, Option<Histogram<u64>>)> {
+    let (rate, in_flight) = (args.rate, args.max_in_flight);
     // Warm every path (connections, caches) before anything is counted.
     for target in targets {
         let warm = Duration::from_secs(1);
-        run::phase(target, args.rate, warm, args.max_in_flight, watched).await;
+        run::phase(&[*target], rate, warm, in_flight, watched).await;
     }
     let mut stats: Vec<run::Stats> = targets.iter().map(|_| run::Stats::new()).collect();
     let phase = Duration::from_secs(args.phase_secs);
@@ -144,8 +151,18 @@ async fn measure(
         None => None,
     };
     for _ in 0..args.rounds {
+        if args.interleave {
+            // Every process serves calls of every path here: CPU per call is not attributable.
+            let none = cpu::Watched::default();
+            let phases = run::phase(targets, rate, phase, in_flight, &none).await;
+            for (stats, phase) in stats.iter_mut().zip(phases) {
+                stats.merge(phase);
+            }
+            continue;
+        }
         for (target, stats) in targets.iter().zip(&mut stats) {
-            stats.merge(run::phase(target, args.rate, phase, args.max_in_flight, watched).await);
+            let mut phases = run::phase(&[*target], rate, phase, in_flight, watched).await;
+            stats.merge(phases.remove(0));
         }
     }
     let fsync = match probe {
@@ -156,8 +173,12 @@ async fn measure(
 }
 
 fn print_report(args: &Args, paths: &[(&str, &run::Stats)], fsync: Option<&Histogram<u64>>) {
+    let how = match args.interleave {
+        true => "the paths' calls interleaved",
+        false => "per path",
+    };
     println!(
-        "offered rate {} calls/s, {} rounds of {} s per path\n",
+        "offered rate {} calls/s per path, {} rounds of {} s, {how}\n",
         args.rate, args.rounds, args.phase_secs
     );
     println!("{}", run::report(paths));

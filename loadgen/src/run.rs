@@ -143,23 +143,28 @@ impl Stats {
 /// The resolution of tokio's timer: a sleep ends up to this much after its deadline.
 const TIMER_TICK: Duration = Duration::from_millis(1);
 
-/// Sends `rate` calls per second for `length`, each measured from its scheduled time (less the
-/// timer's tick), and
-/// accounts the CPU time the `watched` processes spent meanwhile.
+/// Sends `rate` calls per second to each of `targets` for `length`, the targets' calls
+/// interleaved one by one (so that with two targets both see the same moments of the machine),
+/// each measured from its scheduled time (less the timer's tick), and accounts the CPU time the
+/// `watched` processes spent meanwhile (to every target's statistics: give one target to
+/// attribute CPU per call).
 pub async fn phase(
-    target: &Target,
+    targets: &[&Target],
     rate: u64,
     length: Duration,
     max_in_flight: usize,
     watched: &Watched,
-) -> Stats {
+) -> Vec<Stats> {
     let cpu_before = watched.sample();
-    let stats = Arc::new(Mutex::new(Stats::new()));
+    let stats: Vec<_> = targets
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Stats::new())))
+        .collect();
+    let targets: Vec<_> = targets.iter().map(|t| Arc::new((*t).clone())).collect();
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let total = (rate as f64 * length.as_secs_f64()) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = (rate as f64 * length.as_secs_f64()) as u64 * targets.len() as u64;
+    let interval = Duration::from_secs_f64(1.0 / (rate * targets.len() as u64) as f64);
     let start = Instant::now();
-    let target = Arc::new(target.clone());
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         let scheduled = start + interval * i as u32;
@@ -173,7 +178,8 @@ pub async fn phase(
         // window) is counted, so queueing stays visible (no coordinated omission).
         let late = scheduled.elapsed().saturating_sub(TIMER_TICK);
         let sent = Instant::now();
-        let (target, stats) = (Arc::clone(&target), Arc::clone(&stats));
+        let which = i as usize % targets.len();
+        let (target, stats) = (Arc::clone(&targets[which]), Arc::clone(&stats[which]));
         tasks.push(tokio::spawn(async move {
             let result = target
                 .call("list_work_memories", json!({"project": "bench"}))
@@ -194,14 +200,20 @@ pub async fn phase(
     for task in tasks {
         let _ = task.await;
     }
-    let mut stats = Arc::try_unwrap(stats)
-        .ok()
-        .expect("all tasks done")
-        .into_inner()
-        .expect("stats lock");
-    stats.elapsed = start.elapsed();
-    stats.cpu = cpu::spent(&cpu_before, &watched.sample());
+    let (elapsed, cpu) = (start.elapsed(), cpu::spent(&cpu_before, &watched.sample()));
     stats
+        .into_iter()
+        .map(|stats| {
+            let mut stats = Arc::try_unwrap(stats)
+                .ok()
+                .expect("all tasks done")
+                .into_inner()
+                .expect("stats lock");
+            stats.elapsed = elapsed;
+            stats.cpu = cpu.clone();
+            stats
+        })
+        .collect()
 }
 
 /// The Markdown tables of BENCHMARKS.md; with two paths, what the second adds to the first.
@@ -239,6 +251,9 @@ pub fn report(paths: &[(&str, &Stats)]) -> String {
 
 /// CPU µs per call of each process, per path.
 fn cpu_report(paths: &[(&str, &Stats)]) -> String {
+    if paths.iter().all(|(_, s)| s.cpu.is_empty()) {
+        return String::new();
+    }
     let mut out = String::from("\n| path | process | CPU µs per call |\n|---|---|---|\n");
     for (name, s) in paths {
         for (process, time) in &s.cpu {

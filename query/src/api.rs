@@ -15,7 +15,7 @@ use crate::paging::{page_window, BadToken, Cursor};
 use crate::replay::{Replay, Under, REPLAYED};
 use crate::replay_explain::policy_in_force;
 use crate::replay_stream::{ReplayResult, ReplayStream};
-use crate::store::{ChainWalk, Store, StoreError};
+use crate::store::{AttemptRow, ChainWalk, PageRow, Store, StoreError};
 use crate::summary::{self, SummaryRow};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -147,7 +147,7 @@ impl QueryService {
         )?;
         let cond = self.decision_conditions(req.filter.as_ref())?;
         let window = page_window(req.filter.as_ref(), None);
-        let mut rows = self
+        let mut rows: Vec<AttemptRow> = self
             .store
             .events_page(&cond, None, window, limit + 1)
             .await?;
@@ -189,26 +189,20 @@ impl QueryService {
         let cursor = Cursor::decode(&req.page_token)?;
         let cond = self.event_conditions(req.filter.as_ref())?;
         let window = page_window(req.filter.as_ref(), cursor.as_ref());
-        let mut rows = self
+        let mut rows: Vec<EventRow> = self
             .store
             .events_page(&cond, cursor.as_ref(), window, size + 1)
             .await?;
         let more = rows.len() > size as usize;
         rows.truncate(size as usize);
         let next_page_token = match rows.last() {
-            Some(last) if more => Cursor {
-                time: last.time_unix_nanos,
-                chain_id: last.chain_id.clone(),
-                seq: last.seq,
-                tie: String::new(),
-            }
-            .encode(),
+            Some(last) if more => last.key().encode(),
             _ => String::new(),
         };
         let events = rows
             .iter()
             .map(|row| pb::StoredEvent {
-                attempt: Some(attempt(row, &row.outcome)),
+                attempt: Some(attempt(&AttemptRow::from(row), &row.outcome)),
                 envelope: pb::Envelope::decode(row.envelope.as_slice()).ok(),
             })
             .collect();
@@ -786,7 +780,7 @@ fn parse_hash(hex_hash: &str) -> Option<verdict_proto::Hash> {
 }
 
 /// A stored decision (or any event) as a compliance answer.
-fn attempt(row: &EventRow, outcome: &str) -> pb::Attempt {
+fn attempt(row: &AttemptRow, outcome: &str) -> pb::Attempt {
     pb::Attempt {
         time_unix_nanos: row.time_unix_nanos,
         agent_id: row.agent_id.clone(),

@@ -27,7 +27,7 @@
 use crate::config::ClickHouseConfig;
 use crate::filter::{Bound, Conditions, Param};
 use crate::paging::{Cursor, Keyset, PageWindow, NANOS_PER_SEC};
-use clickhouse::{Client, Row};
+use clickhouse::{Client, Row, RowOwned, RowRead};
 use serde::Deserialize;
 use verdict_schema::{ChainHeadRow, EventRow, FindingRow, WitnessedHeadRow};
 
@@ -55,6 +55,83 @@ fn key_array(columns: &[&str]) -> String {
 #[derive(Debug, thiserror::Error)]
 #[error("ClickHouse: {0}")]
 pub struct StoreError(#[from] clickhouse::error::Error);
+
+/// What a page of events can be read as: whole events (Search, [`EventRow`]) or only an
+/// attempt's columns (WhoTried, [`AttemptRow`]). ClickHouse reads only the columns asked for,
+/// and an event's envelope, body and arguments are most of its bytes.
+pub trait PageRow: RowOwned + RowRead {
+    /// The row's place in newest-first order.
+    fn key(&self) -> Cursor;
+}
+
+fn page_key(time: i64, chain_id: &str, seq: u64) -> Cursor {
+    Cursor {
+        time,
+        chain_id: chain_id.to_owned(),
+        seq,
+        tie: String::new(),
+    }
+}
+
+impl PageRow for EventRow {
+    fn key(&self) -> Cursor {
+        page_key(self.time_unix_nanos, &self.chain_id, self.seq)
+    }
+}
+
+/// The columns of a decision that WhoTried answers with (see `verdict.v1.Attempt`).
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct AttemptRow {
+    pub chain_id: String,
+    pub seq: u64,
+    pub time_unix_nanos: i64,
+    pub agent_id: String,
+    pub session: String,
+    pub client_name: String,
+    pub client_version: String,
+    pub upstream: String,
+    pub tool: String,
+    pub risk: String,
+    pub decision: String,
+    pub rule_id: String,
+    pub reason: String,
+    pub approval_id: String,
+    pub approver: String,
+    pub target_names: Vec<String>,
+    pub target_values: Vec<String>,
+    pub verification: String,
+}
+
+impl From<&EventRow> for AttemptRow {
+    fn from(row: &EventRow) -> Self {
+        Self {
+            chain_id: row.chain_id.clone(),
+            seq: row.seq,
+            time_unix_nanos: row.time_unix_nanos,
+            agent_id: row.agent_id.clone(),
+            session: row.session.clone(),
+            client_name: row.client_name.clone(),
+            client_version: row.client_version.clone(),
+            upstream: row.upstream.clone(),
+            tool: row.tool.clone(),
+            risk: row.risk.clone(),
+            decision: row.decision.clone(),
+            rule_id: row.rule_id.clone(),
+            reason: row.reason.clone(),
+            approval_id: row.approval_id.clone(),
+            approver: row.approver.clone(),
+            target_names: row.target_names.clone(),
+            target_values: row.target_values.clone(),
+            verification: row.verification.clone(),
+        }
+    }
+}
+
+impl PageRow for AttemptRow {
+    fn key(&self) -> Cursor {
+        page_key(self.time_unix_nanos, &self.chain_id, self.seq)
+    }
+}
 
 /// The outcome of a forwarded call, found by its decision's `(chain_id, seq)`.
 #[derive(Debug, Clone, Row, Deserialize)]
@@ -212,13 +289,13 @@ impl Store {
     /// widening windows below `window.anchor` (nanoseconds). For pages over [`PROBE_ABOVE`] rows
     /// each window's keys are counted on `events_by_time` first, so the wide rows are read from
     /// `events` once, for the first window that holds a full page; smaller pages read directly.
-    pub async fn events_page(
+    pub async fn events_page<T: PageRow>(
         &self,
         cond: &Conditions,
         after: Option<&Cursor>,
         window: PageWindow,
         limit: u32,
-    ) -> Result<Vec<EventRow>, StoreError> {
+    ) -> Result<Vec<T>, StoreError> {
         let cond = cond.to_bound();
         let after = after.map_or_else(|| Bound::new("1", vec![]), |c| EVENT_KEYSET.after(c));
         let limit = u64::from(limit);
@@ -249,7 +326,7 @@ impl Store {
                 keys.sql,
                 EVENT_KEYSET.order_by()
             );
-            let rows: Vec<EventRow> = self.query(&sql, &[&keys.params]).fetch_all().await?;
+            let rows: Vec<T> = self.query(&sql, &[&keys.params]).fetch_all().await?;
             if last || rows.len() as u64 >= limit {
                 return Ok(rows);
             }
@@ -264,20 +341,15 @@ impl Store {
     pub async fn outcomes(
         &self,
         cond: &Conditions,
-        rows: &[EventRow],
+        rows: &[impl PageRow],
     ) -> Result<Vec<OutcomeRef>, StoreError> {
         let (Some(newest), Some(oldest)) = (rows.first(), rows.last()) else {
             return Ok(Vec::new());
         };
-        let key = |row: &EventRow| Cursor {
-            time: row.time_unix_nanos,
-            chain_id: row.chain_id.clone(),
-            seq: row.seq,
-            tie: String::new(),
-        };
+        let (newest, oldest) = (newest.key(), oldest.key());
         let cond = cond.to_bound();
-        let range = EVENT_KEYSET.between(&key(newest), &key(oldest));
-        let since = Bound::new("", vec![Param::I64(oldest.time_unix_nanos)]);
+        let range = EVENT_KEYSET.between(&newest, &oldest);
+        let since = Bound::new("", vec![Param::I64(oldest.time)]);
         let sql = format!(
             "SELECT chain_id, decision_seq, outcome FROM events_by_time \
              WHERE kind = 'outcome' AND tool = '' AND time_unix_nanos >= ? \
