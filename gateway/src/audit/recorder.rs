@@ -279,6 +279,7 @@ impl Recorder {
             refusals: settings.refusals,
             space: Arc::clone(&settings.space),
             stopped: false,
+            last_group: 0,
         }));
         let thread = RecorderThread {
             writer: Arc::clone(&writer),
@@ -332,7 +333,9 @@ impl Recorder {
     }
 
     /// Writes `item` on the caller's thread if the recorder is idle: nothing queued (so nothing
-    /// sent earlier is overtaken) and the writer free. Gives `item` back otherwise.
+    /// sent earlier is overtaken), the writer free, and the last group small (under load,
+    /// groups are large, and a caller writing alone would only delay the next group). Gives
+    /// `item` back otherwise.
     fn write_inline(&self, item: Pending) -> Option<Pending> {
         if self.tx.capacity() < self.tx.max_capacity() {
             return Some(item);
@@ -340,6 +343,9 @@ impl Recorder {
         let Ok(mut writer) = self.writer.try_lock() else {
             return Some(item);
         };
+        if writer.last_group >= PARALLEL_FROM {
+            return Some(item);
+        }
         writer.write_with_deferred(vec![item]);
         None
     }
@@ -467,6 +473,8 @@ struct Writer {
     space: Arc<SpaceWatch>,
     /// The shutdown checkpoint is written: nothing may follow it.
     stopped: bool,
+    /// How many events the last group held: the load, as [`Recorder::record`] sees it.
+    last_group: usize,
 }
 
 /// One event of a group: its body, and who waits for its seq.
@@ -567,6 +575,7 @@ impl Writer {
             self.take_deferred(&mut group);
         }
         group.extend(pending);
+        self.last_group = group.len();
         self.write(group);
     }
 
