@@ -5,7 +5,6 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
 use verdict_gateway::admin::AdminService;
 use verdict_gateway::audit::witness_watch::{WitnessStatus, WitnessWatch};
 use verdict_gateway::audit::{Audit, Recorder, Shipping};
@@ -13,6 +12,7 @@ use verdict_gateway::downstream;
 use verdict_gateway::policy::PolicyTrail;
 use verdict_gateway::{Gateway, GatewayConfig};
 use verdict_service::credentials::Credentials;
+use verdict_service::net::accept_no_delay;
 use verdict_service::process::{init_tracing, shutdown_signal, stop_signals};
 
 /// Verdict gateway: an MCP proxy that decides and audits every agent tool call.
@@ -221,7 +221,7 @@ async fn serve_admin(
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal()),
+            .serve_with_incoming_shutdown(accept_no_delay(listener), shutdown_signal()),
     );
     Ok(())
 }

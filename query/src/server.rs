@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use verdict_proto::pb::audit_query_server::AuditQueryServer;
 use verdict_proto::{TrustError, TrustedKeys};
+use verdict_service::net::accept_no_delay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -121,7 +121,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(query)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx))
+        .serve_with_incoming_shutdown(accept_no_delay(grpc), stopped(stop_rx))
         .await?;
     if let Some(task) = metrics_task {
         task.await

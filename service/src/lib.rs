@@ -2,6 +2,7 @@
 //! - [`config`]: a TOML file plus `VERDICT_<SERVICE>_*` environment overrides, with positions in
 //!   errors and unknown keys refused;
 //! - [`credentials`]: bearer tokens held only as SHA-256 digests, compared in constant time;
+//! - [`net`]: accepted gRPC connections with `TCP_NODELAY`;
 //! - [`process`]: logging and the shutdown signal;
 //! - [`redact`]: which argument keys are secret, and masking their values (gateway and forwarder).
 //!
@@ -9,5 +10,6 @@
 
 pub mod config;
 pub mod credentials;
+pub mod net;
 pub mod process;
 pub mod redact;
