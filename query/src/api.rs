@@ -200,10 +200,14 @@ impl QueryService {
             _ => String::new(),
         };
         let events = rows
-            .iter()
-            .map(|row| pb::StoredEvent {
-                attempt: Some(attempt(&AttemptRow::from(row), &row.outcome)),
-                envelope: pb::Envelope::decode(row.envelope.as_slice()).ok(),
+            .into_iter()
+            .map(|mut row| {
+                let envelope = pb::Envelope::decode(row.envelope.as_slice()).ok();
+                let outcome = std::mem::take(&mut row.outcome);
+                pb::StoredEvent {
+                    attempt: Some(attempt(&AttemptRow::from(row), &outcome)),
+                    envelope,
+                }
             })
             .collect();
         Ok(pb::SearchResponse {

@@ -60,6 +60,10 @@ pub struct StoreError(#[from] clickhouse::error::Error);
 /// attempt's columns (WhoTried, [`AttemptRow`]). ClickHouse reads only the columns asked for,
 /// and an event's envelope, body and arguments are most of its bytes.
 pub trait PageRow: RowOwned + RowRead {
+    /// Whether reading a window's rows only to find it short of a page costs more than counting
+    /// its keys first (see [`Store::events_page`]).
+    const WIDE: bool;
+
     /// The row's place in newest-first order.
     fn key(&self) -> Cursor;
 }
@@ -74,6 +78,8 @@ fn page_key(time: i64, chain_id: &str, seq: u64) -> Cursor {
 }
 
 impl PageRow for EventRow {
+    const WIDE: bool = true;
+
     fn key(&self) -> Cursor {
         page_key(self.time_unix_nanos, &self.chain_id, self.seq)
     }
@@ -102,32 +108,56 @@ pub struct AttemptRow {
     pub verification: String,
 }
 
-impl From<&EventRow> for AttemptRow {
-    fn from(row: &EventRow) -> Self {
+impl From<EventRow> for AttemptRow {
+    fn from(row: EventRow) -> Self {
+        let EventRow {
+            chain_id,
+            seq,
+            time_unix_nanos,
+            agent_id,
+            session,
+            client_name,
+            client_version,
+            upstream,
+            tool,
+            risk,
+            decision,
+            rule_id,
+            reason,
+            approval_id,
+            approver,
+            target_names,
+            target_values,
+            verification,
+            ..
+        } = row;
         Self {
-            chain_id: row.chain_id.clone(),
-            seq: row.seq,
-            time_unix_nanos: row.time_unix_nanos,
-            agent_id: row.agent_id.clone(),
-            session: row.session.clone(),
-            client_name: row.client_name.clone(),
-            client_version: row.client_version.clone(),
-            upstream: row.upstream.clone(),
-            tool: row.tool.clone(),
-            risk: row.risk.clone(),
-            decision: row.decision.clone(),
-            rule_id: row.rule_id.clone(),
-            reason: row.reason.clone(),
-            approval_id: row.approval_id.clone(),
-            approver: row.approver.clone(),
-            target_names: row.target_names.clone(),
-            target_values: row.target_values.clone(),
-            verification: row.verification.clone(),
+            chain_id,
+            seq,
+            time_unix_nanos,
+            agent_id,
+            session,
+            client_name,
+            client_version,
+            upstream,
+            tool,
+            risk,
+            decision,
+            rule_id,
+            reason,
+            approval_id,
+            approver,
+            target_names,
+            target_values,
+            verification,
         }
     }
 }
 
 impl PageRow for AttemptRow {
+    /// A few small columns: a short window's rows cost about what counting its keys does.
+    const WIDE: bool = false;
+
     fn key(&self) -> Cursor {
         page_key(self.time_unix_nanos, &self.chain_id, self.seq)
     }
@@ -286,9 +316,10 @@ impl Store {
     }
 
     /// Up to `limit` events matching `cond`, newest first, strictly after `after`, read in
-    /// widening windows below `window.anchor` (nanoseconds). For pages over [`PROBE_ABOVE`] rows
-    /// each window's keys are counted on `events_by_time` first, so the wide rows are read from
-    /// `events` once, for the first window that holds a full page; smaller pages read directly.
+    /// widening windows below `window.anchor` (nanoseconds). For pages of wide rows over
+    /// [`PROBE_ABOVE`] rows each window's keys are counted on `events_by_time` first, so the
+    /// wide rows are read from `events` once, for the first window that holds a full page;
+    /// smaller pages, and pages of narrow rows, read directly (one query per window, not two).
     pub async fn events_page<T: PageRow>(
         &self,
         cond: &Conditions,
@@ -313,7 +344,7 @@ impl Store {
             };
             let keys = PageKeys::new(&cond, &after, &lower, limit);
             let last = lower_bounds.peek().is_none();
-            if !last && limit > PROBE_ABOVE {
+            if !last && T::WIDE && limit > PROBE_ABOVE {
                 let sql = format!("SELECT count() FROM ({})", keys.sql);
                 let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
                 if found < limit {
