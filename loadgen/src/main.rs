@@ -150,19 +150,18 @@ async fn measure(
         Some(dir) => Some(fsync_probe::Probe::start(dir)?),
         None => None,
     };
+    // Interleaved, every process serves calls of every path: CPU per call is not attributable.
+    let (groups, watched): (Vec<Vec<usize>>, _) = match args.interleave {
+        true => (vec![(0..targets.len()).collect()], &cpu::Watched::default()),
+        false => ((0..targets.len()).map(|i| vec![i]).collect(), watched),
+    };
     for _ in 0..args.rounds {
-        if args.interleave {
-            // Every process serves calls of every path here: CPU per call is not attributable.
-            let none = cpu::Watched::default();
-            let phases = run::phase(targets, rate, phase, in_flight, &none).await;
-            for (stats, phase) in stats.iter_mut().zip(phases) {
-                stats.merge(phase);
+        for group in &groups {
+            let phased: Vec<_> = group.iter().map(|&i| targets[i]).collect();
+            let phases = run::phase(&phased, rate, phase, in_flight, watched).await;
+            for (&i, phase) in group.iter().zip(phases) {
+                stats[i].merge(phase);
             }
-            continue;
-        }
-        for (target, stats) in targets.iter().zip(&mut stats) {
-            let mut phases = run::phase(&[*target], rate, phase, in_flight, watched).await;
-            stats.merge(phases.remove(0));
         }
     }
     let fsync = match probe {

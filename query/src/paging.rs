@@ -83,6 +83,16 @@ const MAX_TOKEN_CHARS: usize = 4 * (6 * MAX_CHAIN_ID_BYTES + MAX_TIE_BYTES + 128
 pub struct BadToken;
 
 impl Cursor {
+    /// The place of event `(chain_id, seq)` at `time` (events need no tie-breaker).
+    pub fn of_event(time: i64, chain_id: &str, seq: u64) -> Self {
+        Self {
+            time,
+            chain_id: chain_id.to_owned(),
+            seq,
+            tie: String::new(),
+        }
+    }
+
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
     }

@@ -68,20 +68,11 @@ pub trait PageRow: RowOwned + RowRead {
     fn key(&self) -> Cursor;
 }
 
-fn page_key(time: i64, chain_id: &str, seq: u64) -> Cursor {
-    Cursor {
-        time,
-        chain_id: chain_id.to_owned(),
-        seq,
-        tie: String::new(),
-    }
-}
-
 impl PageRow for EventRow {
     const WIDE: bool = true;
 
     fn key(&self) -> Cursor {
-        page_key(self.time_unix_nanos, &self.chain_id, self.seq)
+        Cursor::of_event(self.time_unix_nanos, &self.chain_id, self.seq)
     }
 }
 
@@ -138,7 +129,7 @@ impl PageRow for AttemptRow {
     const WIDE: bool = false;
 
     fn key(&self) -> Cursor {
-        page_key(self.time_unix_nanos, &self.chain_id, self.seq)
+        Cursor::of_event(self.time_unix_nanos, &self.chain_id, self.seq)
     }
 }
 

@@ -81,14 +81,13 @@ async fn main() {
         );
     }
 
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: "verdict.events".into(),
-        group: "bench".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
-        max_events: BATCH,
-    };
+    let setup = AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        "bench",
+        public.clone(),
+        BATCH,
+    );
     let witness_config = match witness {
         true => format!(
             "[witness]\nkey = {:?}\nevery_secs = 1\n",

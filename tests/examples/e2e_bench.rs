@@ -54,14 +54,13 @@ async fn main() {
         broker.bootstrap()
     );
     let gateway = HttpProcess::gateway(&config).unwrap();
-    let _auditor = AuditorProcess::start(&AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: "verdict.events".into(),
-        group: "verdict-auditor".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(gateway.public_key(), None)],
-        max_events: 5000,
-    })
+    let _auditor = AuditorProcess::start(&AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        "verdict-auditor",
+        gateway.public_key(),
+        5000,
+    ))
     .unwrap();
     let query = QueryService::start(&clickhouse.url(), None, "").unwrap();
 

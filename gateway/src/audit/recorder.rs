@@ -317,13 +317,7 @@ impl Recorder {
     /// load callers queue, and the recorder thread writes what queued as one group.
     pub async fn record(&self, body: &pb::EventBody) -> Result<u64, RecordError> {
         let (reply, answer) = oneshot::channel();
-        let item = Pending {
-            body: body.encode_to_vec(),
-            reply: Some(reply),
-            checkpoint: None,
-        };
-        if let Some(Pending { body, reply, .. }) = self.write_inline(item) {
-            let reply = reply.expect("the reply was given");
+        if let Some((body, reply)) = self.write_inline(body.encode_to_vec(), reply) {
             self.tx
                 .send(Command::Append { body, reply })
                 .await
@@ -332,21 +326,25 @@ impl Recorder {
         answer.await.map_err(|_| RecordError::Stopped)?
     }
 
-    /// Writes `item` on the caller's thread if the recorder is idle: nothing queued (so nothing
+    /// Writes `body` on the caller's thread if the recorder is idle: nothing queued (so nothing
     /// sent earlier is overtaken), the writer free, and the last group small (under load,
     /// groups are large, and a caller writing alone would only delay the next group). Gives
-    /// `item` back otherwise.
-    fn write_inline(&self, item: Pending) -> Option<Pending> {
+    /// `body` and `reply` back otherwise.
+    fn write_inline(&self, body: Vec<u8>, reply: Reply) -> Option<(Vec<u8>, Reply)> {
         if self.tx.capacity() < self.tx.max_capacity() {
-            return Some(item);
+            return Some((body, reply));
         }
         let Ok(mut writer) = self.writer.try_lock() else {
-            return Some(item);
+            return Some((body, reply));
         };
         if writer.last_group >= PARALLEL_FROM {
-            return Some(item);
+            return Some((body, reply));
         }
-        writer.write_with_deferred(vec![item]);
+        writer.write_with_deferred(vec![Pending {
+            body,
+            reply: Some(reply),
+            checkpoint: None,
+        }]);
         None
     }
 

@@ -26,14 +26,13 @@ async fn fifty_thousand_untouched_events_are_stored_verified_without_findings() 
         .collect();
     assert_eq!(messages.len(), 50_000);
 
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: "verdict.events".into(),
-        group: "verdict-auditor".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public, None)],
-        max_events: 5000,
-    };
+    let setup = AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        "verdict-auditor",
+        public,
+        5000,
+    );
     let auditor = AuditorProcess::start(&setup).unwrap();
     produce(&producer(&broker.bootstrap()), "verdict.events", &messages).await;
     wait_committed(

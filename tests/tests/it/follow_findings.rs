@@ -117,14 +117,13 @@ async fn findings_reach_followers_and_syslog_once_across_an_auditor_crash() {
     broker.create_topic(TOPIC, 1).await.unwrap();
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "follow-findings".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
-        max_events: 1000,
-    };
+    let setup = AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        "follow-findings",
+        public.clone(),
+        1000,
+    );
     produce(&producer(&broker.bootstrap()), TOPIC, &messages(&key)).await;
 
     // Stored, then aborted before the commit: the next auditor raises both findings again.

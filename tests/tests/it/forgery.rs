@@ -111,14 +111,13 @@ async fn a_keyless_forgery_at_future_seqs_hides_no_genuine_event() {
     broker.create_topic(TOPIC, 1).await.unwrap();
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "forgery".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
-        max_events: 50,
-    };
+    let setup = AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        "forgery",
+        public.clone(),
+        50,
+    );
     let events = genuine(&key);
     let forged = forgeries(&events[J as usize - 1]);
     let _auditor = AuditorProcess::start(&setup).unwrap();

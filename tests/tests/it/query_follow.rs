@@ -130,14 +130,13 @@ async fn follow_resumes_exactly_through_auditor_restarts_and_a_clickhouse_outage
     broker.create_topic(TOPIC, 3).await.unwrap();
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: "follow".into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
-        max_events: 50,
-    };
+    let setup = AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        "follow",
+        public.clone(),
+        50,
+    );
     let service = QueryService::start(
         &clickhouse.url(),
         Some(&public),

@@ -201,14 +201,13 @@ async fn bare(group: &str, max_events: usize) -> Bare {
     let dir = temp_dir();
     let (key, public) = key_in(dir.path(), "gw");
     key_in(dir.path(), "witness");
-    let setup = AuditorSetup {
-        brokers: broker.bootstrap(),
-        topic: TOPIC.into(),
-        group: group.into(),
-        clickhouse_url: clickhouse.url(),
-        keys: vec![(public.clone(), None)],
+    let setup = AuditorSetup::trusting(
+        broker.bootstrap(),
+        clickhouse.url(),
+        group,
+        public.clone(),
         max_events,
-    };
+    );
     Bare {
         broker,
         clickhouse,
