@@ -27,6 +27,14 @@ use verdict_proto::witness::HeadRecord;
 use verdict_proto::SignedEvent;
 use verdict_schema::{EventRow, SourcePosition};
 
+/// Lowercase hex of a signature, through a stack buffer (`hex::encode` builds its `String` a
+/// `char` at a time, a visible cost at an export's millions of rows).
+fn signature_hex(signature: &[u8; 64]) -> String {
+    let mut buf = [0u8; 128];
+    hex::encode_to_slice(signature, &mut buf).expect("128 bytes hold 64 in hex");
+    String::from_utf8(buf.to_vec()).expect("hex is ASCII")
+}
+
 /// Bytes per streamed export chunk.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -84,53 +92,51 @@ pub struct ExportRecord {
 }
 
 impl ExportRecord {
-    pub fn from_row(row: &EventRow) -> Self {
+    /// The record of a stored row, taking its fields by move (an export encodes millions).
+    pub fn from_row(row: EventRow) -> Self {
         let signed = SignedEvent::decode(&row.envelope).ok();
         Self {
-            chain_id: row.chain_id.clone(),
+            chain_id: row.chain_id,
             seq: row.seq,
             time_unix_nanos: row.time_unix_nanos,
-            kind: row.kind.clone(),
-            agent_id: row.agent_id.clone(),
-            session: row.session.clone(),
-            client_name: row.client_name.clone(),
-            client_version: row.client_version.clone(),
-            remote_addr: row.remote_addr.clone(),
-            upstream: row.upstream.clone(),
-            method: row.method.clone(),
-            tool: row.tool.clone(),
-            risk: row.risk.clone(),
-            decision: row.decision.clone(),
-            rule_id: row.rule_id.clone(),
-            reason: row.reason.clone(),
-            policy_sha256: row.policy_sha256.clone(),
-            request_id: row.request_id.clone(),
-            approval_id: row.approval_id.clone(),
-            approver: row.approver.clone(),
-            redaction: row.redaction.clone(),
-            arguments_json: row.arguments_json.clone(),
-            arguments_sha256: row.arguments_sha256.clone(),
+            kind: row.kind,
+            agent_id: row.agent_id,
+            session: row.session,
+            client_name: row.client_name,
+            client_version: row.client_version,
+            remote_addr: row.remote_addr,
+            upstream: row.upstream,
+            method: row.method,
+            tool: row.tool,
+            risk: row.risk,
+            decision: row.decision,
+            rule_id: row.rule_id,
+            reason: row.reason,
+            policy_sha256: row.policy_sha256,
+            request_id: row.request_id,
+            approval_id: row.approval_id,
+            approver: row.approver,
+            redaction: row.redaction,
+            arguments_json: row.arguments_json,
+            arguments_sha256: row.arguments_sha256,
             targets: row
                 .target_names
-                .iter()
-                .zip(&row.target_values)
-                .map(|(name, value)| TargetRecord {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
+                .into_iter()
+                .zip(row.target_values)
+                .map(|(name, value)| TargetRecord { name, value })
                 .collect(),
             decision_seq: row.decision_seq,
-            outcome: row.outcome.clone(),
-            outcome_message: row.outcome_message.clone(),
+            outcome: row.outcome,
+            outcome_message: row.outcome_message,
             latency_micros: row.latency_micros,
-            checkpoint_reason: row.checkpoint_reason.clone(),
-            verification: row.verification.clone(),
-            hash: row.hash.clone(),
-            prev_hash: row.prev_hash.clone(),
-            key_id: row.key_id.clone(),
+            checkpoint_reason: row.checkpoint_reason,
+            verification: row.verification,
+            hash: row.hash,
+            prev_hash: row.prev_hash,
+            key_id: row.key_id,
             signature: signed
                 .as_ref()
-                .map(|s| hex::encode(s.signature))
+                .map(|s| signature_hex(&s.signature))
                 .unwrap_or_default(),
             body: signed
                 .as_ref()
@@ -141,9 +147,15 @@ impl ExportRecord {
     }
 
     pub fn to_json_line(&self) -> String {
-        let mut line = serde_json::to_string(self).expect("a record serialises");
-        line.push('\n');
-        line
+        let mut line = Vec::new();
+        self.write_json_line(&mut line);
+        String::from_utf8(line).expect("JSON is UTF-8")
+    }
+
+    /// Appends the record's JSON line to `out` (an export writes straight into its chunk).
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, self).expect("a record serialises");
+        out.push(b'\n');
     }
 
     /// The field names in declaration order: the JSON key order, the CSV columns and header.
@@ -226,7 +238,7 @@ pub fn check_jsonl_record(line: &str) -> Result<SignedEvent, RecordError> {
     };
     let row = EventRow::from_event(&event, status, unplaced, 0)
         .map_err(|e| RecordError::Envelope(e.to_string()))?;
-    let expected = ExportRecord::from_row(&row);
+    let expected = ExportRecord::from_row(row);
     if expected != record {
         return Err(RecordError::Mismatch(first_difference(&expected, &record)));
     }
@@ -339,7 +351,7 @@ mod tests {
             offset: -1,
         };
         ExportRecord::from_row(
-            &EventRow::from_event(&event, EventStatus::Verified, unplaced, 0).unwrap(),
+            EventRow::from_event(&event, EventStatus::Verified, unplaced, 0).unwrap(),
         )
     }
 

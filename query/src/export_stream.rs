@@ -54,10 +54,11 @@ impl ExportStream {
                     return out.rows;
                 }
             };
-            for row in &rows {
-                out.push(&line(row, self.format)).await;
+            for row in rows {
                 end.add(&row.chain_id, row.seq, &row.hash);
+                write_line(row, self.format, &mut out.buf);
                 out.rows += 1;
+                out.flush_full().await;
                 if out.closed {
                     return out.rows;
                 }
@@ -78,13 +79,13 @@ impl ExportStream {
     }
 }
 
-/// One event as one line of `format` (also `Follow`'s messages).
-pub(crate) fn line(row: &EventRow, format: pb::ExportFormat) -> String {
+/// One event as one line of `format`, appended to `out` (an export's chunk, a `Follow` message).
+pub(crate) fn write_line(row: EventRow, format: pb::ExportFormat, out: &mut Vec<u8>) {
     let record = ExportRecord::from_row(row);
     match format {
-        pb::ExportFormat::Csv => record.to_csv_line(),
-        pb::ExportFormat::Ocsf => ocsf::to_ocsf_line(&record),
-        _ => record.to_json_line(),
+        pb::ExportFormat::Csv => out.extend_from_slice(record.to_csv_line().as_bytes()),
+        pb::ExportFormat::Ocsf => out.extend_from_slice(ocsf::to_ocsf_line(&record).as_bytes()),
+        _ => record.write_json_line(out),
     }
 }
 
@@ -147,6 +148,11 @@ impl ChunkSender {
 
     async fn push(&mut self, line: &str) {
         self.buf.extend_from_slice(line.as_bytes());
+        self.flush_full().await;
+    }
+
+    /// Sends the chunk once it holds [`CHUNK_BYTES`] (lines are written into `buf` directly).
+    async fn flush_full(&mut self) {
         if self.buf.len() >= CHUNK_BYTES {
             self.flush().await;
         }

@@ -14,7 +14,7 @@
 //! findings positions (`follow_findings`), in the same stream and cursor.
 
 use crate::config::Limits;
-use crate::export_stream::line;
+use crate::export_stream::write_line;
 use crate::filter::Conditions;
 use crate::follow_cursor::Positions;
 use crate::follow_findings;
@@ -130,19 +130,23 @@ impl Follow {
             .store
             .chain_batch(chain, &self.cond, (after + 1, end))
             .await?;
-        for row in &rows {
+        let last_seq = rows.last().map(|r| r.seq);
+        for row in rows {
             self.positions.advance(chain, row.seq);
+            let (chain_id, seq) = (row.chain_id.clone(), row.seq);
+            let mut data = Vec::new();
+            write_line(row, self.format, &mut data);
             let message = pb::FollowMessage {
-                data: line(row, self.format).into_bytes(),
-                chain_id: row.chain_id.clone(),
-                seq: row.seq,
+                data,
+                chain_id,
+                seq,
                 cursor: self.positions.encode(),
                 finding: false,
                 behind: self.positions.behind(heads),
             };
             self.send(tx, message, heads).await?;
         }
-        if rows.last().map(|r| r.seq) != Some(end) {
+        if last_seq != Some(end) {
             self.positions.advance(chain, end);
             self.send(tx, position_only(&self.positions), heads).await?;
         }

@@ -22,7 +22,7 @@ use verdict_proto::pb;
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 /// How far below its anchor a page looks, widening in turn, before it reads without a bound.
-pub const WINDOWS_SECS: [i64; 4] = [3600, 86_400, 7 * 86_400, 31 * 86_400];
+const WINDOWS_SECS: [i64; 4] = [3600, 86_400, 7 * 86_400, 31 * 86_400];
 
 /// Where a newest-first page starts looking: below `anchor` (the cursor's time, the filter's end,
 /// or now), never below `floor` (the filter's start; 0 for none).
@@ -33,15 +33,36 @@ pub struct PageWindow {
 }
 
 impl PageWindow {
-    /// The lower bounds to try, in turn: widening windows, then `None` (no bound but the
-    /// filter's). A window reaching below the floor is the last one.
-    pub fn lower_bounds(self) -> impl Iterator<Item = Option<i64>> {
-        let bounded = WINDOWS_SECS
+    /// The first window's lower bound: [`WINDOWS_SECS`]`[0]` below the anchor; `None` (no bound
+    /// but the filter's) when that reaches below the floor.
+    pub fn first(self) -> Option<i64> {
+        self.lower(WINDOWS_SECS[0] * NANOS_PER_SEC)
+    }
+
+    /// The lower bound of the window after one reaching down to `lower` held `found` of the
+    /// `wanted` rows: twice the span that holds them at the density seen so far, but no wider
+    /// than the next of [`WINDOWS_SECS`] (all of it when nothing was found). `None` (no bound but
+    /// the filter's) once that reaches below the floor or past the widest window.
+    ///
+    /// Why estimate: a page of 1,000 attempts an hour and a half deep would otherwise read a whole
+    /// day (the next fixed window), most of a WhoTried's time at 10M events (BENCHMARKS.md).
+    pub fn widen(self, lower: i64, found: u64, wanted: u64) -> Option<i64> {
+        let span = self.anchor.saturating_sub(lower);
+        let next = WINDOWS_SECS
             .iter()
-            .map(move |secs| self.anchor.saturating_sub(secs * NANOS_PER_SEC))
-            .take_while(move |&lower| lower > self.floor)
-            .map(Some);
-        bounded.chain(std::iter::once(None))
+            .map(|secs| secs * NANOS_PER_SEC)
+            .find(|&next| next > span)?;
+        let estimate = if found == 0 {
+            next
+        } else {
+            let needed = span as f64 * wanted as f64 / found as f64;
+            (2.0 * needed).min(next as f64) as i64
+        };
+        self.lower(estimate.max(span + 1))
+    }
+
+    fn lower(self, span: i64) -> Option<i64> {
+        Some(self.anchor.saturating_sub(span)).filter(|&lower| lower > self.floor)
     }
 }
 
@@ -190,18 +211,22 @@ mod tests {
             anchor: 100 * 24 * hour,
             floor: 0,
         };
-        let bounds: Vec<_> = open.lower_bounds().collect();
-        assert_eq!(bounds.len(), WINDOWS_SECS.len() + 1);
-        assert_eq!(bounds[0], Some(99 * 24 * hour + 23 * hour));
-        assert_eq!(bounds.last(), Some(&None));
+        let first = open.first().unwrap();
+        assert_eq!(first, 99 * 24 * hour + 23 * hour);
+        // Nothing found: the next fixed window, a day.
+        assert_eq!(open.widen(first, 0, 1000), Some(99 * 24 * hour));
+        // 500 of 1,000 in an hour: twice the two hours they need.
+        assert_eq!(open.widen(first, 500, 1000), Some(open.anchor - 4 * hour));
+        // 1 of 1,000 in an hour: no wider than a day.
+        assert_eq!(open.widen(first, 1, 1000), Some(99 * 24 * hour));
+        // Past the widest window (31 days): unbounded.
+        assert_eq!(open.widen(open.anchor - 31 * 24 * hour, 10, 1000), None);
         let floored = PageWindow {
             anchor: 100 * 24 * hour,
             floor: 99 * 24 * hour,
         };
-        assert_eq!(
-            floored.lower_bounds().collect::<Vec<_>>(),
-            vec![Some(99 * 24 * hour + 23 * hour), None]
-        );
+        assert_eq!(floored.first(), Some(99 * 24 * hour + 23 * hour));
+        assert_eq!(floored.widen(floored.first().unwrap(), 0, 10), None);
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //!
 //! Wide rows are never sorted, and no read scans the whole table when a window will do:
 //! - pages (Search, WhoTried) pick their keys `(chain_id, seq)` from `events_by_time` (ordered by
-//!   kind, tool, time) inside a time window below the page's anchor, widening the window
-//!   ([`WINDOWS_SECS`]) until it holds a full page, then read those rows from `events` by primary
-//!   key. ClickHouse 18.16 cannot stop reading at a `LIMIT` in sort order, so the window is what
+//!   kind, tool, time) inside a time window below the page's anchor, widening the window (sized
+//!   from the rows the last one held, [`PageWindow::widen`]) until the page is full, and read
+//!   those rows from `events` by primary key. ClickHouse 18.16 cannot stop reading at a `LIMIT` in sort order, so the window is what
 //!   bounds the work;
 //! - Summarize adds whole hours from `event_counts` and counts only the partial hours at the
 //!   range's edges from rows;
@@ -182,6 +182,25 @@ impl PageKeys {
     }
 }
 
+/// The rows of a page's window not read yet: at or above `lower` (`None`: no bound), below
+/// `read_down_to` (`None`: nothing read yet).
+fn time_slice(lower: Option<i64>, read_down_to: Option<i64>) -> Bound {
+    let mut sql = vec!["1"];
+    let mut params = Vec::new();
+    if let Some(nanos) = lower {
+        sql.push("time >= toDateTime(?) AND time_unix_nanos >= ?");
+        params.extend([
+            Param::I64(nanos.div_euclid(NANOS_PER_SEC)),
+            Param::I64(nanos),
+        ]);
+    }
+    if let Some(nanos) = read_down_to {
+        sql.push("time_unix_nanos < ?");
+        params.push(Param::I64(nanos));
+    }
+    Bound::new(sql.join(" AND "), params)
+}
+
 /// Page sizes above which a window's keys are counted before its wide rows are read: reading up
 /// to a page of wide rows only to find the window too small costs more than counting its keys.
 const PROBE_ABOVE: u64 = 200;
@@ -286,10 +305,11 @@ impl Store {
     }
 
     /// Up to `limit` events matching `cond`, newest first, strictly after `after`, read in
-    /// widening windows below `window.anchor` (nanoseconds). For pages of wide rows over
-    /// [`PROBE_ABOVE`] rows each window's keys are counted on `events_by_time` first, so the
-    /// wide rows are read from `events` once, for the first window that holds a full page;
-    /// smaller pages, and pages of narrow rows, read directly (one query per window, not two).
+    /// widening windows below `window.anchor` (nanoseconds; [`PageWindow::widen`] sizes each from
+    /// the rows the last one held). Pages of narrow rows, and small pages, read each window's new
+    /// slice only (below the last one read) and stop once they hold `limit` rows. Pages of wide
+    /// rows over [`PROBE_ABOVE`] rows count each window's keys on `events_by_time` first, so the
+    /// wide rows are read from `events` once, for the first window that holds a full page.
     pub async fn events_page<T: PageRow>(
         &self,
         cond: &Conditions,
@@ -300,24 +320,20 @@ impl Store {
         let cond = cond.to_bound();
         let after = after.map_or_else(|| Bound::new("1", vec![]), |c| EVENT_KEYSET.after(c));
         let limit = u64::from(limit);
-        let mut lower_bounds = window.lower_bounds().peekable();
-        while let Some(lower) = lower_bounds.next() {
-            let lower = match lower {
-                Some(nanos) => Bound::new(
-                    "time >= toDateTime(?) AND time_unix_nanos >= ?",
-                    vec![
-                        Param::I64(nanos.div_euclid(NANOS_PER_SEC)),
-                        Param::I64(nanos),
-                    ],
-                ),
-                None => Bound::new("1", vec![]),
-            };
-            let keys = PageKeys::new(&cond, &after, &lower, limit);
-            let last = lower_bounds.peek().is_none();
-            if !last && T::WIDE && limit > PROBE_ABOVE {
+        let probe = T::WIDE && limit > PROBE_ABOVE;
+        let mut rows: Vec<T> = Vec::new();
+        // Direct reads: every row at or above this time has been read.
+        let mut read_down_to = None;
+        let mut lower = window.first();
+        loop {
+            let slice = time_slice(lower, read_down_to);
+            let wanted = limit - rows.len() as u64;
+            let keys = PageKeys::new(&cond, &after, &slice, wanted);
+            if let (true, Some(bound)) = (probe, lower) {
                 let sql = format!("SELECT count() FROM ({})", keys.sql);
                 let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
                 if found < limit {
+                    lower = window.widen(bound, found, limit);
                     continue;
                 }
             }
@@ -327,12 +343,16 @@ impl Store {
                 keys.sql,
                 EVENT_KEYSET.order_by()
             );
-            let rows: Vec<T> = self.query(&sql, &[&keys.params]).fetch_all().await?;
-            if last || rows.len() as u64 >= limit {
-                return Ok(rows);
+            let read: Vec<T> = self.query(&sql, &[&keys.params]).fetch_all().await?;
+            rows.extend(read);
+            match lower {
+                Some(bound) if !probe && (rows.len() as u64) < limit => {
+                    read_down_to = Some(bound);
+                    lower = window.widen(bound, rows.len() as u64, limit);
+                }
+                _ => return Ok(rows),
             }
         }
-        unreachable!("the last window is unbounded")
     }
 
     /// The outcomes of the decisions `rows` (newest first, as a page returns them) selected with

@@ -1,5 +1,6 @@
 //! The gateway's event path on this machine: `cargo run -p verdict-tests --example journal_bench
-//! [N]` (add `--release` for release numbers).
+//! [N [key=value ...]]` (add `--release` for release numbers; each `key=value` is a producer
+//! property, as `[audit.kafka] properties` sets it).
 //!
 //! N decision events are recorded through the gateway's own `Recorder` (sign, chain, journal) by
 //! 64 concurrent callers, with `fsync = batch` and then `fsync = always`; with batch, the
@@ -107,9 +108,17 @@ async fn main() {
             window: Duration::from_millis(5),
         },
     );
-    let kafka: KafkaConfig = serde_json::from_value(
-        serde_json::json!({"brokers": broker.bootstrap(), "topic": "bench"}),
-    )
+    // Further arguments `key=value` are producer properties (`[audit.kafka] properties`).
+    let properties: serde_json::Map<String, serde_json::Value> = std::env::args()
+        .skip(2)
+        .map(|a| {
+            let (k, v) = a.split_once('=').expect("key=value");
+            (k.to_owned(), v.into())
+        })
+        .collect();
+    let kafka: KafkaConfig = serde_json::from_value(serde_json::json!({
+        "brokers": broker.bootstrap(), "topic": "bench", "properties": properties
+    }))
     .unwrap();
     let shipper = Shipper::new(&kafka, "bench", dir.path().to_owned(), None).unwrap();
     let status = Arc::clone(&shipper.status);

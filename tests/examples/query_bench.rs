@@ -232,7 +232,7 @@ async fn main() {
         .into_inner();
     let (mut lines, mut bytes, mut last) = (0u64, 0u64, Vec::new());
     while let Some(chunk) = stream.message().await.unwrap() {
-        lines += chunk.data.iter().filter(|&&b| b == b'\n').count() as u64;
+        lines += memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
         bytes += chunk.data.len() as u64;
         last = chunk.data;
     }
