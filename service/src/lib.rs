@@ -1,5 +1,4 @@
 //! What the gateway, the auditor and the query service do the same way, done once:
-//! - `alloc`: the allocator (mimalloc) of every binary that links this crate;
 //! - [`config`]: a TOML file plus `VERDICT_<SERVICE>_*` environment overrides, with positions in
 //!   errors and unknown keys refused;
 //! - [`credentials`]: bearer tokens held only as SHA-256 digests, compared in constant time;
@@ -9,7 +8,6 @@
 //!
 //! This crate holds no service's logic: nothing here knows about MCP, events, Kafka or ClickHouse.
 
-mod alloc;
 pub mod config;
 pub mod credentials;
 pub mod net;
