@@ -9,8 +9,8 @@
 //! - pages (Search, WhoTried) pick their keys `(chain_id, seq)` from `events_by_time` (ordered by
 //!   kind, tool, time) inside a time window below the page's anchor, widening the window (sized
 //!   from the rows the last one held, [`PageWindow::widen`]) until the page is full, and read
-//!   those rows from `events` by primary key. ClickHouse 18.16 cannot stop reading at a `LIMIT` in sort order, so the window is what
-//!   bounds the work;
+//!   those rows from `events` by primary key. ClickHouse 18.16 cannot stop reading at a `LIMIT`
+//!   in sort order, so the window is what bounds the work;
 //! - Summarize adds whole hours from `event_counts` and counts only the partial hours at the
 //!   range's edges from rows;
 //! - exports and verification walk one chain at a time in windows of `seq` along the primary
