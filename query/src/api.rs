@@ -18,7 +18,7 @@ use crate::replay_stream::{ReplayResult, ReplayStream};
 use crate::store::{AttemptRow, ChainWalk, PageRow, Store, StoreError};
 use crate::summary::{self, SummaryRow};
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -153,7 +153,20 @@ impl QueryService {
             .await?;
         let truncated = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let attempts = rows.into_iter().map(attempt).collect();
+        let outcomes: HashMap<(String, u64), String> = self
+            .store
+            .outcomes(&cond, &rows)
+            .await?
+            .into_iter()
+            .map(|o| ((o.chain_id, o.decision_seq), o.outcome))
+            .collect();
+        let attempts = rows
+            .iter()
+            .map(|row| {
+                let outcome = outcomes.get(&(row.chain_id.clone(), row.seq));
+                attempt(row, outcome.map_or("", String::as_str))
+            })
+            .collect();
         let groups = if req.grouped {
             group(self.store.attempt_groups(&cond).await?)
         } else {
@@ -188,10 +201,11 @@ impl QueryService {
         };
         let events = rows
             .into_iter()
-            .map(|row| {
+            .map(|mut row| {
                 let envelope = pb::Envelope::decode(row.envelope.as_slice()).ok();
+                let outcome = std::mem::take(&mut row.outcome);
                 pb::StoredEvent {
-                    attempt: Some(attempt(AttemptRow::from(row))),
+                    attempt: Some(attempt(&AttemptRow::from(row), &outcome)),
                     envelope,
                 }
             })
@@ -770,31 +784,34 @@ fn parse_hash(hex_hash: &str) -> Option<verdict_proto::Hash> {
 }
 
 /// A stored decision (or any event) as a compliance answer.
-fn attempt(row: AttemptRow) -> pb::Attempt {
+fn attempt(row: &AttemptRow, outcome: &str) -> pb::Attempt {
     pb::Attempt {
         time_unix_nanos: row.time_unix_nanos,
-        agent_id: row.agent_id,
-        session: row.session,
-        client_name: row.client_name,
-        client_version: row.client_version,
-        upstream: row.upstream,
-        tool: row.tool,
+        agent_id: row.agent_id.clone(),
+        session: row.session.clone(),
+        client_name: row.client_name.clone(),
+        client_version: row.client_version.clone(),
+        upstream: row.upstream.clone(),
+        tool: row.tool.clone(),
         risk: pb::RiskClass::from_label(&row.risk).map_or(0, i32::from),
         targets: row
             .target_names
-            .into_iter()
-            .zip(row.target_values)
-            .map(|(name, value)| pb::Target { name, value })
+            .iter()
+            .zip(&row.target_values)
+            .map(|(name, value)| pb::Target {
+                name: name.clone(),
+                value: value.clone(),
+            })
             .collect(),
         decision: pb::DecisionKind::from_label(&row.decision).map_or(0, i32::from),
-        rule_id: row.rule_id,
-        reason: row.reason,
-        outcome: pb::OutcomeKind::from_label(&row.outcome).map_or(0, i32::from),
-        approval_id: row.approval_id,
-        approver: row.approver,
-        chain_id: row.chain_id,
+        rule_id: row.rule_id.clone(),
+        reason: row.reason.clone(),
+        outcome: pb::OutcomeKind::from_label(outcome).map_or(0, i32::from),
+        approval_id: row.approval_id.clone(),
+        approver: row.approver.clone(),
+        chain_id: row.chain_id.clone(),
         seq: row.seq,
-        verification: row.verification,
+        verification: row.verification.clone(),
     }
 }
 

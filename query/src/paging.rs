@@ -158,17 +158,30 @@ impl Keyset {
     /// The condition selecting rows strictly after `cursor` in [`Keyset::order_by`] order
     /// (older ones).
     pub fn after(&self, cursor: &Cursor) -> Bound {
+        self.beyond(cursor, "<")
+    }
+
+    /// The rows from `newest` to `oldest` inclusive, in [`Keyset::order_by`] order.
+    pub fn between(&self, newest: &Cursor, oldest: &Cursor) -> Bound {
+        let (newer, older) = (self.beyond(newest, ">"), self.after(oldest));
+        let mut params = newer.params;
+        params.extend(older.params);
+        Bound::new(format!("NOT {} AND NOT {}", newer.sql, older.sql), params)
+    }
+
+    /// Rows strictly beyond `cursor` on the side `op` (`<`: older, `>`: newer).
+    fn beyond(&self, cursor: &Cursor, op: &str) -> Bound {
         let t = self.time;
         let last = match self.tie {
             Some(tie) => Bound::new(
-                format!("seq < ? OR (seq = ? AND {tie} < ?)"),
+                format!("seq {op} ? OR (seq = ? AND {tie} {op} ?)"),
                 vec![
                     Param::U64(cursor.seq),
                     Param::U64(cursor.seq),
                     Param::Str(cursor.tie.clone()),
                 ],
             ),
-            None => Bound::new("seq < ?", vec![Param::U64(cursor.seq)]),
+            None => Bound::new(format!("seq {op} ?"), vec![Param::U64(cursor.seq)]),
         };
         let mut params = vec![
             Param::I64(cursor.time),
@@ -179,7 +192,7 @@ impl Keyset {
         params.extend(last.params);
         Bound::new(
             format!(
-                "({t} < ? OR ({t} = ? AND (chain_id < ? OR (chain_id = ? AND ({})))))",
+                "({t} {op} ? OR ({t} = ? AND (chain_id {op} ? OR (chain_id = ? AND ({})))))",
                 last.sql
             ),
             params,

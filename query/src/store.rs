@@ -9,9 +9,8 @@
 //! - pages (Search, WhoTried) pick their keys `(chain_id, seq)` from `events_by_time` (ordered by
 //!   kind, tool, time) inside a time window below the page's anchor, widening the window (sized
 //!   from the rows the last one held, [`PageWindow::widen`]) until the page is full, and read
-//!   those rows from `events` by primary key (WhoTried joins each decision's outcome in the same
-//!   query). ClickHouse 18.16 cannot stop reading at a `LIMIT` in sort order, so the window is
-//!   what bounds the work;
+//!   those rows from `events` by primary key. ClickHouse 18.16 cannot stop reading at a `LIMIT`
+//!   in sort order, so the window is what bounds the work;
 //! - Summarize adds whole hours from `event_counts` and counts only the partial hours at the
 //!   range's edges from rows;
 //! - exports and verification walk one chain at a time in windows of `seq` along the primary
@@ -21,10 +20,9 @@
 //! `Distributed` tables under the same names. Nothing here branches on the layout, because every
 //! read stays exact when rows are sharded by chain: `FINAL` and `LIMIT 1 BY chain_id, seq` see
 //! all copies of a key on its one shard, aggregates (`count`, `min`, `max`, `sum`) merge across
-//! shards, `ORDER BY … LIMIT` is merged by the server answering, `IN (subquery)` runs its
-//! subquery once, globally (the client's `distributed_product_mode`), and a join of two
-//! subqueries runs on the server answering, after each side has read its shards. How stale an
-//! answer can be after a replica failover is in README "Operations".
+//! shards, `ORDER BY … LIMIT` is merged by the server answering, and `IN (subquery)` runs its
+//! subquery once, globally (the client's `distributed_product_mode`). How stale an answer can be
+//! after a replica failover is in README "Operations".
 
 use crate::config::ClickHouseConfig;
 use crate::filter::{Bound, Conditions, Param};
@@ -66,43 +64,19 @@ pub trait PageRow: RowOwned + RowRead {
     /// its keys first (see [`Store::events_page`]).
     const WIDE: bool;
 
-    /// The query reading the rows whose keys the subquery `keys` selects, newest first, one row
-    /// per key. `since` bounds the time of the later events a row may join (the window's lower
-    /// bound: nothing a page's rows lead to is older than they are).
-    fn read(keys: &Bound, since: &Bound) -> Bound;
-
     /// The row's place in newest-first order.
     fn key(&self) -> Cursor;
 }
 
-/// `columns` of the events `keys` selects, newest first, one row per key (rows may be stored
-/// more than once).
-fn events_by_key(columns: &str, keys: &Bound) -> Bound {
-    let sql = format!(
-        "SELECT {columns} FROM events WHERE (chain_id, seq) IN ({}) \
-         ORDER BY {} LIMIT 1 BY chain_id, seq",
-        keys.sql,
-        EVENT_KEYSET.order_by()
-    );
-    Bound::new(sql, keys.params.clone())
-}
-
 impl PageRow for EventRow {
     const WIDE: bool = true;
-
-    fn read(keys: &Bound, _since: &Bound) -> Bound {
-        events_by_key("?fields", keys)
-    }
 
     fn key(&self) -> Cursor {
         Cursor::of_event(self.time_unix_nanos, &self.chain_id, self.seq)
     }
 }
 
-/// The columns of a decision that WhoTried answers with (see `verdict.v1.Attempt`), and the
-/// outcome of the call it let through: read with the decision, in the same query (see
-/// [`PageRow::read`]), because each query costs ClickHouse 18.16 over 10 ms whatever it reads.
-/// An outcome event's own row (Search) carries its own outcome.
+/// The columns of a decision that WhoTried answers with (see `verdict.v1.Attempt`).
 #[derive(Debug, Clone, Row, Deserialize)]
 pub struct AttemptRow {
     pub chain_id: String,
@@ -123,7 +97,6 @@ pub struct AttemptRow {
     pub target_names: Vec<String>,
     pub target_values: Vec<String>,
     pub verification: String,
-    pub outcome: String,
 }
 
 impl From<EventRow> for AttemptRow {
@@ -147,7 +120,6 @@ impl From<EventRow> for AttemptRow {
             target_names: row.target_names,
             target_values: row.target_values,
             verification: row.verification,
-            outcome: row.outcome,
         }
     }
 }
@@ -156,36 +128,17 @@ impl PageRow for AttemptRow {
     /// A few small columns: a short window's rows cost about what counting its keys does.
     const WIDE: bool = false;
 
-    /// The decisions, each joined to the outcome naming it (`''` for none yet, or none ever:
-    /// refused calls have none). Outcomes are found in `events_by_time` among those at or after
-    /// `since`, by their `decision_seq` among the page's keys.
-    fn read(keys: &Bound, since: &Bound) -> Bound {
-        let columns: Vec<&str> = Self::COLUMN_NAMES
-            .iter()
-            .copied()
-            .filter(|&c| c != "outcome")
-            .collect();
-        let decisions = events_by_key(&columns.join(", "), keys);
-        let sql = format!(
-            "SELECT ?fields FROM ({}) ANY LEFT JOIN ( \
-               SELECT chain_id, decision_seq AS seq, outcome FROM events_by_time \
-               WHERE kind = 'outcome' AND tool = '' AND {} \
-                 AND (chain_id, decision_seq) IN ({})) USING (chain_id, seq) \
-             ORDER BY {}",
-            decisions.sql,
-            since.sql,
-            keys.sql,
-            EVENT_KEYSET.order_by()
-        );
-        let mut params = decisions.params;
-        params.extend(since.params.iter().cloned());
-        params.extend(keys.params.iter().cloned());
-        Bound::new(sql, params)
-    }
-
     fn key(&self) -> Cursor {
         Cursor::of_event(self.time_unix_nanos, &self.chain_id, self.seq)
     }
+}
+
+/// The outcome of a forwarded call, found by its decision's `(chain_id, seq)`.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct OutcomeRef {
+    pub chain_id: String,
+    pub decision_seq: u64,
+    pub outcome: String,
 }
 
 /// Attempts of one agent on one target with one decision.
@@ -200,22 +153,33 @@ pub struct GroupRow {
     pub last: i64,
 }
 
-/// A page's keys `(chain_id, seq)`: a narrow sorted subquery on `events_by_time`, through which
-/// the wide rows are read from `events` by primary key.
-fn page_keys(cond: &Bound, after: &Bound, slice: &Bound, limit: u64) -> Bound {
-    let sql = format!(
-        "SELECT chain_id, seq FROM events_by_time WHERE {} AND {} AND {} \
-         ORDER BY {} LIMIT 1 BY chain_id, seq LIMIT ?",
-        cond.sql,
-        after.sql,
-        slice.sql,
-        EVENT_KEYSET.order_by()
-    );
-    let mut params = cond.params.clone();
-    params.extend(after.params.iter().cloned());
-    params.extend(slice.params.iter().cloned());
-    params.push(Param::U64(limit));
-    Bound::new(sql, params)
+/// A page's keys `(chain_id, seq)`, as a narrow sorted subquery on `events_by_time` with its
+/// parameters, through which the wide rows are read from `events` by primary key.
+#[derive(Debug, Clone)]
+struct PageKeys {
+    sql: String,
+    params: Bound,
+}
+
+impl PageKeys {
+    fn new(cond: &Bound, after: &Bound, lower: &Bound, limit: u64) -> Self {
+        let sql = format!(
+            "SELECT chain_id, seq FROM events_by_time WHERE {} AND {} AND {} \
+             ORDER BY {} LIMIT 1 BY chain_id, seq LIMIT ?",
+            cond.sql,
+            after.sql,
+            lower.sql,
+            EVENT_KEYSET.order_by()
+        );
+        let mut params = cond.params.clone();
+        params.extend(after.params.iter().cloned());
+        params.extend(lower.params.iter().cloned());
+        params.push(Param::U64(limit));
+        Self {
+            sql,
+            params: Bound::new("", params),
+        }
+    }
 }
 
 /// The rows of a page's window not read yet: at or above `lower` (`None`: no bound), below
@@ -364,17 +328,22 @@ impl Store {
         loop {
             let slice = time_slice(lower, read_down_to);
             let wanted = limit - rows.len() as u64;
-            let keys = page_keys(&cond, &after, &slice, wanted);
+            let keys = PageKeys::new(&cond, &after, &slice, wanted);
             if let (true, Some(bound)) = (probe, lower) {
                 let sql = format!("SELECT count() FROM ({})", keys.sql);
-                let found: u64 = self.query(&sql, &[&keys]).fetch_one().await?;
+                let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
                 if found < limit {
                     lower = window.widen(bound, found, limit);
                     continue;
                 }
             }
-            let read = T::read(&keys, &time_slice(lower, None));
-            let read: Vec<T> = self.query(&read.sql, &[&read]).fetch_all().await?;
+            let sql = format!(
+                "SELECT ?fields FROM events WHERE (chain_id, seq) IN ({}) \
+                 ORDER BY {} LIMIT 1 BY chain_id, seq",
+                keys.sql,
+                EVENT_KEYSET.order_by()
+            );
+            let read: Vec<T> = self.query(&sql, &[&keys.params]).fetch_all().await?;
             rows.extend(read);
             match lower {
                 Some(bound) if !probe && (rows.len() as u64) < limit => {
@@ -384,6 +353,36 @@ impl Store {
                 _ => return Ok(rows),
             }
         }
+    }
+
+    /// The outcomes of the decisions `rows` (newest first, as a page returns them) selected with
+    /// `cond`. The decisions are named by their key range and `cond`, not listed (ClickHouse
+    /// 18.16 parses long literal lists slowly): that range may since hold late arrivals too, so
+    /// the caller keeps the outcomes of its own rows. No outcome is older than its decision.
+    pub async fn outcomes(
+        &self,
+        cond: &Conditions,
+        rows: &[impl PageRow],
+    ) -> Result<Vec<OutcomeRef>, StoreError> {
+        let (Some(newest), Some(oldest)) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
+        let (newest, oldest) = (newest.key(), oldest.key());
+        let cond = cond.to_bound();
+        let range = EVENT_KEYSET.between(&newest, &oldest);
+        let since = Bound::new("", vec![Param::I64(oldest.time)]);
+        let sql = format!(
+            "SELECT chain_id, decision_seq, outcome FROM events_by_time \
+             WHERE kind = 'outcome' AND tool = '' AND time_unix_nanos >= ? \
+               AND (chain_id, decision_seq) IN ( \
+                 SELECT chain_id, seq FROM events_by_time WHERE {} AND {}) \
+             LIMIT 1 BY chain_id, decision_seq",
+            cond.sql, range.sql
+        );
+        Ok(self
+            .query(&sql, &[&since, &cond, &range])
+            .fetch_all()
+            .await?)
     }
 
     /// Decision counts per agent × target (each target of a matching attempt; `''` for none).
