@@ -126,13 +126,26 @@ async fn findings_reach_followers_and_syslog_once_across_an_auditor_crash() {
     );
     produce(&producer(&broker.bootstrap()), TOPIC, &messages(&key)).await;
 
-    // Stored, then aborted before the commit: the next auditor raises both findings again.
-    let mut crashing =
-        AuditorProcess::start_with_env(&setup, &[("VERDICT_AUDITOR_FAULT", "1")]).unwrap();
+    // Stored, then aborted before the commit: the next auditor raises both findings again. The
+    // crashing auditor's one batch waits for every message (a batch's default 100 ms deadline
+    // runs from before the group is joined, so on a busy machine it may close on a part of the
+    // topic, and a finding outside it would be stored once, not twice).
+    let whole_batch = ITEMS.to_string();
+    let mut crashing = AuditorProcess::start_with_env(
+        &setup,
+        &[
+            ("VERDICT_AUDITOR_FAULT", "1"),
+            ("VERDICT_AUDITOR_BATCH__MAX_EVENTS", &whole_batch),
+            ("VERDICT_AUDITOR_BATCH__MAX_WAIT_MS", "600000"),
+        ],
+    )
+    .unwrap();
     crashing
         .wait_exit(Duration::from_secs(120))
         .expect("the crash hook aborts the auditor");
     let db = clickhouse.client();
+    assert_eq!(count(&db, "SELECT count() FROM findings").await, 2);
+    assert_eq!(count(&db, "SELECT count() FROM events").await, EVENTS);
     db.query("SYSTEM STOP MERGES findings")
         .execute()
         .await

@@ -867,7 +867,13 @@ async fn an_auditor_killed_before_its_chain_heads_leaves_the_witness_nothing_to_
         .collect();
     let producer = producer(&broker.bootstrap());
     produce(&producer, TOPIC, &messages(&events)).await;
-    let crash = [("VERDICT_AUDITOR_FAULT", "1:rows")];
+    // One batch of exactly the 2,000 (a batch's default 100 ms deadline runs from before the
+    // group is joined, so on a busy machine it may close on a part of them).
+    let crash = [
+        ("VERDICT_AUDITOR_FAULT", "1:rows"),
+        ("VERDICT_AUDITOR_BATCH__MAX_EVENTS", "2000"),
+        ("VERDICT_AUDITOR_BATCH__MAX_WAIT_MS", "600000"),
+    ];
     let mut crashing = AuditorProcess::start_with_config(&setup, &witness(3_600), &crash).unwrap();
     crashing
         .wait_exit(Duration::from_secs(120))
