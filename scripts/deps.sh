@@ -11,7 +11,7 @@
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() { printf '\033[1m==> [%s] %s\033[0m\n' "$(date -u +%T)" "$*" >&2; }
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then

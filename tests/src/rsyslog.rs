@@ -104,12 +104,12 @@ impl Rsyslog {
             .collect()
     }
 
-    /// The lines received once there are `n` of them (or what arrived within 60 s).
+    /// The lines received once there are `n` of them (or what arrived within 180 s: a busy machine may run the forwarder slowly).
     pub fn wait_lines(&self, n: usize) -> Vec<String> {
         let started = Instant::now();
         loop {
             let lines = self.lines();
-            if lines.len() >= n || started.elapsed() > Duration::from_secs(60) {
+            if lines.len() >= n || started.elapsed() > Duration::from_secs(180) {
                 return lines;
             }
             std::thread::sleep(Duration::from_millis(100));
