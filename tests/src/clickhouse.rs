@@ -63,6 +63,11 @@ impl ClickHouse {
         Ok(server)
     }
 
+    /// True when the server was started and its process has since exited on its own.
+    pub fn crashed(&mut self) -> bool {
+        self.process.as_mut().is_some_and(ServerProcess::exited)
+    }
+
     /// Starts (or restarts) the server process on the same ports and data.
     pub fn resume(&mut self) -> Result<()> {
         let program = find_program("clickhouse-server", "apt-get install clickhouse-server")?;

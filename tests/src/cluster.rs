@@ -104,6 +104,11 @@ impl Layout {
     };
 }
 
+/// How long a new cluster is watched for servers that die just after start (see
+/// [`ClickHouseCluster::settle`]): `SETTLE_CHECKS` × `SETTLE_PAUSE`.
+const SETTLE_CHECKS: u32 = 12;
+const SETTLE_PAUSE: Duration = Duration::from_millis(250);
+
 /// The servers of a [`Layout`], coordinated by their own [`ZooKeeper`].
 #[derive(Debug)]
 pub struct ClickHouseCluster {
@@ -138,11 +143,30 @@ impl ClickHouseCluster {
                 ClickHouse::start_with(http, tcp, &extra)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
+        let mut cluster = Self {
             servers,
             layout,
             _zookeeper: zookeeper,
-        })
+        };
+        cluster.settle()?;
+        Ok(cluster)
+    }
+
+    /// Restarts servers that die just after start. ClickHouse 18.16's DDL worker can segfault
+    /// (`zkutil::ZooKeeper::createImpl`) when its first ZooKeeper handshake fails, after the
+    /// server already answers HTTP; `ON CLUSTER` DDL then waits for that replica forever (a CI
+    /// run hung for over an hour in `verdict-auditor --migrate-only`).
+    fn settle(&mut self) -> Result<()> {
+        for _ in 0..SETTLE_CHECKS {
+            std::thread::sleep(SETTLE_PAUSE);
+            for server in &mut self.servers {
+                if server.crashed() {
+                    eprintln!("{}: died after start; restarting it", server.url());
+                    server.resume()?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn layout(&self) -> Layout {

@@ -66,6 +66,11 @@ impl ServerProcess {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// True once the process has exited (it is reaped here).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))))
+    }
+
     /// Waits until `ready` returns true, or fails with the tail of the log.
     pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
         let start = Instant::now();
