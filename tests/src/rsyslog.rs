@@ -104,7 +104,8 @@ impl Rsyslog {
             .collect()
     }
 
-    /// The lines received once there are `n` of them (or what arrived within 180 s: a busy machine may run the forwarder slowly).
+    /// The lines received once there are `n` of them (or what arrived within 180 s: a busy
+    /// machine may run the forwarder slowly).
     pub fn wait_lines(&self, n: usize) -> Vec<String> {
         let started = Instant::now();
         loop {
