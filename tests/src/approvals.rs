@@ -2,6 +2,7 @@
 //! and waiting until a call is held.
 
 use crate::bins::cargo_bin;
+use crate::process::{OutputWithin, COMMAND_TIMEOUT};
 use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ pub fn approvals(admin_url: &str, token: &str, args: &[&str]) -> Output {
         .args(args)
         .env("VERDICT_ADMIN_URL", admin_url)
         .env("VERDICT_ADMIN_TOKEN", token)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .expect("running verdict approvals")
 }
 

@@ -6,6 +6,7 @@
 //! and the counts can be asserted exactly.
 
 use crate::bins::cargo_bin;
+use crate::process::{OutputWithin, COMMAND_TIMEOUT};
 use crate::{HarnessError, Result};
 use clickhouse::Row;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -85,7 +86,7 @@ impl AuditorSetup {
             .arg(&config)
             .arg("--migrate-only")
             .envs(env.iter().copied())
-            .output()
+            .output_within(COMMAND_TIMEOUT)
             .unwrap();
         assert!(
             out.status.success(),

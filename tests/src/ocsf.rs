@@ -2,6 +2,7 @@
 //! validators (`scripts/ocsf_validate.py`, run by the Python of the venv that `scripts/deps.sh`
 //! installs under the target dir), never through a check the project wrote itself.
 
+use crate::process::{OutputWithin, COMMAND_TIMEOUT};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,7 +28,7 @@ pub fn validate_ocsf(file: &Path) -> (bool, String) {
         .arg(script)
         .arg(OCSF_VERSION)
         .arg(file)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .expect("running the OCSF validators");
     let report = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);

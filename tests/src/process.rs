@@ -3,9 +3,11 @@
 
 use crate::{HarnessError, Result};
 use std::fs::File;
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A loopback port that was free a moment ago. The OS hands out ephemeral ports round-robin, so
@@ -160,4 +162,64 @@ pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     // The command name (field 2) is in parentheses and may hold spaces: fields follow the last ')'.
     let rest = stat.rsplit_once(')')?.1;
     Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// How long a one-shot command a test runs (the `verdict` CLI, `--migrate-only`, a gateway that
+/// should refuse to start) may take. Far above any healthy run; it exists so a child that hangs
+/// fails its own test with its stderr instead of holding the whole CI run until its deadline.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// [`Command::output`] with a deadline: the child is killed once `timeout` has passed, and the
+/// error says which program hung and what it had written to stderr.
+pub trait OutputWithin {
+    fn output_within(&mut self, timeout: Duration) -> std::io::Result<Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, timeout: Duration) -> std::io::Result<Output> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                child.wait()?;
+                let stderr = stderr.join().unwrap_or_default();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{:?} was killed after {} s; its stderr:\n{}",
+                        self.get_program(),
+                        timeout.as_secs(),
+                        String::from_utf8_lossy(&stderr)
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads a child's pipe to its end on a thread of its own, so a full pipe never stalls the child.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }

@@ -4,6 +4,7 @@
 
 use crate::bins::cargo_bin;
 use crate::process::ServerProcess;
+use crate::process::{OutputWithin, COMMAND_TIMEOUT};
 use crate::Result;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -188,6 +189,6 @@ pub fn verdict_cli(args: &[&str], service: &QueryService) -> Output {
         .args(args)
         .env("VERDICT_QUERY_URL", service.url())
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .expect("running verdict")
 }

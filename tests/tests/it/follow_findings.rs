@@ -17,6 +17,7 @@ use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{body, chain, key_in};
 use verdict_tests::forwarder::start_forwarder;
 use verdict_tests::ocsf::assert_valid_ocsf;
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::rsyslog::{cef_value, Rsyslog};
 use verdict_tests::{Broker, ClickHouse};
@@ -196,7 +197,7 @@ async fn findings_reach_followers_and_syslog_once_across_an_auditor_crash() {
         .args(["--max-events", &ITEMS.to_string()])
         .env("VERDICT_QUERY_URL", service.url())
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let ocsf = String::from_utf8(out.stdout).unwrap();

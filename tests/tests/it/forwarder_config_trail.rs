@@ -13,6 +13,7 @@ use verdict_proto::SecretKey;
 use verdict_tests::auditor::{count, AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::forwarder::start_forwarder;
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, findings, QueryService, TOKEN};
 use verdict_tests::trail::journal_events;
 use verdict_tests::webhook::receiver;
@@ -188,7 +189,7 @@ async fn restarting_the_forwarder_with_changed_destinations_records_each_change_
         .arg(&journal)
         .arg("--public-key")
         .arg(&public)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(
         verify.status.success(),

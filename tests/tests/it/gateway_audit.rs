@@ -14,6 +14,7 @@ use verdict_proto::pb::{DecisionKind, OutcomeKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::trail::{self, consume, journal_events};
 use verdict_tests::{wait_until, Broker};
 
@@ -307,7 +308,7 @@ async fn sigkill_mid_load_continues_the_chain_and_forwards_nothing_unrecorded() 
         .arg(gateway.journal_dir())
         .arg("--public-key")
         .arg(gateway.public_key())
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(
         verify.status.success(),
@@ -345,7 +346,7 @@ impl Drop for Immutable<'_> {
 fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
@@ -440,7 +441,7 @@ fn verify(journal: &Path, public_key: &Path) -> (bool, String) {
         .arg(journal)
         .arg("--public-key")
         .arg(public_key)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     (
         output.status.success(),
@@ -520,7 +521,7 @@ async fn verify_names_the_position_of_a_flipped_byte_a_deleted_record_and_a_swap
             .arg(dir)
             .arg("--public-key")
             .arg(&key)
-            .output()
+            .output_within(COMMAND_TIMEOUT)
             .unwrap();
         (
             output.status.success(),

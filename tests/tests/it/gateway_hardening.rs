@@ -20,6 +20,7 @@ use verdict_proto::pb::{self, DecisionKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, work_memory_bin, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::trail::{self, journal_events};
 use verdict_tests::wait_until;
 
@@ -427,7 +428,7 @@ async fn metrics_are_for_operators_and_refused_admin_calls_are_recorded() {
             .args(["approvals", "list"])
             .env("VERDICT_ADMIN_URL", gateway.admin_url())
             .env("VERDICT_ADMIN_TOKEN", token)
-            .output()
+            .output_within(COMMAND_TIMEOUT)
             .unwrap();
         assert!(!output.status.success());
     }
@@ -440,7 +441,7 @@ async fn metrics_are_for_operators_and_refused_admin_calls_are_recorded() {
         .args(["approvals", "list"])
         .env("VERDICT_ADMIN_URL", gateway.admin_url())
         .env("VERDICT_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
 }

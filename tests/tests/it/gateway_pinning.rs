@@ -17,6 +17,7 @@ use verdict_tests::approvals::{approvals, pending};
 use verdict_tests::auditor::{AuditorProcess, AuditorSetup};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, findings, who_tried, QueryService, TOKEN};
 use verdict_tests::trail::{decision, journal_events, outcome};
 use verdict_tests::{wait_until, Broker, ClickHouse};
@@ -52,7 +53,7 @@ fn pin(policy: &Path, config: &Path) -> String {
         .arg(policy)
         .arg("--gateway-config")
         .arg(config)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .expect("running verdict policy pin");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -371,7 +372,7 @@ async fn a_rug_pulled_tool_is_never_forwarded() {
         .arg(&policy_path)
         .arg("--gateway-config")
         .arg(&config)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     let shown = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{shown}");

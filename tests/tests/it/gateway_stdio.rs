@@ -12,6 +12,7 @@ use verdict_proto::pb::{event_body::Kind, DecisionKind};
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{gateway_bin, work_memory_bin, write_config, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::stdio::{proc_stat, processes, StdioProcess};
 use verdict_tests::trail::{self, journal_events};
 
@@ -83,12 +84,12 @@ async fn a_second_process_on_the_same_journal_is_refused_and_records_nothing() {
         .arg("--config")
         .arg(&config_path)
         .args(["--stdio", "--agent", "agent-a"])
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     let second_http = Command::new(gateway_bin())
         .arg("--config")
         .arg(&config_path)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     for second in [&second_stdio, &second_http] {
         assert!(!second.status.success(), "a second writer must not start");
@@ -129,7 +130,7 @@ async fn a_second_process_on_the_same_journal_is_refused_and_records_nothing() {
         .arg(first.journal_dir())
         .arg("--public-key")
         .arg(first.public_key())
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(
         verify.status.success(),

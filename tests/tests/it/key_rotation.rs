@@ -14,6 +14,7 @@ use verdict_tests::auditor::{count, findings, produce, producer, AuditorProcess,
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{body, key_in};
 use verdict_tests::mcp::{add_notes, work_memory_bin, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::trail::journal_events;
 use verdict_tests::{Broker, ClickHouse};
@@ -148,7 +149,7 @@ async fn a_rotated_gateway_key_verifies_everywhere_and_the_retired_key_is_a_find
         .arg(gateway.journal_dir())
         .arg("--public-key")
         .arg(&old_public)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(
         offline.status.success(),

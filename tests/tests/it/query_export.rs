@@ -11,6 +11,7 @@ use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 use verdict_tests::audit_rows::{self, checkpoint_body, outcome_body, Call};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::ocsf::assert_valid_ocsf;
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, verdict_cli as verdict, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
@@ -56,7 +57,7 @@ fn verify(export: &Path, public: &Path) -> (bool, String) {
         .arg(export)
         .arg("--public-key")
         .arg(public)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);

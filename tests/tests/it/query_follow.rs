@@ -15,6 +15,7 @@ use verdict_tests::auditor::{
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{chain, key_in};
 use verdict_tests::ocsf::assert_valid_ocsf;
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -120,7 +121,7 @@ fn verdict(service: &QueryService, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("VERDICT_QUERY_URL", service.url())
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap()
 }
 

@@ -10,6 +10,7 @@ use verdict_proto::{ChainWriter, Label, SecretKey, SignedEvent};
 use verdict_tests::audit_rows::{self, checkpoint_body, every_decision_kind};
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::ocsf::{assert_valid_ocsf, validate_ocsf};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
@@ -47,7 +48,7 @@ async fn every_ocsf_line_validates_against_the_published_schema() {
         .arg(&ocsf)
         .env("VERDICT_QUERY_URL", service.url())
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_valid_ocsf(&ocsf);

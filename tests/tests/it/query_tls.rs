@@ -11,6 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use verdict_proto::pb::{self, audit_query_client::AuditQueryClient};
 use verdict_tests::audit_rows;
 use verdict_tests::bins::cargo_bin;
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
@@ -91,7 +92,7 @@ fn cli_findings(url: &str, extra: &[&str]) -> std::process::Output {
         .args(["findings", "--query-url", url])
         .args(extra)
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .expect("running verdict")
 }
 
@@ -212,7 +213,7 @@ fn a_missing_certificate_file_is_named_at_start() {
     let out = Command::new(cargo_bin("verdict-query"))
         .arg("--config")
         .arg(&config)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

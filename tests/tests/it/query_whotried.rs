@@ -9,6 +9,7 @@ use verdict_proto::pb::{self, DecisionKind as D, RiskClass};
 use verdict_proto::{ChainWriter, SecretKey, SignedEvent};
 use verdict_tests::audit_rows::{self, outcome_body, Call};
 use verdict_tests::bins::cargo_bin;
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, who_tried, QueryService, TOKEN};
 use verdict_tests::ClickHouse;
 
@@ -215,7 +216,7 @@ async fn who_tried_to_delete_sessions() {
         ])
         .env("VERDICT_QUERY_URL", service.url())
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(
         output.status.success(),
@@ -307,7 +308,7 @@ fn python_client_agrees(service: &QueryService) {
             "--arg",
             "action=delete_session",
         ])
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .expect("running python3");
     if output.status.code() == Some(3) && std::env::var_os("CI").is_none() {
         eprintln!(

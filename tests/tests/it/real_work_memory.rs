@@ -12,6 +12,7 @@ use verdict_proto::pb::OutcomeKind;
 use verdict_service::credentials::digest as key_digest;
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::mcp::{call_tool, connect, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::trail::{self, journal_events};
 
 const ENV: &str = "VERDICT_REAL_WORK_MEMORY";
@@ -138,7 +139,7 @@ fn policy_check_against_the_real_server_flags_a_rule_on_delete() {
         .arg(&policy)
         .arg("--gateway-config")
         .arg(&config)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");

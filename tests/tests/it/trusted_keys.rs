@@ -15,6 +15,7 @@ use verdict_tests::auditor::{
 };
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{chain, key_in};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, QueryService, TOKEN};
 use verdict_tests::{Broker, ClickHouse};
 
@@ -103,7 +104,7 @@ async fn a_key_trusted_for_another_chain_gets_the_same_finding_everywhere() {
         .arg(&export)
         .env("VERDICT_QUERY_URL", service.url())
         .env("VERDICT_QUERY_TOKEN", TOKEN)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     assert!(
         out.status.success(),
@@ -117,7 +118,7 @@ async fn a_key_trusted_for_another_chain_gets_the_same_finding_everywhere() {
         .arg(&export)
         .arg("--trusted-keys")
         .arg(&config)
-        .output()
+        .output_within(COMMAND_TIMEOUT)
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{report}");

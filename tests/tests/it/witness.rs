@@ -17,6 +17,7 @@ use verdict_tests::auditor::{count, produce, producer, temp_dir, AuditorProcess,
 use verdict_tests::bins::cargo_bin;
 use verdict_tests::chains::{body, key_in, messages};
 use verdict_tests::mcp::{add_notes, work_memory_bin, HttpProcess};
+use verdict_tests::process::{OutputWithin, COMMAND_TIMEOUT};
 use verdict_tests::query::{authed, findings, QueryService, TOKEN};
 use verdict_tests::trail::journal_events;
 use verdict_tests::{Broker, ClickHouse};
@@ -48,7 +49,7 @@ fn verdict(args: &[&str], query: Option<&QueryService>) -> (bool, String) {
         status,
         stdout,
         stderr,
-    } = command.output().unwrap();
+    } = command.output_within(COMMAND_TIMEOUT).unwrap();
     let text = String::from_utf8_lossy(&stdout).into_owned() + &String::from_utf8_lossy(&stderr);
     (status.success(), text)
 }
