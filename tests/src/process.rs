@@ -169,15 +169,16 @@ pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
 /// fails its own test with its stderr instead of holding the whole CI run until its deadline.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// [`Command::output`] with a deadline: the child is killed once `timeout` has passed, and the
-/// error says which program hung and what it had written to stderr.
+/// [`Command::output`] with a deadline: the child and its own children are killed once `timeout`
+/// has passed, and the error says which program hung and what it had written to stderr.
 pub trait OutputWithin {
     fn output_within(&mut self, timeout: Duration) -> std::io::Result<Output>;
 }
 
 impl OutputWithin for Command {
     fn output_within(&mut self, timeout: Duration) -> std::io::Result<Output> {
-        let mut child = self
+        // Its own process group, so a hung child's children die with it and free the pipes.
+        let mut child = std::os::unix::process::CommandExt::process_group(self, 0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -190,6 +191,9 @@ impl OutputWithin for Command {
                 break status;
             }
             if started.elapsed() > timeout {
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+                    .status();
                 let _ = child.kill();
                 child.wait()?;
                 let stderr = stderr.join().unwrap_or_default();
@@ -222,4 +226,36 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
         }
         bytes
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_hangs_is_killed_and_named() {
+        let started = Instant::now();
+        let err = Command::new("sh")
+            .args(["-c", "echo waiting >&2; sleep 60"])
+            .output_within(Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            err.to_string().contains("\"sh\" was killed after 1 s"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("waiting"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_command_that_finishes_gives_its_output() {
+        let out = Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .output_within(COMMAND_TIMEOUT)
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+    }
 }
