@@ -6,11 +6,12 @@
 //! deduplicates: `LIMIT 1 BY` the row identity, or `FINAL` for aggregates.
 //!
 //! Wide rows are never sorted, and no read scans the whole table when a window will do:
-//! - pages (Search, WhoTried) pick their keys `(chain_id, seq)` from `events_by_time` (ordered by
-//!   kind, tool, time) inside a time window below the page's anchor, widening the window (sized
-//!   from the rows the last one held, [`PageWindow::widen`]) until the page is full, and read
-//!   those rows from `events` by primary key. ClickHouse 18.16 cannot stop reading at a `LIMIT`
-//!   in sort order, so the window is what bounds the work;
+//! - pages (Search, WhoTried) read `events_by_time` (ordered by kind, tool, time) inside a time
+//!   window below the page's anchor, widening the window (sized from the rows the last one held,
+//!   [`PageWindow::widen`]) until the page is full. WhoTried's attempts are all there; Search's
+//!   whole events are read from `events` by primary key, through the keys `(chain_id, seq)` the
+//!   window picked. ClickHouse 18.16 cannot stop reading at a `LIMIT` in sort order, so the
+//!   window is what bounds the work;
 //! - Summarize adds whole hours from `event_counts` and counts only the partial hours at the
 //!   range's edges from rows;
 //! - exports and verification walk one chain at a time in windows of `seq` along the primary
@@ -60,8 +61,10 @@ pub struct StoreError(#[from] clickhouse::error::Error);
 /// attempt's columns (WhoTried, [`AttemptRow`]). ClickHouse reads only the columns asked for,
 /// and an event's envelope, body and arguments are most of its bytes.
 pub trait PageRow: RowOwned + RowRead {
-    /// Whether reading a window's rows only to find it short of a page costs more than counting
-    /// its keys first (see [`Store::events_page`]).
+    /// Whether the row has columns only `events` holds: it is then read from there by the keys
+    /// a window of `events_by_time` picked, and reading a window's rows only to find it short of
+    /// a page costs more than counting its keys first (see [`Store::events_page`]). Narrow rows
+    /// are read from `events_by_time` itself.
     const WIDE: bool;
 
     /// The row's place in newest-first order.
@@ -125,7 +128,7 @@ impl From<EventRow> for AttemptRow {
 }
 
 impl PageRow for AttemptRow {
-    /// A few small columns: a short window's rows cost about what counting its keys does.
+    /// Every column is in `events_by_time` (migration 5).
     const WIDE: bool = false;
 
     fn key(&self) -> Cursor {
@@ -153,18 +156,20 @@ pub struct GroupRow {
     pub last: i64,
 }
 
-/// A page's keys `(chain_id, seq)`, as a narrow sorted subquery on `events_by_time` with its
-/// parameters, through which the wide rows are read from `events` by primary key.
+/// A page's rows in one window of `events_by_time`, sorted, with its parameters: selected
+/// whole ([`PageRow::WIDE`] is false) or as the keys `(chain_id, seq)` of a subquery through
+/// which wide rows are read from `events` by primary key.
 #[derive(Debug, Clone)]
-struct PageKeys {
+struct PageSlice {
+    /// `FROM … LIMIT ?`, to follow a `SELECT` list.
     sql: String,
     params: Bound,
 }
 
-impl PageKeys {
+impl PageSlice {
     fn new(cond: &Bound, after: &Bound, lower: &Bound, limit: u64) -> Self {
         let sql = format!(
-            "SELECT chain_id, seq FROM events_by_time WHERE {} AND {} AND {} \
+            "FROM events_by_time WHERE {} AND {} AND {} \
              ORDER BY {} LIMIT 1 BY chain_id, seq LIMIT ?",
             cond.sql,
             after.sql,
@@ -178,6 +183,19 @@ impl PageKeys {
         Self {
             sql,
             params: Bound::new("", params),
+        }
+    }
+
+    /// The page's rows of type `T`: from this window directly, or by its keys from `events`.
+    fn rows_sql<T: PageRow>(&self) -> String {
+        match T::WIDE {
+            false => format!("SELECT ?fields {}", self.sql),
+            true => format!(
+                "SELECT ?fields FROM events WHERE (chain_id, seq) IN (SELECT chain_id, seq {}) \
+                 ORDER BY {} LIMIT 1 BY chain_id, seq",
+                self.sql,
+                EVENT_KEYSET.order_by()
+            ),
         }
     }
 }
@@ -328,22 +346,19 @@ impl Store {
         loop {
             let slice = time_slice(lower, read_down_to);
             let wanted = limit - rows.len() as u64;
-            let keys = PageKeys::new(&cond, &after, &slice, wanted);
+            let page = PageSlice::new(&cond, &after, &slice, wanted);
             if let (true, Some(bound)) = (probe, lower) {
-                let sql = format!("SELECT count() FROM ({})", keys.sql);
-                let found: u64 = self.query(&sql, &[&keys.params]).fetch_one().await?;
+                let sql = format!("SELECT count() FROM (SELECT chain_id, seq {})", page.sql);
+                let found: u64 = self.query(&sql, &[&page.params]).fetch_one().await?;
                 if found < limit {
                     lower = window.widen(bound, found, limit);
                     continue;
                 }
             }
-            let sql = format!(
-                "SELECT ?fields FROM events WHERE (chain_id, seq) IN ({}) \
-                 ORDER BY {} LIMIT 1 BY chain_id, seq",
-                keys.sql,
-                EVENT_KEYSET.order_by()
-            );
-            let read: Vec<T> = self.query(&sql, &[&keys.params]).fetch_all().await?;
+            let read: Vec<T> = self
+                .query(&page.rows_sql::<T>(), &[&page.params])
+                .fetch_all()
+                .await?;
             rows.extend(read);
             match lower {
                 Some(bound) if !probe && (rows.len() as u64) < limit => {

@@ -75,6 +75,10 @@ impl Cluster {
             self.table(rest)
         } else if let Some(rest) = strip_create(sql, "CREATE MATERIALIZED VIEW ") {
             self.view(rest)
+        } else if let Some(name) = sql.strip_prefix("DROP TABLE IF EXISTS ") {
+            self.drop(name)
+        } else if let Some(rest) = sql.strip_prefix("INSERT INTO ") {
+            self.insert(rest)
         } else {
             Err(untranslatable(sql))
         }
@@ -133,6 +137,42 @@ impl Cluster {
         Ok(vec![format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} ON CLUSTER {c} \
              TO {db}.{target}{LOCAL_SUFFIX}{before}FROM {db}.{source}{LOCAL_SUFFIX}{rest}"
+        )])
+    }
+}
+
+impl Cluster {
+    /// `name` → its distributed table (or view) and its local table, wherever they exist.
+    fn drop(&self, name: &str) -> Result<Vec<String>, ClusterError> {
+        let name = match split_identifier(name) {
+            Some((name, "")) => name,
+            _ => return Err(untranslatable(name)),
+        };
+        let (db, c) = (&self.database, &self.name);
+        Ok(vec![
+            format!("DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {c}"),
+            format!("DROP TABLE IF EXISTS {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {c}"),
+        ])
+    }
+
+    /// `target SELECT ... FROM source ...` → the same copy between the distributed tables, run
+    /// once (not `ON CLUSTER`): the rows of every shard, each written to the shard of its chain.
+    fn insert(&self, def: &str) -> Result<Vec<String>, ClusterError> {
+        let (target, select) = split_identifier(def).ok_or_else(|| untranslatable(def))?;
+        let (before, source_and_rest) = select
+            .split_once("FROM ")
+            .ok_or_else(|| untranslatable(def))?;
+        let (source, rest) =
+            split_identifier(source_and_rest).ok_or_else(|| untranslatable(def))?;
+        if !before.trim_start().starts_with("SELECT ")
+            || rest.contains("FROM ")
+            || rest.contains("JOIN ")
+        {
+            return Err(untranslatable(def));
+        }
+        let db = &self.database;
+        Ok(vec![format!(
+            "INSERT INTO {db}.{target}{before}FROM {db}.{source}{rest}"
         )])
     }
 }
@@ -233,10 +273,35 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_removes_both_faces_of_a_table() {
+        assert_eq!(
+            cluster()
+                .translate("DROP TABLE IF EXISTS events_by_time")
+                .unwrap(),
+            [
+                "DROP TABLE IF EXISTS audit.events_by_time ON CLUSTER verdict",
+                "DROP TABLE IF EXISTS audit.events_by_time_local ON CLUSTER verdict",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fill_copies_between_the_distributed_tables_once() {
+        let sql = "INSERT INTO events_by_time\nSELECT time, seq\nFROM events";
+        assert_eq!(
+            cluster().translate(sql).unwrap(),
+            ["INSERT INTO audit.events_by_time\nSELECT time, seq\nFROM audit.events"]
+        );
+    }
+
+    #[test]
     fn anything_else_is_refused_by_name() {
         for sql in [
-            "INSERT INTO t SELECT * FROM u",
-            "DROP TABLE IF EXISTS t",
+            "INSERT INTO t VALUES (1)",
+            "INSERT INTO t SELECT * FROM u JOIN v USING x",
+            "INSERT INTO t SELECT * FROM u WHERE a IN (SELECT a FROM v)",
+            "DROP TABLE t",
+            "DROP TABLE IF EXISTS t ON CLUSTER x",
             "RENAME TABLE a TO b",
             "CREATE TABLE t (a UInt8) ENGINE = Log",
             "CREATE MATERIALIZED VIEW v TO t AS SELECT * FROM a JOIN b USING x",

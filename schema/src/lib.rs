@@ -16,7 +16,7 @@ pub mod rows;
 
 pub use cluster::{Cluster, ClusterError};
 pub use config::ClickHouseConfig;
-pub use migrations::{migrate, migrate_cluster, MigrationError, MERKLE_CHUNK};
+pub use migrations::{migrate, migrate_cluster, migrate_up_to, MigrationError, MERKLE_CHUNK};
 pub use rows::{
     ChainHeadRow, ChunkRow, EventRow, FindingRow, SourcePosition, WitnessedHeadRow, KEY_ROTATION,
     POLICY_LOADED,

@@ -26,8 +26,11 @@
 //! Read paths (migration 2): `events` is ordered for the auditor and for chain walks (export,
 //! verification), which no time or tool filter can prune. Two tables fed by materialized views
 //! on `events` serve the compliance questions:
-//! - `events_by_time`: the filterable columns only, ordered by `(kind, tool, time)`, so "newest
-//!   first" pages read a time window of one kind and tool instead of every row;
+//! - `events_by_time`: the filterable columns, ordered by `(kind, tool, time)`, so "newest
+//!   first" pages read a time window of one kind and tool instead of every row. Since migration
+//!   5 it also holds the rest of an attempt (session, client, rule, approval), so WhoTried reads
+//!   its page from here alone; migration 5 rebuilds it from `events`, like migration 3, and
+//!   while it runs the table is empty or partial (a few seconds per million events);
 //! - `event_counts`: events per hour × kind × agent × tool × risk ×
 //!   decision × upstream, summed on merge, so dashboards aggregate tens of thousands of rows
 //!   instead of millions. It counts rows as inserted, which is exact because the auditor never
@@ -61,6 +64,12 @@ const MIGRATION_COLUMNS: &str = "version UInt32, description String";
 /// Applies every migration not yet recorded in `schema_migrations`, in order, on one server.
 /// Statements are idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
 pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
+    migrate_up_to(client, u32::MAX).await
+}
+
+/// [`migrate`], stopping after version `last`: a store as an older auditor left it, for tests of
+/// the upgrade.
+pub async fn migrate_up_to(client: &Client, last: u32) -> Result<(), MigrationError> {
     let create = format!(
         "CREATE TABLE IF NOT EXISTS schema_migrations ({MIGRATION_COLUMNS}) \
          ENGINE = ReplacingMergeTree ORDER BY version"
@@ -68,7 +77,7 @@ pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
     client.query(&create).execute().await?;
     let applied = applied(client).await?;
     for &(version, description, statements) in MIGRATIONS {
-        if applied.contains(&version) {
+        if applied.contains(&version) || version > last {
             continue;
         }
         for statement in statements {
@@ -81,28 +90,49 @@ pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
 
 /// [`migrate`] on a cluster (see [`Cluster`]): the same versions, each statement in its
 /// cluster form, `ON CLUSTER`. A cluster without any version starts from [`BASELINE`], the
-/// schema migrations 1 to 4 arrive at, and records those versions.
+/// schema migrations 1 to [`BASELINE_VERSION`] arrive at, and records those versions; a cluster
+/// created before a later baseline runs that version's own statements.
 pub async fn migrate_cluster(client: &Client, cluster: &Cluster) -> Result<(), MigrationError> {
     client
         .query(&cluster.migrations_table(MIGRATION_COLUMNS))
         .execute()
         .await?;
     let applied = applied(client).await?;
-    for &(version, description, statements) in MIGRATIONS {
-        if applied.contains(&version) {
-            continue;
-        }
-        let statements = match version {
-            1 => BASELINE,
-            v if v <= BASELINE_VERSION => &[],
-            _ => statements,
-        };
-        for statement in statements {
-            for sql in cluster.translate(statement)? {
-                client.query(&sql).execute().await?;
+    // Version 1 is recorded last, so a cluster is fresh until its whole baseline is recorded.
+    let fresh = !applied.contains(&1);
+    if fresh {
+        run_on_cluster(client, cluster, BASELINE).await?;
+        for &(version, description, _) in MIGRATIONS.iter().rev() {
+            if version <= BASELINE_VERSION && !applied.contains(&version) {
+                record(client, version, description).await?;
             }
         }
+    }
+    for &(version, description, statements) in MIGRATIONS {
+        if applied.contains(&version) || (fresh && version <= BASELINE_VERSION) {
+            continue;
+        }
+        run_on_cluster(client, cluster, statements).await?;
         record(client, version, description).await?;
+    }
+    Ok(())
+}
+
+/// Each statement in its cluster form. An `INSERT … SELECT` goes through the distributed
+/// tables: synchronously, so the rows are on their shards before the version is recorded.
+async fn run_on_cluster(
+    client: &Client,
+    cluster: &Cluster,
+    statements: &[&str],
+) -> Result<(), MigrationError> {
+    for statement in statements {
+        for sql in cluster.translate(statement)? {
+            client
+                .query(&sql)
+                .with_setting("insert_distributed_sync", "1")
+                .execute()
+                .await?;
+        }
     }
     Ok(())
 }
@@ -254,41 +284,86 @@ const CHAIN_HEADS: &str = r"CREATE TABLE IF NOT EXISTS chain_heads (
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY chain_id";
 
-const EVENTS_BY_TIME: &str = r"CREATE TABLE IF NOT EXISTS events_by_time (
-    time DateTime,
-    time_unix_nanos Int64,
-    chain_id String,
-    seq UInt64,
-    kind String,
-    agent_id String,
-    upstream String,
-    tool String,
-    risk String,
-    decision String,
-    reason String,
-    arguments_json String,
-    target_names Array(String),
-    target_values Array(String),
-    decision_seq UInt64,
-    outcome String,
-    verification String,
-    ingested_at DateTime
+/// The filterable columns of `events_by_time` (migration 2), as declared and as selected.
+macro_rules! by_time_columns {
+    () => {
+        "time DateTime, time_unix_nanos Int64, chain_id String, seq UInt64, kind String,
+    agent_id String, upstream String, tool String, risk String, decision String, reason String,
+    arguments_json String, target_names Array(String), target_values Array(String),
+    decision_seq UInt64, outcome String, verification String, ingested_at DateTime"
+    };
+}
+macro_rules! by_time_names {
+    () => {
+        "time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
+       reason, arguments_json, target_names, target_values, decision_seq, outcome,
+       verification, ingested_at"
+    };
+}
+
+/// The rest of an attempt (migration 5), so WhoTried reads its page from `events_by_time` alone
+/// instead of looking each row up again in `events`, whose order no time filter can use.
+macro_rules! attempt_columns {
+    () => {
+        ",
+    session String, client_name String, client_version String, rule_id String,
+    approval_id String, approver String"
+    };
+}
+macro_rules! attempt_names {
+    () => {
+        ",
+       session, client_name, client_version, rule_id, approval_id, approver"
+    };
+}
+
+macro_rules! by_time_engine {
+    () => {
+        "
 ) ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMM(time)
-ORDER BY (kind, tool, time_unix_nanos, chain_id, seq)";
+ORDER BY (kind, tool, time_unix_nanos, chain_id, seq)"
+    };
+}
 
-const EVENTS_BY_TIME_FEED: &str = r"CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_time_feed TO events_by_time AS
-SELECT time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
-       reason, arguments_json, target_names, target_values, decision_seq, outcome,
-       verification, ingested_at
-FROM events";
-
+/// `events_by_time` as migrations 2 and 3 created it.
+const EVENTS_BY_TIME_V2: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS events_by_time (\n    ",
+    by_time_columns!(),
+    by_time_engine!()
+);
+const EVENTS_BY_TIME_FEED_V2: &str = concat!(
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_time_feed TO events_by_time AS\nSELECT ",
+    by_time_names!(),
+    "\nFROM events"
+);
 /// Rows stored before the feed existed (a repeat is merged away: same key).
-const EVENTS_BY_TIME_FILL: &str = r"INSERT INTO events_by_time
-SELECT time, time_unix_nanos, chain_id, seq, kind, agent_id, upstream, tool, risk, decision,
-       reason, arguments_json, target_names, target_values, decision_seq, outcome,
-       verification, ingested_at
-FROM events";
+const EVENTS_BY_TIME_FILL_V2: &str = concat!(
+    "INSERT INTO events_by_time\nSELECT ",
+    by_time_names!(),
+    "\nFROM events"
+);
+
+/// `events_by_time` since migration 5: the filterable columns and the rest of an attempt.
+const EVENTS_BY_TIME: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS events_by_time (\n    ",
+    by_time_columns!(),
+    attempt_columns!(),
+    by_time_engine!()
+);
+const EVENTS_BY_TIME_FEED: &str = concat!(
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_time_feed TO events_by_time AS\nSELECT ",
+    by_time_names!(),
+    attempt_names!(),
+    "\nFROM events"
+);
+/// Every stored row, once (a repeat is merged away: same key).
+const EVENTS_BY_TIME_FILL: &str = concat!(
+    "INSERT INTO events_by_time\nSELECT ",
+    by_time_names!(),
+    attempt_names!(),
+    "\nFROM events"
+);
 
 const EVENT_COUNTS: &str = r"CREATE TABLE IF NOT EXISTS event_counts (
     hour DateTime,
@@ -346,7 +421,7 @@ const MERKLE_CHUNKS: &str = r"CREATE TABLE IF NOT EXISTS merkle_chunks (
 ORDER BY (chain_id, chunk)";
 
 /// The last version [`BASELINE`] stands for.
-const BASELINE_VERSION: u32 = 4;
+const BASELINE_VERSION: u32 = 5;
 
 /// The schema of versions 1 to [`BASELINE_VERSION`] as one step, without the renames and refills
 /// an upgraded single server needed: where a cluster starts.
@@ -369,9 +444,9 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         2,
         "read paths: events_by_time, event_counts",
         &[
-            EVENTS_BY_TIME,
-            EVENTS_BY_TIME_FEED,
-            EVENTS_BY_TIME_FILL,
+            EVENTS_BY_TIME_V2,
+            EVENTS_BY_TIME_FEED_V2,
+            EVENTS_BY_TIME_FILL_V2,
             EVENT_COUNTS,
             EVENT_COUNTS_FEED,
             EVENT_COUNTS_FILL,
@@ -392,9 +467,9 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "RENAME TABLE events TO events_before_v3, events_rebuilt TO events",
             "DROP TABLE events_before_v3",
             "DROP TABLE IF EXISTS events_by_time",
-            EVENTS_BY_TIME,
-            EVENTS_BY_TIME_FEED,
-            EVENTS_BY_TIME_FILL,
+            EVENTS_BY_TIME_V2,
+            EVENTS_BY_TIME_FEED_V2,
+            EVENTS_BY_TIME_FILL_V2,
             "DROP TABLE IF EXISTS event_counts",
             EVENT_COUNTS,
             EVENT_COUNTS_FEED,
@@ -405,5 +480,18 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         4,
         "the witness: witnessed heads and Merkle chunk roots",
         &[WITNESSED_HEADS, MERKLE_CHUNKS],
+    ),
+    (
+        5,
+        "events_by_time carries whole attempts; rebuilt from events",
+        &[
+            // As in migration 3: no feed while the table is replaced; the fill runs after the
+            // new feed exists, so a row stored meanwhile is there twice (one key) or once.
+            "DROP TABLE IF EXISTS events_by_time_feed",
+            "DROP TABLE IF EXISTS events_by_time",
+            EVENTS_BY_TIME,
+            EVENTS_BY_TIME_FEED,
+            EVENTS_BY_TIME_FILL,
+        ],
     ),
 ];

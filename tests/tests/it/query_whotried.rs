@@ -124,6 +124,68 @@ fn expected() -> Vec<Row> {
     ]
 }
 
+/// The attempts of `response` as [`Row`]s, once every other field is checked against what
+/// [`call`] recorded.
+fn attempt_rows(response: &pb::WhoTriedResponse) -> Vec<Row> {
+    response
+        .attempts
+        .iter()
+        .map(|a| {
+            assert_eq!(a.tool, "session_manager");
+            assert_eq!(a.targets.len(), 1);
+            assert_eq!(a.targets[0].name, "session_id");
+            assert_eq!(a.verification, "verified");
+            let session = if a.agent_id == "agent-a" {
+                "mcp-a"
+            } else {
+                "mcp-b"
+            };
+            assert_eq!(
+                (
+                    &*a.session,
+                    &*a.client_name,
+                    &*a.client_version,
+                    &*a.rule_id
+                ),
+                (session, "test-client", "1.0", "rule-1")
+            );
+            (
+                a.chain_id.clone(),
+                a.seq,
+                a.agent_id.clone(),
+                a.targets[0].value.clone(),
+                a.decision,
+                a.outcome,
+            )
+        })
+        .collect()
+}
+
+/// A store an auditor before migration 5 filled (`events_by_time` without the attempt's
+/// session, client and rule) answers whole after the upgrade, and the new feed fills the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn attempts_stored_before_migration_5_answer_whole_after_it() {
+    let clickhouse = ClickHouse::start().expect("clickhouse");
+    let db = clickhouse.client();
+    verdict_schema::migrate_up_to(&db, 4).await.unwrap();
+    let events = scenario();
+    let (before, after) = events.split_at(5);
+    audit_rows::store_events(&db, before).await.unwrap();
+    audit_rows::migrate(&db).await.unwrap();
+    audit_rows::store_events(&db, after).await.unwrap();
+    let count = |table: &str| {
+        db.query(&format!("SELECT count() FROM {table} FINAL"))
+            .fetch_one::<u64>()
+    };
+    assert_eq!(count("events_by_time").await.unwrap(), events.len() as u64);
+    assert_eq!(count("events").await.unwrap(), events.len() as u64);
+
+    let service = QueryService::start(&clickhouse.url(), None, "").expect("verdict-query");
+    let mut client = service.client().await;
+    let response = who_tried(&mut client, delete_filter(), false, 0).await;
+    assert_eq!(attempt_rows(&response), expected());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn who_tried_to_delete_sessions() {
     let clickhouse = ClickHouse::start().expect("clickhouse");
@@ -134,25 +196,7 @@ async fn who_tried_to_delete_sessions() {
     let mut client = service.client().await;
 
     let response = who_tried(&mut client, delete_filter(), true, 0).await;
-    let got: Vec<Row> = response
-        .attempts
-        .iter()
-        .map(|a| {
-            assert_eq!(a.tool, "session_manager");
-            assert_eq!(a.targets.len(), 1);
-            assert_eq!(a.targets[0].name, "session_id");
-            assert_eq!(a.verification, "verified");
-            (
-                a.chain_id.clone(),
-                a.seq,
-                a.agent_id.clone(),
-                a.targets[0].value.clone(),
-                a.decision,
-                a.outcome,
-            )
-        })
-        .collect();
-    assert_eq!(got, expected());
+    assert_eq!(attempt_rows(&response), expected());
     assert!(!response.truncated);
 
     type Group = (String, String, String, Vec<(i32, u64)>, i64, i64);
