@@ -6,10 +6,16 @@
 //! argument filter), Search's first page, Summarize over 30 days by agent × decision (p50 of 15
 //! runs each after one warm-up), and a full JSONL Export in rows/s.
 //!
+//! With `QUERY_BENCH_BASELINE=path/to/another/verdict-query`, the three queries are measured again
+//! on the same data in three rounds, alternating that build and this one (a change's pair, free
+//! of the machine's drift between runs).
+//!
 //! `cargo run -p verdict-tests --example query_bench -- 1000000` (the dev profile optimises
 //! dependencies at -O3; the numbers in BENCHMARKS.md were measured that way, binaries included).
 
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use verdict_proto::pb::audit_query_client::AuditQueryClient;
 use verdict_proto::pb::{self, DecisionKind, RiskClass};
 use verdict_proto::{ChainWriter, Hash, SecretKey, SignedEvent, ZERO_HASH};
 use verdict_tests::audit_rows::{self, Call};
@@ -137,6 +143,65 @@ async fn main() {
 
     let service = QueryService::start(&clickhouse.url(), None, "").expect("verdict-query");
     let mut client = service.client().await;
+    for (name, p) in measure(&mut client, now, rows).await {
+        println!("{name}: p50 {:.1} ms", p.as_secs_f64() * 1000.0);
+    }
+    // Another build on the same data, alternating with this one: a pair from one machine state.
+    if let Some(baseline) = std::env::var_os("QUERY_BENCH_BASELINE") {
+        for round in 1..=3 {
+            for (label, program) in [("baseline", Some(&baseline)), ("this build", None)] {
+                let other = program.map(|p| {
+                    QueryService::start_program(p.as_ref(), &clickhouse.url()).expect("baseline")
+                });
+                let mut client = match &other {
+                    Some(s) => s.client().await,
+                    None => service.client().await,
+                };
+                for (name, p) in measure(&mut client, now, rows).await {
+                    let ms = p.as_secs_f64() * 1000.0;
+                    println!("round {round}, {label}: {name}: p50 {ms:.1} ms");
+                }
+            }
+        }
+    }
+    let t = Instant::now();
+    let mut stream = client
+        .export(authed(
+            pb::ExportRequest {
+                filter: None,
+                format: pb::ExportFormat::Jsonl as i32,
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut lines, mut bytes, mut last) = (0u64, 0u64, Vec::new());
+    while let Some(chunk) = stream.message().await.unwrap() {
+        lines += memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
+        bytes += chunk.data.len() as u64;
+        last = chunk.data;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // One line per event, then the export's own last line saying what it held.
+    let end = String::from_utf8_lossy(&last);
+    let end = end.trim_end().rsplit('\n').next().unwrap_or_default();
+    assert!(end.starts_with(r#"{"export_end""#), "last line: {end}");
+    lines -= 1;
+    assert_eq!(lines, rows as u64);
+    println!(
+        "Export JSONL: {lines} rows, {:.0} MB in {secs:.1} s = {:.0} rows/s",
+        bytes as f64 / 1e6,
+        lines as f64 / secs
+    );
+}
+
+/// WhoTried, Search's first page and Summarize through `client`: p50 of 15 runs after a warm-up.
+async fn measure(
+    client: &mut AuditQueryClient<Channel>,
+    now: i64,
+    rows: usize,
+) -> Vec<(&'static str, Duration)> {
     let delete = pb::EventFilter {
         tools: vec!["session_manager".into()],
         arguments: vec![pb::ArgumentMatch {
@@ -215,37 +280,5 @@ async fn main() {
         }
         results.push((name, p50(samples)));
     }
-    for (name, p) in &results {
-        println!("{name}: p50 {:.1} ms", p.as_secs_f64() * 1000.0);
-    }
-    let t = Instant::now();
-    let mut stream = client
-        .export(authed(
-            pb::ExportRequest {
-                filter: None,
-                format: pb::ExportFormat::Jsonl as i32,
-            },
-            TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut lines, mut bytes, mut last) = (0u64, 0u64, Vec::new());
-    while let Some(chunk) = stream.message().await.unwrap() {
-        lines += memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
-        bytes += chunk.data.len() as u64;
-        last = chunk.data;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    // One line per event, then the export's own last line saying what it held.
-    let end = String::from_utf8_lossy(&last);
-    let end = end.trim_end().rsplit('\n').next().unwrap_or_default();
-    assert!(end.starts_with(r#"{"export_end""#), "last line: {end}");
-    lines -= 1;
-    assert_eq!(lines, rows as u64);
-    println!(
-        "Export JSONL: {lines} rows, {:.0} MB in {secs:.1} s = {:.0} rows/s",
-        bytes as f64 / 1e6,
-        lines as f64 / secs
-    );
+    results
 }

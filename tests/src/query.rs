@@ -38,6 +38,22 @@ impl QueryService {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        let program = cargo_bin("verdict-query");
+        Self::spawn(&program, clickhouse_url, public_key, extra, env)
+    }
+
+    /// Another build of `verdict-query` (`program`), to compare with this one on the same data.
+    pub fn start_program(program: &Path, clickhouse_url: &str) -> Result<Self> {
+        Self::spawn(program, clickhouse_url, None, "", &[])
+    }
+
+    fn spawn(
+        program: &Path,
+        clickhouse_url: &str,
+        public_key: Option<&Path>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = public_key
             .map(|p| format!("trusted_keys = [{:?}]\n", p.display().to_string()))
@@ -53,7 +69,7 @@ impl QueryService {
         let path = dir.path().join("query.toml");
         std::fs::write(&path, config).expect("writing query.toml");
         let ready = dir.path().join("ready");
-        let mut command = Command::new(cargo_bin("verdict-query"));
+        let mut command = Command::new(program);
         command
             .arg("--config")
             .arg(&path)
