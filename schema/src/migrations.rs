@@ -62,7 +62,9 @@ struct MigrationRow {
 const MIGRATION_COLUMNS: &str = "version UInt32, description String";
 
 /// Applies every migration not yet recorded in `schema_migrations`, in order, on one server.
-/// Statements are idempotent (`IF NOT EXISTS`), so two auditors migrating at once are harmless.
+/// Statements creating things are idempotent (`IF NOT EXISTS`), so two auditors applying those
+/// at once are harmless; a rebuild (migrations 3 and 5: drop, create, refill) is not, and is
+/// applied by one auditor or `--migrate-only` first (README "Upgrading to migration 5").
 pub async fn migrate(client: &Client) -> Result<(), MigrationError> {
     migrate_up_to(client, u32::MAX).await
 }
