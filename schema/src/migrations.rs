@@ -497,3 +497,20 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clusters exist since version 4 (the first baseline): every later migration, and the
+    /// baseline itself, must have a cluster form, or upgrading a cluster stops at it.
+    #[test]
+    fn the_baseline_and_every_migration_a_cluster_may_run_translate() {
+        let cluster = Cluster::new("verdict", "audit").unwrap();
+        let later = MIGRATIONS.iter().filter(|m| m.0 > 4).flat_map(|m| m.2);
+        for statement in BASELINE.iter().chain(later) {
+            let translated = cluster.translate(statement).unwrap();
+            assert!(!translated.is_empty(), "{statement}");
+        }
+    }
+}
