@@ -139,9 +139,7 @@ impl Cluster {
              TO {db}.{target}{LOCAL_SUFFIX}{before}FROM {db}.{source}{LOCAL_SUFFIX}{rest}"
         )])
     }
-}
 
-impl Cluster {
     /// `name` → its distributed table (or view) and its local table, wherever they exist.
     fn drop(&self, name: &str) -> Result<Vec<String>, ClusterError> {
         let name = match split_identifier(name) {

@@ -3,8 +3,7 @@
 //! gRPC client and the test token.
 
 use crate::bins::cargo_bin;
-use crate::process::ServerProcess;
-use crate::process::{OutputWithin, COMMAND_TIMEOUT};
+use crate::process::{OutputWithin, ServerProcess, COMMAND_TIMEOUT};
 use crate::Result;
 use std::path::Path;
 use std::process::{Command, Output};
